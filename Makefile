@@ -1,0 +1,27 @@
+# Two entry points on a fresh machine:
+#   make run   - set up, then run the main job on its default configuration
+#   make test  - set up, then run the whole test suite (what CI runs)
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA ?= ../shared/datasets/monuseg
+OUT ?= runs/demo
+
+$(BIN)/nudiff: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(BIN)/nudiff
+
+setup: $(BIN)/nudiff
+
+run: setup
+	$(BIN)/nudiff run --config configs/demo.yaml --data $(DATA) --out $(OUT)
+
+test: setup
+	$(BIN)/pytest -m "not slow" && $(BIN)/pytest -m slow
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+.PHONY: setup run test lint

@@ -1,0 +1,87 @@
+"""Typed configuration: dataclasses loaded from YAML, saved beside every run.
+
+Each stage defines its own dataclass next to its code (``SubsetConfig`` in
+``nudiff.data.subsets``, ``DiffusionConfig`` in ``nudiff.diffusion.config``, ...).
+This module turns YAML mappings into those dataclasses, strictly: an unknown key is an
+error that names the file and the key, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from nudiff.utils import DataError, write_text
+
+T = TypeVar("T")
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:
+    """Build dataclass ``cls`` from a (nested) mapping; unknown keys raise ``DataError``."""
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise DataError(where, f"unknown key(s) {unknown} for {cls.__name__}; known: {sorted(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, f"{where}:{name}")
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, where) if len(args) == 1 else value
+    if origin in (list, tuple) and isinstance(value, (list, tuple)):
+        (arg, *_) = typing.get_args(tp) or (Any,)
+        seq = [_coerce(arg, v, where) for v in value]
+        return tuple(seq) if origin is tuple else seq
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    return dataclasses.asdict(obj)
+
+
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise DataError(path, "config file not found") from None
+    except yaml.YAMLError as e:
+        raise DataError(path, f"not valid YAML ({str(e).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise DataError(path, "config must be a YAML mapping")
+    return data
+
+
+def load_config(cls: type[T], path: str | os.PathLike | None, section: str | None = None) -> T:
+    """Load ``cls`` from a YAML file (optionally one top-level ``section`` of it)."""
+    if path is None:
+        return cls()
+    data = load_yaml(path)
+    if section is not None:
+        data = data.get(section, {}) or {}
+    return from_dict(cls, data, where=str(path) + (f"[{section}]" if section else ""))
+
+
+def save_config(obj: Any, path: str | os.PathLike) -> None:
+    write_text(path, yaml.safe_dump(to_dict(obj), sort_keys=False))
