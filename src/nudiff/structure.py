@@ -122,7 +122,7 @@ class DecodeParams:
     """Thresholds of :func:`decode` (chosen on training images; see benchmarks/structure_roundtrip).
 
     fg_threshold: semantic >= this is nucleus.
-    sigma: Gaussian smoothing (px) of h/v before derivatives (robustness to sampling noise).
+    median_size: median filter (px) on h/v against sampling noise; 1 disables it.
     center_threshold: marker cores are pixels with max(|h|, |v|) < this (near a centroid).
     edge_threshold: pixels where h falls along x (or v along y) faster than this per px lie
         on a boundary between touching nuclei and are removed from markers.
@@ -131,7 +131,7 @@ class DecodeParams:
     """
 
     fg_threshold: float = 0.5
-    sigma: float = 1.0
+    median_size: int = 3
     center_threshold: float = 0.5
     edge_threshold: float = 0.3
     min_marker: int = 3
@@ -145,7 +145,7 @@ def decode(structure: np.ndarray, params: DecodeParams | None = None) -> np.ndar
     ``fg_threshold=0``) and h, v in [-1, 1]. Marker-controlled watershed:
 
     1. foreground = semantic >= ``fg_threshold``, objects < ``min_size`` removed;
-    2. energy = max(|h|, |v|) after Gaussian smoothing: 0 at a nucleus centre, 1 at its rim;
+    2. energy = max(|h|, |v|) after a median filter: 0 at a nucleus centre, 1 at its rim;
     3. boundaries between touching nuclei = where h decreases along x (or v along y) —
        inside one nucleus both only increase — by more than ``edge_threshold`` per pixel;
     4. markers = foreground cores (energy < ``center_threshold``) minus boundaries;
@@ -162,9 +162,11 @@ def decode(structure: np.ndarray, params: DecodeParams | None = None) -> np.ndar
         return np.zeros(fg.shape, np.int32)
     h = np.clip(s[1], -1, 1) * fg
     v = np.clip(s[2], -1, 1) * fg
-    if p.sigma > 0:
-        h = ndi.gaussian_filter(h, p.sigma)
-        v = ndi.gaussian_filter(v, p.sigma)
+    if p.median_size > 1:
+        # a median, unlike a Gaussian, removes sampling noise without averaging the +1 / -1
+        # jump between touching nuclei into a fake centre
+        h = ndi.median_filter(h, p.median_size) * fg
+        v = ndi.median_filter(v, p.median_size) * fg
     energy = np.maximum(np.abs(h), np.abs(v))
     # central differences: a jump from +1 to -1 between touching nuclei is a fall of ~1 / px
     dh = np.gradient(h, axis=1)
