@@ -132,8 +132,8 @@ class DecodeParams:
 
     fg_threshold: float = 0.5
     median_size: int = 3
-    center_threshold: float = 0.5
-    edge_threshold: float = 0.3
+    center_threshold: float = 0.3
+    edge_threshold: float = 0.15
     min_marker: int = 3
     min_size: int = 10
 

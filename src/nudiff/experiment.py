@@ -1,0 +1,303 @@
+"""The augmentation experiment: labeled fraction x training data x seed -> metrics.
+
+For every labeled fraction that needs synthetic pairs, a structure model and an image model
+are trained on that fraction's own subset (one pair per fraction, shared by all seeds), and
+``n_synthetic`` pairs are synthesized. Then every cell trains a segmenter with **the same
+number of optimizer steps**, predicts the test images and is scored per image.
+
+Arms (what the segmenter trains on):
+
+- ``real``:      the labeled subset only;
+- ``real+syn``:  the subset plus the synthetic pairs (``segment.train.real_ratio`` of each
+                 batch drawn from the real patches);
+- ``real-dup``:  the subset repeated to as many patches as real + synthetic (the reviewer's
+                 control; with fixed steps and sampling with replacement it differs from
+                 ``real`` only by chance, which makes it a noise floor);
+- ``syn-only``:  the synthetic pairs alone, tested on real images.
+
+Layout of ``OUT``: ``data/`` (prepared data), ``diffusion/f0.10/{structure,image,synthetic}``,
+``cells/f0.10_real+syn_s0/{model,pred,metrics.json}``, ``results.csv``, ``report/``.
+A finished cell (its ``metrics.json`` exists) is skipped, so a killed run resumes; unfinished
+trainings resume from their last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nudiff.config import from_dict, load_yaml, save_config
+from nudiff.metrics import METRICS
+from nudiff.utils import NudiffError, read_json, seed_everything, write_json, write_text
+
+ARMS = ("real", "real+syn", "real-dup", "syn-only")
+SYNTHETIC_ARMS = ("real+syn", "syn-only", "real-dup")
+
+
+@dataclass
+class ExperimentConfig:
+    """The grid (YAML section ``experiment``).
+
+    data: paired folders (the first provides the validation images).
+    fractions: labeled fractions of nuclei.
+    arms: training-data arms, see the module docstring.
+    seeds: segmenter seeds for every cell; ``seeds_by_fraction`` overrides per fraction
+        (e.g. {0.1: [0, 1, 2]} to spend the extra seeds where the effect is largest).
+    synthetic_fractions: fractions that get diffusion models; arms that need synthetic pairs
+        run only there (``None``: all fractions).
+    n_synthetic: synthetic pairs per fraction.
+    subset_seed: which subset draw (data.seed) the cells use.
+    """
+
+    data: list[str] = field(default_factory=lambda: [
+        "../shared/datasets/monuseg/train", "../shared/datasets/monuseg/train-recovered"])
+    fractions: list[float] = field(default_factory=lambda: [0.1, 1.0])
+    arms: list[str] = field(default_factory=lambda: ["real", "real+syn"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds_by_fraction: dict[float, list[int]] = field(default_factory=dict)
+    synthetic_fractions: list[float] | None = None
+    n_synthetic: int = 256
+    subset_seed: int = 0
+
+    def __post_init__(self) -> None:
+        bad = [a for a in self.arms if a not in ARMS]
+        if bad:
+            raise NudiffError(f"experiment.arms: unknown {bad}; choose from {ARMS}")
+
+
+@dataclass
+class Cell:
+    fraction: float
+    arm: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"f{self.fraction:.2f}_{self.arm}_s{self.seed}"
+
+
+def cells_of(cfg: ExperimentConfig) -> list[Cell]:
+    syn_fracs = cfg.fractions if cfg.synthetic_fractions is None else cfg.synthetic_fractions
+    cells = []
+    for f in cfg.fractions:
+        seeds = cfg.seeds_by_fraction.get(f, cfg.seeds)
+        for arm in cfg.arms:
+            if arm in SYNTHETIC_ARMS and f not in syn_fracs:
+                continue
+            cells += [Cell(f, arm, s) for s in seeds]
+    return cells
+
+
+@dataclass
+class Plan:
+    """Everything one experiment config file holds."""
+
+    experiment: ExperimentConfig
+    data: object
+    structure: object
+    image: object
+    synthesis: object
+    segment: object
+
+
+def load_plan(path: Path) -> Plan:
+    from nudiff.data.prepare import PrepareConfig
+    from nudiff.diffusion.config import DiffusionConfig
+    from nudiff.segment.config import SegmentConfig
+    from nudiff.synthesis import SynthesisConfig
+
+    raw = load_yaml(path)
+    known = {"experiment", "data", "structure", "image", "synthesis", "segment"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise NudiffError(f"{path}: unknown section(s) {unknown}; known: {sorted(known)}")
+    sections = {
+        "experiment": ExperimentConfig, "data": PrepareConfig, "structure": DiffusionConfig,
+        "image": DiffusionConfig, "synthesis": SynthesisConfig, "segment": SegmentConfig,
+    }
+    plan = Plan(**{k: from_dict(cls, raw.get(k), f"{path}[{k}]") for k, cls in sections.items()})
+    plan.structure.model.kind = "structure"
+    plan.image.model.kind = "image"
+    return plan
+
+
+def _arrays(samples) -> tuple[np.ndarray, np.ndarray]:
+    return np.stack([s.image for s in samples]), np.stack([s.instance_map for s in samples])
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def run_experiment(plan: Plan, out: Path, test_dir: Path | None = None, data_dirs: list[Path] | None = None) -> Path:
+    """Run (or resume) every cell; returns the path of results.csv."""
+    from nudiff.data.prepare import load_subset, load_val, prepare
+    from nudiff.data.dataset import load_folder
+
+    cfg = plan.experiment
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("experiment", "data", "structure", "image", "synthesis", "segment"):
+        save_config(getattr(plan, name), out / "config" / f"{name}.yaml")
+    folders = [Path(d) for d in (data_dirs or cfg.data)]
+    data_dir = out / "data"
+    plan.data.fractions = sorted(set(cfg.fractions))
+    plan.data.seed = cfg.subset_seed
+    timings = read_json(out / "timings.json") if (out / "timings.json").exists() else {}
+
+    def timed(key: str, fn):
+        if key in timings:
+            return
+        t = time.time()
+        fn()
+        timings[key] = round(time.time() - t, 1)
+        write_json(out / "timings.json", timings)
+
+    if not (data_dir / "manifest.json").exists():
+        _log(f"preparing data from {', '.join(map(str, folders))}")
+        timed("data_prepare", lambda: prepare(folders, data_dir, plan.data))
+    # Model selection happens on the validation images; when they are also the test images
+    # (no --test), selection is switched off and the final model is used, so that no number
+    # is chosen on the images it is reported on.
+    test = load_folder(test_dir, progress=False) if test_dir else load_val(data_dir)
+    val = load_val(data_dir) if test_dir else None
+    test_images_dir = Path(test_dir) / "images" if test_dir else data_dir / "val" / "images"
+    test_labels_dir = Path(test_dir) if test_dir else data_dir / "val"
+
+    cells = cells_of(cfg)
+    _log(f"{len(cells)} cells: " + ", ".join(c.name for c in cells))
+    for fraction in sorted({c.fraction for c in cells if c.arm in SYNTHETIC_ARMS}):
+        _synthetic_for(plan, out, data_dir, fraction, timed)
+    for cell in cells:
+        _run_cell(plan, out, data_dir, cell, val, test_images_dir, test_labels_dir, timed)
+    del test
+    results = collect_results(out, cells)
+    from nudiff.report import write_experiment_report
+
+    write_experiment_report(out, results, cfg)
+    _log(f"done: {out / 'results.csv'} and {out / 'report' / 'index.html'}")
+    return out / "results.csv"
+
+
+def _synthetic_for(plan: Plan, out: Path, data_dir: Path, fraction: float, timed) -> Path:
+    from nudiff.data.prepare import load_subset
+    from nudiff.diffusion.train import train as train_diffusion
+    from nudiff.synthesis import synthesize
+
+    root = out / "diffusion" / f"f{fraction:.2f}"
+    syn = root / "synthetic"
+    if (syn / "manifest.json").exists() and read_json(syn / "manifest.json")["n_accepted"] >= plan.experiment.n_synthetic:
+        return syn
+    samples = load_subset(data_dir, fraction, plan.experiment.subset_seed)
+    images, insts = _arrays(samples)
+    for kind in ("structure", "image"):
+        run = root / kind
+        if not (run / "model").exists():
+            _log(f"training the {kind} model on the {fraction:.0%} subset ({len(samples)} patches)")
+            timed(f"f{fraction:.2f}/train_{kind}", lambda: train_diffusion(
+                getattr(plan, kind), run, images if kind == "image" else None, insts,
+                resume=(run / "checkpoints").exists()))
+    plan.synthesis.n = plan.experiment.n_synthetic
+    _log(f"synthesizing {plan.synthesis.n} pairs for {fraction:.0%}")
+    timed(f"f{fraction:.2f}/synthesize", lambda: synthesize(
+        root / "structure", root / "image", syn, plan.synthesis, real_dir=data_dir / "val"))
+    return syn
+
+
+def _run_cell(plan, out, data_dir, cell: Cell, val, test_images_dir, test_labels_dir, timed) -> None:
+    from nudiff.data.dataset import load_folder
+    from nudiff.data.prepare import load_subset
+    from nudiff.metrics import evaluate_folders
+    from nudiff.segment.predict import predict_folder
+    from nudiff.segment.train import train_segmenter
+
+    cell_dir = out / "cells" / cell.name
+    if (cell_dir / "metrics.json").exists():
+        return
+    real = load_subset(data_dir, cell.fraction, plan.experiment.subset_seed)
+    synthetic = None
+    if cell.arm in ("real+syn", "syn-only", "real-dup"):
+        syn_dir = out / "diffusion" / f"f{cell.fraction:.2f}" / "synthetic"
+        synthetic = load_folder(syn_dir, progress=False)
+    if cell.arm == "real-dup":
+        copies = -(-(len(real) + len(synthetic)) // len(real))
+        real, synthetic = (real * copies)[: len(real) + len(synthetic)], None
+    elif cell.arm == "syn-only":
+        real, synthetic = synthetic, None
+    seg_cfg = plan.segment
+    seg_cfg.train.seed = cell.seed
+    seed_everything(cell.seed)
+    _log(f"cell {cell.name}: {len(real)} real-role + {len(synthetic or [])} synthetic patches")
+    timed(f"cells/{cell.name}/train", lambda: train_segmenter(
+        seg_cfg, cell_dir, real, synthetic, val, resume=(cell_dir / "checkpoints").exists()))
+    timed(f"cells/{cell.name}/predict", lambda: predict_folder(cell_dir, test_images_dir, cell_dir / "pred"))
+    report = evaluate_folders(cell_dir / "pred", test_labels_dir)
+    write_json(cell_dir / "metrics.json", report)
+    m = report["mean"]
+    _log(f"cell {cell.name}: Dice {m['dice']:.4f} AJI {m['aji']:.4f} PQ {m['pq']:.4f}")
+
+
+def collect_results(out: Path, cells: list[Cell]) -> list[dict]:
+    """One row per (cell, test image) from the cells' metrics.json; writes results.csv."""
+    rows = []
+    for cell in cells:
+        path = out / "cells" / cell.name / "metrics.json"
+        if not path.exists():
+            continue
+        for image, m in read_json(path)["per_image"].items():
+            rows.append({"fraction": cell.fraction, "arm": cell.arm, "seed": cell.seed, "image": image}
+                        | {k: m[k] for k in METRICS})
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["fraction", "arm", "seed", "image", *METRICS])
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(out / "results.csv", buf.getvalue())
+    return rows
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "experiment",
+        help="the augmentation grid: fractions x {real, real+syn, ...} x seeds, with a report",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__,
+        epilog="examples:\n  nudiff experiment --config configs/demo.yaml --out runs/demo\n"
+        "  nudiff experiment --config configs/cpu-grid.yaml --out runs/grid --test my_test_folder",
+    )
+    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--test", type=Path, default=None,
+                   help="test folder with images/ and labels/ (default: the validation images)")
+    p.add_argument("--data", type=Path, nargs="+", default=None, help="override experiment.data folders")
+    p.set_defaults(func=_cmd_experiment)
+
+    r = sub.add_parser(
+        "run",
+        help="the main job: prepare data, run the experiment in CONFIG, write the report",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="The main job of `make run`: same as `nudiff experiment` (data preparation "
+        "is its first step).",
+        epilog="example:\n  nudiff run --config configs/demo.yaml --data ../shared/datasets/monuseg/train "
+        "../shared/datasets/monuseg/train-recovered --out runs/demo",
+    )
+    r.add_argument("--config", type=Path, default=Path("configs/demo.yaml"))
+    r.add_argument("--out", type=Path, default=Path("runs/demo"))
+    r.add_argument("--test", type=Path, default=None)
+    r.add_argument("--data", type=Path, nargs="+", default=None,
+                   help="paired folders, or one folder holding train/ and train-recovered/")
+    r.set_defaults(func=_cmd_experiment)
+
+
+def _cmd_experiment(args) -> None:
+    plan = load_plan(args.config)
+    data = args.data
+    if data and len(data) == 1 and (data[0] / "train").is_dir() and not (data[0] / "images").is_dir():
+        data = sorted(p for p in data[0].iterdir() if (p / "images").is_dir())
+        data.sort(key=lambda p: p.name != "train")  # exact labels first: validation comes from it
+    run_experiment(plan, args.out, args.test, data)

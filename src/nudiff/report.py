@@ -1,0 +1,231 @@
+"""Pictures people would rather look at than read: overlays, structure panels, mosaics.
+
+All functions are pure: they take arrays and return an RGB uint8 (H, W, 3) picture; write it
+with :func:`nudiff.data.io.write_image`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib import colormaps
+from skimage.segmentation import find_boundaries
+
+
+def instance_colours(n: int, seed: int = 0) -> np.ndarray:
+    """(n + 1, 3) uint8 bright colours; row 0 (background) is black."""
+    rng = np.random.default_rng(seed)
+    hsv = np.stack([rng.random(n), np.full(n, 0.9), np.full(n, 1.0)], axis=1)
+    from skimage.color import hsv2rgb
+
+    rgb = (hsv2rgb(hsv[None])[0] * 255).astype(np.uint8)
+    return np.concatenate([np.zeros((1, 3), np.uint8), rgb])
+
+
+def overlay(image: np.ndarray, instance_map: np.ndarray, colour: tuple[int, int, int] | None = None) -> np.ndarray:
+    """Instance contours drawn on the image. image uint8 (H, W, 3); instance_map int (H, W).
+
+    Each nucleus gets its own colour unless ``colour`` is given (e.g. (0, 255, 0)).
+    """
+    out = np.asarray(image, np.uint8).copy()
+    inst = np.asarray(instance_map)
+    edges = find_boundaries(inst, mode="inner") & (inst > 0)
+    if colour is not None:
+        out[edges] = colour
+    else:
+        out[edges] = instance_colours(int(inst.max()))[inst[edges]]
+    return out
+
+
+def label_picture(instance_map: np.ndarray) -> np.ndarray:
+    """Instance map as a picture: each nucleus filled with its own colour, black background."""
+    inst = np.asarray(instance_map)
+    return instance_colours(int(inst.max()))[inst]
+
+
+def structure_picture(structure: np.ndarray) -> np.ndarray:
+    """The 3 structure channels side by side: semantic (grey), h and v (blue -1 .. red +1).
+
+    structure float (3, H, W), semantic in [0, 1] (or [-1, 1]), h/v in [-1, 1].
+    Returns uint8 (H, 3W + 8, 3).
+    """
+    s = np.asarray(structure, np.float32)
+    sem = s[0] if s[0].min() >= 0 else (s[0] + 1) / 2
+    grey = (np.clip(sem, 0, 1) * 255).astype(np.uint8)
+    cmap = colormaps["coolwarm"]
+    panels = [np.repeat(grey[..., None], 3, axis=2)]
+    for ch in (1, 2):
+        panels.append((cmap((np.clip(s[ch], -1, 1) + 1) / 2)[..., :3] * 255).astype(np.uint8))
+    return hstack(panels, gap=4)
+
+
+def structure_rgb(structure: np.ndarray) -> np.ndarray:
+    """Compact RGB rendering of a structure: (semantic, (h+1)/2, (v+1)/2) -> uint8 (H, W, 3)."""
+    s = np.asarray(structure, np.float32)
+    sem = s[0] if s[0].min() >= 0 else (s[0] + 1) / 2
+    rgb = np.stack([sem, (s[1] + 1) / 2, (s[2] + 1) / 2], axis=-1)
+    return (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+
+
+def hstack(pictures: list[np.ndarray], gap: int = 4, fill: int = 255) -> np.ndarray:
+    """Side by side with a white gap; pictures are padded at the bottom to the tallest."""
+    h = max(p.shape[0] for p in pictures)
+    cols = []
+    for i, p in enumerate(pictures):
+        p = _rgb(p)
+        if p.shape[0] < h:
+            p = np.concatenate([p, np.full((h - p.shape[0],) + p.shape[1:], fill, np.uint8)])
+        cols.append(p)
+        if i < len(pictures) - 1:
+            cols.append(np.full((h, gap, 3), fill, np.uint8))
+    return np.concatenate(cols, axis=1)
+
+
+def mosaic(tiles: list[np.ndarray], ncols: int = 8, gap: int = 2, fill: int = 255) -> np.ndarray:
+    """Tiles (all the same size) in a grid, row-major."""
+    if not tiles:
+        raise ValueError("mosaic needs at least one tile")
+    tiles = [_rgb(t) for t in tiles]
+    th, tw = tiles[0].shape[:2]
+    ncols = min(ncols, len(tiles))
+    nrows = -(-len(tiles) // ncols)
+    out = np.full((nrows * (th + gap) - gap, ncols * (tw + gap) - gap, 3), fill, np.uint8)
+    for i, t in enumerate(tiles):
+        r, c = divmod(i, ncols)
+        out[r * (th + gap): r * (th + gap) + th, c * (tw + gap): c * (tw + gap) + tw] = t[:th, :tw]
+    return out
+
+
+def _rgb(p: np.ndarray) -> np.ndarray:
+    p = np.asarray(p)
+    if p.ndim == 2:
+        p = np.repeat(p[..., None], 3, axis=2)
+    if p.dtype != np.uint8:
+        p = (np.clip(p, 0, 1) * 255).astype(np.uint8)
+    return p
+
+
+# --- the experiment report ------------------------------------------------------------------
+
+# NuDiff Table 1, HoVer-Net on MoNuSeg (Dice, AJI): "real" = labeled, "real+syn" = augmented
+PAPER_TABLE1 = {
+    (0.1, "real"): (0.7969, 0.6344), (0.1, "real+syn"): (0.8291, 0.6785),
+    (0.2, "real"): (0.8118, 0.6501), (0.2, "real+syn"): (0.8219, 0.6657),
+    (0.5, "real"): (0.8182, 0.6603), (0.5, "real+syn"): (0.8291, 0.6764),
+    (1.0, "real"): (0.8206, 0.6652), (1.0, "real+syn"): (0.8336, 0.6810),
+}
+REPORT_METRICS = ("dice", "aji", "aji_plus", "pq")
+
+
+def summarise_results(rows: list[dict]) -> list[dict]:
+    """Per (fraction, arm): mean over test images per seed, then mean ± sd over seeds."""
+    by_cell: dict = {}
+    for r in rows:
+        by_cell.setdefault((float(r["fraction"]), r["arm"]), {}).setdefault(int(r["seed"]), []).append(r)
+    out = []
+    for (fraction, arm), seeds in sorted(by_cell.items()):
+        entry = {"fraction": fraction, "arm": arm, "n_seeds": len(seeds)}
+        for m in REPORT_METRICS:
+            per_seed = [float(np.mean([float(r[m]) for r in rs])) for rs in seeds.values()]
+            entry[m] = float(np.mean(per_seed))
+            entry[m + "_sd"] = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else None
+        out.append(entry)
+    return out
+
+
+def results_markdown(summary: list[dict]) -> str:
+    def fmt(e, m):
+        sd = e[m + "_sd"]
+        return f"{e[m]:.4f}" + (f" ± {sd:.4f}" if sd is not None else "")
+
+    lines = [
+        "| labeled | training data | seeds | Dice | AJI | AJI+ | PQ | paper Dice | paper AJI |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in summary:
+        paper = PAPER_TABLE1.get((round(e["fraction"], 2), e["arm"]))
+        pd, pa = (f"{paper[0]:.4f}", f"{paper[1]:.4f}") if paper else ("–", "–")
+        lines.append(f"| {e['fraction']:.0%} | {e['arm']} | {e['n_seeds']} | " + " | ".join(
+            fmt(e, m) for m in REPORT_METRICS) + f" | {pd} | {pa} |")
+    return "\n".join(lines) + "\n"
+
+
+def results_chart(summary: list[dict], path) -> None:
+    """Grouped bar chart (Dice, AJI, PQ per fraction x arm) with ± sd error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from nudiff.utils import atomic_path
+
+    metrics = ("dice", "aji", "pq")
+    labels = [f"{e['fraction']:.0%}\n{e['arm']}" for e in summary]
+    x = np.arange(len(summary))
+    width = 0.8 / len(metrics)
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(summary)), 4))
+    for i, m in enumerate(metrics):
+        ax.bar(x + (i - 1) * width, [e[m] for e in summary], width,
+               yerr=[e[m + "_sd"] or 0 for e in summary], capsize=3, label=m.upper() if m != "dice" else "Dice")
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("mean over test images")
+    ax.legend(ncol=3, loc="lower right")
+    ax.set_title("Segmenter trained on labeled fraction × training data (error bars: sd over seeds)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def write_experiment_report(out, rows: list[dict], cfg=None) -> None:
+    """report/table.md, report/summary.json, report/chart.png and report/index.html."""
+    import html
+    import shutil
+    from pathlib import Path
+
+    from nudiff.utils import write_json, write_text
+
+    out = Path(out)
+    rep = out / "report"
+    rep.mkdir(parents=True, exist_ok=True)
+    summary = summarise_results(rows)
+    table = results_markdown(summary)
+    write_text(rep / "table.md", table)
+    write_json(rep / "summary.json", summary)
+    if summary:
+        results_chart(summary, rep / "chart.png")
+    pictures = []
+    for mosaic_path in sorted((out / "diffusion").glob("f*/synthetic/mosaic.png")):
+        target = rep / f"mosaic_{mosaic_path.parts[-3]}.png"
+        shutil.copyfile(mosaic_path, target)
+        pictures.append((f"Synthetic pairs (top) beside real validation patches (bottom), {mosaic_path.parts[-3]}",
+                         target.name))
+    for cell_dir in sorted((out / "cells").glob("*")):
+        overlays = sorted((cell_dir / "pred" / "overlays").glob("*.png"))[:1]
+        for o in overlays:
+            target = rep / f"overlay_{cell_dir.name}_{o.name}"
+            shutil.copyfile(o, target)
+            pictures.append((f"Prediction overlay, {cell_dir.name}: {o.stem}", target.name))
+    body = [
+        "<h1>nudiff experiment</h1>",
+        "<p>Mean over test images, then mean ± sd over segmenter seeds. Paper: NuDiff Table 1 "
+        "(HoVer-Net, MoNuSeg official test set — a different test set and a far larger budget).</p>",
+        _markdown_table_html(table),
+        '<img src="chart.png" style="max-width:100%">' if summary else "<p>No finished cells yet.</p>",
+    ]
+    for caption, name in pictures:
+        body.append(f"<h3>{html.escape(caption)}</h3><img src=\"{html.escape(name)}\" style=\"max-width:100%\">")
+    write_text(rep / "index.html", "<!doctype html><meta charset=utf-8><title>nudiff report</title>"
+               "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}td,th{padding:2px 8px;"
+               "border-bottom:1px solid #ddd}</style>\n" + "\n".join(body) + "\n")
+
+
+def _markdown_table_html(md: str) -> str:
+    import html
+
+    rows = [r.strip().strip("|").split("|") for r in md.strip().splitlines()]
+    head, body = rows[0], rows[2:]
+    out = ["<table>", "<tr>" + "".join(f"<th>{html.escape(c.strip())}</th>" for c in head) + "</tr>"]
+    for r in body:
+        out.append("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>")
+    return "\n".join(out + ["</table>"])
