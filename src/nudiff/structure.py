@@ -193,10 +193,8 @@ def _remove_small(labels: np.ndarray, min_size: int) -> np.ndarray:
 
 
 def relabel(labels: np.ndarray) -> np.ndarray:
-    """Renumber ids to 1..N in order of first appearance by value; 0 stays 0. int32."""
+    """Renumber ids to 1..N in increasing order of the old ids; 0 stays 0. int32."""
     labels = np.asarray(labels)
-    ids = np.unique(labels)
-    ids = ids[ids != 0]
-    lut = np.zeros(int(labels.max()) + 1 if labels.size else 1, np.int32)
-    lut[ids] = np.arange(1, ids.size + 1, dtype=np.int32)
-    return lut[labels]
+    ids, inverse = np.unique(labels, return_inverse=True)
+    inverse = inverse.reshape(labels.shape).astype(np.int32)
+    return inverse if ids.size and ids[0] == 0 else inverse + 1

@@ -1,0 +1,210 @@
+"""``nudiff data ...`` subcommands. Thin: parse, load config, call the stage function.
+
+``register(subparsers)`` adds the ``data`` command to the main parser and returns the
+``data`` subparsers object so that more subcommands (``show``) can be hooked in. Every
+subcommand sets ``func`` to a handler taking the parsed ``argparse.Namespace``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tqdm import tqdm
+
+from nudiff.config import load_config
+from nudiff.data.dataset import load_folders, raise_problems
+from nudiff.data.formats import read_monuseg_xml, write_geojson
+from nudiff.data.io import (
+    IMAGE_SUFFIXES,
+    read_image,
+    read_instance_map,
+    write_image,
+    write_instance_map,
+)
+from nudiff.data.patches import PATCH_MANIFEST, cut_patches
+from nudiff.data.prepare import PrepareConfig, prepare
+from nudiff.data.subsets import STRATEGIES, SubsetConfig, write_subsets
+from nudiff.utils import DataError, read_json
+
+RAW = argparse.RawDescriptionHelpFormatter
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """Add ``data`` and its subcommands; return the ``data`` subparsers object."""
+    data = subparsers.add_parser(
+        "data", help="prepare datasets: validate, convert, cut patches, choose subsets"
+    )
+    sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    _add_prepare(sub)
+    _add_convert(sub)
+    _add_patches(sub)
+    _add_subset(sub)
+    _add_export_geojson(sub)
+    return sub
+
+
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "prepare",
+        help="paired folders -> val/, patches/, subsets/ and manifest.json",
+        formatter_class=RAW,
+        description=(
+            "Validate paired folders (<dir>/images + <dir>/labels, paired by file name), hold\n"
+            "out whole validation images from the first folder, cut the rest into patches and\n"
+            "choose labeled subsets by nuclei fraction.\n\n"
+            "example:\n  nudiff data prepare ../shared/datasets/monuseg/train \\\n"
+            "      ../shared/datasets/monuseg/train-recovered --out runs/data --seed 0"
+        ),
+    )
+    p.add_argument("folders", nargs="+", type=Path, metavar="FOLDER")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--config", type=Path, help="YAML file; its 'data' section is used")
+    p.add_argument("--seed", type=int, help="subset seed (overrides the config)")
+    p.add_argument("--strategy", choices=sorted(STRATEGIES), help="subset strategy")
+    p.set_defaults(func=run_prepare)
+
+
+def run_prepare(args: argparse.Namespace) -> None:
+    cfg = load_config(PrepareConfig, args.config, section="data")
+    if args.seed is not None:
+        cfg.seed = args.seed
+    if args.strategy is not None:
+        cfg.strategy = args.strategy
+    manifest = prepare(args.folders, args.out, cfg)
+    print(
+        f"{len(manifest['val'])} validation images, {len(manifest['pool'])} pool images, "
+        f"{manifest['patches']['n_patches']} patches -> {args.out}"
+    )
+    for name, info in manifest["subsets"].items():
+        print(
+            f"  subsets/{name}: {info['n_patches']} patches, "
+            f"nuclei fraction {info['achieved_fraction']:.3f}"
+        )
+
+
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="MoNuSeg XML annotations -> paired folder with 16-bit instance-map PNGs",
+        formatter_class=RAW,
+        description=(
+            "Rasterise <xml-dir>/<name>.xml for every <images>/<name>.* (later polygons\n"
+            "overwrite earlier ones, ids 1..N) and write <out>/images/<name>.png and\n"
+            "<out>/labels/<name>.png.\n\n"
+            "example:\n  nudiff data convert --xml-dir MoNuSeg/Annotations "
+            "--images MoNuSeg/Tissue_Images --out data/monuseg-train"
+        ),
+    )
+    p.add_argument("--xml-dir", type=Path, required=True)
+    p.add_argument("--images", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=run_convert)
+
+
+def run_convert(args: argparse.Namespace) -> None:
+    if not args.images.is_dir():
+        raise DataError(args.images, "folder not found")
+    images = sorted(
+        p
+        for p in args.images.iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
+    problems = []
+    for path in tqdm(images, desc="converting", unit="image"):
+        xml = args.xml_dir / f"{path.stem}.xml"
+        try:
+            image = read_image(path)
+            inst = read_monuseg_xml(xml, image.shape[:2])
+            write_image(args.out / "images" / f"{path.stem}.png", image)
+            write_instance_map(args.out / "labels" / f"{path.stem}.png", inst)
+        except DataError as e:
+            problems.append(str(e))
+    if not images:
+        problems.append(f"{args.images}: no images found")
+    raise_problems(args.images, problems)
+    print(f"{len(images)} images converted -> {args.out}")
+
+
+def _add_patches(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "patches",
+        help="cut paired folders into overlapping patches with a manifest",
+        formatter_class=RAW,
+        description=(
+            "Cut every image of the paired folders into size x size windows (stride apart,\n"
+            "plus a row/column flush with the bottom/right border).\n\n"
+            "example:\n  nudiff data patches ../shared/datasets/monuseg/train --out runs/patches "
+            "--size 256 --stride 128"
+        ),
+    )
+    p.add_argument("folders", nargs="+", type=Path, metavar="FOLDER")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--stride", type=int, default=128)
+    p.set_defaults(func=run_patches)
+
+
+def run_patches(args: argparse.Namespace) -> None:
+    samples = load_folders(args.folders)
+    manifest = cut_patches(samples, args.size, args.stride, args.out)
+    print(f"{len(manifest['patches'])} patches from {len(samples)} images -> {args.out}")
+
+
+def _add_subset(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "subset",
+        help="choose a labeled subset of a patch folder by nuclei fraction",
+        formatter_class=RAW,
+        description=(
+            "Choose patches until they cover FRACTION of the pool's nuclei; writes\n"
+            "<out>/frac{f:.2f}_seed{seed}.json for each --fraction.\n\n"
+            "example:\n  nudiff data subset runs/patches --fraction 0.1 --fraction 0.2 "
+            "--strategy kmeans --seed 1 --out runs/subsets"
+        ),
+    )
+    p.add_argument("patch_dir", type=Path, metavar="PATCH_DIR", help="output of 'data patches'")
+    p.add_argument("--fraction", type=float, action="append", required=True)
+    p.add_argument("--strategy", choices=sorted(STRATEGIES), default="kmeans")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=run_subset)
+
+
+def run_subset(args: argparse.Namespace) -> None:
+    patches = read_json(args.patch_dir / PATCH_MANIFEST)["patches"]
+    cfg = SubsetConfig(fractions=args.fraction, strategy=args.strategy, seed=args.seed)
+    for name, info in write_subsets(args.out, patches, cfg, args.patch_dir, True).items():
+        print(
+            f"{args.out / name}: {info['n_patches']} patches, "
+            f"nuclei fraction {info['achieved_fraction']:.3f}"
+        )
+
+
+def _add_export_geojson(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export-geojson",
+        help="instance maps -> QuPath GeoJSON (one polygon per nucleus)",
+        formatter_class=RAW,
+        description=(
+            "Write <out>/<name>.geojson for every label file, for QuPath (File > Import\n"
+            "objects).\n\n"
+            "example:\n  nudiff data export-geojson runs/pred/*.png --out runs/geojson"
+        ),
+    )
+    p.add_argument("labels", nargs="+", type=Path, metavar="LABEL")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--classification", default="Nucleus")
+    p.set_defaults(func=run_export_geojson)
+
+
+def run_export_geojson(args: argparse.Namespace) -> None:
+    problems = []
+    for path in tqdm(args.labels, desc="exporting", unit="file"):
+        try:
+            inst = read_instance_map(path)
+            write_geojson(args.out / f"{path.stem}.geojson", inst, args.classification)
+        except DataError as e:
+            problems.append(str(e))
+    raise_problems("export-geojson", problems)
+    print(f"{len(args.labels) - len(problems)} GeoJSON files -> {args.out}")

@@ -1,0 +1,47 @@
+import pytest
+
+from nudiff.experiment import ExperimentConfig, cells_of, load_plan
+from nudiff.synthesis import FilterConfig, check_structure
+from nudiff.utils import NudiffError
+from helpers import disk_instance_map
+
+
+def test_cells_only_where_synthetic_pairs_exist():
+    cfg = ExperimentConfig(fractions=[0.1, 1.0], arms=["real", "real+syn"], seeds=[0],
+                           seeds_by_fraction={0.1: [0, 1, 2]}, synthetic_fractions=[0.1])
+    names = [c.name for c in cells_of(cfg)]
+    assert names == ["f0.10_real_s0", "f0.10_real_s1", "f0.10_real_s2",
+                     "f0.10_real+syn_s0", "f0.10_real+syn_s1", "f0.10_real+syn_s2", "f1.00_real_s0"]
+
+
+def test_unknown_arm_is_an_error():
+    with pytest.raises(NudiffError, match="arms"):
+        ExperimentConfig(arms=["real", "bogus"])
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "cpu-grid.yaml", "cpu.yaml", "paper.yaml"])
+def test_shipped_configs_load(name):
+    from pathlib import Path
+
+    plan = load_plan(Path(__file__).resolve().parents[1] / "configs" / name)
+    assert plan.structure.model.kind == "structure" and plan.image.model.kind == "image"
+    assert cells_of(plan.experiment)
+
+
+def test_unknown_section_is_an_error(tmp_path):
+    p = tmp_path / "x.yaml"
+    p.write_text("experiment: {}\nsegmnet: {}\n")
+    with pytest.raises(NudiffError, match="segmnet"):
+        load_plan(p)
+
+
+def test_structure_filter_reasons():
+    import numpy as np
+
+    cfg = FilterConfig()
+    assert check_structure(np.zeros((32, 32), np.int32), cfg) == "too_few_nuclei"
+    assert check_structure(disk_instance_map(), cfg) is None
+    assert check_structure(np.ones((32, 32), np.int32), cfg) == "too_much_foreground"
+    dust = np.zeros((32, 32), np.int32)
+    dust[::4, ::4] = np.arange(1, 65).reshape(8, 8)
+    assert check_structure(dust, cfg) == "nuclei_too_small"
