@@ -12,8 +12,9 @@ Output (the layout the data layer reads)::
     OUT/manifest.json          checkpoints, seed, sampler, steps, guidance, filter counts
     OUT/mosaic.png             synthetic pairs (image | overlay) beside real ones
 
-Deterministic for a seed: sample ``i`` uses seed ``seed + i`` whatever the chunking, and the
-job resumes: samples whose files exist are kept.
+Deterministic for a seed: structure ``i`` draws its noise from (seed, i), its image from
+(seed + 1, i'), with i' fixed by the chunking of the run; a killed job resumes at the last
+finished chunk and redoes the unfinished one identically.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class SynthesisConfig:
     image_steps: int = 50
     guidance_scale: float = 2.0
     batch_size: int = 16
+    precision: str = "bf16"
     max_attempts_factor: float = 3.0
     filter: FilterConfig = field(default_factory=FilterConfig)
 
@@ -116,9 +118,10 @@ def synthesize(structure_run: Path, image_run: Path, out: Path, cfg: SynthesisCo
     bar = tqdm(total=cfg.n, initial=len(samples), desc="synthesize", unit="pair")
     while len(samples) < cfg.n and index < attempts:
         chunk = min(cfg.batch_size, attempts - index)
-        structures = sample_structures(structure_model, chunk, seed=cfg.seed + index,
+        structures = sample_structures(structure_model, chunk, seed=cfg.seed, first_index=index,
                                        sampler=cfg.structure_sampler, steps=cfg.structure_steps,
-                                       batch_size=cfg.batch_size, progress=False)
+                                       batch_size=cfg.batch_size, precision=cfg.precision,
+                                       progress=False)
         kept = []
         for j, s in enumerate(structures):
             inst = decode(s, decode_params)
@@ -130,10 +133,10 @@ def synthesize(structure_run: Path, image_run: Path, out: Path, cfg: SynthesisCo
         kept = kept[: cfg.n - len(samples)]
         if kept:
             conditions = np.stack([encode(inst, min_area=_min_area(s_cfg)) for _, _, inst in kept])
-            images = sample_images(image_model, conditions, seed=cfg.seed + 1_000_000 + index,
+            images = sample_images(image_model, conditions, seed=cfg.seed + 1, first_index=index,
                                    sampler=cfg.image_sampler, steps=cfg.image_steps,
                                    guidance_scale=cfg.guidance_scale, batch_size=cfg.batch_size,
-                                   progress=False)
+                                   precision=cfg.precision, progress=False)
             for (i, s, inst), image in zip(kept, images):
                 name = f"syn_{i:05d}"
                 image_full, inst_full = _resize(image, inst, 1 / scale)
