@@ -1,0 +1,32 @@
+"""The two diffusion models of NuDiff: nuclei structures, and images conditioned on them.
+
+- :mod:`~nudiff.diffusion.config`: ``DiffusionConfig`` (model / data / train / sample);
+- :mod:`~nudiff.diffusion.networks`: MONAI U-Nets, the 4-channel condition, ``Denoiser``;
+- :mod:`~nudiff.diffusion.schedule`: the noise schedule and the diffusers samplers;
+- :mod:`~nudiff.diffusion.train`: the one training loop, ``train.train`` (not re-exported here:
+  a function ``train`` would shadow the module ``nudiff.diffusion.train``);
+- :mod:`~nudiff.diffusion.sample`: ``load_model``, ``sample_structures``, ``sample_images``.
+"""
+
+from nudiff.diffusion.config import (
+    DataConfig,
+    DiffusionConfig,
+    ModelConfig,
+    SampleConfig,
+    TrainConfig,
+)
+from nudiff.diffusion.networks import Denoiser, condition_tensor
+from nudiff.diffusion.sample import load_model, sample_images, sample_structures
+
+__all__ = [
+    "DataConfig",
+    "Denoiser",
+    "DiffusionConfig",
+    "ModelConfig",
+    "SampleConfig",
+    "TrainConfig",
+    "condition_tensor",
+    "load_model",
+    "sample_images",
+    "sample_structures",
+]

@@ -1,0 +1,195 @@
+"""Configuration of the two diffusion models (structure and image), loaded from YAML.
+
+One YAML file holds both models as two top-level sections::
+
+    structure:            # the unconditional nuclei-structure model
+      model: {kind: structure, channels: [32, 64, 64]}
+      train: {steps: 3000}
+    image:                # the structure-conditioned image model
+      model: {kind: image, conditioning: spade}
+
+``load_config(DiffusionConfig, path, section="structure")`` reads one section; an unknown key
+is an error. The defaults are the 2-core CPU configuration (see benchmarks/diffusion_speed.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nudiff.utils import NudiffError
+
+KINDS = ("structure", "image")
+CONDITIONINGS = ("spade", "concat")
+PRECISIONS = ("no", "bf16", "fp16")
+SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
+SCHEDULES = ("linear_beta",)
+
+
+@dataclass
+class ModelConfig:
+    """The denoising U-Net (MONAI ``DiffusionModelUNet`` / ``SPADEDiffusionModelUNet``).
+
+    kind: ``"structure"`` (3 -> 3 channels, unconditional) or ``"image"`` (RGB, conditioned on
+        a structure through ``conditioning``).
+    channels: feature widths per level; the image is downsampled ``len(channels) - 1`` times.
+    attention_levels: self-attention per level (same length as ``channels``); keep attention
+        at feature maps of 16x16 or smaller on CPU.
+    num_res_blocks: residual blocks per level (the decoder has one more, as in MONAI).
+    num_head_channels: channels per attention head (must divide the width of attended levels).
+    conditioning: image model only: ``"spade"`` (SDM/NuDiff: the condition modulates the
+        normalisation of the middle block and the decoder) or ``"concat"`` (stacked with the
+        noisy image at the input).
+    norm_num_groups: GroupNorm groups (must divide every width).
+    spade_channels: hidden width of each SPADE block's condition encoder (MONAI default 128;
+        at full resolution it dominates the cost of a small network).
+    """
+
+    kind: str = "structure"
+    channels: tuple[int, ...] = (32, 64, 64)
+    attention_levels: tuple[bool, ...] = (False, False, True)
+    num_res_blocks: int = 1
+    num_head_channels: int = 32
+    conditioning: str = "spade"
+    norm_num_groups: int = 32
+    spade_channels: int = 32
+
+    def __post_init__(self) -> None:
+        _check(self.kind in KINDS, f"model.kind must be one of {KINDS}, got {self.kind!r}")
+        _check(
+            self.conditioning in CONDITIONINGS,
+            f"model.conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}",
+        )
+        self.channels = tuple(int(c) for c in self.channels)
+        self.attention_levels = tuple(bool(a) for a in self.attention_levels)
+        _check(
+            len(self.attention_levels) == len(self.channels),
+            "model.attention_levels needs one entry per model.channels level",
+        )
+        _check(
+            all(c % self.norm_num_groups == 0 for c in self.channels),
+            f"model.norm_num_groups={self.norm_num_groups} must divide every width {self.channels}",
+        )
+        _check(
+            all(
+                c % self.num_head_channels == 0
+                for c, a in zip(self.channels, self.attention_levels)
+                if a
+            ),
+            f"model.num_head_channels={self.num_head_channels} must divide the attended widths",
+        )
+
+
+@dataclass
+class DataConfig:
+    """How training windows are drawn from the in-memory patches.
+
+    patch_size: side (px) of the square window the model sees.
+    scale: source patches are resized by this factor once, before cropping (0.5: 256 -> 128;
+        images by area averaging, instance maps by nearest neighbour). Structures are encoded
+        after resize + crop, so a nucleus cut by the window uses its visible part.
+    min_area: nuclei smaller than this (px, at the model's scale) get h = v = 0, as HoVer-Net's
+        30 px rule; ``None`` scales that rule: ``round(30 * scale**2)``.
+    """
+
+    patch_size: int = 64
+    scale: float = 0.5
+    min_area: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.patch_size >= 8, "data.patch_size must be >= 8")
+        _check(0 < self.scale <= 4, "data.scale must be in (0, 4]")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, checkpointing and logging of the one training loop.
+
+    steps: optimizer steps in total (the cosine schedule spans them).
+    batch_size: windows per step and process (under ``accelerate launch`` with P processes
+        an optimizer step sees P x batch_size windows).
+    lr / warmup_steps / weight_decay: AdamW with linear warm-up then cosine decay to 0.
+    grad_clip: max global gradient norm (0 disables).
+    ema_decay: EMA of the weights, with warm-up ``min(decay, (1 + n) / (10 + n))``; samplers
+        use the EMA weights.
+    precision: ``"bf16"`` / ``"fp16"`` autocast (through accelerate) or ``"no"`` (fp32).
+    checkpoint_every / keep_checkpoints: save every N steps, keep the newest K.
+    log_every: TensorBoard + CSV row every N steps. sample_every: sample-grid PNG every N steps
+        (0 disables; a grid is always drawn at the end).
+    cond_drop_prob: image model: probability that a sample's condition is replaced by the null
+        condition (classifier-free guidance).
+    """
+
+    steps: int = 3000
+    batch_size: int = 16
+    lr: float = 2e-4
+    warmup_steps: int = 200
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    precision: str = "bf16"
+    seed: int = 0
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    log_every: int = 50
+    sample_every: int = 1000
+    cond_drop_prob: float = 0.2
+
+    def __post_init__(self) -> None:
+        _check(self.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}")
+        _check(self.steps >= 1 and self.batch_size >= 1, "train.steps and batch_size must be >= 1")
+        _check(
+            self.checkpoint_every >= 1 and self.keep_checkpoints >= 1,
+            "train.checkpoint_every and keep_checkpoints must be >= 1",
+        )
+        _check(0 <= self.cond_drop_prob <= 1, "train.cond_drop_prob must be in [0, 1]")
+        _check(0 <= self.ema_decay < 1, "train.ema_decay must be in [0, 1)")
+
+
+@dataclass
+class SampleConfig:
+    """Defaults of the samplers (each can be overridden per call).
+
+    sampler: ``"ddpm"`` (ancestral), ``"ddim"`` (eta 0) or ``"dpmsolver++"`` (2nd order).
+    steps: network evaluations (times two with guidance).
+    guidance_scale: s in eps_u + s (eps_c - eps_u); s = 1 is conditional only (no null pass);
+        the paper's w is s - 1 (its code uses s = 2).
+    batch_size: samples per network call.
+    clip_x0: clip the predicted clean sample to [-1, 1] at every step (the reference's
+        ``clip_denoised=True``), for all three samplers.
+    """
+
+    sampler: str = "ddim"
+    steps: int = 50
+    guidance_scale: float = 2.0
+    batch_size: int = 16
+    clip_x0: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.sampler in SAMPLERS, f"sample.sampler must be one of {SAMPLERS}")
+
+
+@dataclass
+class DiffusionConfig:
+    """One diffusion model: network, data, training, sampling and the noise schedule.
+
+    The schedule is DDPM's: ``num_train_timesteps`` steps, betas linear from ``beta_start`` to
+    ``beta_end``, epsilon prediction; training and every sampler share it.
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    num_train_timesteps: int = 1000
+    schedule: str = "linear_beta"
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+
+    def __post_init__(self) -> None:
+        _check(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}")
+        _check(self.num_train_timesteps >= 2, "num_train_timesteps must be >= 2")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise NudiffError(message)

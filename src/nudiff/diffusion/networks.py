@@ -1,0 +1,143 @@
+"""The denoising networks (MONAI diffusion U-Nets) and the condition of the image model.
+
+Condition of the image model (``condition_tensor``), 4 channels at the image resolution:
+
+====  ===========  ===========================================================
+ ch    name         values
+====  ===========  ===========================================================
+ 0     semantic     {0, 1}: 1 on nuclei
+ 1     h            [-1, 1]: HoVer-Net horizontal map, 0 on background
+ 2     v            [-1, 1]: HoVer-Net vertical map, 0 on background
+ 3     indicator    1 for a real structure (also one with no nuclei), 0 for null
+====  ===========  ===========================================================
+
+The *null* condition of classifier-free guidance is all zeros, indicator included. The
+reference used an all-zero 3-channel map, which is also "a patch without nuclei"; the
+indicator keeps the two apart, so guidance never pushes an empty patch away from itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from monai.networks.nets import DiffusionModelUNet, SPADEDiffusionModelUNet
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from nudiff.config import from_dict, to_dict
+from nudiff.diffusion.config import DiffusionConfig, ModelConfig
+from nudiff.utils import DataError, read_json, write_json
+
+STRUCTURE_CHANNELS = 3
+IMAGE_CHANNELS = 3
+CONDITION_CHANNELS = 4
+
+
+def condition_tensor(
+    structures: torch.Tensor, drop_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Structures -> the image model's condition (see module docstring).
+
+    Args:
+        structures: float (B, 3, H, W): semantic in {0, 1}, h and v in [-1, 1].
+        drop_mask: bool (B,), True where the condition is replaced by the null condition.
+    Returns:
+        float (B, 4, H, W): [semantic, h, v, indicator]; all zeros where dropped.
+    """
+    if structures.ndim != 4 or structures.shape[1] != STRUCTURE_CHANNELS:
+        raise ValueError(f"structures must be (B, 3, H, W), got {tuple(structures.shape)}")
+    b, _, h, w = structures.shape
+    indicator = structures.new_ones((b, 1, h, w))
+    cond = torch.cat([structures, indicator], dim=1)
+    if drop_mask is not None:
+        keep = (~drop_mask.to(device=cond.device, dtype=torch.bool)).to(cond.dtype)
+        cond = cond * keep.view(b, 1, 1, 1)
+    return cond
+
+
+def null_condition(x: torch.Tensor) -> torch.Tensor:
+    """The null condition (B, 4, H, W) of zeros, for a batch ``x`` (B, C, H, W)."""
+    b, _, h, w = x.shape
+    return x.new_zeros((b, CONDITION_CHANNELS, h, w))
+
+
+def build_network(model: ModelConfig) -> nn.Module:
+    """The MONAI U-Net for ``model`` (epsilon prediction, 3 output channels)."""
+    common = {
+        "spatial_dims": 2,
+        "out_channels": 3,
+        "num_res_blocks": model.num_res_blocks,
+        "channels": model.channels,
+        "attention_levels": model.attention_levels,
+        "norm_num_groups": model.norm_num_groups,
+        "num_head_channels": model.num_head_channels,
+    }
+    if model.kind == "structure":
+        return DiffusionModelUNet(in_channels=STRUCTURE_CHANNELS, **common)
+    if model.conditioning == "spade":
+        return SPADEDiffusionModelUNet(
+            in_channels=IMAGE_CHANNELS,
+            label_nc=CONDITION_CHANNELS,
+            spade_intermediate_channels=model.spade_channels,
+            **common,
+        )
+    return DiffusionModelUNet(in_channels=IMAGE_CHANNELS + CONDITION_CHANNELS, **common)
+
+
+class Denoiser(nn.Module):
+    """eps = Denoiser(x_t, t, cond): one interface for both models and both conditionings.
+
+    ``x``: float (B, 3, H, W) noisy sample; ``t``: int64 (B,) timesteps in [0, T);
+    ``cond``: the image model's condition (B, 4, H, W) from :func:`condition_tensor`, ``None``
+    for the null condition; ignored by the structure model. Returns eps (B, 3, H, W).
+    ``config`` travels with the module so that samplers know the schedule and sizes.
+    """
+
+    def __init__(self, config: DiffusionConfig):
+        super().__init__()
+        self.config = config
+        self.net = build_network(config.model)
+
+    @property
+    def conditional(self) -> bool:
+        return self.config.model.kind == "image"
+
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if not self.conditional:
+            return self.net(x, t)
+        if cond is None:
+            cond = null_condition(x)
+        cond = cond.to(x.dtype)
+        if self.config.model.conditioning == "spade":
+            return self.net(x, t, seg=cond)
+        return self.net(torch.cat([x, cond], dim=1), t)
+
+
+def save_denoiser(model: Denoiser, directory: str | Path) -> None:
+    """Write ``model.safetensors`` + ``config.json`` into ``directory`` (created)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(state_dict_cpu(model), str(directory / "model.safetensors"))
+    write_json(directory / "config.json", to_dict(model.config))
+
+
+def load_denoiser(directory: str | Path) -> Denoiser:
+    """Read a folder written by :func:`save_denoiser`; CPU, eval mode."""
+    directory = Path(directory)
+    weights = directory / "model.safetensors"
+    if not weights.is_file():
+        raise DataError(directory, "no model.safetensors here (not a trained model folder)")
+    cfg = from_dict(
+        DiffusionConfig, read_json(directory / "config.json"), str(directory / "config.json")
+    )
+    model = Denoiser(cfg)
+    model.load_state_dict(load_file(str(weights)))
+    return model.eval()
+
+
+def state_dict_cpu(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Contiguous CPU copies of a state dict (what safetensors wants)."""
+    return {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}

@@ -1,0 +1,112 @@
+import csv
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from nudiff.diffusion.checkpoint import list_checkpoints
+from nudiff.diffusion.sample import load_model
+from nudiff.diffusion.train import train, warmup_cosine
+from nudiff.utils import NudiffError
+
+
+def _weights(path):
+    return load_file(str(path))
+
+
+def _assert_same_weights(a, b, atol=0.0):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=0, atol=atol), k
+
+
+@pytest.mark.parametrize(
+    "kind,conditioning", [("structure", "spade"), ("image", "spade"), ("image", "concat")]
+)
+def test_train_writes_everything(tmp_path, make_config, toy_patches, kind, conditioning):
+    images, inst = toy_patches
+    cfg = make_config(
+        kind,
+        conditioning,
+        steps=4,
+        checkpoint_every=2,
+        sample_every=2,
+        precision="bf16" if conditioning == "spade" else "no",
+    )
+    model_dir = train(cfg, tmp_path, images if kind == "image" else None, inst)
+    assert model_dir == tmp_path / "model"
+    assert (tmp_path / "config.yaml").is_file()
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [2, 4]
+    ck = tmp_path / "checkpoints" / "step_0000004"
+    names = {p.name for p in ck.iterdir()}
+    assert {"model.safetensors", "ema.safetensors", "optimizer.safetensors", "state.json"} <= names
+    with (tmp_path / "train_log.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    assert all(np.isfinite(float(r["loss"])) for r in rows)
+    assert any((tmp_path / "tb").iterdir())
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == [
+        "step_0000002.png",
+        "step_0000004.png",
+    ]
+    _model, loaded_cfg = load_model(tmp_path)
+    assert loaded_cfg == cfg
+    _assert_same_weights(
+        _weights(model_dir / "model.safetensors"), _weights(ck / "ema.safetensors")
+    )
+
+
+def test_resume_is_exact(tmp_path, make_config, toy_patches):
+    images, inst = toy_patches
+    cfg = make_config(
+        "image", "spade", steps=6, checkpoint_every=3, sample_every=0, cond_drop_prob=0.5
+    )
+    train(cfg, tmp_path / "a", images, inst)
+    train(cfg, tmp_path / "b", images, inst, stop_at_step=3)
+    assert [s for s, _ in list_checkpoints(tmp_path / "b")] == [3]
+    # a save killed half-way: a temporary folder of a later step and a folder without state.json
+    fake = tmp_path / "b" / "checkpoints" / ".tmp-step_0000005-x"
+    fake.mkdir()
+    (fake / "state.json").write_text('{"step": 5}')
+    (tmp_path / "b" / "checkpoints" / "step_0000009").mkdir()
+    train(cfg, tmp_path / "b", images, inst, resume=True)
+    assert not fake.exists()
+    for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors"):
+        _assert_same_weights(
+            _weights(tmp_path / "a/checkpoints/step_0000006" / name),
+            _weights(tmp_path / "b/checkpoints/step_0000006" / name),
+            atol=1e-6,
+        )
+
+    def losses(run):
+        with (tmp_path / run / "train_log.csv").open() as f:
+            return [float(r["loss"]) for r in csv.DictReader(f)]
+
+    assert losses("b") == pytest.approx(losses("a"), abs=1e-6)
+
+
+def test_keep_checkpoints_and_no_silent_overwrite(tmp_path, make_config, toy_patches):
+    _, inst = toy_patches
+    cfg = make_config("structure", steps=5, checkpoint_every=1, keep_checkpoints=2, sample_every=0)
+    train(cfg, tmp_path, None, inst)
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [4, 5]
+    with pytest.raises(NudiffError, match="resume"):
+        train(cfg, tmp_path, None, inst)
+    # resuming a finished run does no step and keeps the final model
+    train(cfg, tmp_path, None, inst, resume=True)
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [4, 5]
+
+
+def test_warmup_cosine(make_config):
+    tc = make_config(steps=10, warmup_steps=2).train
+    f = warmup_cosine(tc)
+    assert [f(0), f(1), f(2)] == [0.5, 1.0, 1.0]
+    assert f(6) == pytest.approx(0.5)
+    assert f(10) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_image_model_needs_images(tmp_path, make_config, toy_patches):
+    _, inst = toy_patches
+    with pytest.raises(Exception, match="images"):
+        train(make_config("image"), tmp_path, None, inst)
