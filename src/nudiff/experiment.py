@@ -34,7 +34,9 @@ import numpy as np
 
 from nudiff.config import from_dict, load_yaml, save_config
 from nudiff.metrics import METRICS
-from nudiff.utils import NudiffError, read_json, seed_everything, write_json, write_text
+from nudiff.utils import NudiffError, read_json, seed_everything, set_threads, write_json, write_text
+
+THREADS_HELP = "torch CPU threads (default: all cores); use 1 when other jobs share the cores"
 
 ARMS = ("real", "real+syn", "real-dup", "syn-only")
 SYNTHETIC_ARMS = ("real+syn", "syn-only", "real-dup")
@@ -53,6 +55,9 @@ class ExperimentConfig:
         run only there (``None``: all fractions).
     n_synthetic: synthetic pairs per fraction.
     subset_seed: which subset draw (data.seed) the cells use.
+    selection_patches: without a separate --test folder, segmenter model selection and
+        post-processing tuning use about this many of the labeled subset's own patches
+        (the validation images are then the test images and are never used for selection).
     """
 
     data: list[str] = field(default_factory=lambda: [
@@ -64,6 +69,7 @@ class ExperimentConfig:
     synthetic_fractions: list[float] | None = None
     n_synthetic: int = 256
     subset_seed: int = 0
+    selection_patches: int = 16
 
     def __post_init__(self) -> None:
         bad = [a for a in self.arms if a not in ARMS]
@@ -162,9 +168,8 @@ def run_experiment(plan: Plan, out: Path, test_dir: Path | None = None, data_dir
     if not (data_dir / "manifest.json").exists():
         _log(f"preparing data from {', '.join(map(str, folders))}")
         timed("data_prepare", lambda: prepare(folders, data_dir, plan.data))
-    # Model selection happens on the validation images; when they are also the test images
-    # (no --test), selection is switched off and the final model is used, so that no number
-    # is chosen on the images it is reported on.
+    # Model selection happens on the validation images only when they are not the test
+    # images (--test given); otherwise on the labeled subset's patches (see _run_cell).
     test = load_folder(test_dir, progress=False) if test_dir else load_val(data_dir)
     val = load_val(data_dir) if test_dir else None
     test_images_dir = Path(test_dir) / "images" if test_dir else data_dir / "val" / "images"
@@ -221,6 +226,10 @@ def _run_cell(plan, out, data_dir, cell: Cell, val, test_images_dir, test_labels
     if (cell_dir / "metrics.json").exists():
         return
     real = load_subset(data_dir, cell.fraction, plan.experiment.subset_seed)
+    # Model selection and post-processing thresholds need labeled images the score is not
+    # computed on: the validation images when a separate --test is given, else (test = the
+    # validation images) a fixed sample of the labeled subset's own patches.
+    selection = val if val is not None else real[:: max(1, len(real) // plan.experiment.selection_patches)]
     synthetic = None
     if cell.arm in ("real+syn", "syn-only", "real-dup"):
         syn_dir = out / "diffusion" / f"f{cell.fraction:.2f}" / "synthetic"
@@ -235,7 +244,7 @@ def _run_cell(plan, out, data_dir, cell: Cell, val, test_images_dir, test_labels
     seed_everything(cell.seed)
     _log(f"cell {cell.name}: {len(real)} real-role + {len(synthetic or [])} synthetic patches")
     timed(f"cells/{cell.name}/train", lambda: train_segmenter(
-        seg_cfg, cell_dir, real, synthetic, val, resume=(cell_dir / "checkpoints").exists()))
+        seg_cfg, cell_dir, real, synthetic, selection, resume=(cell_dir / "checkpoints").exists()))
     timed(f"cells/{cell.name}/predict", lambda: predict_folder(cell_dir, test_images_dir, cell_dir / "pred"))
     report = evaluate_folders(cell_dir / "pred", test_labels_dir)
     write_json(cell_dir / "metrics.json", report)
@@ -275,6 +284,7 @@ def register(sub) -> None:
     p.add_argument("--test", type=Path, default=None,
                    help="test folder with images/ and labels/ (default: the validation images)")
     p.add_argument("--data", type=Path, nargs="+", default=None, help="override experiment.data folders")
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.set_defaults(func=_cmd_experiment)
 
     r = sub.add_parser(
@@ -291,10 +301,12 @@ def register(sub) -> None:
     r.add_argument("--test", type=Path, default=None)
     r.add_argument("--data", type=Path, nargs="+", default=None,
                    help="paired folders, or one folder holding train/ and train-recovered/")
+    r.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     r.set_defaults(func=_cmd_experiment)
 
 
 def _cmd_experiment(args) -> None:
+    set_threads(args.threads)
     plan = load_plan(args.config)
     data = args.data
     if data and len(data) == 1 and (data[0] / "train").is_dir() and not (data[0] / "images").is_dir():

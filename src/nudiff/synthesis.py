@@ -80,14 +80,9 @@ def check_structure(instance_map: np.ndarray, cfg: FilterConfig) -> str | None:
 
 def _resize(image: np.ndarray, inst: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
     """Back to the source resolution: bilinear for the image, nearest for the labels."""
-    if factor == 1:
-        return image, inst
-    from skimage.transform import resize
+    from nudiff.diffusion.data import resize_images, resize_instance_maps
 
-    shape = (round(inst.shape[0] * factor), round(inst.shape[1] * factor))
-    img = resize(image, shape + (3,), order=1, preserve_range=True, anti_aliasing=False)
-    lab = resize(inst, shape, order=0, preserve_range=True, anti_aliasing=False)
-    return np.clip(np.round(img), 0, 255).astype(np.uint8), lab.astype(np.int32)
+    return resize_images(image[None], factor)[0], resize_instance_maps(inst[None], factor)[0]
 
 
 def synthesize(structure_run: Path, image_run: Path, out: Path, cfg: SynthesisConfig,

@@ -83,3 +83,27 @@ def seed_everything(seed: int) -> None:
     import torch
 
     torch.manual_seed(seed)
+
+
+def make_accelerator(precision: str):
+    """An ``accelerate.Accelerator`` with this mixed precision ("no", "bf16", "fp16").
+
+    accelerate keeps one process-wide state and refuses a second Accelerator with another
+    precision (an experiment trains diffusion models and segmenters in one process): reset it,
+    keeping the distributed (PartialState) part.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=precision)
+
+
+def set_threads(n: int | None) -> None:
+    """Torch intra-op threads; ``None`` keeps the default. Use 1 on a CPU shared with other
+    jobs: 2 OpenMP threads that wait for each other behind another process run 5-30x slower."""
+    if n:
+        import torch
+
+        torch.set_num_threads(n)

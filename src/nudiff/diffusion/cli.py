@@ -35,6 +35,8 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     p.add_argument("--steps", type=int, default=None, help="override train.steps")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: all cores); use 1 when other jobs share the cores")
     p.set_defaults(func=_cmd_train)
 
 
@@ -46,6 +48,9 @@ def _cmd_train(args) -> None:
     from nudiff.diffusion.train import train
     from nudiff.utils import NudiffError
 
+    from nudiff.utils import set_threads
+
+    set_threads(args.threads)
     cfg = load_config(DiffusionConfig, args.config, section=args.kind)
     cfg.model.kind = args.kind
     if args.steps:

@@ -28,8 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
-from accelerate.state import AcceleratorState
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
@@ -42,7 +40,7 @@ from nudiff.diffusion.grid import image_grid, save_png, structure_grid
 from nudiff.diffusion.networks import Denoiser, condition_tensor, save_denoiser, state_dict_cpu
 from nudiff.diffusion.sample import sample_images, sample_structures
 from nudiff.diffusion.schedule import training_scheduler
-from nudiff.utils import DataError, NudiffError, seed_everything
+from nudiff.utils import DataError, NudiffError, make_accelerator, seed_everything
 
 GRID_SAMPLES = 8
 GRID_STEPS = 20
@@ -78,7 +76,7 @@ def train(
     if existing and not resume:
         raise NudiffError(f"{out_dir} already holds checkpoints; pass resume or use a new folder")
 
-    accelerator = Accelerator(mixed_precision=tc.precision)
+    accelerator = make_accelerator(tc.precision)
     main = accelerator.is_main_process
     seed_everything(tc.seed)
     data = PatchSampler(cfg.data, instance_maps, images if conditional else None)
@@ -167,9 +165,6 @@ def train(
             writer.close()
             log_file.close()
         accelerator.end_training()
-        # accelerate keeps one global state per process; forget it so that a later call in
-        # this process may use another precision (the distributed state is kept)
-        AcceleratorState._reset_state()
     return out_dir / "model"
 
 

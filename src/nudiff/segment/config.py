@@ -1,0 +1,237 @@
+"""Configuration of the segmenter (YAML section ``segment``).
+
+::
+
+    segment:
+      model:   {arch: unet, base: 16, depth: 4}
+      train:   {steps: 3900, batch_size: 8, crop_size: 256, lr: 1.0e-3, real_ratio: 0.5}
+      augment: {scale: [0.8, 1.2], rotate: 179, hed_scale: 0.05}
+      post:    {center_threshold: 0.3}          # any nudiff.structure.DecodeParams field
+      infer:   {tile: 256, overlap: 0.5}
+
+``load_config(SegmentConfig, path, section="segment")`` reads it; unknown keys are errors.
+The defaults are the 2-core CPU configuration (benchmarks/segmenter_bar.py): a 1.9 M-parameter
+U-Net, bf16, batch 8 of 256-px crops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from nudiff.structure import DecodeParams
+from nudiff.utils import NudiffError
+
+ARCHS = ("unet", "hovernet")
+PRECISIONS = ("no", "bf16", "fp16")
+SCHEDULES = ("cosine", "constant")
+BLENDS = ("gaussian", "constant")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise NudiffError(f"segment config: {message}")
+
+
+@dataclass
+class ModelConfig:
+    """The network.
+
+    arch: ``"unet"`` (light U-Net, CPU) or ``"hovernet"`` (MONAI ``HoVerNet`` fast mode with
+        decoder padding, ~34 M parameters, 256x256 input only: GPU).
+    base / depth: U-Net widths ``base * 2**i`` for ``i = 0..depth`` (16 and 4: 16..256,
+        ~1.9 M parameters); the input side must be divisible by ``2**depth``.
+    widths: explicit widths instead of ``base``/``depth`` (e.g. ``[16, 32, 64, 128, 256]``).
+    norm: ``"batch"`` (BatchNorm) or ``"instance"``.
+    hv_activation: ``"linear"`` (HoVer-Net) or ``"tanh"`` on the HV head.
+    channels_last: NHWC memory format (1.3-1.5x faster BatchNorm convnets on CPU).
+    """
+
+    arch: str = "unet"
+    base: int = 16
+    depth: int = 4
+    widths: tuple[int, ...] | None = None
+    norm: str = "batch"
+    hv_activation: str = "linear"
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.arch in ARCHS, f"model.arch must be one of {ARCHS}, got {self.arch!r}")
+        _check(self.norm in ("batch", "instance"), "model.norm must be 'batch' or 'instance'")
+        _check(
+            self.hv_activation in ("linear", "tanh"),
+            "model.hv_activation must be 'linear' or 'tanh'",
+        )
+        if self.widths is not None:
+            self.widths = tuple(int(w) for w in self.widths)
+            _check(len(self.widths) >= 2, "model.widths needs at least two levels")
+        _check(self.base >= 1 and self.depth >= 1, "model.base and model.depth must be >= 1")
+
+    def level_widths(self) -> tuple[int, ...]:
+        """Feature widths per U-Net level, from the top (full resolution) down."""
+        return self.widths or tuple(self.base * 2**i for i in range(self.depth + 1))
+
+    @property
+    def multiple(self) -> int:
+        """Input height and width must be divisible by this."""
+        return 2 ** (len(self.level_widths()) - 1)
+
+
+@dataclass
+class TrainConfig:
+    """The training loop.
+
+    steps / batch_size / crop_size: optimizer steps, crops per batch, crop side (px; a
+        multiple of the model's ``multiple``; smaller samples are reflect-padded).
+    lr / weight_decay / warmup_steps / schedule: AdamW, linear warm-up, then cosine to
+        ``min_lr_ratio * lr`` (or constant).
+    grad_clip: max global gradient norm (0 disables).
+    precision: ``"bf16"`` (autocast; the one switch that helps on CPU), ``"fp16"`` (GPU) or ``"no"``.
+    seed: seeds weights, batch sampling and augmentation.
+    real_ratio: probability that a batch item comes from the real samples rather than the
+        synthetic ones, so every arm gets the same number of optimizer steps; ``None``: one
+        pool, the plain union (items drawn in proportion to pixel area). Ignored without
+        synthetic samples.
+    val_every / checkpoint_every / keep_checkpoints / log_every: in steps.
+    target_context: h/v targets are computed on the augmented crop plus this margin (px),
+        then cropped, so a nucleus cut by the crop edge keeps its true centre where known.
+    tune_post: after training, choose the post-processing thresholds (``post``) of the
+        selected model on the validation images by a small grid search (mean PQ); the
+        choice is written into ``model/config.yaml``.
+    """
+
+    steps: int = 3900
+    batch_size: int = 8
+    crop_size: int = 256
+    lr: float = 1.0e-3
+    weight_decay: float = 1.0e-4
+    warmup_steps: int = 100
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 5.0
+    precision: str = "bf16"
+    seed: int = 0
+    real_ratio: float | None = 0.5
+    val_every: int = 500
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 20
+    target_context: int = 16
+    tune_post: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}")
+        _check(self.schedule in SCHEDULES, f"train.schedule must be one of {SCHEDULES}")
+        _check(
+            self.steps >= 1 and self.batch_size >= 1,
+            "train.steps and train.batch_size must be >= 1",
+        )
+        _check(self.crop_size >= 16, "train.crop_size must be >= 16")
+        _check(
+            self.real_ratio is None or 0.0 <= self.real_ratio <= 1.0,
+            "train.real_ratio must be in [0, 1]",
+        )
+        _check(
+            min(self.val_every, self.checkpoint_every, self.keep_checkpoints, self.log_every) >= 1,
+            "train.val_every, checkpoint_every, keep_checkpoints and log_every must be >= 1",
+        )
+
+
+@dataclass
+class AugmentConfig:
+    """HoVer-Net-style augmentation (vqdang/hover_net ``train_loader``), applied per crop.
+
+    Geometry (image bilinear, instance map nearest, one resampling): ``scale`` range,
+    ``rotate`` (max degrees, uniform in +-), ``shear`` (max degrees), then a random flip and
+    quarter turn. Colour (on the batch): ``hue`` (max degrees of hue rotation),
+    ``saturation`` / ``contrast`` (max relative change), ``brightness`` (max shift, 0-1 scale),
+    HED stain jitter (per H, E, D channel: scale ``1 +- hed_scale``, shift ``+- hed_shift``
+    in the units of skimage's ``rgb2hed``, where 0.01 is 0.14 optical density), then with probability
+    ``p_blur`` a Gaussian blur (sigma up to ``blur_sigma``) or with ``p_noise`` additive
+    Gaussian noise (std up to ``noise_std``). ``enabled: false`` keeps only the random crop.
+    """
+
+    enabled: bool = True
+    p_affine: float = 1.0
+    scale: tuple[float, float] = (0.8, 1.2)
+    rotate: float = 179.0
+    shear: float = 5.0
+    flip_rot90: bool = True
+    hue: float = 8.0
+    saturation: float = 0.2
+    brightness: float = 0.1
+    contrast: float = 0.25
+    hed_scale: float = 0.05
+    hed_shift: float = 0.005
+    p_blur: float = 0.1
+    blur_sigma: float = 1.0
+    p_noise: float = 0.1
+    noise_std: float = 0.03
+
+    def __post_init__(self) -> None:
+        self.scale = tuple(float(s) for s in self.scale)
+        _check(
+            len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1],
+            "augment.scale must be [lo, hi] > 0",
+        )
+
+
+@dataclass
+class PostConfig:
+    """Post-processing: fields of :class:`nudiff.structure.DecodeParams` (``None`` = its default)."""
+
+    fg_threshold: float | None = None
+    median_size: int | None = None
+    center_threshold: float | None = None
+    edge_threshold: float | None = None
+    min_marker: int | None = None
+    min_size: int | None = None
+
+    def decode_params(self) -> DecodeParams:
+        given = {k: v for k, v in asdict(self).items() if v is not None}
+        known = {f.name for f in fields(DecodeParams)}
+        return DecodeParams(**{k: v for k, v in given.items() if k in known})
+
+
+@dataclass
+class InferConfig:
+    """Tiled inference (``monai.inferers.SlidingWindowInferer``).
+
+    tile: window side (px; 256 for ``hovernet``); overlap: fraction of a window shared with
+    its neighbour; blend: ``"gaussian"`` or ``"constant"``; batch_size: windows per forward;
+    precision: ``"no"`` (float32, default: bit-stable) or ``"bf16"``.
+    """
+
+    tile: int = 256
+    overlap: float = 0.5
+    blend: str = "gaussian"
+    batch_size: int = 8
+    precision: str = "no"
+
+    def __post_init__(self) -> None:
+        _check(self.blend in BLENDS, f"infer.blend must be one of {BLENDS}")
+        _check(0.0 <= self.overlap < 1.0, "infer.overlap must be in [0, 1)")
+        _check(self.precision in ("no", "bf16"), "infer.precision must be 'no' or 'bf16'")
+
+
+@dataclass
+class SegmentConfig:
+    """All of the segmentation stage (YAML section ``segment``)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    post: PostConfig = field(default_factory=PostConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+
+    def __post_init__(self) -> None:
+        m = self.model.multiple if self.model.arch == "unet" else 32
+        _check(
+            self.train.crop_size % m == 0,
+            f"train.crop_size {self.train.crop_size} must be a multiple of {m}",
+        )
+        _check(self.infer.tile % m == 0, f"infer.tile {self.infer.tile} must be a multiple of {m}")
+        if self.model.arch == "hovernet":
+            _check(
+                self.train.crop_size == 256 and self.infer.tile == 256,
+                "model.arch 'hovernet' (MONAI fast mode) takes 256x256 input: crop_size and tile 256",
+            )

@@ -1,0 +1,215 @@
+"""Tiled inference and post-processing.
+
+``predict_instances`` runs the network over an image of any size in overlapping tiles
+(``monai.inferers.SlidingWindowInferer``, Gaussian or constant blending of the nuclear
+probability and the h/v maps), then decodes ``[P(nucleus), h, v]`` into instances with
+:func:`nudiff.structure.decode` (marker-controlled watershed). Deterministic: same model and
+image give the same output, bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.inferers import SlidingWindowInferer
+from tqdm import tqdm
+
+from nudiff.config import load_config
+from nudiff.segment.config import SegmentConfig
+from nudiff.segment.model import HV, NP, build_segmenter, image_to_tensor
+from nudiff.structure import DecodeParams, decode
+from nudiff.utils import DataError
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.yaml"
+
+
+def model_dir(run_dir: str | os.PathLike) -> Path:
+    """``run_dir/model`` when it exists, else ``run_dir`` itself (a model folder)."""
+    run_dir = Path(run_dir)
+    return run_dir / "model" if (run_dir / "model" / MODEL_FILE).exists() else run_dir
+
+
+def load_segmenter(
+    run_dir: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, SegmentConfig]:
+    """A trained segmenter (eval mode) and its config from a run folder (or its ``model/``)."""
+    from safetensors.torch import load_file
+
+    folder = model_dir(run_dir)
+    weights, config = folder / MODEL_FILE, folder / CONFIG_FILE
+    for path in (weights, config):
+        if not path.exists():
+            raise DataError(
+                path, "not found: not a segmenter run (train one with `nudiff segment train`)"
+            )
+    cfg = load_config(SegmentConfig, config)
+    model = build_segmenter(cfg)
+    model.load_state_dict(load_file(weights))
+    if cfg.model.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model.to(device).eval(), cfg
+
+
+def _pad_to(image: np.ndarray, size: int) -> np.ndarray:
+    """Mirror-pad (bottom, right) an (H, W, 3) image so that both sides are >= ``size``."""
+    h, w = image.shape[:2]
+    pad = ((0, max(0, size - h)), (0, max(0, size - w)), (0, 0))
+    if pad[0][1] or pad[1][1]:
+        image = np.pad(image, pad, mode="reflect" if min(h, w) > 1 else "edge")
+    return image
+
+
+@torch.no_grad()
+def predict_structure(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    tile: int = 256,
+    overlap: float = 0.5,
+    blend: str = "gaussian",
+    batch_size: int = 8,
+    precision: str = "no",
+) -> np.ndarray:
+    """uint8 (H, W, 3) -> float32 (3, H, W): [P(nucleus) in [0, 1], h, v] blended over tiles.
+
+    Images smaller than ``tile`` are mirror-padded; larger ones need no side divisible by
+    anything (every window is ``tile`` px, a multiple of the network's down-sampling).
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
+    h, w = image.shape[:2]
+    device = next(model.parameters()).device
+    x = image_to_tensor(_pad_to(image, tile), device)
+    channels_last = next(model.parameters()).is_contiguous(memory_format=torch.channels_last)
+
+    def network(batch: torch.Tensor) -> torch.Tensor:
+        if channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        autocast = (
+            torch.autocast(device.type, dtype=torch.bfloat16)
+            if precision == "bf16"
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            out = model(batch)
+        prob = torch.softmax(out[NP].float(), dim=1)[:, 1:2]
+        return torch.cat([prob, out[HV].float()], dim=1).contiguous()
+
+    was_training = model.training
+    model.eval()
+    inferer = SlidingWindowInferer(
+        roi_size=(tile, tile), sw_batch_size=batch_size, overlap=overlap, mode=blend, progress=False
+    )
+    try:
+        out = inferer(x, network)
+    finally:
+        model.train(was_training)
+    return out[0, :, :h, :w].float().cpu().numpy()
+
+
+def predict_instances(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    tile: int = 256,
+    overlap: float = 0.5,
+    post: DecodeParams | None = None,
+    blend: str = "gaussian",
+    batch_size: int = 8,
+    precision: str = "no",
+) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (H, W, 3) -> (instance map int32 (H, W), structure float32 (3, H, W)).
+
+    The structure is [P(nucleus), h, v] (see :func:`predict_structure`); the instance map is
+    its :func:`nudiff.structure.decode` with ``post`` (default ``DecodeParams()``).
+    """
+    structure = predict_structure(model, image, tile, overlap, blend, batch_size, precision)
+    return decode(structure, post), structure
+
+
+def predict_with_config(
+    model: torch.nn.Module, cfg: SegmentConfig, image: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`predict_instances` with the tiling and post-processing of ``cfg``."""
+    i = cfg.infer
+    return predict_instances(
+        model,
+        image,
+        i.tile,
+        i.overlap,
+        cfg.post.decode_params(),
+        i.blend,
+        i.batch_size,
+        i.precision,
+    )
+
+
+def overlay(image: np.ndarray, instance_map: np.ndarray, seed: int = 0) -> np.ndarray:
+    """uint8 (H, W, 3): the image with each instance's contour drawn in its own bright colour."""
+    from skimage.segmentation import find_boundaries
+
+    out = np.asarray(image).copy()
+    inst = np.asarray(instance_map)
+    edges = find_boundaries(inst, mode="inner") & (inst > 0)
+    rng = np.random.default_rng(seed)
+    palette = (rng.uniform(0.35, 1.0, (int(inst.max()) + 1, 3)) * 255).astype(np.uint8)
+    palette[np.arange(len(palette)), rng.integers(0, 3, len(palette))] = (
+        255  # one full channel: bright
+    )
+    out[edges] = palette[inst[edges]]
+    return out
+
+
+def list_images(images_dir: str | os.PathLike) -> list[Path]:
+    """Image files of a folder (sorted; hidden files ignored)."""
+    from nudiff.data.io import IMAGE_SUFFIXES
+
+    folder = Path(images_dir)
+    if not folder.is_dir():
+        raise DataError(folder, "folder not found")
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def predict_folder(
+    run_dir: str | os.PathLike,
+    images_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+) -> list[Path]:
+    """Segment every image of ``images_dir`` with the model of ``run_dir``.
+
+    Writes ``out_dir/<name>.png`` (16-bit instance map; a 32-bit ``.tif`` past 65,535
+    nuclei), ``out_dir/overlays/<name>.png`` (contours on the image) and
+    ``out_dir/geojson/<name>.geojson`` (QuPath detections). Returns the instance-map paths.
+    A file that is not a readable RGB image raises ``DataError`` naming it.
+    """
+    from nudiff.data.formats import write_geojson
+    from nudiff.data.io import read_image, write_image, write_instance_map
+
+    model, cfg = load_segmenter(run_dir, device)
+    paths = list_images(images_dir)
+    if not paths:
+        raise DataError(images_dir, "no images found (.png, .tif, .jpg)")
+    out = Path(out_dir)
+    written = []
+    for path in tqdm(paths, desc="segment", unit="img", disable=not progress):
+        try:
+            image = read_image(path)
+        except DataError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any reader failure is the file's problem
+            raise DataError(path, f"cannot read image ({type(e).__name__}: {e})") from None
+        inst, _ = predict_with_config(model, cfg, image)
+        written.append(write_instance_map(out / f"{path.stem}.png", inst))
+        write_image(out / "overlays" / f"{path.stem}.png", overlay(image, inst))
+        write_geojson(out / "geojson" / f"{path.stem}.geojson", inst)
+    return written

@@ -1,0 +1,395 @@
+"""Train the segmenter: ``train_segmenter(cfg, out_dir, real, synthetic, val)``.
+
+Read top to bottom: data stays in memory; each batch item is drawn from the real samples
+with probability ``train.real_ratio`` (else from the synthetic ones), cropped and augmented
+(:mod:`nudiff.segment.augment`, targets after geometry); the loss is MONAI's
+``HoVerNetLoss``; AdamW with warm-up + cosine, gradient clipping, bf16 autocast through
+``accelerate`` (the same code runs on GPUs). Every ``val_every`` steps the whole validation
+images are segmented with the tiled predictor and scored; the checkpoint with the best mean
+PQ is exported as ``out_dir/model/`` (model selection on validation only; without
+validation images, the final weights). Layout of ``out_dir``::
+
+    model/            model.safetensors, config.yaml, info.json (step, validation metrics)
+    checkpoints/      step_0000500/ ... (newest ``keep_checkpoints``), for --resume
+    log.csv           step, loss parts, lr, steps/s, val_* metrics
+    tb/               TensorBoard events
+    config.yaml       the full configuration of the run
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nudiff.config import save_config
+from nudiff.metrics import METRICS, instance_metrics, mean_metrics
+from nudiff.segment import checkpoint as ckpt
+from nudiff.segment.augment import augmented_crop, color_augment
+from nudiff.segment.config import SegmentConfig
+from nudiff.segment.loss import HoVerNetLossParts, structure_targets
+from nudiff.segment.model import build_segmenter, image_to_tensor
+from nudiff.utils import NudiffError, make_accelerator, seed_everything
+
+LOSS_PARTS = ("np_dice", "np_ce", "hv_mse", "hv_msge")
+LOG_FIELDS = ("step", "loss", *LOSS_PARTS, "lr", "steps_per_s", *(f"val_{m}" for m in METRICS))
+
+
+# --- sampling ----------------------------------------------------------------------------
+
+
+def _areas(samples: Sequence) -> np.ndarray:
+    return np.array([s.instance_map.size for s in samples], dtype=np.float64)
+
+
+def choose_items(
+    rng: np.random.Generator,
+    n: int,
+    real_areas: np.ndarray,
+    syn_areas: np.ndarray | None,
+    real_ratio: float | None,
+) -> list[tuple[str, int]]:
+    """``n`` draws of ``("real" | "synthetic", index)``.
+
+    With ``real_ratio`` each draw is real with that probability, else synthetic; with
+    ``None`` (or no synthetic samples) both pools form one union. Within a pool, samples
+    are drawn in proportion to their pixel area (a 1000-px image holds more crops than a
+    256-px patch).
+    """
+    if syn_areas is None or len(syn_areas) == 0:
+        syn_areas, real_ratio = np.zeros(0), 1.0
+    if real_ratio is None:
+        real_ratio = real_areas.sum() / (real_areas.sum() + syn_areas.sum())
+    out = []
+    for _ in range(n):
+        real = rng.random() < real_ratio
+        areas = real_areas if real else syn_areas
+        out.append(
+            ("real" if real else "synthetic", int(rng.choice(len(areas), p=areas / areas.sum())))
+        )
+    return out
+
+
+def make_batch(
+    pools: dict[str, Sequence],
+    items: list[tuple[str, int]],
+    cfg: SegmentConfig,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Augmented crops of the chosen samples: images uint8 (B, S, S, 3), structures float32 (B, 3, S, S)."""
+    crops = [
+        augmented_crop(
+            pools[pool][i].image,
+            pools[pool][i].instance_map,
+            cfg.train.crop_size,
+            rng,
+            cfg.augment,
+            cfg.train.target_context,
+        )
+        for pool, i in items
+    ]
+    return np.stack([c[0] for c in crops]), np.stack([c[1] for c in crops])
+
+
+# --- validation ----------------------------------------------------------------------------
+
+
+def validate(model: torch.nn.Module, cfg: SegmentConfig, val: Sequence) -> dict[str, float]:
+    """Mean of the per-image metrics (Dice, AJI, AJI+, DQ, SQ, PQ) on whole validation images."""
+    from nudiff.segment.predict import predict_with_config
+
+    per_image = {}
+    for i, s in enumerate(val):
+        pred, _ = predict_with_config(model, cfg, s.image)
+        per_image[getattr(s, "name", str(i))] = instance_metrics(s.instance_map, pred)
+    return mean_metrics(per_image)
+
+
+POST_GRID = {
+    "median_size": (1, 3),
+    "center_threshold": (0.2, 0.3, 0.4, 0.5),
+    "edge_threshold": (0.05, 0.1, 0.15, 0.3),
+}
+
+
+def tune_post_processing(run_dir: str | os.PathLike, val: Sequence) -> dict[str, Any]:
+    """Grid-search the decode thresholds of the exported model on ``val`` (mean PQ).
+
+    The network runs once per image; only :func:`nudiff.structure.decode` is repeated. The
+    best thresholds, if they beat the configured ones, are written into the model's
+    ``config.yaml`` (``post`` section); ``info.json`` records the search.
+    """
+    import itertools
+
+    from nudiff.segment.predict import CONFIG_FILE, load_segmenter, model_dir, predict_structure
+    from nudiff.structure import decode
+    from nudiff.utils import read_json, write_json
+
+    model, cfg = load_segmenter(run_dir)
+    i = cfg.infer
+    structures = [
+        predict_structure(model, s.image, i.tile, i.overlap, i.blend, i.batch_size, i.precision)
+        for s in val
+    ]
+
+    def score(params) -> dict[str, float]:
+        return mean_metrics(
+            {
+                str(k): instance_metrics(s.instance_map, decode(st, params))
+                for k, (s, st) in enumerate(zip(val, structures))
+            }
+        )
+
+    current = cfg.post.decode_params()
+    best_post, best = None, score(current)
+    baseline = best
+    for values in itertools.product(*POST_GRID.values()):
+        candidate = dict(zip(POST_GRID, values))
+        m = score(dataclasses.replace(current, **candidate))
+        if m["pq"] > best["pq"]:
+            best_post, best = candidate, m
+    folder = model_dir(run_dir)
+    if best_post is not None:
+        for k, v in best_post.items():
+            setattr(cfg.post, k, v)
+        save_config(cfg, folder / CONFIG_FILE)
+    info = read_json(folder / "info.json")
+    info["post_tuning"] = {
+        "grid": POST_GRID,
+        "chosen": best_post,
+        "val_before": baseline,
+        "val_after": best,
+    }
+    write_json(folder / "info.json", info)
+    return info["post_tuning"]
+
+
+# --- logging -------------------------------------------------------------------------------
+
+
+class TrainLog:
+    """CSV (``log.csv``) + TensorBoard (``tb/``); on resume, rows after the resumed step are dropped."""
+
+    def __init__(self, out: Path, start_step: int, enabled: bool = True):
+        self.path = out / "log.csv"
+        self.enabled = enabled
+        self.tb = None
+        if not enabled:
+            return
+        rows = []
+        if start_step > 0 and self.path.exists():
+            with self.path.open(newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start_step]
+        with self.path.open("w", newline="") as f:
+            w = csv.DictWriter(f, LOG_FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(
+                str(out / "tb"), purge_step=start_step + 1 if start_step else None
+            )
+        except ImportError:  # tensorboard is optional at run time
+            self.tb = None
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, LOG_FIELDS).writerow({"step": step, **values})
+        if self.tb is not None:
+            for k, v in values.items():
+                group = "val" if k.startswith("val_") else "train"
+                self.tb.add_scalar(f"{group}/{k.removeprefix('val_')}", v, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+# --- optimisation ----------------------------------------------------------------------------
+
+
+def lr_factor(step: int, cfg: SegmentConfig) -> float:
+    """Multiplier of ``train.lr`` after ``step`` optimizer steps: linear warm-up, then cosine."""
+    t = cfg.train
+    if step < t.warmup_steps:
+        return (step + 1) / t.warmup_steps
+    if t.schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps))
+    return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train_segmenter(
+    cfg: SegmentConfig,
+    out_dir: str | os.PathLike,
+    real: Sequence,
+    synthetic: Sequence | None = None,
+    val: Sequence | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Train a segmenter; return ``out_dir`` (the best/final model is in ``out_dir/model``).
+
+    Args:
+        cfg: the ``segment`` configuration.
+        real, synthetic: samples with ``.image`` uint8 (H, W, 3) and ``.instance_map`` int
+            (H, W) (e.g. ``nudiff.data.dataset.Sample``); any sizes, smaller than the crop
+            is mirror-padded.
+        val: whole images for validation and model selection (mean PQ); ``None``: none.
+        resume: continue from the newest checkpoint in ``out_dir/checkpoints`` exactly
+            (same weights, optimizer, schedule, sampling and augmentation stream).
+    """
+    out = Path(out_dir)
+    t = cfg.train
+    if not real:
+        raise NudiffError("no real training samples")
+    _check_samples(real, "real")
+    _check_samples(synthetic or [], "synthetic")
+    ckpt_root = out / "checkpoints"
+    existing = ckpt.list_checkpoints(ckpt_root)
+    if existing and not resume:
+        raise NudiffError(f"{out} already holds checkpoints; pass --resume or choose another --out")
+
+    seed_everything(t.seed)
+    accelerator = make_accelerator(t.precision)
+    model = build_segmenter(cfg)
+    if cfg.model.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    # each process draws its own batches (data parallel); the first one's stream is the reference
+    rng = np.random.default_rng([t.seed, accelerator.process_index])
+    state: dict[str, Any] = {"best_pq": -1.0, "best_step": None, "log_sums": {}, "log_count": 0}
+    step = 0
+    if resume and existing:
+        state = ckpt.load_checkpoint(existing[-1], model, optimizer)
+        step = state.pop("step")
+        scheduler.load_state_dict(state.pop("scheduler"))
+        rng.bit_generator.state = state.pop("numpy_rng")
+        ckpt.torch_rng_from_json(state.pop("torch_rng"))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    main = accelerator.is_main_process
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    log = TrainLog(out, step, enabled=main)
+    loss_fn = HoVerNetLossParts()
+    pools = {"real": real, "synthetic": synthetic or []}
+    real_areas, syn_areas = _areas(real), _areas(synthetic or [])
+    sums: dict[str, Any] = dict(state["log_sums"])  # part -> running sum (tensor or float)
+    count, tick = state["log_count"], time.perf_counter()
+
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=t.steps, initial=step, desc="segment", unit="step", disable=not (progress and main)
+    )
+    model.train()
+    while step < t.steps:
+        items = choose_items(rng, t.batch_size, real_areas, syn_areas, t.real_ratio)
+        images, structures = make_batch(pools, items, cfg, rng)
+        x = color_augment(image_to_tensor(images, accelerator.device), rng, cfg.augment)
+        if cfg.model.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        target = structure_targets(torch.from_numpy(structures).to(accelerator.device))
+        with accelerator.autocast():
+            prediction = model(x)
+        parts = loss_fn.parts(prediction, target)
+        loss = sum(parts.values())
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        if t.grad_clip > 0:
+            accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        for k, v in parts.items():  # kept as tensors: no device sync per step
+            sums[k] = sums.get(k, 0.0) + v.detach()
+        count += 1
+        bar.update(1)
+
+        if step % t.log_every == 0 or step == t.steps:
+            now = time.perf_counter()
+            values = {k: float(v) / count for k, v in sums.items()}
+            bar.set_postfix(loss=f"{sum(values.values()):.3f}")
+            values |= {
+                "loss": sum(values.values()),
+                "lr": scheduler.get_last_lr()[0],
+                "steps_per_s": count / max(now - tick, 1e-9),
+            }
+            log.write(step, values)
+            sums, count, tick = {}, 0, now
+        if val and (step % t.val_every == 0 or step == t.steps):
+            accelerator.wait_for_everyone()
+            if main:
+                metrics = validate(accelerator.unwrap_model(model), cfg, val)
+                log.write(step, {f"val_{k}": v for k, v in metrics.items()})
+                bar.write(
+                    f"step {step}: val " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+                )
+                if metrics["pq"] > state["best_pq"]:
+                    state["best_pq"], state["best_step"] = metrics["pq"], step
+                    _export(out, accelerator.unwrap_model(model), cfg, step, metrics)
+        if step % t.checkpoint_every == 0 or step == t.steps:
+            accelerator.wait_for_everyone()
+            if main:
+                ckpt.save_checkpoint(
+                    ckpt_root,
+                    step,
+                    accelerator.unwrap_model(model),
+                    optimizer,
+                    {
+                        **{k: v for k, v in state.items() if k not in ("log_sums", "log_count")},
+                        "log_sums": {k: float(v) for k, v in sums.items()},
+                        "log_count": count,
+                        "scheduler": scheduler.state_dict(),
+                        "numpy_rng": rng.bit_generator.state,
+                        "torch_rng": ckpt.torch_rng_to_json(),
+                    },
+                )
+                ckpt.prune_checkpoints(ckpt_root, t.keep_checkpoints)
+            tick = time.perf_counter()  # checkpoint time is not training speed
+    bar.close()
+    if main and (not val or not (out / "model").exists()):
+        _export(out, accelerator.unwrap_model(model), cfg, step, None)
+    if main and val and t.tune_post:
+        tune_post_processing(out, val)
+    log.close()
+    accelerator.wait_for_everyone()
+    return out
+
+
+def _export(
+    out: Path, model: torch.nn.Module, cfg: SegmentConfig, step: int, metrics: dict | None
+) -> None:
+    ckpt.save_model(
+        out / "model",
+        model,
+        lambda p: save_config(cfg, p),
+        {"step": step, "selected_by": "val_pq" if metrics else "final", "val": metrics},
+    )
+
+
+def _check_samples(samples: Sequence, what: str) -> None:
+    for i, s in enumerate(samples):
+        img, inst = np.asarray(s.image), np.asarray(s.instance_map)
+        name = getattr(s, "name", f"#{i}")
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[-1] != 3:
+            raise NudiffError(
+                f"{what} sample {name}: image must be uint8 (H, W, 3), got {img.dtype} {img.shape}"
+            )
+        if inst.shape != img.shape[:2]:
+            raise NudiffError(
+                f"{what} sample {name}: instance map {inst.shape} != image {img.shape[:2]}"
+            )
