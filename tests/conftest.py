@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from helpers import disk_instance_map
 
 MONUSEG = Path(os.environ.get("NUDIFF_MONUSEG", Path(__file__).resolve().parents[2] / "shared/datasets/monuseg"))

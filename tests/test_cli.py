@@ -3,8 +3,8 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import disk_instance_map
 
+from helpers import disk_instance_map
 from nudiff.cli import build_parser, main
 
 

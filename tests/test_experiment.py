@@ -1,9 +1,9 @@
 import pytest
 
+from helpers import disk_instance_map
 from nudiff.experiment import ExperimentConfig, cells_of, load_plan
 from nudiff.synthesis import FilterConfig, check_structure
 from nudiff.utils import NudiffError
-from helpers import disk_instance_map
 
 
 def test_cells_only_where_synthetic_pairs_exist():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-from helpers import disk_instance_map
 
+from helpers import disk_instance_map
 from nudiff.report import (
     mosaic,
     overlay,

@@ -6,7 +6,6 @@ from scipy import ndimage as ndi
 
 from nudiff.metrics import instance_metrics
 from nudiff.structure import DecodeParams, decode, dihedral, dihedral_image, encode, relabel
-from helpers import disk_instance_map
 
 
 def hovernet_reference(ann: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import time
 from dataclasses import dataclass, field
@@ -34,7 +35,14 @@ import numpy as np
 
 from nudiff.config import from_dict, load_yaml, save_config
 from nudiff.metrics import METRICS
-from nudiff.utils import NudiffError, read_json, seed_everything, set_threads, write_json, write_text
+from nudiff.utils import (
+    NudiffError,
+    read_json,
+    seed_everything,
+    set_threads,
+    write_json,
+    write_text,
+)
 
 THREADS_HELP = "torch CPU threads (default: all cores); use 1 when other jobs share the cores"
 
@@ -143,8 +151,8 @@ def _log(msg: str) -> None:
 
 def run_experiment(plan: Plan, out: Path, test_dir: Path | None = None, data_dirs: list[Path] | None = None) -> Path:
     """Run (or resume) every cell; returns the path of results.csv."""
-    from nudiff.data.prepare import load_subset, load_val, prepare
     from nudiff.data.dataset import load_folder
+    from nudiff.data.prepare import load_val, prepare
 
     cfg = plan.experiment
     out = Path(out)
@@ -205,9 +213,9 @@ def _synthetic_for(plan: Plan, out: Path, data_dir: Path, fraction: float, timed
         run = root / kind
         if not (run / "model").exists():
             _log(f"training the {kind} model on the {fraction:.0%} subset ({len(samples)} patches)")
-            timed(f"f{fraction:.2f}/train_{kind}", lambda: train_diffusion(
-                getattr(plan, kind), run, images if kind == "image" else None, insts,
-                resume=(run / "checkpoints").exists()))
+            timed(f"f{fraction:.2f}/train_{kind}", functools.partial(
+                train_diffusion, getattr(plan, kind), run, images if kind == "image" else None,
+                insts, resume=(run / "checkpoints").exists()))
     plan.synthesis.n = plan.experiment.n_synthetic
     _log(f"synthesizing {plan.synthesis.n} pairs for {fraction:.0%}")
     timed(f"f{fraction:.2f}/synthesize", lambda: synthesize(

@@ -46,9 +46,7 @@ def _cmd_train(args) -> None:
     from nudiff.config import load_config
     from nudiff.diffusion.config import DiffusionConfig
     from nudiff.diffusion.train import train
-    from nudiff.utils import NudiffError
-
-    from nudiff.utils import set_threads
+    from nudiff.utils import NudiffError, set_threads
 
     set_threads(args.threads)
     cfg = load_config(DiffusionConfig, args.config, section=args.kind)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
 from nudiff.utils import set_threads
 
 TRAIN_EXAMPLES = """\

@@ -19,6 +19,7 @@ from monai.inferers import SlidingWindowInferer
 from tqdm import tqdm
 
 from nudiff.config import load_config
+from nudiff.report import overlay
 from nudiff.segment.config import SegmentConfig
 from nudiff.segment.model import HV, NP, build_segmenter, image_to_tensor
 from nudiff.structure import DecodeParams, decode
@@ -146,22 +147,6 @@ def predict_with_config(
         i.batch_size,
         i.precision,
     )
-
-
-def overlay(image: np.ndarray, instance_map: np.ndarray, seed: int = 0) -> np.ndarray:
-    """uint8 (H, W, 3): the image with each instance's contour drawn in its own bright colour."""
-    from skimage.segmentation import find_boundaries
-
-    out = np.asarray(image).copy()
-    inst = np.asarray(instance_map)
-    edges = find_boundaries(inst, mode="inner") & (inst > 0)
-    rng = np.random.default_rng(seed)
-    palette = (rng.uniform(0.35, 1.0, (int(inst.max()) + 1, 3)) * 255).astype(np.uint8)
-    palette[np.arange(len(palette)), rng.integers(0, 3, len(palette))] = (
-        255  # one full channel: bright
-    )
-    out[edges] = palette[inst[edges]]
-    return out
 
 
 def list_images(images_dir: str | os.PathLike) -> list[Path]:
