@@ -95,17 +95,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, default=Path("runs/demo"), help="an experiment output folder")
     ap.add_argument("--fraction", type=float, default=0.1)
+    ap.add_argument("--structure-model", type=Path, default=None, help="default: RUN/diffusion/fFRAC/structure")
+    ap.add_argument("--image-model", type=Path, default=None, help="default: RUN/diffusion/fFRAC/image")
+    ap.add_argument("--data", type=Path, default=None, help="prepared data folder (default: RUN/data)")
+    ap.add_argument("--tag", default="", help="suffix of the result files")
     ap.add_argument("--n", type=int, default=64, help="samples per sampler setting")
     ap.add_argument("--skip-ddpm", action="store_true", help="skip the 1000-step sampler (slow)")
     args = ap.parse_args()
     root = args.run / "diffusion" / f"f{args.fraction:.2f}"
-    s_model, s_cfg = load_model(root / "structure")
-    i_model, _ = load_model(root / "image")
+    data = args.data or args.run / "data"
+    s_model, s_cfg = load_model(args.structure_model or root / "structure")
+    i_model, _ = load_model(args.image_model or root / "image")
     scale, size = s_cfg.data.scale, s_cfg.data.patch_size
     min_area = round(30 * scale**2) if s_cfg.data.min_area is None else s_cfg.data.min_area
 
-    train_i, train_l = windows(load_subset(args.run / "data", args.fraction, 0), scale, size)
-    val_i, val_l = windows(load_val(args.run / "data"), scale, size)
+    train_i, train_l = windows(load_subset(data, args.fraction, 0), scale, size)
+    val_i, val_l = windows(load_val(data), scale, size)
     real = statistics(train_l)
     result: dict = {"n": args.n, "scale": scale, "size": size, "n_real_windows": len(train_l),
                     "real_vs_val": distances(real, statistics(val_l)), "structures": {}, "images": {}}
@@ -147,9 +152,11 @@ def main() -> None:
         if (sampler, g) == ("dpmsolver++", 2.0):
             last = imgs
     result["images"]["shuffled labels (floor)"] = agreement(last, np.roll(insts, 1, axis=0), thr)
-    write_json(RESULTS / "synthesis_quality.json", result)
-    write_text(RESULTS / "synthesis_quality.md", to_markdown(result))
-    histograms(real, statistics(decoded[("dpmsolver++", 20)]), RESULTS / "synthesis_histograms.png")
+    result["models"] = {"structure": str(args.structure_model or root / "structure"),
+                        "image": str(args.image_model or root / "image")}
+    write_json(RESULTS / f"synthesis_quality{args.tag}.json", result)
+    write_text(RESULTS / f"synthesis_quality{args.tag}.md", to_markdown(result, f"synthesis_histograms{args.tag}.png"))
+    histograms(real, statistics(decoded[("dpmsolver++", 20)]), RESULTS / f"synthesis_histograms{args.tag}.png")
 
 
 def histograms(real, syn, path: Path) -> None:
@@ -170,8 +177,9 @@ def histograms(real, syn, path: Path) -> None:
     plt.close(fig)
 
 
-def to_markdown(r: dict) -> str:
+def to_markdown(r: dict, histogram_png: str) -> str:
     lines = ["# Synthetic pairs: structure realism and image-label agreement", "",
+             f"Models: `{r['models']['structure']}`, `{r['models']['image']}`.", "",
              f"{r['n']} samples per setting, {r['size']}-px windows at scale {r['scale']} "
              f"(real reference: {r['n_real_windows']} windows of the training subset).", "",
              "## Structure realism (1-D Wasserstein distance to real; lower is better)", "",
@@ -182,7 +190,7 @@ def to_markdown(r: dict) -> str:
         lines.append(f"| {key} | " + " | ".join(f"{w[k]:.3f}" for k in STATS)
                      + f" | {v['empty_fraction']:.2f} | {v['seconds_per_structure']:.3f} |")
     lines += ["", "Means — real: " + ", ".join(f"{k} {r['real_mean'][k]:.2f}" for k in STATS), "",
-              "![histograms](synthesis_histograms.png)", "",
+              f"![histograms]({histogram_png})", "",
               "## Image-label agreement (haematoxylin threshold "
               f"{r['h_threshold']:.3f}, chosen on real training windows)", "",
               "| images | nuclei visible | pixel Dice (H-mask vs labels) | s / image |", "|---|---|---|---|"]

@@ -147,7 +147,8 @@ def synthesize(structure_run: Path, image_run: Path, out: Path, cfg: SynthesisCo
         print(f"warning: only {len(samples)} of {cfg.n} structures passed the filter "
               f"after {index} attempts ({_counts(rejected)})")
     manifest = _write_manifest(manifest_path, header, samples, rejected, time.time() - t0)
-    write_mosaic(out, real_dir)
+    if samples:
+        write_mosaic(out, real_dir)
     return manifest
 
 

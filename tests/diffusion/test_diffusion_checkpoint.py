@@ -3,7 +3,7 @@ import random
 import numpy as np
 import torch
 
-from nudiff.diffusion.checkpoint import (
+from nudiff.checkpoint import (
     flatten_optimizer,
     list_checkpoints,
     prune,
@@ -52,7 +52,7 @@ def test_write_list_prune(tmp_path):
 
 
 def test_crash_during_save_leaves_no_checkpoint(tmp_path, monkeypatch):
-    import nudiff.diffusion.checkpoint as ck
+    import nudiff.checkpoint as ck
 
     write_checkpoint(tmp_path, 1, {"state.json": {"step": 1}})
     real = ck.save_file

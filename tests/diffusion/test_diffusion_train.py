@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nudiff.diffusion.checkpoint import list_checkpoints
+from nudiff.checkpoint import list_checkpoints
 from nudiff.diffusion.sample import load_model
 from nudiff.diffusion.train import train, warmup_cosine
 from nudiff.utils import NudiffError

@@ -1,5 +1,6 @@
 import torch
 
+from nudiff import checkpoint as shared
 from nudiff.segment import checkpoint as ckpt
 
 
@@ -15,8 +16,8 @@ def _trained_pair():
 
 def test_optimizer_flat_round_trip():
     _, opt = _trained_pair()
-    tensors, meta = ckpt.optimizer_to_flat(opt.state_dict())
-    back = ckpt.optimizer_from_flat(tensors, meta)
+    tensors, meta = shared.flatten_optimizer(opt.state_dict())
+    back = shared.unflatten_optimizer(tensors, meta)
     ref = opt.state_dict()
     assert back["param_groups"] == ref["param_groups"]
     for pid, entry in ref["state"].items():
@@ -31,14 +32,14 @@ def test_save_load_prune(tmp_path):
         ckpt.save_checkpoint(
             tmp_path, step, model, opt, {"note": step, "torch_rng": ckpt.torch_rng_to_json()}
         )
-    ckpt.prune_checkpoints(tmp_path, 2)
+    shared.prune(tmp_path, 2)
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_0000002", "step_0000003"]
-    assert not list(tmp_path.glob(".tmp-*"))
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
     model2, opt2 = _trained_pair()
     with torch.no_grad():
         for p in model2.parameters():
             p.zero_()
-    state = ckpt.load_checkpoint(tmp_path / "step_0000003", model2, opt2)
+    state = ckpt.load_checkpoint(tmp_path / "checkpoints" / "step_0000003", model2, opt2)
     assert state["step"] == 3 and state["note"] == 3
     assert all(
         torch.equal(a, b) for a, b in zip(model.state_dict().values(), model2.state_dict().values())

@@ -35,6 +35,10 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     p.add_argument("--steps", type=int, default=None, help="override train.steps")
+    p.add_argument("--precision", choices=("no", "bf16", "fp16"), default=None,
+                   help="override train.precision (no = fp32)")
+    p.add_argument("--stop-at-step", type=int, default=None,
+                   help="stop after this step, keeping the LR schedule of the full run (resume later)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: all cores); use 1 when other jobs share the cores")
     p.set_defaults(func=_cmd_train)
@@ -53,6 +57,8 @@ def _cmd_train(args) -> None:
     cfg.model.kind = args.kind
     if args.steps:
         cfg.train.steps = args.steps
+    if args.precision:
+        cfg.train.precision = args.precision
     if args.folder:
         from nudiff.data.dataset import load_folders
 
@@ -68,5 +74,5 @@ def _cmd_train(args) -> None:
         raise NudiffError(f"training patches must share one size, found {sorted(shapes)}; cut patches first")
     images = np.stack([s.image for s in samples]) if args.kind == "image" else None
     insts = np.stack([s.instance_map for s in samples])
-    run = train(cfg, args.out, images, insts, resume=args.resume)
+    run = train(cfg, args.out, images, insts, resume=args.resume, stop_at_step=args.stop_at_step)
     print(f"trained {args.kind} model: {run}")

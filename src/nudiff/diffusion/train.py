@@ -12,7 +12,7 @@ Runs on CPU, one GPU or many (``accelerate launch``) unchanged; mixed precision 
 
 Writes into ``out_dir``: ``config.yaml`` (at start), ``train_log.csv`` and ``tb/``
 (TensorBoard), ``samples/step_*.png`` grids, ``checkpoints/step_*`` (see
-:mod:`nudiff.diffusion.checkpoint`) and ``model/`` (EMA weights + config.json, what the
+:mod:`nudiff.checkpoint`) and ``model/`` (EMA weights + config.json, what the
 samplers load).
 """
 
@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
+from nudiff import checkpoint as ckpt
 from nudiff.config import load_config, save_config, to_dict
-from nudiff.diffusion import checkpoint as ckpt
 from nudiff.diffusion.config import DiffusionConfig, TrainConfig
 from nudiff.diffusion.data import PatchSampler
 from nudiff.diffusion.ema import EMA

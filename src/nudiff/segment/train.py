@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nudiff import checkpoint as shared_ckpt
 from nudiff.config import save_config
 from nudiff.metrics import METRICS, instance_metrics, mean_metrics
 from nudiff.segment import checkpoint as ckpt
@@ -256,8 +257,8 @@ def train_segmenter(
         raise NudiffError("no real training samples")
     _check_samples(real, "real")
     _check_samples(synthetic or [], "synthetic")
-    ckpt_root = out / "checkpoints"
-    existing = ckpt.list_checkpoints(ckpt_root)
+    shared_ckpt.remove_partial(out)
+    existing = ckpt.list_checkpoints(out)
     if existing and not resume:
         raise NudiffError(f"{out} already holds checkpoints; pass --resume or choose another --out")
 
@@ -345,7 +346,7 @@ def train_segmenter(
             accelerator.wait_for_everyone()
             if main:
                 ckpt.save_checkpoint(
-                    ckpt_root,
+                    out,
                     step,
                     accelerator.unwrap_model(model),
                     optimizer,
@@ -358,7 +359,7 @@ def train_segmenter(
                         "torch_rng": ckpt.torch_rng_to_json(),
                     },
                 )
-                ckpt.prune_checkpoints(ckpt_root, t.keep_checkpoints)
+                shared_ckpt.prune(out, t.keep_checkpoints)
             tick = time.perf_counter()  # checkpoint time is not training speed
     bar.close()
     if main and (not val or not (out / "model").exists()):
