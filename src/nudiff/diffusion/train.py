@@ -33,13 +33,14 @@ from tqdm.auto import tqdm
 
 from nudiff import checkpoint as ckpt
 from nudiff.config import load_config, save_config, to_dict
+from nudiff.data.io import write_image
 from nudiff.diffusion.config import DiffusionConfig, TrainConfig
 from nudiff.diffusion.data import PatchSampler
 from nudiff.diffusion.ema import EMA
-from nudiff.diffusion.grid import image_grid, save_png, structure_grid
 from nudiff.diffusion.networks import Denoiser, condition_tensor, save_denoiser, state_dict_cpu
 from nudiff.diffusion.sample import sample_images, sample_structures
 from nudiff.diffusion.schedule import training_scheduler
+from nudiff.report import mosaic, structure_rgb
 from nudiff.utils import DataError, NudiffError, make_accelerator, seed_everything
 
 GRID_SAMPLES = 8
@@ -238,7 +239,7 @@ def write_sample_grid(
     kwargs = {"sampler": "ddim", "steps": GRID_STEPS, "batch_size": GRID_SAMPLES, "progress": False}
     if model.config.model.kind == "structure":
         samples = sample_structures(model, GRID_SAMPLES, seed=seed, **kwargs)
-        grid = structure_grid(samples)
+        grid = mosaic([structure_rgb(x) for x in samples], ncols=8)
     else:
         n = GRID_SAMPLES // 2
         structures, real = data.draw(n, np.random.default_rng(seed), augment=False)
@@ -249,8 +250,10 @@ def write_sample_grid(
             guidance_scale=model.config.sample.guidance_scale,
             **kwargs,
         )
-        grid = image_grid(structures, fake, real)
-    save_png(grid, out_dir / "samples" / f"step_{step:07d}.png")
+        columns = (structures, fake) if real is None else (structures, fake, real)
+        grid = mosaic([structure_rgb(c[i]) if c is structures else c[i]
+                       for i in range(len(structures)) for c in columns], ncols=len(columns))
+    write_image(out_dir / "samples" / f"step_{step:07d}.png", grid)
 
 
 def _save_final(model: Denoiser, directory: Path) -> None:
