@@ -14,6 +14,19 @@ def test_cells_only_where_synthetic_pairs_exist():
                      "f0.10_real+syn_s0", "f0.10_real+syn_s1", "f0.10_real+syn_s2", "f1.00_real_s0"]
 
 
+def test_arm_fractions_and_seeds_restrict_an_arm():
+    cfg = ExperimentConfig(fractions=[0.1, 0.5], arms=["real", "syn-only"], seeds=[0],
+                           seeds_by_fraction={0.1: [0, 1]}, arm_fractions={"syn-only": [0.1]},
+                           arm_seeds={"syn-only": [3]})
+    names = [c.name for c in cells_of(cfg)]
+    assert names == ["f0.10_real_s0", "f0.10_real_s1", "f0.10_syn-only_s3", "f0.50_real_s0"]
+
+
+def test_unknown_arm_in_arm_fractions_is_an_error():
+    with pytest.raises(NudiffError, match="arms"):
+        ExperimentConfig(arm_fractions={"syn_only": [0.1]})
+
+
 def test_unknown_arm_is_an_error():
     with pytest.raises(NudiffError, match="arms"):
         ExperimentConfig(arms=["real", "bogus"])

@@ -62,6 +62,8 @@ class ExperimentConfig:
     synthetic_fractions: fractions that get diffusion models; arms that need synthetic pairs
         run only there (``None``: all fractions).
     n_synthetic: synthetic pairs per fraction.
+    arm_fractions: restricts an arm to some fractions (e.g. {syn-only: [0.1]}).
+    arm_seeds: overrides the seeds of an arm (e.g. {syn-only: [0]}), after seeds_by_fraction.
     subset_seed: which subset draw (data.seed) the cells use.
     selection_patches: without a separate --test folder, segmenter model selection and
         post-processing tuning use about this many of the labeled subset's own patches
@@ -75,12 +77,14 @@ class ExperimentConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     seeds_by_fraction: dict[float, list[int]] = field(default_factory=dict)
     synthetic_fractions: list[float] | None = None
+    arm_fractions: dict[str, list[float]] = field(default_factory=dict)
+    arm_seeds: dict[str, list[int]] = field(default_factory=dict)
     n_synthetic: int = 256
     subset_seed: int = 0
     selection_patches: int = 16
 
     def __post_init__(self) -> None:
-        bad = [a for a in self.arms if a not in ARMS]
+        bad = [a for a in [*self.arms, *self.arm_fractions, *self.arm_seeds] if a not in ARMS]
         if bad:
             raise NudiffError(f"experiment.arms: unknown {bad}; choose from {ARMS}")
 
@@ -104,7 +108,9 @@ def cells_of(cfg: ExperimentConfig) -> list[Cell]:
         for arm in cfg.arms:
             if arm in SYNTHETIC_ARMS and f not in syn_fracs:
                 continue
-            cells += [Cell(f, arm, s) for s in seeds]
+            if arm in cfg.arm_fractions and f not in cfg.arm_fractions[arm]:
+                continue
+            cells += [Cell(f, arm, s) for s in cfg.arm_seeds.get(arm, seeds)]
     return cells
 
 
@@ -185,10 +191,13 @@ def run_experiment(plan: Plan, out: Path, test_dir: Path | None = None, data_dir
 
     cells = cells_of(cfg)
     _log(f"{len(cells)} cells: " + ", ".join(c.name for c in cells))
-    for fraction in sorted({c.fraction for c in cells if c.arm in SYNTHETIC_ARMS}):
-        _synthetic_for(plan, out, data_dir, fraction, timed)
-    for cell in cells:
-        _run_cell(plan, out, data_dir, cell, val, test_images_dir, test_labels_dir, timed)
+    # Fraction by fraction (its diffusion models, then its cells), so that a run stopped
+    # part-way leaves whole fractions behind.
+    for fraction in sorted({c.fraction for c in cells}):
+        if any(c.fraction == fraction and c.arm in SYNTHETIC_ARMS for c in cells):
+            _synthetic_for(plan, out, data_dir, fraction, timed)
+        for cell in (c for c in cells if c.fraction == fraction):
+            _run_cell(plan, out, data_dir, cell, val, test_images_dir, test_labels_dir, timed)
     del test
     results = collect_results(out, cells)
     from nudiff.report import write_experiment_report
