@@ -3,8 +3,10 @@ import pytest
 
 from helpers import disk_instance_map
 from nudiff.report import (
+    gains_markdown,
     mosaic,
     overlay,
+    paired_gains,
     results_markdown,
     structure_picture,
     summarise_results,
@@ -58,3 +60,13 @@ def test_experiment_report_files(tmp_path):
     write_experiment_report(tmp_path, _rows())
     for name in ("table.md", "summary.json", "chart.png", "index.html"):
         assert (tmp_path / "report" / name).stat().st_size > 0
+
+
+def test_paired_gains_pair_by_seed_and_skip_unpaired():
+    rows = _rows() + [dict(r, seed=7) for r in _rows() if r["arm"] == "real+syn"]
+    (g,) = paired_gains(rows)  # seed 7 has no real cell: left out
+    assert g["arm"] == "real+syn" and g["seeds"] == [0, 1, 2]
+    assert g["aji"] == pytest.approx(0.1) and g["aji_sd"] == pytest.approx(0.0, abs=1e-12)
+    assert g["paper"][1] == pytest.approx(0.6785 - 0.6344)
+    md = gains_markdown([g])
+    assert "+0.1000 ± 0.0000" in md and "+0.0441" in md

@@ -149,6 +149,47 @@ def results_markdown(summary: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def paired_gains(rows: list[dict]) -> list[dict]:
+    """Per fraction and non-real arm: (arm - real) over the seeds both have, paired by seed
+    (per-seed means over test images), mean ± sd; the paper's Dice/AJI gain beside it."""
+    per_seed: dict = {}
+    for r in rows:
+        key = (float(r["fraction"]), r["arm"], int(r["seed"]))
+        per_seed.setdefault(key, []).append(r)
+    out = []
+    for fraction, arm in sorted({(f, a) for f, a, _ in per_seed if a != "real"}):
+        seeds = sorted(s for f, a, s in per_seed if (f, a) == (fraction, arm)
+                       and (fraction, "real", s) in per_seed)
+        if not seeds:
+            continue
+        entry = {"fraction": fraction, "arm": arm, "seeds": seeds}
+        for m in REPORT_METRICS:
+            d = [np.mean([float(r[m]) for r in per_seed[(fraction, arm, s)]])
+                 - np.mean([float(r[m]) for r in per_seed[(fraction, "real", s)]]) for s in seeds]
+            entry[m] = float(np.mean(d))
+            entry[m + "_sd"] = float(np.std(d, ddof=1)) if len(d) > 1 else None
+        paper, base = PAPER_TABLE1.get((round(fraction, 2), arm)), PAPER_TABLE1.get((round(fraction, 2), "real"))
+        entry["paper"] = [paper[0] - base[0], paper[1] - base[1]] if paper and base else None
+        out.append(entry)
+    return out
+
+
+def gains_markdown(gains: list[dict]) -> str:
+    def fmt(e, m):
+        sd = e[m + "_sd"]
+        return f"{e[m]:+.4f}" + (f" ± {sd:.4f}" if sd is not None else "")
+
+    lines = [
+        "| labeled | arm − real (paired by seed) | seeds | Δ Dice | Δ AJI | Δ AJI+ | Δ PQ | paper Δ Dice | paper Δ AJI |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in gains:
+        pd, pa = (f"{e['paper'][0]:+.4f}", f"{e['paper'][1]:+.4f}") if e["paper"] else ("–", "–")
+        lines.append(f"| {e['fraction']:.0%} | {e['arm']} | {len(e['seeds'])} | "
+                     + " | ".join(fmt(e, m) for m in REPORT_METRICS) + f" | {pd} | {pa} |")
+    return "\n".join(lines) + "\n"
+
+
 def results_chart(summary: list[dict], path) -> None:
     """Grouped bar chart (Dice, AJI, PQ per fraction x arm) with ± sd error bars."""
     import matplotlib
@@ -190,8 +231,9 @@ def write_experiment_report(out, rows: list[dict], cfg=None) -> None:
     rep.mkdir(parents=True, exist_ok=True)
     summary = summarise_results(rows)
     table = results_markdown(summary)
-    write_text(rep / "table.md", table)
-    write_json(rep / "summary.json", summary)
+    gains = paired_gains(rows)
+    write_text(rep / "table.md", table + ("\n" + gains_markdown(gains) if gains else ""))
+    write_json(rep / "summary.json", {"cells": summary, "gains": gains})
     if summary:
         results_chart(summary, rep / "chart.png")
     pictures = []
@@ -211,6 +253,8 @@ def write_experiment_report(out, rows: list[dict], cfg=None) -> None:
         "<p>Mean over test images, then mean ± sd over segmenter seeds. Paper: NuDiff Table 1 "
         "(HoVer-Net, MoNuSeg official test set — a different test set and a far larger budget).</p>",
         _markdown_table_html(table),
+        "<h3>Gain over real-only at the same fraction, paired by seed</h3>" + _markdown_table_html(gains_markdown(gains))
+        if gains else "",
         '<img src="chart.png" style="max-width:100%">' if summary else "<p>No finished cells yet.</p>",
     ]
     for caption, name in pictures:

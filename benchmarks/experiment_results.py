@@ -1,0 +1,64 @@
+"""Commit an experiment run's results: report table/chart/mosaics, results.csv, timings.
+
+Rebuilds the report from the run's cells (so a partly finished grid can be committed too),
+then copies into ``benchmarks/results/<name>/``:
+
+    table.md        mean ± sd per cell, the paper's Table 1 beside; paired gains over real-only
+    summary.json    the same numbers; chart.png; mosaic_f*.png (synthetic pairs beside real)
+    results.csv     one row per cell and test image
+    timings.json    seconds per stage; timings.md the same, summed, in minutes
+
+    .venv/bin/python benchmarks/experiment_results.py --run runs/grid --name grid \\
+        --config configs/cpu-grid.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from nudiff.experiment import cells_of, collect_results, load_plan
+from nudiff.report import write_experiment_report
+from nudiff.utils import read_json, write_text
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def timings_markdown(timings: dict[str, float], n_cells_done: int, n_cells: int) -> str:
+    groups: dict[str, float] = {}
+    for key, seconds in timings.items():
+        stage = key.split("/")[-1] if "/" in key else key
+        group = "segmenter " + stage if key.startswith("cells/") else ("diffusion " + stage if "/" in key else stage)
+        groups[group] = groups.get(group, 0.0) + seconds
+    lines = [f"Cells finished: {n_cells_done} of {n_cells}.", "", "| stage | minutes |", "|---|---|"]
+    lines += [f"| {k} | {v / 60:.1f} |" for k, v in sorted(groups.items())]
+    lines.append(f"| **total** | **{sum(timings.values()) / 60:.1f}** |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", type=Path, required=True, help="the experiment's --out folder")
+    ap.add_argument("--name", required=True, help="folder under benchmarks/results/")
+    ap.add_argument("--config", type=Path, required=True, help="the experiment config the run used")
+    args = ap.parse_args()
+    plan = load_plan(args.config)
+    cells = cells_of(plan.experiment)
+    rows = collect_results(args.run, cells)
+    write_experiment_report(args.run, rows, plan.experiment)
+    dest = RESULTS / args.name
+    dest.mkdir(parents=True, exist_ok=True)
+    rep = args.run / "report"
+    for f in [rep / "table.md", rep / "summary.json", rep / "chart.png", *sorted(rep.glob("mosaic_*.png")),
+              args.run / "results.csv", args.run / "timings.json"]:
+        if f.exists():
+            shutil.copyfile(f, dest / f.name)
+    done = sum((args.run / "cells" / c.name / "metrics.json").exists() for c in cells)
+    write_text(dest / "timings.md", timings_markdown(read_json(args.run / "timings.json"), done, len(cells)))
+    print((dest / "table.md").read_text())
+    print((dest / "timings.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
