@@ -118,14 +118,13 @@ def _register_structure(sub) -> None:
 
 def _cmd_structure(args) -> None:
     import numpy as np
-    from tqdm import tqdm
 
     from nudiff.data.io import read_instance_map, write_image, write_instance_map
     from nudiff.report import structure_picture
     from nudiff.structure import decode, encode
-    from nudiff.utils import DataError, atomic_path
+    from nudiff.utils import DataError, atomic_path, progress_bar
 
-    for path in tqdm(args.files, desc=args.action, unit="file"):
+    for path in progress_bar(args.files, desc=args.action, unit="file"):
         if args.action == "encode":
             s = encode(read_instance_map(path))
             with atomic_path(args.out / f"{path.stem}.npy") as tmp:

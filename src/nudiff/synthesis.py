@@ -25,10 +25,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from nudiff.structure import DecodeParams, decode, encode
-from nudiff.utils import NudiffError, read_json, write_json
+from nudiff.utils import NudiffError, progress_bar, read_json, write_json
 
 
 @dataclass
@@ -110,7 +109,7 @@ def synthesize(structure_run: Path, image_run: Path, out: Path, cfg: SynthesisCo
     attempts = max(int(cfg.n * cfg.max_attempts_factor), cfg.n)
     index = (max(int(k) for k in list(samples) + list(rejected)) + 1) if samples or rejected else 0
     t0 = time.time()
-    bar = tqdm(total=cfg.n, initial=len(samples), desc="synthesize", unit="pair")
+    bar = progress_bar(total=cfg.n, initial=len(samples), desc="synthesize", unit="pair")
     while len(samples) < cfg.n and index < attempts:
         chunk = min(cfg.batch_size, attempts - index)
         structures = sample_structures(structure_model, chunk, seed=cfg.seed, first_index=index,

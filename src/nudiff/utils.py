@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import random
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,3 +108,13 @@ def set_threads(n: int | None) -> None:
         import torch
 
         torch.set_num_threads(n)
+
+
+def progress_bar(*args: Any, **kwargs: Any):
+    """A tqdm bar that redraws at most every 30 s when stderr is not a terminal (nohup logs,
+    CI), instead of one line per step; on a terminal, tqdm's defaults."""
+    from tqdm import tqdm
+
+    if not sys.stderr.isatty():
+        kwargs.setdefault("mininterval", 30.0)
+    return tqdm(*args, **kwargs)

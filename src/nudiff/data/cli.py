@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tqdm import tqdm
-
 from nudiff.config import load_config
 from nudiff.data.dataset import load_folders, raise_problems
 from nudiff.data.formats import read_monuseg_xml, write_geojson
@@ -25,7 +23,7 @@ from nudiff.data.io import (
 from nudiff.data.patches import PATCH_MANIFEST, cut_patches
 from nudiff.data.prepare import PrepareConfig, prepare
 from nudiff.data.subsets import STRATEGIES, SubsetConfig, write_subsets
-from nudiff.utils import DataError, read_json
+from nudiff.utils import DataError, progress_bar, read_json
 
 RAW = argparse.RawDescriptionHelpFormatter
 
@@ -111,7 +109,7 @@ def run_convert(args: argparse.Namespace) -> None:
         if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
     )
     problems = []
-    for path in tqdm(images, desc="converting", unit="image"):
+    for path in progress_bar(images, desc="converting", unit="image"):
         xml = args.xml_dir / f"{path.stem}.xml"
         try:
             image = read_image(path)
@@ -200,7 +198,7 @@ def _add_export_geojson(sub: argparse._SubParsersAction) -> None:
 
 def run_export_geojson(args: argparse.Namespace) -> None:
     problems = []
-    for path in tqdm(args.labels, desc="exporting", unit="file"):
+    for path in progress_bar(args.labels, desc="exporting", unit="file"):
         try:
             inst = read_instance_map(path)
             write_geojson(args.out / f"{path.stem}.geojson", inst, args.classification)

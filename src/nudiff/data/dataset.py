@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from nudiff.data.formats import read_monuseg_xml
 from nudiff.data.io import IMAGE_SUFFIXES, LABEL_SUFFIXES, read_image, read_instance_map
-from nudiff.utils import DataError
+from nudiff.utils import DataError, progress_bar
 
 PAIR_LABEL_SUFFIXES = LABEL_SUFFIXES + (".xml",)
 
@@ -123,7 +122,7 @@ def load_pair(pair: Pair, source: str = "") -> Sample:
 def _load_folder(folder: Path, problems: list[str], progress: bool) -> list[Sample]:
     pairs = _find_pairs(folder, problems)
     samples = []
-    for pair in tqdm(pairs, desc=f"reading {folder.name}", unit="image", disable=not progress):
+    for pair in progress_bar(pairs, desc=f"reading {folder.name}", unit="image", disable=not progress):
         try:
             samples.append(load_pair(pair, str(folder)))
         except DataError as e:

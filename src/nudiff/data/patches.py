@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from tqdm import tqdm
 
 from nudiff.data.dataset import Sample
 from nudiff.data.io import write_image, write_instance_map
 from nudiff.structure import relabel
-from nudiff.utils import DataError, write_json
+from nudiff.utils import DataError, progress_bar, write_json
 
 PATCH_MANIFEST = "manifest.json"
 
@@ -104,7 +103,7 @@ def cut_patches(
         dup = sorted({n for n in names if names.count(n) > 1})
         raise DataError(out_dir, f"duplicate source image names {dup}; patch names would clash")
     entries = []
-    for sample in tqdm(samples, desc="cutting patches", unit="image", disable=not progress):
+    for sample in progress_bar(samples, desc="cutting patches", unit="image", disable=not progress):
         padded_map = pad_to(sample.image, sample.instance_map, size)[1]
         for y, x, img, inst in extract_patches(sample.image, sample.instance_map, size, stride):
             name = patch_name(sample.name, y, x)

@@ -31,10 +31,9 @@ import numpy as np
 from scipy.cluster.vq import kmeans2
 from skimage.color import rgb2hed
 from skimage.measure import regionprops
-from tqdm import tqdm
 
 from nudiff.data.io import read_image, read_instance_map
-from nudiff.utils import write_json
+from nudiff.utils import progress_bar, write_json
 
 FEATURE_NAMES = (
     [f"{s}_{c}" for s in ("mean", "sd") for c in ("r", "g", "b")]
@@ -89,7 +88,7 @@ def features_from_dir(
     """``patch_features`` of every manifest patch read from ``patch_dir``: ``(N, 16)``."""
     patch_dir = Path(patch_dir)
     rows = []
-    for p in tqdm(patches, desc="patch features", unit="patch", disable=not progress):
+    for p in progress_bar(patches, desc="patch features", unit="patch", disable=not progress):
         image = read_image(patch_dir / p["image_file"])
         rows.append(patch_features(image, read_instance_map(patch_dir / p["label_file"])))
     return np.array(rows, dtype=np.float64).reshape(len(patches), len(FEATURE_NAMES))

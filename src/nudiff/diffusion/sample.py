@@ -21,12 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from nudiff.diffusion.config import DiffusionConfig
 from nudiff.diffusion.networks import Denoiser, condition_tensor, load_denoiser, null_condition
 from nudiff.diffusion.schedule import make_scheduler
-from nudiff.utils import DataError
+from nudiff.utils import DataError, progress_bar
 
 ModelArg = Denoiser | str | Path
 
@@ -217,7 +216,7 @@ def _resolve(arg: ModelArg, device: str | torch.device | None) -> tuple[Denoiser
 
 
 def _batches(n: int, batch_size: int, progress: bool, what: str) -> Iterator[tuple[int, int]]:
-    with tqdm(total=n, desc=f"sampling {what}", unit="sample", disable=not progress) as bar:
+    with progress_bar(total=n, desc=f"sampling {what}", unit="sample", disable=not progress) as bar:
         for lo in range(0, n, batch_size):
             hi = min(n, lo + batch_size)
             yield lo, hi

@@ -29,7 +29,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
-from tqdm.auto import tqdm
 
 from nudiff import checkpoint as ckpt
 from nudiff.config import load_config, save_config, to_dict
@@ -41,7 +40,7 @@ from nudiff.diffusion.networks import Denoiser, condition_tensor, save_denoiser,
 from nudiff.diffusion.sample import sample_images, sample_structures
 from nudiff.diffusion.schedule import training_scheduler
 from nudiff.report import mosaic, structure_rgb
-from nudiff.utils import DataError, NudiffError, make_accelerator, seed_everything
+from nudiff.utils import DataError, NudiffError, make_accelerator, progress_bar, seed_everything
 
 GRID_SAMPLES = 8
 GRID_STEPS = 20
@@ -103,7 +102,7 @@ def train(
         log_file, csv_writer = _open_csv(out_dir / "train_log.csv", start)
     noise_schedule = training_scheduler(cfg)
     T = cfg.num_train_timesteps
-    bar = tqdm(total=end, initial=start, desc=f"train {cfg.model.kind}", disable=not main)
+    bar = progress_bar(total=end, initial=start, desc=f"train {cfg.model.kind}", disable=not main)
     running, count, tick = 0.0, 0, time.perf_counter()
     try:
         for step in range(start + 1, end + 1):

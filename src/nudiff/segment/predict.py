@@ -16,14 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.inferers import SlidingWindowInferer
-from tqdm import tqdm
 
 from nudiff.config import load_config
 from nudiff.report import overlay
 from nudiff.segment.config import SegmentConfig
 from nudiff.segment.model import HV, NP, build_segmenter, image_to_tensor
 from nudiff.structure import DecodeParams, decode
-from nudiff.utils import DataError
+from nudiff.utils import DataError, progress_bar
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
@@ -186,7 +185,7 @@ def predict_folder(
         raise DataError(images_dir, "no images found (.png, .tif, .jpg)")
     out = Path(out_dir)
     written = []
-    for path in tqdm(paths, desc="segment", unit="img", disable=not progress):
+    for path in progress_bar(paths, desc="segment", unit="img", disable=not progress):
         try:
             image = read_image(path)
         except DataError:

@@ -291,9 +291,9 @@ def train_segmenter(
     sums: dict[str, Any] = dict(state["log_sums"])  # part -> running sum (tensor or float)
     count, tick = state["log_count"], time.perf_counter()
 
-    from tqdm import tqdm
+    from nudiff.utils import progress_bar
 
-    bar = tqdm(
+    bar = progress_bar(
         total=t.steps, initial=step, desc="segment", unit="step", disable=not (progress and main)
     )
     model.train()
