@@ -62,9 +62,10 @@ def measure_speed(cfg: SegmentConfig, samples, seconds: float) -> dict:
     from nudiff.segment.augment import color_augment
     from nudiff.segment.loss import HoVerNetLossParts, structure_targets
     from nudiff.segment.model import build_segmenter, image_to_tensor
-    from nudiff.segment.train import _accelerator, _areas, choose_items, make_batch
+    from nudiff.segment.train import _areas, choose_items, make_batch
+    from nudiff.utils import make_accelerator
 
-    accelerator = _accelerator(cfg.train.precision)
+    accelerator = make_accelerator(cfg.train.precision)
     model = build_segmenter(cfg).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
     model, opt = accelerator.prepare(model, opt)
