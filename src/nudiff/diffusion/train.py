@@ -136,7 +136,7 @@ def train(
             running += loss.item()
             count += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
             if main and (step % tc.log_every == 0 or step == end):
                 now = time.perf_counter()
                 row = {

@@ -323,7 +323,7 @@ def train_segmenter(
         if step % t.log_every == 0 or step == t.steps:
             now = time.perf_counter()
             values = {k: float(v) / count for k, v in sums.items()}
-            bar.set_postfix(loss=f"{sum(values.values()):.3f}")
+            bar.set_postfix(loss=f"{sum(values.values()):.3f}", refresh=False)
             values |= {
                 "loss": sum(values.values()),
                 "lr": scheduler.get_last_lr()[0],
