@@ -116,16 +116,22 @@ PAPER_TABLE1 = {
 REPORT_METRICS = ("dice", "aji", "aji_plus", "pq")
 
 
-def summarise_results(rows: list[dict]) -> list[dict]:
-    """Per (fraction, arm): mean over test images per seed, then mean ± sd over seeds."""
+def _per_seed_means(rows: list[dict]) -> dict:
+    """{(fraction, arm): {seed: {metric: mean over that cell's test images}}}."""
     by_cell: dict = {}
     for r in rows:
         by_cell.setdefault((float(r["fraction"]), r["arm"]), {}).setdefault(int(r["seed"]), []).append(r)
+    return {cell: {seed: {m: float(np.mean([float(r[m]) for r in rs])) for m in REPORT_METRICS}
+                   for seed, rs in seeds.items()} for cell, seeds in by_cell.items()}
+
+
+def summarise_results(rows: list[dict]) -> list[dict]:
+    """Per (fraction, arm): mean over test images per seed, then mean ± sd over seeds."""
     out = []
-    for (fraction, arm), seeds in sorted(by_cell.items()):
+    for (fraction, arm), seeds in sorted(_per_seed_means(rows).items()):
         entry = {"fraction": fraction, "arm": arm, "n_seeds": len(seeds)}
         for m in REPORT_METRICS:
-            per_seed = [float(np.mean([float(r[m]) for r in rs])) for rs in seeds.values()]
+            per_seed = [means[m] for means in seeds.values()]
             entry[m] = float(np.mean(per_seed))
             entry[m + "_sd"] = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else None
         out.append(entry)
@@ -152,20 +158,16 @@ def results_markdown(summary: list[dict]) -> str:
 def paired_gains(rows: list[dict]) -> list[dict]:
     """Per fraction and non-real arm: (arm - real) over the seeds both have, paired by seed
     (per-seed means over test images), mean ± sd; the paper's Dice/AJI gain beside it."""
-    per_seed: dict = {}
-    for r in rows:
-        key = (float(r["fraction"]), r["arm"], int(r["seed"]))
-        per_seed.setdefault(key, []).append(r)
+    cells = _per_seed_means(rows)
     out = []
-    for fraction, arm in sorted({(f, a) for f, a, _ in per_seed if a != "real"}):
-        seeds = sorted(s for f, a, s in per_seed if (f, a) == (fraction, arm)
-                       and (fraction, "real", s) in per_seed)
-        if not seeds:
+    for (fraction, arm), arm_seeds in sorted(cells.items()):
+        real = cells.get((fraction, "real"), {})
+        seeds = sorted(set(arm_seeds) & set(real))
+        if arm == "real" or not seeds:
             continue
         entry = {"fraction": fraction, "arm": arm, "seeds": seeds}
         for m in REPORT_METRICS:
-            d = [np.mean([float(r[m]) for r in per_seed[(fraction, arm, s)]])
-                 - np.mean([float(r[m]) for r in per_seed[(fraction, "real", s)]]) for s in seeds]
+            d = [arm_seeds[s][m] - real[s][m] for s in seeds]
             entry[m] = float(np.mean(d))
             entry[m + "_sd"] = float(np.std(d, ddof=1)) if len(d) > 1 else None
         paper, base = PAPER_TABLE1.get((round(fraction, 2), arm)), PAPER_TABLE1.get((round(fraction, 2), "real"))
