@@ -131,28 +131,34 @@ def summarise_results(rows: list[dict]) -> list[dict]:
     for (fraction, arm), seeds in sorted(_per_seed_means(rows).items()):
         entry = {"fraction": fraction, "arm": arm, "n_seeds": len(seeds)}
         for m in REPORT_METRICS:
-            per_seed = [means[m] for means in seeds.values()]
-            entry[m] = float(np.mean(per_seed))
-            entry[m + "_sd"] = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else None
+            entry[m], entry[m + "_sd"] = _mean_sd([means[m] for means in seeds.values()])
         out.append(entry)
     return out
 
 
-def results_markdown(summary: list[dict]) -> str:
-    def fmt(e, m):
-        sd = e[m + "_sd"]
-        return f"{e[m]:.4f}" + (f" ± {sd:.4f}" if sd is not None else "")
+def _mean_sd(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample sd (``None`` for a single value)."""
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None
 
-    lines = [
-        "| labeled | training data | seeds | Dice | AJI | AJI+ | PQ | paper Dice | paper AJI |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for e in summary:
-        paper = PAPER_TABLE1.get((round(e["fraction"], 2), e["arm"]))
-        pd, pa = (f"{paper[0]:.4f}", f"{paper[1]:.4f}") if paper else ("–", "–")
-        lines.append(f"| {e['fraction']:.0%} | {e['arm']} | {e['n_seeds']} | " + " | ".join(
-            fmt(e, m) for m in REPORT_METRICS) + f" | {pd} | {pa} |")
+
+def _cells_table(header: str, entries: list[dict], spec: str, n_seeds, paper) -> str:
+    """Markdown: one row per entry, metrics as mean ± sd formatted with ``spec``, then the
+    paper's (Dice, AJI) pair (``paper(e)``, ``None``: dashes)."""
+    lines = [header, "|---|---|---|---|---|---|---|---|---|"]
+    for e in entries:
+        ref = paper(e)
+        pd, pa = (format(ref[0], spec), format(ref[1], spec)) if ref else ("–", "–")
+        cols = [format(e[m], spec) + (f" ± {e[m + '_sd']:.4f}" if e[m + "_sd"] is not None else "")
+                for m in REPORT_METRICS]
+        lines.append(f"| {e['fraction']:.0%} | {e['arm']} | {n_seeds(e)} | " + " | ".join(cols) + f" | {pd} | {pa} |")
     return "\n".join(lines) + "\n"
+
+
+def results_markdown(summary: list[dict]) -> str:
+    return _cells_table(
+        "| labeled | training data | seeds | Dice | AJI | AJI+ | PQ | paper Dice | paper AJI |",
+        summary, ".4f", lambda e: e["n_seeds"],
+        lambda e: PAPER_TABLE1.get((round(e["fraction"], 2), e["arm"])))
 
 
 def paired_gains(rows: list[dict]) -> list[dict]:
@@ -167,9 +173,7 @@ def paired_gains(rows: list[dict]) -> list[dict]:
             continue
         entry = {"fraction": fraction, "arm": arm, "seeds": seeds}
         for m in REPORT_METRICS:
-            d = [arm_seeds[s][m] - real[s][m] for s in seeds]
-            entry[m] = float(np.mean(d))
-            entry[m + "_sd"] = float(np.std(d, ddof=1)) if len(d) > 1 else None
+            entry[m], entry[m + "_sd"] = _mean_sd([arm_seeds[s][m] - real[s][m] for s in seeds])
         paper, base = PAPER_TABLE1.get((round(fraction, 2), arm)), PAPER_TABLE1.get((round(fraction, 2), "real"))
         entry["paper"] = [paper[0] - base[0], paper[1] - base[1]] if paper and base else None
         out.append(entry)
@@ -177,19 +181,9 @@ def paired_gains(rows: list[dict]) -> list[dict]:
 
 
 def gains_markdown(gains: list[dict]) -> str:
-    def fmt(e, m):
-        sd = e[m + "_sd"]
-        return f"{e[m]:+.4f}" + (f" ± {sd:.4f}" if sd is not None else "")
-
-    lines = [
+    return _cells_table(
         "| labeled | arm − real (paired by seed) | seeds | Δ Dice | Δ AJI | Δ AJI+ | Δ PQ | paper Δ Dice | paper Δ AJI |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for e in gains:
-        pd, pa = (f"{e['paper'][0]:+.4f}", f"{e['paper'][1]:+.4f}") if e["paper"] else ("–", "–")
-        lines.append(f"| {e['fraction']:.0%} | {e['arm']} | {len(e['seeds'])} | "
-                     + " | ".join(fmt(e, m) for m in REPORT_METRICS) + f" | {pd} | {pa} |")
-    return "\n".join(lines) + "\n"
+        gains, "+.4f", lambda e: len(e["seeds"]), lambda e: e["paper"])
 
 
 def results_chart(summary: list[dict], path) -> None:
