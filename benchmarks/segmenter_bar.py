@@ -35,7 +35,7 @@ import torch
 from nudiff.config import load_config, to_dict
 from nudiff.metrics import METRICS, instance_metrics, mean_metrics
 from nudiff.segment.config import SegmentConfig
-from nudiff.utils import write_json, write_text
+from nudiff.utils import read_json, write_json, write_text
 
 RESULTS = Path(__file__).parent / "results"
 BAR = {"dice": 0.80, "aji": 0.62, "pq": 0.59}
@@ -150,6 +150,10 @@ def markdown(report: dict) -> str:
                 f"(validation: {report['n_val']}, model selection on val PQ); tested on {report['n_test']} unseen "
                 f"images ({', '.join(report['test_names'])}), {report['metrics']['seconds_per_image']:.1f} s/image"
             ),
+            (
+                "- post-processing chosen on the validation images: "
+                f"{(report.get('post_tuning') or {}).get('chosen') or 'defaults'}"
+            ),
             "",
             "| | " + " | ".join(METRICS) + " |",
             "|---|" + "---|" * len(METRICS),
@@ -191,6 +195,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--out", type=Path, default=Path("runs/bench/segmenter_bar"))
     ap.add_argument("--results", type=Path, default=RESULTS, help="where the json/md reports go")
+    ap.add_argument("--name", default="segmenter_bar", help="report file name (without suffix)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -231,11 +236,12 @@ def main() -> None:
         "n_test": len(test),
         "test_names": [s.name for s in test],
         "config": to_dict(cfg),
+        "post_tuning": read_json(run / "model" / "info.json").get("post_tuning"),
     }
     report["metrics"] = evaluate(run, test)
     report["bar"] = BAR
-    write_json(args.results / "segmenter_bar.json", report)
-    write_text(args.results / "segmenter_bar.md", markdown(report))
+    write_json(args.results / f"{args.name}.json", report)
+    write_text(args.results / f"{args.name}.md", markdown(report))
     print(markdown(report))
 
 

@@ -143,3 +143,12 @@ def test_relabel_is_contiguous():
     r = relabel(x)
     assert set(np.unique(r)) == {0, 1, 2, 3}
     assert (r > 0).sum() == (x > 0).sum()
+
+
+def test_hovernet_method_decodes_clean_maps(toy_instance_map):
+    pred = decode(encode(toy_instance_map), DecodeParams(method="hovernet"))
+    m = instance_metrics(toy_instance_map, pred)
+    assert pred.dtype == np.int32 and pred.max() == 3
+    assert m["pq"] > 0.9, m
+    with pytest.raises(ValueError, match="decode method"):
+        DecodeParams(method="otsu")

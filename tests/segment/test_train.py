@@ -127,3 +127,14 @@ def test_post_processing_tuned_on_val(tmp_path, make_toy, make_config):
     _, loaded = load_segmenter(run)
     for k, v in (tuning["chosen"] or {}).items():
         assert getattr(loaded.post, k) == v
+
+
+def test_post_candidates_cover_both_decoders():
+    from nudiff.segment.train import POST_SOBEL, post_candidates
+    from nudiff.structure import DecodeParams
+
+    candidates = post_candidates()
+    methods = [c["method"] for c in candidates]
+    assert methods.count("hovernet") == len(POST_SOBEL) and "nudiff" in methods
+    for c in candidates:  # every candidate is a valid decoder setting
+        DecodeParams(**c)

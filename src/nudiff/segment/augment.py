@@ -1,8 +1,8 @@
 """Training crops for the segmenter: HoVer-Net-style augmentation, targets after geometry.
 
-Per crop (numpy, one resampling): random position, affine (scale / rotation / shear) with
-the image bilinear and the instance map nearest-neighbour, reflect padding where the
-window leaves the sample, then a random flip + quarter turn. The HoVer-Net targets are
+Per crop (one resampling, ``torch.nn.functional.grid_sample``): random position, affine
+(scale / rotation / shear) with the image bilinear and the instance map nearest-neighbour,
+mirror reflection where the window leaves the sample, then a random flip + quarter turn. The HoVer-Net targets are
 computed by :func:`nudiff.structure.encode` on the *augmented* instance map, so h and v
 always point the right way. Per batch (torch): hue / saturation / brightness / contrast,
 HED stain jitter (skimage's ``rgb2hed`` / ``hed2rgb`` matrices), blur or noise.
@@ -17,7 +17,6 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage as ndi
 from skimage.color import hed_from_rgb, rgb_from_hed
 from skimage.measure import label as connected_label
 
@@ -61,24 +60,42 @@ def _crop_reflect(a: np.ndarray, y0: int, x0: int, size: int) -> np.ndarray:
 
 
 def _warp(
-    a: np.ndarray, matrix: np.ndarray, centre: np.ndarray, size: int, order: int
-) -> np.ndarray:
-    """Resample ``a`` (H, W[, C]) onto a (size, size) grid centred on ``centre`` (input y, x)."""
+    image: np.ndarray, instance_map: np.ndarray, matrix: np.ndarray, centre: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resample ``image`` (H, W, 3; bilinear) and ``instance_map`` (H, W; nearest) onto a
+    (size, size) grid centred on ``centre`` (input y, x): output (y, x) samples input
+    ``matrix @ (y, x) + offset``; mirror reflection (about the edge pixels' centres) outside.
+
+    ``torch.nn.functional.grid_sample`` on the bounding box of the footprint when it lies
+    inside the sample (2-3x faster than ``scipy.ndimage.affine_transform`` per channel).
+    """
     c_out = (size - 1) / 2.0
     offset = centre - matrix @ np.array([c_out, c_out])
-    mode = "mirror" if min(a.shape[:2]) > 1 else "nearest"
-    if a.ndim == 2:
-        return ndi.affine_transform(
-            a, matrix, offset, output_shape=(size, size), order=order, mode=mode
-        )
-    return np.stack(
-        [
-            ndi.affine_transform(
-                a[..., c], matrix, offset, output_shape=(size, size), order=order, mode=mode
-            )
-            for c in range(a.shape[-1])
-        ],
-        axis=-1,
+    h, w = instance_map.shape
+    corners = matrix @ np.array([[0, 0, size - 1, size - 1], [0, size - 1, 0, size - 1]])
+    lo = np.floor(corners.min(axis=1) + offset).astype(int) - 1
+    hi = np.ceil(corners.max(axis=1) + offset).astype(int) + 2
+    if lo.min() >= 0 and hi[0] <= h and hi[1] <= w:  # footprint inside: resample a view of it
+        image = image[lo[0] : hi[0], lo[1] : hi[1]]
+        instance_map = instance_map[lo[0] : hi[0], lo[1] : hi[1]]
+        offset = offset - lo
+        h, w = instance_map.shape
+    out = torch.arange(size, dtype=torch.float64)
+    yy, xx = torch.meshgrid(out, out, indexing="ij")
+    m = torch.from_numpy(np.asarray(matrix, dtype=np.float64))
+    in_y = m[0, 0] * yy + m[0, 1] * xx + float(offset[0])
+    in_x = m[1, 0] * yy + m[1, 1] * xx + float(offset[1])
+    # align_corners=True: -1 and 1 are the centres of the first and last pixels
+    grid = torch.stack([2 * in_x / max(w - 1, 1) - 1, 2 * in_y / max(h - 1, 1) - 1], dim=-1)
+    grid = grid[None].float()
+    pad = "reflection" if min(h, w) > 1 else "border"
+    img = torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1)[None]
+    img = F.grid_sample(img, grid, mode="bilinear", padding_mode=pad, align_corners=True)
+    inst = torch.from_numpy(instance_map.astype(np.float64))[None, None]
+    inst = F.grid_sample(inst, grid.double(), mode="nearest", padding_mode=pad, align_corners=True)
+    return (
+        img[0].permute(1, 2, 0).round_().clamp_(0, 255).to(torch.uint8).numpy(),
+        inst[0, 0].numpy().astype(instance_map.dtype),
     )
 
 
@@ -107,8 +124,7 @@ def augmented_crop(
         # centre a window of the output's footprint inside the sample when it fits
         reach = np.abs(matrix).sum(axis=1) * size / 2.0
         centre = np.array([_centre(n, r, rng) for r, n in zip(reach, (h, w))])
-        img = _warp(image, matrix, centre, full, order=1)
-        inst = _warp(instance_map, matrix, centre, full, order=0)
+        img, inst = _warp(image, instance_map, matrix, centre, full)
     else:
         y0 = _window_origin(h, size, rng) - context
         x0 = _window_origin(w, size, rng) - context

@@ -185,6 +185,8 @@ class PostConfig:
     edge_threshold: float | None = None
     min_marker: int | None = None
     min_size: int | None = None
+    method: str | None = None
+    sobel_size: int | None = None
 
     def decode_params(self) -> DecodeParams:
         given = {k: v for k, v in asdict(self).items() if v is not None}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import math
 import os
 import time
@@ -119,17 +120,27 @@ POST_GRID = {
     "center_threshold": (0.2, 0.3, 0.4, 0.5),
     "edge_threshold": (0.05, 0.1, 0.15, 0.3),
 }
+POST_SOBEL = (11, 21)  # HoVer-Net's watershed (DecodeParams.method="hovernet") candidates
+
+
+def post_candidates() -> list[dict[str, Any]]:
+    """The post-processing settings :func:`tune_post_processing` tries: nudiff's decoder
+    over ``POST_GRID``, then HoVer-Net's with each Sobel kernel of ``POST_SOBEL``."""
+    grid = [
+        {"method": "nudiff", **dict(zip(POST_GRID, values))}
+        for values in itertools.product(*POST_GRID.values())
+    ]
+    return grid + [{"method": "hovernet", "sobel_size": k} for k in POST_SOBEL]
 
 
 def tune_post_processing(run_dir: str | os.PathLike, val: Sequence) -> dict[str, Any]:
-    """Grid-search the decode thresholds of the exported model on ``val`` (mean PQ).
+    """Search the post-processing of the exported model on ``val`` (mean PQ) over
+    :func:`post_candidates`.
 
     The network runs once per image; only :func:`nudiff.structure.decode` is repeated. The
     best thresholds, if they beat the configured ones, are written into the model's
     ``config.yaml`` (``post`` section); ``info.json`` records the search.
     """
-    import itertools
-
     from nudiff.segment.predict import CONFIG_FILE, load_segmenter, model_dir, predict_structure
     from nudiff.structure import decode
     from nudiff.utils import read_json, write_json
@@ -152,8 +163,7 @@ def tune_post_processing(run_dir: str | os.PathLike, val: Sequence) -> dict[str,
     current = cfg.post.decode_params()
     best_post, best = None, score(current)
     baseline = best
-    for values in itertools.product(*POST_GRID.values()):
-        candidate = dict(zip(POST_GRID, values))
+    for candidate in post_candidates():
         m = score(dataclasses.replace(current, **candidate))
         if m["pq"] > best["pq"]:
             best_post, best = candidate, m
@@ -165,6 +175,7 @@ def tune_post_processing(run_dir: str | os.PathLike, val: Sequence) -> dict[str,
     info = read_json(folder / "info.json")
     info["post_tuning"] = {
         "grid": POST_GRID,
+        "hovernet_sobel": POST_SOBEL,
         "chosen": best_post,
         "val_before": baseline,
         "val_after": best,
