@@ -189,7 +189,8 @@ def main() -> None:
     ap.add_argument(
         "--val", type=int, default=2, help="validation images for model selection (0: none)"
     )
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the split (and of training)")
+    ap.add_argument("--train-seed", type=int, default=None, help="seed of training (default: --seed)")
     ap.add_argument("--measure-seconds", type=float, default=60.0)
     ap.add_argument("--measure-only", action="store_true")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -204,7 +205,7 @@ def main() -> None:
     from nudiff.segment.train import train_segmenter
 
     cfg = load_config(SegmentConfig, args.config, section="segment")
-    cfg.train.seed = args.seed
+    cfg.train.seed = args.seed if args.train_seed is None else args.train_seed
     samples = load_folders([args.data / "train", args.data / "train-recovered"], progress=False)
     train, val, test = split(samples, args.test, args.val, args.seed)
     report = {

@@ -46,7 +46,7 @@ def test_plain_crop_is_a_window_with_encoded_targets(make_toy):
 def test_small_sample_is_padded(make_toy):
     s = make_toy(1, (40, 50))
     img, structure = augmented_crop(
-        s.image, s.instance_map, 64, np.random.default_rng(1), AugmentConfig(), context=4
+        s.image, s.instance_map, 64, np.random.default_rng(1), AugmentConfig(p_affine=1.0), context=4
     )
     assert img.shape == (64, 64, 3) and structure.shape == (3, 64, 64)
 
@@ -69,7 +69,9 @@ def _separate_discs(seed: int, size: int = 96) -> tuple[np.ndarray, np.ndarray]:
 def test_targets_follow_the_geometry(seed):
     image, instance_map = _separate_discs(seed)
     rng = np.random.default_rng(seed)
-    img, structure = augmented_crop(image, instance_map, 64, rng, AugmentConfig(), context=8)
+    img, structure = augmented_crop(
+        image, instance_map, 64, rng, AugmentConfig(p_affine=1.0), context=8
+    )
     assert set(np.unique(structure[0])) <= {0.0, 1.0}
     assert structure[1:].min() >= -1 and structure[1:].max() <= 1
     # nuclei are the dark pixels: the semantic target sits on them after the warp

@@ -50,6 +50,11 @@ def test_predict_folder_writes_three_outputs(tmp_path, run_dir, make_toy):
     assert io.read_image(out / "overlays" / "b.png").shape == (100, 130, 3)
     geo = json.loads((out / "geojson" / "b.geojson").read_text())
     assert geo["type"] == "FeatureCollection"
+    # --tta: the same files, from maps averaged over flipped copies (a different prediction)
+    out8 = tmp_path / "pred8"
+    predict_folder(run_dir, images / "images", out8, progress=False, tta=8)
+    inst8 = io.read_instance_map(out8 / "b.png")
+    assert inst8.shape == (100, 130)
 
 
 def test_predict_folder_bad_image(tmp_path, run_dir):

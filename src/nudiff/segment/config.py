@@ -201,6 +201,8 @@ class InferConfig:
     tile: window side (px; 256 for ``hovernet``); overlap: fraction of a window shared with
     its neighbour; blend: ``"gaussian"`` or ``"constant"``; batch_size: windows per forward;
     precision: ``"no"`` (float32, default: bit-stable) or ``"bf16"``.
+    tta: test-time augmentation, 1 (none) to 8 (all flips and quarter turns, averaged):
+        costs ``tta`` times the inference time.
     """
 
     tile: int = 256
@@ -208,8 +210,10 @@ class InferConfig:
     blend: str = "gaussian"
     batch_size: int = 8
     precision: str = "no"
+    tta: int = 1
 
     def __post_init__(self) -> None:
+        _check(1 <= self.tta <= 8, "infer.tta must be 1..8")
         _check(self.blend in BLENDS, f"infer.blend must be one of {BLENDS}")
         _check(0.0 <= self.overlap < 1.0, "infer.overlap must be in [0, 1)")
         _check(self.precision in ("no", "bf16"), "infer.precision must be 'no' or 'bf16'")

@@ -21,7 +21,7 @@ from nudiff.config import load_config
 from nudiff.report import overlay
 from nudiff.segment.config import SegmentConfig
 from nudiff.segment.model import HV, NP, build_segmenter, image_to_tensor
-from nudiff.structure import DecodeParams, decode
+from nudiff.structure import DecodeParams, decode, dihedral, dihedral_image
 from nudiff.utils import DataError, progress_bar
 
 MODEL_FILE = "model.safetensors"
@@ -64,6 +64,10 @@ def _pad_to(image: np.ndarray, size: int) -> np.ndarray:
     return image
 
 
+#: test-time augmentation: the first ``tta`` of these (quarter turns, left-right flip)
+TTA_TRANSFORMS = ((0, False), (0, True), (2, False), (2, True), (1, False), (1, True), (3, False), (3, True))
+
+
 @torch.no_grad()
 def predict_structure(
     model: torch.nn.Module,
@@ -73,18 +77,22 @@ def predict_structure(
     blend: str = "gaussian",
     batch_size: int = 8,
     precision: str = "no",
+    tta: int = 1,
 ) -> np.ndarray:
     """uint8 (H, W, 3) -> float32 (3, H, W): [P(nucleus) in [0, 1], h, v] blended over tiles.
 
     Images smaller than ``tile`` are mirror-padded; larger ones need no side divisible by
     anything (every window is ``tile`` px, a multiple of the network's down-sampling).
+    ``tta`` > 1 averages the predictions of that many flipped / rotated copies of the image
+    (:data:`TTA_TRANSFORMS`: 2 = + left-right flip, 4 = + the two 180-degree turns, 8 = the
+    whole dihedral group), each mapped back equivariantly (:func:`nudiff.structure.dihedral`).
     """
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
-    h, w = image.shape[:2]
+    if not 1 <= tta <= len(TTA_TRANSFORMS):
+        raise ValueError(f"tta must be 1..{len(TTA_TRANSFORMS)}, got {tta}")
     device = next(model.parameters()).device
-    x = image_to_tensor(_pad_to(image, tile), device)
     channels_last = next(model.parameters()).is_contiguous(memory_format=torch.channels_last)
 
     def network(batch: torch.Tensor) -> torch.Tensor:
@@ -100,16 +108,26 @@ def predict_structure(
         prob = torch.softmax(out[NP].float(), dim=1)[:, 1:2]
         return torch.cat([prob, out[HV].float()], dim=1).contiguous()
 
-    was_training = model.training
-    model.eval()
     inferer = SlidingWindowInferer(
         roi_size=(tile, tile), sw_batch_size=batch_size, overlap=overlap, mode=blend, progress=False
     )
+
+    def tiled(img: np.ndarray) -> np.ndarray:
+        h, w = img.shape[:2]
+        out = inferer(image_to_tensor(_pad_to(img, tile), device), network)
+        return out[0, :, :h, :w].float().cpu().numpy()
+
+    was_training = model.training
+    model.eval()
     try:
-        out = inferer(x, network)
+        total = None
+        for k, flip in TTA_TRANSFORMS[:tta]:
+            s = tiled(dihedral_image(image, k, flip, channel_axis=-1))
+            s = dihedral(dihedral(s, (4 - k) % 4), 0, flip)  # undo: turn back, then flip
+            total = s if total is None else total + s
     finally:
         model.train(was_training)
-    return out[0, :, :h, :w].float().cpu().numpy()
+    return (total / tta).astype(np.float32)
 
 
 def predict_instances(
@@ -121,31 +139,33 @@ def predict_instances(
     blend: str = "gaussian",
     batch_size: int = 8,
     precision: str = "no",
+    tta: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """uint8 (H, W, 3) -> (instance map int32 (H, W), structure float32 (3, H, W)).
 
     The structure is [P(nucleus), h, v] (see :func:`predict_structure`); the instance map is
     its :func:`nudiff.structure.decode` with ``post`` (default ``DecodeParams()``).
     """
-    structure = predict_structure(model, image, tile, overlap, blend, batch_size, precision)
+    structure = predict_structure(model, image, tile, overlap, blend, batch_size, precision, tta)
     return decode(structure, post), structure
+
+
+def structure_with_config(
+    model: torch.nn.Module, cfg: SegmentConfig, image: np.ndarray
+) -> np.ndarray:
+    """:func:`predict_structure` with the tiling and test-time augmentation of ``cfg.infer``."""
+    i = cfg.infer
+    return predict_structure(
+        model, image, i.tile, i.overlap, i.blend, i.batch_size, i.precision, i.tta
+    )
 
 
 def predict_with_config(
     model: torch.nn.Module, cfg: SegmentConfig, image: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`predict_instances` with the tiling and post-processing of ``cfg``."""
-    i = cfg.infer
-    return predict_instances(
-        model,
-        image,
-        i.tile,
-        i.overlap,
-        cfg.post.decode_params(),
-        i.blend,
-        i.batch_size,
-        i.precision,
-    )
+    structure = structure_with_config(model, cfg, image)
+    return decode(structure, cfg.post.decode_params()), structure
 
 
 def list_images(images_dir: str | os.PathLike) -> list[Path]:
@@ -168,18 +188,22 @@ def predict_folder(
     out_dir: str | os.PathLike,
     progress: bool = True,
     device: str | torch.device = "cpu",
+    tta: int | None = None,
 ) -> list[Path]:
     """Segment every image of ``images_dir`` with the model of ``run_dir``.
 
     Writes ``out_dir/<name>.png`` (16-bit instance map; a 32-bit ``.tif`` past 65,535
     nuclei), ``out_dir/overlays/<name>.png`` (contours on the image) and
     ``out_dir/geojson/<name>.geojson`` (QuPath detections). Returns the instance-map paths.
-    A file that is not a readable RGB image raises ``DataError`` naming it.
+    A file that is not a readable RGB image raises ``DataError`` naming it. ``tta``
+    overrides the model's ``infer.tta`` (test-time augmentation, 1-8).
     """
     from nudiff.data.formats import write_geojson
     from nudiff.data.io import read_image, write_image, write_instance_map
 
     model, cfg = load_segmenter(run_dir, device)
+    if tta is not None:
+        cfg.infer.tta = tta
     paths = list_images(images_dir)
     if not paths:
         raise DataError(images_dir, "no images found (.png, .tif, .jpg)")

@@ -141,16 +141,17 @@ def tune_post_processing(run_dir: str | os.PathLike, val: Sequence) -> dict[str,
     best thresholds, if they beat the configured ones, are written into the model's
     ``config.yaml`` (``post`` section); ``info.json`` records the search.
     """
-    from nudiff.segment.predict import CONFIG_FILE, load_segmenter, model_dir, predict_structure
+    from nudiff.segment.predict import (
+        CONFIG_FILE,
+        load_segmenter,
+        model_dir,
+        structure_with_config,
+    )
     from nudiff.structure import decode
     from nudiff.utils import read_json, write_json
 
     model, cfg = load_segmenter(run_dir)
-    i = cfg.infer
-    structures = [
-        predict_structure(model, s.image, i.tile, i.overlap, i.blend, i.batch_size, i.precision)
-        for s in val
-    ]
+    structures = [structure_with_config(model, cfg, s.image) for s in val]
 
     def score(params) -> dict[str, float]:
         return mean_metrics(
