@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--name", default="post_compare", help="report file name (without suffix)")
     args = ap.parse_args()
     from nudiff.data.dataset import load_folders
-    from nudiff.segment.predict import load_segmenter, predict_structure
+    from nudiff.segment.predict import load_segmenter, structure_with_config
     from nudiff.structure import DecodeParams, decode
 
     model, cfg = load_segmenter(args.model)
@@ -55,12 +55,11 @@ def main() -> None:
                 "hovernet sobel21": DecodeParams(method="hovernet", sobel_size=21),
                 "hovernet sobel5": DecodeParams(method="hovernet", sobel_size=5)}
     per = {}
-    i = cfg.infer
     for tta in (1, 4, 8):
         names = decoders if tta == 1 else (ours, "hovernet sobel21")
+        cfg.infer.tta = tta
         for s in test:
-            structure = predict_structure(model, s.image, i.tile, i.overlap, i.blend, i.batch_size,
-                                          i.precision, tta)
+            structure = structure_with_config(model, cfg, s.image)
             for name in names:
                 key = name if tta == 1 else f"{name}, tta {tta}"
                 per.setdefault(key, {})[s.name] = instance_metrics(

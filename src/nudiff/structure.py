@@ -118,6 +118,9 @@ def dihedral_image(image: np.ndarray, k: int = 0, flip: bool = False, channel_ax
     return np.ascontiguousarray(np.rot90(a, k % 4, axes=ax))
 
 
+DECODE_METHODS = ("nudiff", "hovernet")
+
+
 @dataclass(frozen=True)
 class DecodeParams:
     """Thresholds of :func:`decode` (chosen on training images; see benchmarks/structure_roundtrip).
@@ -150,9 +153,6 @@ class DecodeParams:
     def __post_init__(self) -> None:
         if self.method not in DECODE_METHODS:
             raise ValueError(f"decode method must be one of {DECODE_METHODS}, got {self.method!r}")
-
-
-DECODE_METHODS = ("nudiff", "hovernet")
 
 
 def decode(structure: np.ndarray, params: DecodeParams | None = None) -> np.ndarray:
