@@ -23,7 +23,7 @@ from nudiff.data.io import (
 from nudiff.data.patches import PATCH_MANIFEST, cut_patches
 from nudiff.data.prepare import PrepareConfig, prepare
 from nudiff.data.subsets import STRATEGIES, SubsetConfig, write_subsets
-from nudiff.utils import DataError, progress_bar, read_json
+from nudiff.utils import DataError, NudiffError, progress_bar, read_json
 
 RAW = argparse.RawDescriptionHelpFormatter
 
@@ -84,23 +84,46 @@ def run_prepare(args: argparse.Namespace) -> None:
 def _add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert",
-        help="MoNuSeg XML annotations -> paired folder with 16-bit instance-map PNGs",
+        help="MoNuSeg XML or QuPath GeoJSON + slide -> paired folder with 16-bit instance maps",
         formatter_class=RAW,
         description=(
-            "Rasterise <xml-dir>/<name>.xml for every <images>/<name>.* (later polygons\n"
-            "overwrite earlier ones, ids 1..N) and write <out>/images/<name>.png and\n"
-            "<out>/labels/<name>.png.\n\n"
+            "MoNuSeg/Kumar XML: rasterise <xml-dir>/<name>.xml for every <images>/<name>.*\n"
+            "(later polygons overwrite earlier ones, ids 1..N).\n"
+            "QuPath GeoJSON: for every annotated region (a top-level QuPath annotation around\n"
+            "the nucleus detections, or each rectangle of --regions) crop the slide and\n"
+            "rasterise the nuclei the same way; nucleus classes go to <out>/types.json.\n"
+            "Both write <out>/images/<name>.png and <out>/labels/<name>.png. Every problem is\n"
+            "listed, one line each, and then nothing is written.\n\n"
             "example:\n  nudiff data convert --xml-dir MoNuSeg/Annotations "
-            "--images MoNuSeg/Tissue_Images --out data/monuseg-train"
+            "--images MoNuSeg/Tissue_Images --out data/monuseg-train\n"
+            "  nudiff data convert --geojson slide1.geojson --slide slide1.svs --out data/mine\n"
+            "  nudiff data convert --geojson exports/ --slide slides/ --mpp 0.5 --out data/mine\n"
+            "  nudiff data convert --geojson nuclei.geojson --regions boxes.geojson "
+            "--slide s.ndpi --out data/mine"
         ),
     )
-    p.add_argument("--xml-dir", type=Path, required=True)
-    p.add_argument("--images", type=Path, required=True)
+    p.add_argument("--xml-dir", type=Path, help="MoNuSeg/Kumar XML folder (with --images)")
+    p.add_argument("--images", type=Path, help="images annotated by --xml-dir")
+    p.add_argument(
+        "--geojson", type=Path, help="QuPath GeoJSON export, or a folder of them (with --slide)"
+    )
+    p.add_argument(
+        "--slide",
+        type=Path,
+        help="the slide (SVS, NDPI, pyramidal TIFF), or a folder of slides matched by name",
+    )
+    p.add_argument("--regions", type=Path, help="GeoJSON of region rectangles (optional)")
+    p.add_argument("--level", type=int, help="pyramid level to crop from (default 0)")
+    p.add_argument("--mpp", type=float, help="target µm/px instead of a level, e.g. 0.5")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=run_convert)
 
 
 def run_convert(args: argparse.Namespace) -> None:
+    if args.geojson is not None or args.slide is not None:
+        return run_convert_geojson(args)
+    if args.xml_dir is None or args.images is None:
+        raise NudiffError("data convert: give --xml-dir and --images, or --geojson and --slide")
     if not args.images.is_dir():
         raise DataError(args.images, "folder not found")
     images = sorted(
@@ -122,6 +145,22 @@ def run_convert(args: argparse.Namespace) -> None:
         problems.append(f"{args.images}: no images found")
     raise_problems(args.images, problems)
     print(f"{len(images)} images converted -> {args.out}")
+
+
+def run_convert_geojson(args: argparse.Namespace) -> None:
+    from nudiff.data.qupath import convert_slides, pair_folder
+
+    if args.geojson is None or args.slide is None:
+        raise NudiffError("data convert: --geojson and --slide go together")
+    if args.geojson.is_dir() != args.slide.is_dir():
+        raise NudiffError("data convert: --geojson and --slide must both be files or both folders")
+    if args.geojson.is_dir():
+        pairs, problems = pair_folder(args.geojson, args.slide)
+        raise_problems(args.geojson, problems)
+    else:
+        pairs = [(args.geojson, args.slide)]
+    names = convert_slides(pairs, args.out, args.level, args.mpp, args.regions)
+    print(f"{len(names)} regions from {len(pairs)} slide(s) -> {args.out}")
 
 
 def _add_patches(sub: argparse._SubParsersAction) -> None:

@@ -50,7 +50,7 @@ def read_monuseg_xml(path: str | os.PathLike, shape: tuple[int, int]) -> np.ndar
     regions = root.findall(".//Region")
     if not regions:
         raise DataError(path, "no <Region> elements: not a MoNuSeg/Kumar annotation")
-    inst = np.zeros(tuple(shape[:2]), np.int32)
+    nuclei = []
     for i, region in enumerate(regions, start=1):
         try:
             xy = np.array(
@@ -58,11 +58,41 @@ def read_monuseg_xml(path: str | os.PathLike, shape: tuple[int, int]) -> np.ndar
             )
         except (KeyError, ValueError):
             raise DataError(path, f"region {i} has a vertex without numeric X and Y") from None
-        if len(xy) < 3:
-            continue  # a point or a line encloses no pixels
-        rr, cc = draw_polygon(xy[:, 1], xy[:, 0], shape=inst.shape)
-        inst[rr, cc] = i
-    return relabel(inst)
+        nuclei.append([[xy]])
+    return relabel(rasterise_polygons(nuclei, shape))
+
+
+def rasterise_polygons(nuclei: list[list[list[np.ndarray]]], shape: tuple[int, ...]) -> np.ndarray:
+    """Fill nuclei outlines into an instance map ``int32 (H, W)``; nucleus ``i`` gets id ``i + 1``.
+
+    ``nuclei[i]`` is a list of polygons (one, or several for a GeoJSON MultiPolygon); a polygon
+    is a list of rings ``float (N, 2)`` of ``(x, y)`` vertices in pixel-centre coordinates, the
+    exterior first, then its holes. Each polygon is filled with ``skimage.draw.polygon``
+    (vertices outside ``shape`` are clipped), minus its holes, in list order: a later nucleus
+    overwrites an earlier one where they overlap. Rings of fewer than 3 vertices enclose no
+    pixels. Ids are not renumbered (see :func:`nudiff.structure.relabel`).
+    """
+    inst = np.zeros(tuple(shape[:2]), np.int32)
+    width = inst.shape[1]
+    for i, polygons in enumerate(nuclei, start=1):
+        for rings in polygons:
+            if not len(rings) or len(rings[0]) < 3:
+                continue  # a point or a line encloses no pixels
+            rr, cc = draw_polygon(rings[0][:, 1], rings[0][:, 0], shape=inst.shape)
+            holes = [h for h in rings[1:] if len(h) >= 3]
+            if holes and rr.size:
+                hole_px = np.concatenate(
+                    [
+                        np.ravel_multi_index(
+                            draw_polygon(h[:, 1], h[:, 0], shape=inst.shape), inst.shape
+                        )
+                        for h in holes
+                    ]
+                )
+                keep = ~np.isin(rr * width + cc, hole_px)
+                rr, cc = rr[keep], cc[keep]
+            inst[rr, cc] = i
+    return inst
 
 
 def instance_map_to_geojson(
@@ -87,29 +117,55 @@ def instance_map_to_geojson(
         if sl is None:
             continue
         mask = inst[sl] == label
-        ring = _outer_ring(mask, offset=(sl[0].start, sl[1].start))
         features.append(
-            {
-                "type": "Feature",
-                "id": str(uuid.uuid5(_UUID_NAMESPACE, f"{image_name}/{label}")),
-                "geometry": {"type": "Polygon", "coordinates": [ring]},
-                "properties": {
-                    "objectType": "detection",
-                    "classification": {"name": classification, "color": list(color)},
-                    "measurements": {"area": int(mask.sum()), "instance_id": label},
-                },
-            }
+            nucleus_feature(
+                mask,
+                (sl[0].start, sl[1].start),
+                str(uuid.uuid5(_UUID_NAMESPACE, f"{image_name}/{label}")),
+                {"area": int(mask.sum()), "instance_id": label},
+                classification,
+                color,
+            )
         )
     return {"type": "FeatureCollection", "features": features}
 
 
-def _outer_ring(mask: np.ndarray, offset: tuple[int, int]) -> list[list[float]]:
+def nucleus_feature(
+    mask: np.ndarray,
+    offset: tuple[int, int],
+    feature_id: str,
+    measurements: dict[str, float],
+    classification: str = "Nucleus",
+    color: tuple[int, int, int] = NUCLEUS_COLOR,
+    scale: float = 1.0,
+) -> dict[str, Any]:
+    """One QuPath detection ``Feature`` for a nucleus given as a binary ``mask`` (h, w).
+
+    ``offset`` is the mask's ``(row, col)`` in the image; the outline (see
+    :func:`instance_map_to_geojson`) is multiplied by ``scale`` (e.g. a slide level's
+    downsample, so that coordinates are full-resolution pixels). ``measurements`` is written
+    as QuPath (>= 0.4) writes a measurement list: a ``{name: number}`` object.
+    """
+    ring = _outer_ring(mask, offset, scale)
+    return {
+        "type": "Feature",
+        "id": feature_id,
+        "geometry": {"type": "Polygon", "coordinates": [ring]},
+        "properties": {
+            "objectType": "detection",
+            "classification": {"name": classification, "color": list(color)},
+            "measurements": measurements,
+        },
+    }
+
+
+def _outer_ring(mask: np.ndarray, offset: tuple[int, int], scale: float = 1.0) -> list[list[float]]:
     """Closed outer contour ``[[x, y], ...]`` of the largest part of a binary mask."""
     padded = np.pad(mask, 1).astype(np.float32)
     contours = find_contours(padded, 0.5)
     best = max(contours, key=lambda c: abs(_signed_area(c)))
-    xs = best[:, 1] - 1 + offset[1] + 0.5
-    ys = best[:, 0] - 1 + offset[0] + 0.5
+    xs = (best[:, 1] - 1 + offset[1] + 0.5) * scale
+    ys = (best[:, 0] - 1 + offset[0] + 0.5) * scale
     ring = np.stack([xs, ys], axis=1)
     if _signed_area(ring) < 0:  # GeoJSON (RFC 7946): exterior rings counter-clockwise
         ring = ring[::-1]
