@@ -32,7 +32,7 @@ def test_unknown_arm_is_an_error():
         ExperimentConfig(arms=["real", "bogus"])
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "cpu-grid.yaml", "cpu.yaml", "paper.yaml"])
+@pytest.mark.parametrize("name", ["demo.yaml", "cpu-grid.yaml", "cpu.yaml", "paper.yaml", "kumar-grid.yaml"])
 def test_shipped_configs_load(name):
     from pathlib import Path
 
@@ -58,3 +58,45 @@ def test_structure_filter_reasons():
     dust = np.zeros((32, 32), np.int32)
     dust[::4, ::4] = np.arange(1, 65).reshape(8, 8)
     assert check_structure(dust, cfg) == "nuclei_too_small"
+
+
+def _plan():
+    from pathlib import Path
+
+    return load_plan(Path(__file__).resolve().parents[1] / "configs" / "kumar-grid.yaml")
+
+
+def test_cell_fingerprint_follows_what_decides_the_numbers():
+    from nudiff.experiment import Cell, cell_fingerprint
+
+    plan, cell = _plan(), Cell(0.1, "real", 0)
+    base = cell_fingerprint(plan, cell)
+    assert cell_fingerprint(plan, Cell(0.1, "real", 1)) != base
+    plan.image.train.steps += 1  # diffusion settings do not decide a real-only cell
+    assert cell_fingerprint(plan, cell) == base
+    assert cell_fingerprint(plan, Cell(0.1, "real+syn", 0)) != cell_fingerprint(_plan(), Cell(0.1, "real+syn", 0))
+    plan.segment.train.steps += 1
+    assert cell_fingerprint(plan, cell) != base
+
+
+def test_committed_cells_are_taken_or_refused(tmp_path):
+    from nudiff.experiment import Cell, _commit_cell, _committed
+    from nudiff.utils import read_json, write_json
+
+    plan, cell = _plan(), Cell(0.1, "real", 0)
+    run, results = tmp_path / "run", tmp_path / "results"
+    metrics = {"per_image": {"a": {"aji": 0.5}}, "mean": {"aji": 0.5}, "n_images": 1}
+    write_json(run / "cells" / cell.name / "metrics.json", metrics)
+    _commit_cell(results, plan, cell, run, {f"cells/{cell.name}/train": 60.0})
+    saved = read_json(results / "cells" / f"{cell.name}.json")
+    assert saved["per_image"] == metrics["per_image"] and saved["minutes"] == {"train": 1.0}
+    assert saved["segment_steps"] == plan.segment.train.steps
+
+    fresh = tmp_path / "fresh"  # another machine: the cell is taken from the committed folder
+    assert _committed(results, plan, cell, fresh / "cells" / cell.name)
+    assert read_json(fresh / "cells" / cell.name / "metrics.json")["per_image"] == metrics["per_image"]
+    assert not _committed(results, plan, Cell(1.0, "real", 0), fresh / "cells" / "f1.00_real_s0")
+
+    plan.segment.train.steps = 10
+    with pytest.raises(NudiffError, match="another configuration"):
+        _committed(results, plan, cell, tmp_path / "other" / "cells" / cell.name)

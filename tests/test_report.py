@@ -70,3 +70,31 @@ def test_paired_gains_pair_by_seed_and_skip_unpaired():
     assert g["paper"][1] == pytest.approx(0.6785 - 0.6344)
     md = gains_markdown([g])
     assert "+0.1000 ± 0.0000" in md and "+0.0441" in md
+
+
+def test_paired_interval_by_image_and_seed():
+    from nudiff.report import paired_interval
+
+    a = [{"image": i, "seed": s, "aji": 0.5 + d} for (i, s), d in
+         zip([("x", 0), ("y", 0), ("x", 1), ("z", 1)], [0.1, 0.3, 0.2, 0.0])]
+    b = [{"image": i, "seed": s, "aji": 0.5} for i, s in [("x", 0), ("y", 0), ("x", 1), ("q", 1)]]
+    out = paired_interval(a, b, ("aji",))
+    assert out["n"] == 3  # (z, 1) and (q, 1) have no partner
+    assert out["aji"]["mean"] == pytest.approx(0.2)
+    # sd of (0.1, 0.3, 0.2) = 0.1; t(0.975, 2) = 4.303; half width 4.303 * 0.1 / sqrt(3)
+    assert out["aji"]["hi"] - out["aji"]["mean"] == pytest.approx(4.3027 * 0.1 / 3 ** 0.5, rel=1e-3)
+    assert out["aji"]["lo"] < out["aji"]["mean"] < out["aji"]["hi"]
+
+
+def test_gains_carry_an_interval_and_groups_are_summarised(tmp_path):
+    from nudiff.report import group_markdown, group_summary
+
+    (g,) = paired_gains(_rows(), paper="kumar")
+    assert g["ci"]["n"] == 6 and g["ci"]["aji"]["mean"] == pytest.approx(0.1)
+    assert g["paper"][1] == pytest.approx(0.6161 - 0.5939)  # Kumar column
+    assert "95 % interval" in gains_markdown([g])
+    entries = group_summary(_rows(), {"a": "same", "b": "other"})
+    by = {(e["arm"], e["group"]): e for e in entries}
+    assert by[("real", "same")]["aji"] == pytest.approx(0.51)  # image a: .50, .51, .52
+    assert by[("real", "other")]["aji"] == pytest.approx(0.53)
+    assert "| 10% | real | other | 3 |" in group_markdown(entries)

@@ -10,15 +10,24 @@ Arms (what the segmenter trains on):
 - ``real``:      the labeled subset only;
 - ``real+syn``:  the subset plus the synthetic pairs (``segment.train.real_ratio`` of each
                  batch drawn from the real patches);
+- ``real+copypaste``: the subset plus ``n_synthetic`` copy-paste patches (real nuclei of the
+                 subset pasted at free positions of other subset patches, exact labels; see
+                 ``nudiff.data.copypaste``), mixed like ``real+syn``: the simple baseline
+                 diffusion pairs must beat;
 - ``real-dup``:  the subset repeated to as many patches as real + synthetic (the reviewer's
                  control; with fixed steps and sampling with replacement it differs from
                  ``real`` only by chance, which makes it a noise floor);
 - ``syn-only``:  the synthetic pairs alone, tested on real images.
 
 Layout of ``OUT``: ``data/`` (prepared data), ``diffusion/f0.10/{structure,image,synthetic}``,
+``copypaste/f0.10/`` (augmented patches + manifest + mosaic),
 ``cells/f0.10_real+syn_s0/{model,pred,metrics.json}``, ``results.csv``, ``report/``.
 A finished cell (its ``metrics.json`` exists) is skipped, so a killed run resumes; unfinished
-trainings resume from their last checkpoint.
+trainings resume from their last checkpoint. With ``results_dir`` (CLI ``--results``), every
+finished cell's per-image metrics are also written to ``results_dir/cells/<cell>.json`` with a
+fingerprint of the configuration that computed them; a later run (another session, a fresh
+machine) takes a cell from there instead of recomputing it, and refuses one computed with a
+different configuration. Committing that folder is how a grid longer than a session is run.
 """
 
 from __future__ import annotations
@@ -26,7 +35,9 @@ from __future__ import annotations
 import argparse
 import csv
 import functools
+import hashlib
 import io
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from nudiff.config import from_dict, load_yaml, save_config
+from nudiff.data.copypaste import CopyPasteConfig
 from nudiff.metrics import METRICS
 from nudiff.utils import (
     NudiffError,
@@ -46,7 +58,7 @@ from nudiff.utils import (
 
 THREADS_HELP = "torch CPU threads (default: all cores); use 1 when other jobs share the cores"
 
-ARMS = ("real", "real+syn", "real-dup", "syn-only")
+ARMS = ("real", "real+syn", "real+copypaste", "real-dup", "syn-only")
 SYNTHETIC_ARMS = ("real+syn", "syn-only", "real-dup")
 
 
@@ -65,6 +77,8 @@ class ExperimentConfig:
     arm_fractions: restricts an arm to some fractions (e.g. {syn-only: [0.1]}).
     arm_seeds: overrides the seeds of an arm (e.g. {syn-only: [0]}), after seeds_by_fraction.
     subset_seed: which subset draw (data.seed) the cells use.
+    copypaste: settings of the ``real+copypaste`` arm (``nudiff.data.copypaste``).
+    paper: which column of NuDiff's Table 1 the report shows beside ours: monuseg | kumar.
     selection_patches: without a separate --test folder, segmenter model selection and
         post-processing tuning use about this many of the labeled subset's own patches
         (the validation images are then the test images and are never used for selection).
@@ -82,11 +96,15 @@ class ExperimentConfig:
     n_synthetic: int = 256
     subset_seed: int = 0
     selection_patches: int = 16
+    copypaste: CopyPasteConfig = field(default_factory=CopyPasteConfig)
+    paper: str = "monuseg"
 
     def __post_init__(self) -> None:
         bad = [a for a in [*self.arms, *self.arm_fractions, *self.arm_seeds] if a not in ARMS]
         if bad:
             raise NudiffError(f"experiment.arms: unknown {bad}; choose from {ARMS}")
+        if self.paper not in ("monuseg", "kumar"):
+            raise NudiffError(f"experiment.paper: {self.paper!r}; choose monuseg or kumar")
 
 
 @dataclass
@@ -155,8 +173,47 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def run_experiment(plan: Plan, out: Path, test_dir: Path | None = None, data_dirs: list[Path] | None = None) -> Path:
-    """Run (or resume) every cell; returns the path of results.csv."""
+def cell_fingerprint(plan: Plan, cell: Cell) -> str:
+    """Hash of everything that decides a cell's numbers: the data and segmenter sections, the
+    subset draw and, for arms that use them, the diffusion and synthesis sections."""
+    from nudiff.config import to_dict
+
+    parts = {"data": to_dict(plan.data), "segment": to_dict(plan.segment), "cell": cell.name,
+             "subset_seed": plan.experiment.subset_seed}
+    for key in ("fractions", "seed"):
+        parts["data"].pop(key, None)  # set per run from the grid; the cell name holds them
+    parts["segment"]["train"].pop("seed", None)
+    if cell.arm in SYNTHETIC_ARMS:
+        parts |= {k: to_dict(getattr(plan, k)) for k in ("structure", "image", "synthesis")}
+        parts["n_synthetic"] = plan.experiment.n_synthetic
+    if cell.arm == "real+copypaste":
+        parts["n_synthetic"] = plan.experiment.n_synthetic
+        parts["copypaste"] = to_dict(plan.experiment.copypaste)
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _committed(results_dir: Path | None, plan: Plan, cell: Cell, cell_dir: Path) -> bool:
+    """Take a cell's metrics from ``results_dir`` when they are there (same fingerprint)."""
+    if results_dir is None or (cell_dir / "metrics.json").exists():
+        return (cell_dir / "metrics.json").exists()
+    path = results_dir / "cells" / f"{cell.name}.json"
+    if not path.exists():
+        return False
+    saved = read_json(path)
+    if saved.get("fingerprint") != cell_fingerprint(plan, cell):
+        raise NudiffError(f"{path}: computed with another configuration (fingerprint "
+                          f"{saved.get('fingerprint')} != {cell_fingerprint(plan, cell)}); "
+                          "move it away or use another --results folder")
+    write_json(cell_dir / "metrics.json", saved)
+    _log(f"cell {cell.name}: taken from {path}")
+    return True
+
+
+def run_experiment(plan: Plan, out: Path, test_dir: Path | None = None,
+                   data_dirs: list[Path] | None = None, results_dir: Path | None = None) -> Path:
+    """Run (or resume) every cell; returns the path of results.csv. See the module docstring
+    for ``results_dir``."""
     from nudiff.data.dataset import load_folder
     from nudiff.data.prepare import load_val, prepare
 
@@ -194,10 +251,14 @@ def run_experiment(plan: Plan, out: Path, test_dir: Path | None = None, data_dir
     # Fraction by fraction (its diffusion models, then its cells), so that a run stopped
     # part-way leaves whole fractions behind.
     for fraction in sorted({c.fraction for c in cells}):
-        if any(c.fraction == fraction and c.arm in SYNTHETIC_ARMS for c in cells):
+        todo = [c for c in cells if c.fraction == fraction
+                and not _committed(results_dir, plan, c, out / "cells" / c.name)]
+        if any(c.arm in SYNTHETIC_ARMS for c in todo):
             _synthetic_for(plan, out, data_dir, fraction, timed)
-        for cell in (c for c in cells if c.fraction == fraction):
+        for cell in todo:
             _run_cell(plan, out, data_dir, cell, val, test_images_dir, test_labels_dir, timed)
+            if results_dir is not None:
+                _commit_cell(results_dir, plan, cell, out, timings)
     del test
     results = collect_results(out, cells)
     from nudiff.report import write_experiment_report
@@ -205,6 +266,16 @@ def run_experiment(plan: Plan, out: Path, test_dir: Path | None = None, data_dir
     write_experiment_report(out, results, cfg)
     _log(f"done: {out / 'results.csv'} and {out / 'report' / 'index.html'}")
     return out / "results.csv"
+
+
+def _commit_cell(results_dir: Path, plan: Plan, cell: Cell, out: Path, timings: dict) -> None:
+    report = read_json(out / "cells" / cell.name / "metrics.json")
+    minutes = {k.rsplit("/", 1)[-1]: round(v / 60, 2) for k, v in timings.items()
+               if k.startswith(f"cells/{cell.name}/")}
+    write_json(results_dir / "cells" / f"{cell.name}.json", {
+        "cell": cell.name, "fraction": cell.fraction, "arm": cell.arm, "seed": cell.seed,
+        "segment_steps": plan.segment.train.steps, "minutes": minutes,
+        "fingerprint": cell_fingerprint(plan, cell), **report})
 
 
 def _synthetic_for(plan: Plan, out: Path, data_dir: Path, fraction: float, timed) -> Path:
@@ -232,6 +303,33 @@ def _synthetic_for(plan: Plan, out: Path, data_dir: Path, fraction: float, timed
     return syn
 
 
+def _copypaste_for(plan: Plan, out: Path, real: list, fraction: float) -> list:
+    """The fraction's copy-paste patches (one set per fraction, shared by its seeds), written
+    once to ``out/copypaste/f{fraction}/`` as a paired folder with manifest and mosaic."""
+    from nudiff.config import to_dict
+    from nudiff.data.copypaste import copy_paste_set
+    from nudiff.data.dataset import load_folder
+    from nudiff.data.io import write_image, write_instance_map
+    from nudiff.report import mosaic, overlay
+
+    cfg, n = plan.experiment.copypaste, plan.experiment.n_synthetic
+    folder = out / "copypaste" / f"f{fraction:.2f}"
+    manifest = folder / "manifest.json"
+    if manifest.exists() and read_json(manifest).get("config") == to_dict(cfg) | {"n": n}:
+        return load_folder(folder, progress=False)
+    t = time.time()
+    samples, counts = copy_paste_set(real, n, cfg)
+    for s in samples:
+        write_image(folder / "images" / f"{s.name}.png", s.image)
+        write_instance_map(folder / "labels" / f"{s.name}.png", s.instance_map)
+    tiles = [t for s in samples[:8] for t in (s.image, overlay(s.image, s.instance_map))]
+    write_image(folder / "mosaic.png", mosaic(tiles, ncols=8))
+    write_json(manifest, {"config": to_dict(cfg) | {"n": n}, "pasted": counts,
+                          "mean_pasted": float(np.mean(counts)), "seconds": round(time.time() - t, 1)})
+    _log(f"copy-paste: {n} patches for {fraction:.0%}, {np.mean(counts):.1f} nuclei pasted on average")
+    return samples
+
+
 def _run_cell(plan, out, data_dir, cell: Cell, val, test_images_dir, test_labels_dir, timed) -> None:
     from nudiff.data.dataset import load_folder
     from nudiff.data.prepare import load_subset
@@ -248,6 +346,8 @@ def _run_cell(plan, out, data_dir, cell: Cell, val, test_images_dir, test_labels
     # validation images) a fixed sample of the labeled subset's own patches.
     selection = val if val is not None else real[:: max(1, len(real) // plan.experiment.selection_patches)]
     synthetic = None
+    if cell.arm == "real+copypaste":
+        synthetic = _copypaste_for(plan, out, real, cell.fraction)
     if cell.arm in ("real+syn", "syn-only", "real-dup"):
         syn_dir = out / "diffusion" / f"f{cell.fraction:.2f}" / "synthetic"
         synthetic = load_folder(syn_dir, progress=False)
@@ -294,13 +394,18 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=__doc__,
         epilog="examples:\n  nudiff experiment --config configs/demo.yaml --out runs/demo\n"
-        "  nudiff experiment --config configs/cpu-grid.yaml --out runs/grid --test my_test_folder",
+        "  nudiff experiment --config configs/cpu-grid.yaml --out runs/grid --test my_test_folder\n"
+        "  nudiff experiment --config configs/kumar-grid.yaml --out runs/kumar "
+        "--results benchmarks/results/kumar-grid   (resumable across sessions)",
     )
     p.add_argument("--config", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--test", type=Path, default=None,
                    help="test folder with images/ and labels/ (default: the validation images)")
     p.add_argument("--data", type=Path, nargs="+", default=None, help="override experiment.data folders")
+    p.add_argument("--results", type=Path, default=None,
+                   help="keep every finished cell's per-image metrics in RESULTS/cells/ (commit "
+                   "them) and take cells already there instead of recomputing them")
     p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.set_defaults(func=_cmd_experiment)
 
@@ -329,4 +434,4 @@ def _cmd_experiment(args) -> None:
     if data and len(data) == 1 and (data[0] / "train").is_dir() and not (data[0] / "images").is_dir():
         data = sorted(p for p in data[0].iterdir() if (p / "images").is_dir())
         data.sort(key=lambda p: p.name != "train")  # exact labels first: validation comes from it
-    run_experiment(plan, args.out, args.test, data)
+    run_experiment(plan, args.out, args.test, data, getattr(args, "results", None))

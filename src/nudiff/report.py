@@ -106,13 +106,20 @@ def _rgb(p: np.ndarray) -> np.ndarray:
 
 # --- the experiment report ------------------------------------------------------------------
 
-# NuDiff Table 1, HoVer-Net on MoNuSeg (Dice, AJI): "real" = labeled, "real+syn" = augmented
+# NuDiff Table 1, HoVer-Net (Dice, AJI): "real" = labeled, "real+syn" = augmented
 PAPER_TABLE1 = {
     (0.1, "real"): (0.7969, 0.6344), (0.1, "real+syn"): (0.8291, 0.6785),
     (0.2, "real"): (0.8118, 0.6501), (0.2, "real+syn"): (0.8219, 0.6657),
     (0.5, "real"): (0.8182, 0.6603), (0.5, "real+syn"): (0.8291, 0.6764),
     (1.0, "real"): (0.8206, 0.6652), (1.0, "real+syn"): (0.8336, 0.6810),
 }
+PAPER_TABLE1_KUMAR = {
+    (0.1, "real"): (0.8040, 0.5939), (0.1, "real+syn"): (0.8049, 0.6161),
+    (0.2, "real"): (0.8078, 0.6098), (0.2, "real+syn"): (0.8192, 0.6255),
+    (0.5, "real"): (0.8175, 0.6201), (0.5, "real+syn"): (0.8158, 0.6307),
+    (1.0, "real"): (0.8150, 0.6183), (1.0, "real+syn"): (0.8210, 0.6301),
+}
+PAPER_TABLES = {"monuseg": PAPER_TABLE1, "kumar": PAPER_TABLE1_KUMAR}
 REPORT_METRICS = ("dice", "aji", "aji_plus", "pq")
 
 
@@ -154,16 +161,19 @@ def _cells_table(header: str, entries: list[dict], spec: str, n_seeds, paper) ->
     return "\n".join(lines) + "\n"
 
 
-def results_markdown(summary: list[dict]) -> str:
+def results_markdown(summary: list[dict], paper: str = "monuseg") -> str:
+    table = PAPER_TABLES[paper]
     return _cells_table(
         "| labeled | training data | seeds | Dice | AJI | AJI+ | PQ | paper Dice | paper AJI |",
         summary, ".4f", lambda e: e["n_seeds"],
-        lambda e: PAPER_TABLE1.get((round(e["fraction"], 2), e["arm"])))
+        lambda e: table.get((round(e["fraction"], 2), e["arm"])))
 
 
-def paired_gains(rows: list[dict]) -> list[dict]:
+def paired_gains(rows: list[dict], paper: str = "monuseg") -> list[dict]:
     """Per fraction and non-real arm: (arm - real) over the seeds both have, paired by seed
-    (per-seed means over test images), mean ± sd; the paper's Dice/AJI gain beside it."""
+    (per-seed means over test images), mean ± sd; ``ci``: the 95 % interval of the difference
+    over (test image × seed) pairs (``paired_interval``); the paper's Dice/AJI gain beside it."""
+    table = PAPER_TABLES[paper]
     cells = _per_seed_means(rows)
     out = []
     for (fraction, arm), arm_seeds in sorted(cells.items()):
@@ -174,16 +184,70 @@ def paired_gains(rows: list[dict]) -> list[dict]:
         entry = {"fraction": fraction, "arm": arm, "seeds": seeds}
         for m in REPORT_METRICS:
             entry[m], entry[m + "_sd"] = _mean_sd([arm_seeds[s][m] - real[s][m] for s in seeds])
-        paper, base = PAPER_TABLE1.get((round(fraction, 2), arm)), PAPER_TABLE1.get((round(fraction, 2), "real"))
-        entry["paper"] = [paper[0] - base[0], paper[1] - base[1]] if paper and base else None
+        at = [r for r in rows if float(r["fraction"]) == fraction and int(r["seed"]) in seeds]
+        entry["ci"] = paired_interval([r for r in at if r["arm"] == arm],
+                                      [r for r in at if r["arm"] == "real"], ("aji", "pq"))
+        ref, base = table.get((round(fraction, 2), arm)), table.get((round(fraction, 2), "real"))
+        entry["paper"] = [ref[0] - base[0], ref[1] - base[1]] if ref and base else None
         out.append(entry)
     return out
 
 
+def paired_interval(rows_a: list[dict], rows_b: list[dict], metrics=REPORT_METRICS,
+                    confidence: float = 0.95) -> dict:
+    """Differences a − b over the (test image, seed) pairs both have: per metric the mean and
+    a Student-t ``confidence`` interval ``{"mean", "lo", "hi"}``; ``"n"``: the number of pairs.
+
+    Pairs share a test image across seeds, so the interval treats them as independent, which
+    they are not quite; it says whether a gain is distinguishable from the pair-to-pair noise.
+    """
+    from scipy.stats import t
+
+    b = {(r["image"], int(r["seed"])): r for r in rows_b}
+    pairs = [(r, b[(r["image"], int(r["seed"]))]) for r in rows_a if (r["image"], int(r["seed"])) in b]
+    out: dict = {"n": len(pairs)}
+    for m in metrics:
+        d = np.array([float(x[m]) - float(y[m]) for x, y in pairs])
+        if len(d) < 2:
+            out[m] = {"mean": float(d.mean()) if len(d) else float("nan"), "lo": float("nan"), "hi": float("nan")}
+            continue
+        half = t.ppf(0.5 + confidence / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+        out[m] = {"mean": float(d.mean()), "lo": float(d.mean() - half), "hi": float(d.mean() + half)}
+    return out
+
+
 def gains_markdown(gains: list[dict]) -> str:
-    return _cells_table(
+    table = _cells_table(
         "| labeled | arm − real (paired by seed) | seeds | Δ Dice | Δ AJI | Δ AJI+ | Δ PQ | paper Δ Dice | paper Δ AJI |",
         gains, "+.4f", lambda e: len(e["seeds"]), lambda e: e["paper"])
+    with_ci = [e for e in gains if "ci" in e]
+    if not with_ci:
+        return table
+    lines = ["", "| labeled | arm − real | (image × seed) pairs | Δ AJI, 95 % interval | Δ PQ, 95 % interval |",
+             "|---|---|---|---|---|"]
+    for e in with_ci:
+        ci = e["ci"]
+        lines.append(f"| {e['fraction']:.0%} | {e['arm']} | {ci['n']} | " + " | ".join(
+            f"{ci[m]['mean']:+.4f} [{ci[m]['lo']:+.4f}, {ci[m]['hi']:+.4f}]" for m in ("aji", "pq")) + " |")
+    return table + "\n".join(lines) + "\n"
+
+
+def group_summary(rows: list[dict], groups: dict[str, str]) -> list[dict]:
+    """``summarise_results`` within each group of test images (``groups``: image -> group,
+    e.g. Kumar's same-organ and different-organ test images)."""
+    out = []
+    for g in sorted(set(groups.values())):
+        out += [e | {"group": g} for e in summarise_results([r for r in rows if groups.get(r["image"]) == g])]
+    return out
+
+
+def group_markdown(entries: list[dict]) -> str:
+    lines = ["| labeled | training data | test images | seeds | Dice | AJI | PQ |", "|---|---|---|---|---|---|---|"]
+    for e in sorted(entries, key=lambda e: (e["fraction"], e["arm"], e["group"])):
+        cols = [f"{e[m]:.4f}" + (f" ± {e[m + '_sd']:.4f}" if e[m + "_sd"] is not None else "")
+                for m in ("dice", "aji", "pq")]
+        lines.append(f"| {e['fraction']:.0%} | {e['arm']} | {e['group']} | {e['n_seeds']} | " + " | ".join(cols) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def results_chart(summary: list[dict], path) -> None:
@@ -225,11 +289,17 @@ def write_experiment_report(out, rows: list[dict], cfg=None) -> None:
     out = Path(out)
     rep = out / "report"
     rep.mkdir(parents=True, exist_ok=True)
+    paper = getattr(cfg, "paper", "monuseg")
     summary = summarise_results(rows)
-    table = results_markdown(summary)
-    gains = paired_gains(rows)
-    write_text(rep / "table.md", table + ("\n" + gains_markdown(gains) if gains else ""))
-    write_json(rep / "summary.json", {"cells": summary, "gains": gains})
+    table = results_markdown(summary, paper)
+    gains = paired_gains(rows, paper)
+    from nudiff.data.prepare import load_groups
+
+    groups = load_groups(out / "data")
+    by_group = group_summary(rows, groups) if groups else []
+    write_text(rep / "table.md", table + ("\n" + gains_markdown(gains) if gains else "")
+               + ("\n" + group_markdown(by_group) if by_group else ""))
+    write_json(rep / "summary.json", {"cells": summary, "gains": gains, "groups": by_group})
     if summary:
         results_chart(summary, rep / "chart.png")
     pictures = []
@@ -238,6 +308,10 @@ def write_experiment_report(out, rows: list[dict], cfg=None) -> None:
         shutil.copyfile(mosaic_path, target)
         pictures.append((f"Synthetic pairs (top) beside real validation patches (bottom), {mosaic_path.parts[-3]}",
                          target.name))
+    for mosaic_path in sorted((out / "copypaste").glob("f*/mosaic.png")):
+        target = rep / f"copypaste_{mosaic_path.parts[-2]}.png"
+        shutil.copyfile(mosaic_path, target)
+        pictures.append((f"Copy-paste patches (image, then labels), {mosaic_path.parts[-2]}", target.name))
     for cell_dir in sorted((out / "cells").glob("*")):
         overlays = sorted((cell_dir / "pred" / "overlays").glob("*.png"))[:1]
         for o in overlays:
@@ -251,6 +325,7 @@ def write_experiment_report(out, rows: list[dict], cfg=None) -> None:
         _markdown_table_html(table),
         "<h3>Gain over real-only at the same fraction, paired by seed</h3>" + _markdown_table_html(gains_markdown(gains))
         if gains else "",
+        "<h3>By group of test images</h3>" + _markdown_table_html(group_markdown(by_group)) if by_group else "",
         '<img src="chart.png" style="max-width:100%">' if summary else "<p>No finished cells yet.</p>",
     ]
     for caption, name in pictures:
@@ -261,11 +336,15 @@ def write_experiment_report(out, rows: list[dict], cfg=None) -> None:
 
 
 def _markdown_table_html(md: str) -> str:
+    """Markdown tables (separated by blank lines) -> HTML tables."""
     import html
 
-    rows = [r.strip().strip("|").split("|") for r in md.strip().splitlines()]
-    head, body = rows[0], rows[2:]
-    out = ["<table>", "<tr>" + "".join(f"<th>{html.escape(c.strip())}</th>" for c in head) + "</tr>"]
-    for r in body:
-        out.append("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>")
-    return "\n".join(out + ["</table>"])
+    out = []
+    for block in md.strip().split("\n\n"):
+        rows = [r.strip().strip("|").split("|") for r in block.strip().splitlines()]
+        head, body = rows[0], rows[2:]
+        out += ["<table>", "<tr>" + "".join(f"<th>{html.escape(c.strip())}</th>" for c in head) + "</tr>"]
+        for r in body:
+            out.append("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>")
+        out.append("</table>")
+    return "\n".join(out)

@@ -60,6 +60,8 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="YAML file; its 'data' section is used")
     p.add_argument("--seed", type=int, help="subset seed (overrides the config)")
     p.add_argument("--strategy", choices=sorted(STRATEGIES), help="subset strategy")
+    p.add_argument("--split", type=Path, help="split file (JSON: 'train' + 'test...' lists of "
+                   "image names, e.g. kumar_split.json): hold out exactly its test images")
     p.set_defaults(func=run_prepare)
 
 
@@ -69,6 +71,8 @@ def run_prepare(args: argparse.Namespace) -> None:
         cfg.seed = args.seed
     if args.strategy is not None:
         cfg.strategy = args.strategy
+    if args.split is not None:
+        cfg.split = str(args.split)
     manifest = prepare(args.folders, args.out, cfg)
     print(
         f"{len(manifest['val'])} validation images, {len(manifest['pool'])} pool images, "

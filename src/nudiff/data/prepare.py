@@ -9,7 +9,10 @@ Layout written under ``out``::
     manifest.json                                   sources, val/pool names, params, subsets
 
 Validation images come whole from one folder (default the first: MoNuSeg ``train/``, whose
-labels are exact); every other image goes to the pool. The validation choice uses
+labels are exact); every other image goes to the pool. With ``split`` (a JSON file such as
+``kumar_split.json``: a ``train`` list and one or more ``test*`` lists of image names) the
+held-out images are exactly the ``test*`` images, the pool exactly the ``train`` images, and the
+manifest records each held-out image's group (e.g. ``test_same_organ``) for the report. The validation choice uses
 ``val_seed``, not ``seed``, so subsets of several seeds share one validation set and pool.
 Rerunning rewrites every file atomically with the same content; subsets written earlier for
 other seeds/fractions are kept while the pool is unchanged, and removed when it changes.
@@ -41,6 +44,7 @@ class PrepareConfig(SubsetConfig):
     val_images: int = 4
     val_source: int = 0
     val_seed: int = 0
+    split: str | None = None
     patch_size: int = 256
     stride: int = 128
 
@@ -78,8 +82,14 @@ def prepare(
     if not 0 <= cfg.val_source < len(folders):
         raise DataError("config", f"val_source {cfg.val_source} is not a folder index")
     samples = load_folders(folders, progress)
-    val = choose_validation(samples, cfg.val_images, str(folders[cfg.val_source]), cfg.val_seed)
-    pool = [s for s in samples if s.name not in val]
+    groups: dict[str, str] = {}
+    if cfg.split:
+        train, groups = read_split(cfg.split, [s.name for s in samples])
+        val = sorted(groups)
+        pool = [s for s in samples if s.name in train]
+    else:
+        val = choose_validation(samples, cfg.val_images, str(folders[cfg.val_source]), cfg.val_seed)
+        pool = [s for s in samples if s.name not in val]
     if not pool:
         raise DataError(out, "no images left for the training pool after the validation split")
     _write_val(out / "val", [s for s in samples if s.name in val])
@@ -88,6 +98,7 @@ def prepare(
         "folders": [str(f) for f in folders],
         "sources": {s.name: s.source for s in samples},
         "val": val,
+        "groups": groups,
         "pool": [s.name for s in pool],
         "patches": {
             "dir": "patches",
@@ -103,6 +114,33 @@ def prepare(
     manifest = {**layout, "config": to_dict(cfg), "subsets": dict(sorted(subsets.items()))}
     write_json(out / MANIFEST, manifest)
     return manifest
+
+
+def read_split(path: str | os.PathLike, names: list[str]) -> tuple[set[str], dict[str, str]]:
+    """A split file -> (training image names, {held-out image name: its group}).
+
+    The file is JSON with a ``train`` list and one or more lists whose key starts with
+    ``test`` (their key is the group); other keys are ignored. Every listed name must be among
+    ``names`` (the images read) and in one list only.
+    """
+    split = read_json(path)
+    tests = {k: v for k, v in split.items() if k.startswith("test") and isinstance(v, list)}
+    if not isinstance(split.get("train"), list) or not tests:
+        raise DataError(path, "a split file needs a 'train' list and at least one 'test...' list")
+    listed = list(split["train"]) + [n for v in tests.values() for n in v]
+    missing = sorted(set(listed) - set(names))
+    if missing:
+        raise DataError(path, f"{len(missing)} listed image(s) not found in the data folders: {missing[:3]}")
+    twice = sorted({n for n in listed if listed.count(n) > 1})
+    if twice:
+        raise DataError(path, f"image(s) listed more than once: {twice[:3]}")
+    return set(split["train"]), {n: k for k, v in tests.items() for n in v}
+
+
+def load_groups(data_dir: str | os.PathLike) -> dict[str, str]:
+    """{held-out image name: group} of a prepared folder (empty without a split file)."""
+    manifest = Path(data_dir) / MANIFEST
+    return read_json(manifest).get("groups", {}) if manifest.is_file() else {}
 
 
 def _write_val(val_dir: Path, samples: list[Sample]) -> None:
