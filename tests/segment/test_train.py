@@ -138,3 +138,40 @@ def test_post_candidates_cover_both_decoders():
     assert methods.count("hovernet") == len(POST_SOBEL) and "nudiff" in methods
     for c in candidates:  # every candidate is a valid decoder setting
         DecodeParams(**c)
+
+
+def test_synthetic_weight_reweights_the_two_parts_of_a_batch():
+    import torch
+
+    from nudiff.segment.loss import HoVerNetLossParts, structure_targets
+    from nudiff.segment.train import weighted_loss_parts
+
+    torch.manual_seed(0)
+    pred = {"nucleus_prediction": torch.randn(4, 2, 16, 16), "horizontal_vertical": torch.randn(4, 2, 16, 16)}
+    target = structure_targets(torch.cat([(torch.rand(4, 1, 16, 16) > 0.5).float(),
+                                          torch.rand(4, 2, 16, 16) * 2 - 1], 1))
+    fn, syn = HoVerNetLossParts(), [False, True, False, True]
+    plain = weighted_loss_parts(fn, pred, target, syn, 1.0)
+    assert all(torch.equal(plain[k], v) for k, v in fn.parts(pred, target).items())
+    real_only = fn.parts({k: v[[0, 2]] for k, v in pred.items()}, {k: v[[0, 2]] for k, v in target.items()})
+    zero = weighted_loss_parts(fn, pred, target, syn, 0.0)
+    assert all(torch.allclose(zero[k], real_only[k]) for k in real_only)
+    half = weighted_loss_parts(fn, pred, target, syn, 0.5)
+    syn_only = fn.parts({k: v[[1, 3]] for k, v in pred.items()}, {k: v[[1, 3]] for k, v in target.items()})
+    assert all(torch.allclose(half[k], (2 * real_only[k] + 1 * syn_only[k]) / 3) for k in half)
+
+
+def test_no_synthetic_items_after_synthetic_until(tmp_path, make_toy, make_config, monkeypatch):
+    cfg = make_config(steps=6, checkpoint_every=6, log_every=3)
+    cfg.train.real_ratio, cfg.train.synthetic_until = 0.0, 3  # pre-train on synthetic, then real
+    drawn = []
+    make_batch = train_mod.make_batch
+
+    def spy(pools, items, *args, **kwargs):
+        drawn.append({p for p, _ in items})
+        return make_batch(pools, items, *args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "make_batch", spy)
+    real, syn = [make_toy(s) for s in range(2)], [make_toy(s) for s in range(10, 12)]
+    train_segmenter(cfg, tmp_path / "run", real, syn, progress=False)
+    assert drawn == [{"synthetic"}] * 3 + [{"real"}] * 3

@@ -91,6 +91,11 @@ class TrainConfig:
         synthetic ones, so every arm gets the same number of optimizer steps; ``None``: one
         pool, the plain union (items drawn in proportion to pixel area). Ignored without
         synthetic samples.
+    synthetic_until: from this step on, batches are real only (``None``: synthetic pairs
+        all the way). With ``real_ratio: 0`` it is pre-training on synthetic pairs, then
+        fine-tuning on real, in the same number of optimizer steps.
+    synthetic_weight: weight of the synthetic crops' loss relative to the real ones' (1: plain
+        mean over the batch; the loss is then computed on the two parts of a batch apart).
     val_every / checkpoint_every / keep_checkpoints / log_every: in steps.
     target_context: h/v targets are computed on the augmented crop plus this margin (px),
         then cropped, so a nucleus cut by the crop edge keeps its true centre where known.
@@ -117,8 +122,13 @@ class TrainConfig:
     log_every: int = 20
     target_context: int = 16
     tune_post: bool = True
+    synthetic_until: int | None = None
+    synthetic_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        _check(self.synthetic_weight >= 0, "train.synthetic_weight must be >= 0")
+        _check(self.synthetic_until is None or self.synthetic_until >= 0,
+               "train.synthetic_until must be >= 0")
         _check(self.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}")
         _check(self.schedule in SCHEDULES, f"train.schedule must be one of {SCHEDULES}")
         _check(

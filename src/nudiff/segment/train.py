@@ -243,6 +243,28 @@ def lr_factor(step: int, cfg: SegmentConfig) -> float:
     return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def weighted_loss_parts(loss_fn, prediction: dict, target: dict, synthetic: list[bool],
+                        weight: float) -> dict[str, torch.Tensor]:
+    """Loss parts of a batch whose items ``synthetic[i]`` count ``weight`` times a real item.
+
+    ``weight == 1`` or a one-pool batch: the plain batch loss. Otherwise the parts are computed
+    on the real and synthetic items apart and averaged with weights ``n_real`` and
+    ``weight * n_synthetic``.
+    """
+    flags = torch.tensor(synthetic)
+    n_syn = int(flags.sum())
+    if weight == 1.0 or n_syn in (0, len(synthetic)):
+        return loss_fn.parts(prediction, target)
+    total = (len(synthetic) - n_syn) + weight * n_syn
+    out: dict[str, torch.Tensor] = {}
+    for mask, w in ((~flags, (len(synthetic) - n_syn) / total), (flags, weight * n_syn / total)):
+        idx = mask.nonzero().squeeze(1)
+        part = loss_fn.parts({k: v[idx] for k, v in prediction.items()}, {k: v[idx] for k, v in target.items()})
+        for k, v in part.items():
+            out[k] = out.get(k, 0.0) + w * v
+    return out
+
+
 def train_segmenter(
     cfg: SegmentConfig,
     out_dir: str | os.PathLike,
@@ -310,7 +332,8 @@ def train_segmenter(
     )
     model.train()
     while step < t.steps:
-        items = choose_items(rng, t.batch_size, real_areas, syn_areas, t.real_ratio)
+        with_syn = t.synthetic_until is None or step < t.synthetic_until
+        items = choose_items(rng, t.batch_size, real_areas, syn_areas if with_syn else None, t.real_ratio)
         images, structures = make_batch(pools, items, cfg, rng)
         x = color_augment(image_to_tensor(images, accelerator.device), rng, cfg.augment)
         if cfg.model.channels_last:
@@ -318,7 +341,8 @@ def train_segmenter(
         target = structure_targets(torch.from_numpy(structures).to(accelerator.device))
         with accelerator.autocast():
             prediction = model(x)
-        parts = loss_fn.parts(prediction, target)
+        parts = weighted_loss_parts(loss_fn, prediction, target, [p == "synthetic" for p, _ in items],
+                                    t.synthetic_weight)
         loss = sum(parts.values())
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
