@@ -26,9 +26,15 @@ example:
   nudiff segment predict --model runs/seg --images runs/data/val/images --out runs/pred
   nudiff segment predict --model runs/seg --images slides/ --out runs/pred --tta 8   # 8x slower, smoother
   nudiff evaluate --pred runs/pred --gt runs/data/val --out runs/eval
+  nudiff segment predict --model runs/seg --slide slide.svs --out runs/slide1
+  nudiff segment predict --model runs/seg --slide slide.ndpi --roi 20000,14000,4096,4096 --out runs/roi
 
-Writes OUT/<name>.png (16-bit instance map), OUT/overlays/<name>.png (contours on the
-image) and OUT/geojson/<name>.geojson (QuPath detections) for every image.
+Images: writes OUT/<name>.png (16-bit instance map), OUT/overlays/<name>.png (contours on
+the image) and OUT/geojson/<name>.geojson (QuPath detections) for every image.
+A slide (SVS, NDPI, pyramidal TIFF) is predicted tile by tile on its tissue (Otsu mask of a
+thumbnail), nuclei stitched across tile borders: OUT/<slide>.geojson (QuPath detections
+with area, centroid, eccentricity), OUT/<slide>_overlay.png, OUT/wsi.json (settings,
+timing, peak memory) and OUT/tiles/ (one file per finished tile: rerun to resume).
 """
 
 THREADS_HELP = (
@@ -88,7 +94,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersActi
 
     p = sub.add_parser(
         "predict",
-        help="segment every image of a folder",
+        help="segment every image of a folder, or a whole slide",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Tiled inference with a trained segmenter, then marker-controlled watershed.",
         epilog=PREDICT_EXAMPLES,
@@ -96,7 +102,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersActi
     p.add_argument(
         "--model", type=Path, required=True, metavar="RUN_DIR", help="run directory (or its model/)"
     )
-    p.add_argument("--images", type=Path, required=True, metavar="DIR", help="folder of RGB images")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", type=Path, metavar="DIR", help="folder of RGB images")
+    src.add_argument(
+        "--slide", type=Path, metavar="SLIDE", help="whole-slide image (SVS, NDPI, pyramidal TIFF)"
+    )
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
     p.add_argument(
         "--tta",
@@ -107,6 +117,25 @@ def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersActi
         help="test-time augmentation: average N flipped / turned copies, 1-8 "
         "(default: the model's segment.infer.tta)",
     )
+    p.add_argument(
+        "--roi",
+        type=_roi,
+        metavar="X,Y,W,H",
+        help="slide only: predict this level-0 rectangle instead of the whole slide",
+    )
+    res = p.add_mutually_exclusive_group()
+    res.add_argument("--level", type=int, help="slide only: pyramid level to read (default 0)")
+    res.add_argument("--mpp", type=float, help="slide only: read at this µm/px (e.g. 0.25)")
+    p.add_argument(
+        "--tile-size", type=int, default=1024, help="slide only: tile core in px (default 1024)"
+    )
+    p.add_argument(
+        "--margin",
+        type=int,
+        default=128,
+        help="slide only: context px around each core; > a nucleus' radius (default 128)",
+    )
+    p.add_argument("--no-tissue-mask", action="store_true", help="slide only: predict every tile")
     p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.set_defaults(func=_cmd_predict)
     return sub
@@ -131,9 +160,42 @@ def _cmd_train(args: argparse.Namespace) -> None:
     print(f"segmenter trained: {run / 'model'}")
 
 
+def _roi(text: str) -> tuple[int, int, int, int]:
+    try:
+        x, y, w, h = (int(float(v)) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected X,Y,W,H (4 integers), got {text!r}") from None
+    if w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(f"width and height must be positive, got {text!r}")
+    return x, y, w, h
+
+
 def _cmd_predict(args: argparse.Namespace) -> None:
     from nudiff.segment.predict import predict_folder
 
     set_threads(args.threads)
+    if args.slide is not None:
+        return _cmd_predict_slide(args)
     written = predict_folder(args.model, args.images, args.out, tta=args.tta)
     print(f"segmented {len(written)} image(s) into {args.out}")
+
+
+def _cmd_predict_slide(args: argparse.Namespace) -> None:
+    from nudiff.segment.wsi import predict_slide
+
+    summary = predict_slide(
+        args.model,
+        args.slide,
+        args.out,
+        roi=args.roi,
+        level=args.level,
+        mpp=args.mpp,
+        tile=args.tile_size,
+        margin=args.margin,
+        tissue=not args.no_tissue_mask,
+        tta=args.tta,
+    )
+    print(
+        f"{summary['n_nuclei']} nuclei in {summary['n_tissue_tiles']} tissue tiles "
+        f"({summary['tissue_megapixels']:.1f} MP) -> {args.out}"
+    )
