@@ -86,3 +86,50 @@ def test_filter_counts_rejections(models, tmp_path):
     cfg.filter = FilterConfig(min_nuclei=10_000)  # nothing can pass
     m = synthesize(s, i, tmp_path / "none", cfg)
     assert m["n_accepted"] == 0 and m["rejected_by_reason"] == {"too_few_nuclei": 4}
+
+
+@pytest.fixture(scope="module")
+def untrained_segmenter(tmp_path_factory):
+    """A segmenter run folder (untrained weights: the filter's plumbing, not its judgement)."""
+    from nudiff.config import from_dict, save_config
+    from nudiff.segment import checkpoint as ckpt
+    from nudiff.segment.config import SegmentConfig
+    from nudiff.segment.model import build_segmenter
+
+    cfg = from_dict(SegmentConfig, {"model": {"widths": [8, 16]}, "infer": {"tile": 32}})
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("seg")
+    ckpt.save_model(root / "model", build_segmenter(cfg), lambda p: save_config(cfg, p), {"step": 0})
+    return root
+
+
+def test_pair_filter_keeps_the_top_fraction_and_records_scores(models, untrained_segmenter, tmp_path):
+    from nudiff.data.io import write_image, write_instance_map
+
+    s, i = models
+    real = tmp_path / "real"
+    inst = disk_instance_map((48, 48), ((12, 12), (12, 26), (34, 30)), 6)
+    for k in range(2):
+        write_image(real / "images" / f"r{k}.png", np.full((48, 48, 3), 200, np.uint8))
+        write_instance_map(real / "labels" / f"r{k}.png", inst)
+    cfg = _syn_cfg(n=3)
+    cfg.filter.segmenter, cfg.filter.keep_top = str(untrained_segmenter), 0.5
+    m = synthesize(s, i, tmp_path / "syn", cfg, real_dir=real)
+    assert read_json(tmp_path / "syn" / "unfiltered" / "manifest.json")["n_accepted"] == 6  # n / keep_top sampled
+    assert m["n_accepted"] == 3 and m["rejected_by_reason"] == {"not_top_fidelity": 3}
+    assert all("fidelity_pq" in v and "count" in v for v in m["samples"].values())
+    assert len(load_folder(tmp_path / "syn", progress=False)) == 3
+    assert m["config"]["filter"]["keep_top"] == 0.5 and m["structure_model"] == str(s)
+    again = synthesize(s, i, tmp_path / "syn", cfg, real_dir=real)  # rerun: same result
+    assert again["samples"] == m["samples"]
+    cfg.filter.keep_top = 0.25
+    with pytest.raises(NudiffError, match="different configuration"):
+        synthesize(s, i, tmp_path / "syn", cfg, real_dir=real)
+
+
+def test_pair_filter_by_real_statistics_needs_real_data(models, tmp_path):
+    s, i = models
+    cfg = _syn_cfg(n=2)
+    cfg.filter.real_percentiles = (5.0, 95.0)
+    with pytest.raises(NudiffError, match="needs the real data"):
+        synthesize(s, i, tmp_path / "syn", cfg)

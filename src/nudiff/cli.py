@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     from nudiff.synthesis import register as register_synthesis
 
     register_synthesis(sub)
+    from nudiff.quality.cli import register as register_quality
+
+    register_quality(sub)
     from nudiff.segment.cli import register as register_segment
 
     register_segment(sub)

@@ -12,6 +12,11 @@ Output (the layout the data layer reads)::
     OUT/manifest.json          checkpoints, seed, sampler, steps, guidance, filter counts
     OUT/mosaic.png             synthetic pairs (image | overlay) beside real ones
 
+With a pair filter (``FilterConfig.segmenter`` / ``real_percentiles``; off by default), the
+sampled pairs go to ``OUT/unfiltered/`` (the layout above) and the kept ones to ``OUT``, with
+every pair's scores and every rejection in ``OUT/manifest.json``
+(:func:`nudiff.quality.filter.filter_pairs`, also usable alone: ``--filter-only``).
+
 Deterministic for a seed: structure ``i`` draws its noise from (seed, i), its image from
 (seed + 1, i'), with i' fixed by the chunking of the run; a killed job resumes at the last
 finished chunk and redoes the unfinished one identically.
@@ -20,8 +25,9 @@ finished chunk and redoes the unfinished one identically.
 from __future__ import annotations
 
 import argparse
+import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,18 +38,44 @@ from nudiff.utils import NudiffError, progress_bar, read_json, write_json
 
 @dataclass
 class FilterConfig:
-    """Rejects degenerate sampled structures (counted in the manifest).
+    """Rejects degenerate sampled structures, then (optionally) weak pairs; counted in the manifest.
 
+    Structures (before an image is sampled):
     min_nuclei: fewer decoded nuclei than this -> rejected (an empty structure teaches nothing).
     max_mean_area / min_mean_area: mean nucleus area (px at the model's scale) outside this
         range -> rejected (implausible blobs or dust); ``None`` disables a bound.
     max_foreground: foreground fraction above this -> rejected.
+
+    Pairs (after; :mod:`nudiff.quality.filter`; all off by default):
+    segmenter: run folder of a segmenter trained on real data: scores every pair's label
+        fidelity (its prediction against the label, ``fidelity_metric``: pq, aji or dice).
+    min_fidelity: pairs scoring below -> rejected.
+    keep_top: keep only this best fraction by fidelity; ``ceil(n / keep_top)`` pairs are
+        sampled so that ``n`` remain.
+    real_percentiles: (lo, hi), e.g. (5, 95): a pair whose ``real_statistics`` (per-window
+        count, mean area, mean solidity, ...) fall outside these percentiles of real windows
+        of its size -> rejected (needs the real data: ``--real``).
     """
 
     min_nuclei: int = 1
     min_mean_area: float | None = 4.0
     max_mean_area: float | None = 2000.0
     max_foreground: float = 0.9
+    segmenter: str | None = None
+    fidelity_metric: str = "pq"
+    min_fidelity: float | None = None
+    keep_top: float | None = None
+    real_percentiles: tuple[float, float] | None = None
+    real_statistics: tuple[str, ...] = ("count", "mean_area", "mean_solidity")
+
+    def __post_init__(self) -> None:
+        if self.fidelity_metric not in ("pq", "aji", "dice"):
+            raise NudiffError(f"synthesis.filter.fidelity_metric must be pq, aji or dice, got {self.fidelity_metric!r}")
+
+    @property
+    def filters_pairs(self) -> bool:
+        """Whether any pair-level check (or scoring) is on."""
+        return bool(self.segmenter) or self.real_percentiles is not None
 
 
 @dataclass
@@ -84,15 +116,50 @@ def _resize(image: np.ndarray, inst: np.ndarray, factor: float) -> tuple[np.ndar
     return resize_images(image[None], factor)[0], resize_instance_maps(inst[None], factor)[0]
 
 
+def _check_same_config(manifest_path: Path, cfg: SynthesisConfig) -> dict | None:
+    """The manifest at ``manifest_path`` (``None`` if absent); an error if it was written with
+    another configuration (keys added since it was written count as their defaults)."""
+    from nudiff.config import from_dict
+
+    manifest = read_json(manifest_path) if manifest_path.exists() else None
+    if manifest is not None and asdict(from_dict(SynthesisConfig, manifest.get("config"))) != asdict(cfg):
+        raise NudiffError(f"{manifest_path}: exists with a different configuration; use a new --out")
+    return manifest
+
+
 def synthesize(structure_run: Path, image_run: Path, out: Path, cfg: SynthesisConfig,
                real_dir: Path | None = None) -> dict:
-    """Write ``cfg.n`` accepted synthetic pairs to ``out``; returns the manifest."""
+    """Write ``cfg.n`` accepted synthetic pairs to ``out``; returns the manifest.
+
+    With a pair filter on (``cfg.filter.filters_pairs``), the sampled pairs go to
+    ``out/unfiltered`` and :func:`nudiff.quality.filter.filter_pairs` copies the kept ones to ``out``.
+    """
+    if not cfg.filter.filters_pairs:
+        return _sample_pairs(structure_run, image_run, Path(out), cfg, real_dir)
+    from nudiff.quality.filter import check_filter, filter_pairs
+
+    out = Path(out)
+    check_filter(cfg.filter, real_dir)
+    _check_same_config(out / "manifest.json", cfg)
+    n_sampled = math.ceil(cfg.n / cfg.filter.keep_top) if cfg.filter.keep_top else cfg.n
+    raw_filter = replace(cfg.filter, segmenter=None, min_fidelity=None, keep_top=None, real_percentiles=None)
+    raw = _sample_pairs(structure_run, image_run, out / "unfiltered", replace(cfg, n=n_sampled, filter=raw_filter),
+                        real_dir)
+    header = {k: raw[k] for k in ("structure_model", "image_model", "scale")} | {"config": asdict(cfg)}
+    manifest = filter_pairs(out / "unfiltered", out, cfg.filter, real_dir, n_keep=cfg.n, header=header)
+    if manifest["n_accepted"]:
+        write_mosaic(out, real_dir)
+    return manifest
+
+
+def _sample_pairs(structure_run: Path, image_run: Path, out: Path, cfg: SynthesisConfig,
+                  real_dir: Path | None = None) -> dict:
+    """Sample, decode, check and write ``cfg.n`` pairs (the unfiltered synthesis)."""
     from nudiff.data.io import write_image, write_instance_map
     from nudiff.diffusion.sample import load_model, sample_images, sample_structures
 
-    out = Path(out)
     manifest_path = out / "manifest.json"
-    manifest = read_json(manifest_path) if manifest_path.exists() else None
+    manifest = _check_same_config(manifest_path, cfg)
     structure_model, s_cfg = load_model(structure_run)
     image_model, i_cfg = load_model(image_run)
     scale = float(s_cfg.data.scale)
@@ -100,8 +167,6 @@ def synthesize(structure_run: Path, image_run: Path, out: Path, cfg: SynthesisCo
         "structure_model": str(structure_run), "image_model": str(image_run),
         "config": asdict(cfg), "scale": scale,
     }
-    if manifest is not None and manifest.get("config") != header["config"]:
-        raise NudiffError(f"{manifest_path}: exists with a different configuration; use a new --out")
     (out / "structures").mkdir(parents=True, exist_ok=True)
     samples: dict = dict(manifest["samples"]) if manifest else {}
     rejected: dict = dict(manifest["rejected"]) if manifest else {}
@@ -203,11 +268,16 @@ def register(sub) -> None:
         help="sample structures, decode them, sample matching images: a paired dataset",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=__doc__,
-        epilog="example:\n  nudiff synthesize --structure-model runs/s10 --image-model runs/i10 "
-        "-n 256 --seed 0 --out runs/syn10 --real runs/data/val",
+        epilog="examples:\n  nudiff synthesize --structure-model runs/s10 --image-model runs/i10 "
+        "-n 256 --seed 0 --out runs/syn10 --real runs/data/val\n"
+        "  # sample 512, keep the 256 best by label fidelity whose nuclei look like real ones\n"
+        "  nudiff synthesize --structure-model runs/s10 --image-model runs/i10 -n 256 --out runs/syn10f "
+        "--real runs/data/val --segmenter runs/seg --keep-top 0.5 --real-percentiles 5 95\n"
+        "  # filter a set already synthesized (no resampling)\n"
+        "  nudiff synthesize --filter-only runs/syn10 --out runs/syn10f --segmenter runs/seg --min-fidelity 0.5",
     )
-    p.add_argument("--structure-model", type=Path, required=True, help="run dir of `nudiff train structure`")
-    p.add_argument("--image-model", type=Path, required=True, help="run dir of `nudiff train image`")
+    p.add_argument("--structure-model", type=Path, default=None, help="run dir of `nudiff train structure`")
+    p.add_argument("--image-model", type=Path, default=None, help="run dir of `nudiff train image`")
     p.add_argument("-n", type=int, default=None, help="number of pairs (default: config)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--out", type=Path, required=True)
@@ -216,7 +286,19 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--guidance-scale", type=float, default=None,
                    help="s in eps_u + s (eps_c - eps_u); the paper's w is s - 1")
-    p.add_argument("--real", type=Path, default=None, help="paired folder of real patches for the mosaic")
+    p.add_argument("--real", type=Path, default=None,
+                   help="paired folder of real images: the mosaic, and the percentiles of --real-percentiles")
+    f = p.add_argument_group("pair filter (off by default; synthesis.filter in the config)")
+    f.add_argument("--segmenter", default=None, metavar="SEG_RUN",
+                   help="a segmenter trained on real data: scores every pair's label fidelity")
+    f.add_argument("--fidelity-metric", choices=("pq", "aji", "dice"), default=None)
+    f.add_argument("--min-fidelity", type=float, default=None, help="reject pairs scoring below")
+    f.add_argument("--keep-top", type=float, default=None,
+                   help="keep this best fraction by fidelity (n / fraction pairs are sampled)")
+    f.add_argument("--real-percentiles", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="reject pairs whose nucleus statistics fall outside these percentiles of real windows")
+    f.add_argument("--filter-only", type=Path, default=None, metavar="SYN_DIR",
+                   help="filter this synthesized folder into --out instead of sampling")
     p.set_defaults(func=_cmd_synthesize)
 
 
@@ -231,6 +313,18 @@ def _cmd_synthesize(args) -> None:
         cfg.structure_sampler = cfg.image_sampler = args.sampler
     if args.steps:
         cfg.structure_steps = cfg.image_steps = args.steps
-    m = synthesize(args.structure_model, args.image_model, args.out, cfg, args.real)
-    print(f"{m['n_accepted']} pairs in {args.out} ({m['n_rejected']} structures rejected: "
+    for key in ("segmenter", "fidelity_metric", "min_fidelity", "keep_top", "real_percentiles"):
+        if getattr(args, key) is not None:
+            setattr(cfg.filter, key, tuple(args.real_percentiles) if key == "real_percentiles" else getattr(args, key))
+    if args.filter_only is not None:
+        from nudiff.quality.filter import filter_pairs
+
+        m = filter_pairs(args.filter_only, args.out, cfg.filter, args.real)
+        if m["n_accepted"]:
+            write_mosaic(args.out, args.real)
+    elif args.structure_model is None or args.image_model is None:
+        raise NudiffError("synthesize: --structure-model and --image-model are required (or --filter-only SYN_DIR)")
+    else:
+        m = synthesize(args.structure_model, args.image_model, args.out, cfg, args.real)
+    print(f"{m['n_accepted']} pairs in {args.out} ({m['n_rejected']} rejected: "
           f"{m['rejected_by_reason']}); mosaic: {args.out / 'mosaic.png'}")

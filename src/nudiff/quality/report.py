@@ -1,0 +1,164 @@
+"""What `nudiff quality` writes: quality.json, quality.md, pairs.csv, histograms, mosaics."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from nudiff.quality.stats import STRUCTURE_STATS
+from nudiff.utils import write_json, write_text
+
+#: per-pair scores with a mosaic: (key, True when higher is better, what it says)
+PAIR_SCORES = (
+    ("fidelity_pq", True, "PQ of the real-trained segmenter's prediction against the pair's label"),
+    ("fidelity_aji", True, "AJI of the same prediction"),
+    ("c2st_p_real", True, "held-out probability, by the C2ST classifier, that the image is real"),
+    ("colour_z", False, "mean |z| of the image's colour statistics against the real images"),
+    ("visible_fraction", True, "share of the label's nuclei that are haematoxylin-positive in the image"),
+)
+
+#: rows of the summary table: (key, measure, better)
+TABLE = (
+    ("structure_w1_mean", "structure: W1 / real sd, mean of 5 statistics", "lower"),
+    *((f"structure_w1_{k}", f"structure: W1 / real sd, {k.replace('_', ' ')}", "lower") for k in STRUCTURE_STATS),
+    ("colour_w1_mean", "colour: W1 / real sd, mean of HED + Lab mean/std", "lower"),
+    ("colour_w1_hed_h_mean", "colour: W1 / real sd, haematoxylin mean", "lower"),
+    ("colour_w1_hed_e_mean", "colour: W1 / real sd, eosin mean", "lower"),
+    ("colour_w1_lab_l_mean", "colour: W1 / real sd, L* mean", "lower"),
+    ("laplacian_variance_ratio", "texture: Laplacian variance / real", "nearer 1"),
+    ("visible_fraction", "label: nuclei visible in haematoxylin", "higher"),
+    ("c2st_accuracy", "C2ST held-out accuracy (0.5 = indistinguishable)", "lower"),
+    ("kid", "KID on the segmenter's encoder features", "lower"),
+    ("fidelity_dice", "label fidelity: segmenter Dice vs label", "higher"),
+    ("fidelity_aji", "label fidelity: segmenter AJI vs label", "higher"),
+    ("fidelity_pq", "label fidelity: segmenter PQ vs label", "higher"),
+)
+
+
+def histograms(sets: dict[str, dict[str, np.ndarray]], path: str | os.PathLike,
+               keys: Sequence[str] = STRUCTURE_STATS, ncols: int = 5) -> Path:
+    """Overlaid density histograms of each statistic (one panel per key) for each named set."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nrows = math.ceil(len(keys) / ncols)
+    fig, axes = plt.subplots(nrows, min(ncols, len(keys)), figsize=(2.6 * min(ncols, len(keys)), 2.5 * nrows),
+                             squeeze=False)
+    for ax, k in zip(axes.flat, keys):
+        values = [np.asarray(v[k], float) for v in sets.values()]
+        values = [v[np.isfinite(v)] for v in values]
+        bins = np.histogram_bin_edges(np.concatenate(values), bins=30) if any(len(v) for v in values) else 10
+        for label, v in zip(sets, values):
+            ax.hist(v, bins, density=True, alpha=0.45, label=label)
+        ax.set_title(k.replace("_", " "), fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def best_worst(pairs: list[dict], key: str, higher_is_better: bool, n: int = 8) -> tuple[list[int], list[int]]:
+    """Indices of the ``n`` best and ``n`` worst pairs by ``key`` (NaN scores left out)."""
+    scored = [(p[key], i) for i, p in enumerate(pairs) if key in p and np.isfinite(p[key])]
+    scored.sort(reverse=higher_is_better)
+    return [i for _, i in scored[:n]], [i for _, i in scored[::-1][:n]]
+
+
+def pair_tiles(images: np.ndarray, labels: np.ndarray, idx: list[int]) -> list[np.ndarray]:
+    from nudiff.report import hstack, overlay
+
+    return [hstack([images[i], overlay(images[i], labels[i], (0, 255, 0))], gap=1) for i in idx]
+
+
+def write_mosaics(out: Path, assessment, n: int = 8) -> dict[str, tuple[list[int], list[int]]]:
+    """``mosaic_<score>.png``: the ``n`` best pairs (top rows) then the ``n`` worst (bottom rows),
+    each as image | label contours; returns {score: (best, worst)} indices."""
+    from nudiff.data.io import write_image
+    from nudiff.report import mosaic
+
+    s = assessment.sets["synthetic"]
+    chosen = {}
+    for key, higher, _ in PAIR_SCORES:
+        best, worst = best_worst(assessment.pairs, key, higher, n)
+        if not best:
+            continue
+        tiles = pair_tiles(s.images, s.labels, best)
+        tiles += [np.full_like(tiles[0], 255)] * (-len(tiles) % 4)  # worst start on a new row
+        write_image(out / f"mosaic_{key}.png", mosaic(tiles + pair_tiles(s.images, s.labels, worst), ncols=4, gap=6))
+        chosen[key] = (best, worst)
+    return chosen
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "–"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def to_markdown(assessment, chosen: dict) -> str:
+    m, names = assessment.metrics, assessment.sets["synthetic"].names
+    inp = assessment.inputs
+    lines = ["# Synthetic pair quality (`nudiff quality`)", "",
+             f"Synthetic: `{inp['synthetic']}` ({m['n_synthetic']} pairs); real: `{inp['real']}`; "
+             f"{m['window']}-px windows; seed {m['seed']}; {m['seconds']:.0f} s.", "",
+             "The floor is the same measure between two halves of the real images (half B against "
+             "half A, the reference of every row): how far apart real data already is.", "",
+             "| measure | synthetic | real vs real (floor) | better |", "|---|---|---|---|"]
+    for key, label, better in TABLE:
+        if key in m:
+            lines.append(f"| {label} | {_fmt(m[key])} | {_fmt(m.get(key + '_floor'))} | {better} |")
+    tstr = sorted(k for k in m if k.startswith("tstr_") and k.count("_") == 3)
+    if tstr:
+        lines += ["", "## Train on synthetic, test on real (`syn-only` cells)", "",
+                  "| cell | syn-only | real | ratio |", "|---|---|---|---|"]
+        lines += [f"| {k[5:]} | {_fmt(m[k])} | {_fmt(m.get(k + '_real'))} | {_fmt(m.get(k + '_ratio'))} |"
+                  for k in tstr]
+    lines += ["", "Means, synthetic / real: " + ", ".join(
+        f"{k.replace('_', ' ')} {_fmt(m[f'mean_{k}'])} / {_fmt(m[f'mean_{k}_real'])}" for k in STRUCTURE_STATS) + ".",
+        "", "![histograms](histograms.png)", ""]
+    if assessment.notes:
+        lines += [f"- {n}" for n in assessment.notes] + [""]
+    lines += ["## Best and worst pairs by each per-pair score", "",
+              "Each mosaic: the 8 best pairs (top two rows), then the 8 worst; image | label contours. "
+              "All per-pair scores: `pairs.csv`.", ""]
+    for key, _, what in PAIR_SCORES:
+        if key in chosen:
+            best, worst = chosen[key]
+            lines += [f"### `{key}`: {what}", "",
+                      "best: " + ", ".join(f"{names[i]} ({_fmt(assessment.pairs[i][key])})" for i in best),
+                      "", "worst: " + ", ".join(f"{names[i]} ({_fmt(assessment.pairs[i][key])})" for i in worst),
+                      "", f"![{key}](mosaic_{key}.png)", ""]
+    return "\n".join(lines)
+
+
+def pairs_csv(pairs: list[dict]) -> str:
+    keys = sorted({k for p in pairs for k in p} - {"name"})
+    rows = ["name," + ",".join(keys)]
+    rows += [p["name"] + "," + ",".join(_fmt(p.get(k)) for k in keys) for p in pairs]
+    return "\n".join(rows) + "\n"
+
+
+def write_report(out: str | os.PathLike, assessment) -> Path:
+    """quality.json, quality.md, pairs.csv, histograms.png and the mosaics into ``out``."""
+    out = Path(out)
+    labels = {"real_a": "real A (reference)", "real_b": "real B", "synthetic": "synthetic"}
+    data = {labels[k]: v for k, v in assessment.distributions.items()}
+    keys = (*STRUCTURE_STATS, "hed_h_mean", "hed_e_mean", "lab_l_mean", "lab_a_mean", "laplacian_variance")
+    histograms(data, out / "histograms.png", keys)
+    chosen = write_mosaics(out, assessment)
+    write_json(out / "quality.json", assessment.metrics)
+    write_text(out / "pairs.csv", pairs_csv(assessment.pairs))
+    write_text(out / "quality.md", to_markdown(assessment, chosen))
+    return out / "quality.md"

@@ -1,0 +1,95 @@
+"""`nudiff quality` end to end on tiny folders: corrupted sets score worse on the measure they
+should, a set drawn like the real data scores at the floor."""
+
+import json
+import math
+
+import pytest
+
+from nudiff.cli import main
+from nudiff.quality.assess import assess, tstr
+from nudiff.utils import write_json
+
+
+@pytest.fixture(scope="module")
+def scores(quality_data, segmenter_run):
+    run = {k: assess(quality_data[k], quality_data["real"], segmenter_run, seed=0, c2st_epochs=20,
+                     progress=False)
+           for k in ("synthetic", "shuffled", "shifted")}
+    return {k: a.metrics for k, a in run.items()} | {"pairs": run["shuffled"].pairs}
+
+
+def test_good_set_scores_at_its_floor(scores):
+    m = scores["synthetic"]  # drawn like the real data: real versus real
+    assert m["n_synthetic"] == 24 and m["window"] == 64
+    assert m["structure_w1_mean"] < m["structure_w1_mean_floor"] + 0.3
+    assert m["colour_w1_mean"] < m["colour_w1_mean_floor"] + 0.3
+    assert m["c2st_accuracy"] < 0.8
+    assert m["fidelity_pq"] > m["fidelity_pq_floor"] - 0.15 and m["fidelity_pq_floor"] > 0.4
+    assert abs(m["laplacian_variance_ratio"] - 1) < 0.3
+    assert m["kid"] < m["kid_floor"] + 0.05
+
+
+def test_shuffled_labels_lose_label_fidelity(scores):
+    good, bad = scores["synthetic"], scores["shuffled"]
+    for k in ("fidelity_pq", "fidelity_aji", "visible_fraction"):
+        assert bad[k] < good[k] - 0.3 and bad[k] < bad[k + "_floor"] - 0.3, k
+    assert bad["colour_w1_mean"] == pytest.approx(good["colour_w1_mean"])  # same images
+    assert all(p["fidelity_pq"] < 0.5 for p in scores["pairs"])
+
+
+def test_colour_shift_raises_colour_w1_and_c2st(scores):
+    good, bad = scores["synthetic"], scores["shifted"]
+    assert bad["colour_w1_mean"] > good["colour_w1_mean"] + 2 and bad["colour_w1_mean"] > 5 * bad["colour_w1_mean_floor"]
+    assert bad["c2st_accuracy"] > 0.9 and bad["c2st_accuracy"] > good["c2st_accuracy"] + 0.15
+    assert bad["kid"] > good["kid"]
+    assert bad["structure_w1_mean"] == pytest.approx(good["structure_w1_mean"])  # same labels
+
+
+def test_cli_writes_report_and_flat_json(quality_data, segmenter_run, tmp_path, capsys):
+    out = tmp_path / "q"
+    assert main(["quality", "--synthetic", str(quality_data["shuffled"]), "--real", str(quality_data["real"]),
+                 "--segmenter", str(segmenter_run), "--out", str(out), "--c2st-epochs", "2",
+                 "--max-pairs", "10", "--threads", "1"]) == 0
+    metrics = json.loads((out / "quality.json").read_text())
+    assert all(isinstance(v, int | float) for v in metrics.values())
+    assert metrics["n_synthetic"] == 10 and "fidelity_pq_floor" in metrics and "kid_floor" in metrics
+    md = (out / "quality.md").read_text()
+    assert "| C2ST held-out accuracy" in md and "label fidelity: segmenter PQ" in md
+    for name in ("histograms.png", "mosaic_fidelity_pq.png", "mosaic_c2st_p_real.png", "mosaic_colour_z.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert len((out / "pairs.csv").read_text().splitlines()) == 11
+    assert "fidelity_pq" in capsys.readouterr().out
+
+
+def test_cli_without_segmenter_reports_absent(quality_data, tmp_path):
+    out = tmp_path / "q"
+    assert main(["quality", "--synthetic", str(quality_data["synthetic"]), "--real", str(quality_data["real"]),
+                 "--out", str(out), "--c2st-epochs", "1", "--max-pairs", "6", "--split", "images"]) == 0
+    metrics = json.loads((out / "quality.json").read_text())
+    assert "kid" not in metrics and metrics["split_by_image"] == 1
+    assert "absent (no --segmenter given)" in (out / "quality.md").read_text()
+
+
+def test_cli_errors_are_one_line(quality_data, tmp_path, capsys):
+    assert main(["quality", "--synthetic", str(tmp_path / "nope"), "--real", str(quality_data["real"]),
+                 "--out", str(tmp_path / "q")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "nope: folder not found" in err
+
+
+def test_help_has_an_example(capsys):
+    with pytest.raises(SystemExit):
+        main(["quality", "--help"])
+    assert "nudiff quality --synthetic" in capsys.readouterr().out
+
+
+def test_tstr_reads_syn_only_beside_real(tmp_path):
+    cells = tmp_path / "cells"
+    write_json(cells / "f0.10_syn-only_s0" / "metrics.json", {"mean": {"aji": 0.3, "pq": 0.25}})
+    write_json(cells / "f0.10_real_s0" / "metrics.json", {"mean": {"aji": 0.5, "pq": 0.4}})
+    write_json(cells / "f0.10_real+syn_s0" / "metrics.json", {"mean": {"aji": 0.45, "pq": 0.4}})
+    t = tstr(tmp_path)
+    assert t["tstr_f0.10_s0_aji"] == 0.3 and t["tstr_f0.10_s0_aji_real"] == 0.5
+    assert math.isclose(t["tstr_f0.10_s0_pq_ratio"], 0.625)
+    assert len(t) == 6
