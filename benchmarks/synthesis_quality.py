@@ -25,70 +25,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import wasserstein_distance
-from skimage.color import rgb2hed
-from skimage.measure import regionprops
 
 from nudiff.data.prepare import load_subset, load_val
-from nudiff.diffusion.data import resize_images, resize_instance_maps
 from nudiff.diffusion.sample import load_model, sample_images, sample_structures
-from nudiff.structure import decode, encode, relabel
+from nudiff.quality.report import histograms
+from nudiff.quality.stats import STRUCTURE_STATS as STATS
+from nudiff.quality.stats import agreement, distances, h_threshold, statistics, windows
+from nudiff.structure import decode, encode
 from nudiff.utils import write_json, write_text
 
 RESULTS = Path(__file__).parent / "results"
-STATS = ("count", "area", "eccentricity")
-
-
-def windows(samples, scale: float, size: int):
-    """Non-overlapping ``size`` windows of the samples resized by ``scale``."""
-    out_i, out_l = [], []
-    for s in samples:
-        img = resize_images(s.image[None], scale)[0]
-        lab = resize_instance_maps(s.instance_map[None], scale)[0]
-        for y in range(0, lab.shape[0] - size + 1, size):
-            for x in range(0, lab.shape[1] - size + 1, size):
-                out_i.append(img[y:y + size, x:x + size])
-                out_l.append(relabel(lab[y:y + size, x:x + size]))
-    return np.stack(out_i), np.stack(out_l)
-
-
-def statistics(instance_maps) -> dict[str, np.ndarray]:
-    count, area, ecc = [], [], []
-    for inst in instance_maps:
-        props = regionprops(inst)
-        count.append(len(props))
-        area += [p.area for p in props]
-        ecc += [p.eccentricity for p in props]
-    return {"count": np.array(count, float), "area": np.array(area, float), "eccentricity": np.array(ecc, float)}
-
-
-def distances(a: dict, b: dict) -> dict[str, float]:
-    return {k: float(wasserstein_distance(a[k], b[k])) if len(a[k]) and len(b[k]) else float("nan") for k in STATS}
-
-
-def h_threshold(images, instance_maps) -> float:
-    """Haematoxylin threshold that best matches real labels (max pixel Dice)."""
-    h = np.stack([rgb2hed(i)[..., 0] for i in images])
-    fg = instance_maps > 0
-    best = max(np.quantile(h, np.linspace(0.3, 0.95, 27)),
-               key=lambda t: 2 * ((h > t) & fg).sum() / ((h > t).sum() + fg.sum()))
-    return float(best)
-
-
-def agreement(images, instance_maps, threshold: float) -> dict[str, float]:
-    visible, total, dice = 0, 0, []
-    for img, inst in zip(images, instance_maps):
-        hpos = rgb2hed(img)[..., 0] > threshold
-        fg = inst > 0
-        dice.append(2 * (hpos & fg).sum() / max(hpos.sum() + fg.sum(), 1))
-        n = int(inst.max())
-        if n == 0:
-            continue
-        frac = np.bincount(inst.ravel(), weights=hpos.ravel(), minlength=n + 1)[1:] / np.maximum(
-            np.bincount(inst.ravel(), minlength=n + 1)[1:], 1)
-        visible += int((frac > 0.5).sum())
-        total += n
-    return {"visible_fraction": visible / max(total, 1), "pixel_dice": float(np.mean(dice)), "n_nuclei": total}
 
 
 def main() -> None:
@@ -156,25 +102,8 @@ def main() -> None:
                         "image": str(args.image_model or root / "image")}
     write_json(RESULTS / f"synthesis_quality{args.tag}.json", result)
     write_text(RESULTS / f"synthesis_quality{args.tag}.md", to_markdown(result, f"synthesis_histograms{args.tag}.png"))
-    histograms(real, statistics(decoded[("dpmsolver++", 20)]), RESULTS / f"synthesis_histograms{args.tag}.png")
-
-
-def histograms(real, syn, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    for ax, k in zip(axes, STATS):
-        bins = np.histogram_bin_edges(np.concatenate([real[k], syn[k]]), bins=30)
-        ax.hist(real[k], bins, density=True, alpha=0.5, label="real (training subset)")
-        ax.hist(syn[k], bins, density=True, alpha=0.5, label="synthetic (DPM-Solver++ 20)")
-        ax.set_title(k)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    histograms({"real (training subset)": real, "synthetic (DPM-Solver++ 20)": statistics(decoded[("dpmsolver++", 20)])},
+               RESULTS / f"synthesis_histograms{args.tag}.png", STATS)
 
 
 def to_markdown(r: dict, histogram_png: str) -> str:
@@ -183,7 +112,7 @@ def to_markdown(r: dict, histogram_png: str) -> str:
              f"{r['n']} samples per setting, {r['size']}-px windows at scale {r['scale']} "
              f"(real reference: {r['n_real_windows']} windows of the training subset).", "",
              "## Structure realism (1-D Wasserstein distance to real; lower is better)", "",
-             "| sampler | count | area (px) | eccentricity | empty | s / structure |", "|---|---|---|---|---|---|",
+             "| sampler | " + " | ".join(STATS) + " | empty | s / structure |", "|---" * (len(STATS) + 3) + "|",
              "| real val vs real train (floor) | " + " | ".join(f"{r['real_vs_val'][k]:.3f}" for k in STATS) + " | – | – |"]
     for key, v in r["structures"].items():
         w = v["wasserstein"]

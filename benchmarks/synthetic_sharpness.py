@@ -16,15 +16,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage as ndi
 
+from nudiff.quality.stats import laplacian_variance
 from nudiff.utils import read_json, write_json, write_text
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def laplacian_variance(grey: np.ndarray) -> float:
-    return float(ndi.laplace(grey.astype(np.float32)).var())
 
 
 def down_up(im: Image.Image) -> np.ndarray:

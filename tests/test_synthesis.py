@@ -133,3 +133,18 @@ def test_pair_filter_by_real_statistics_needs_real_data(models, tmp_path):
     cfg.filter.real_percentiles = (5.0, 95.0)
     with pytest.raises(NudiffError, match="needs the real data"):
         synthesize(s, i, tmp_path / "syn", cfg)
+
+
+def test_quality_reads_a_synthesized_folder(models, tmp_path):
+    from nudiff.data.io import write_image, write_instance_map
+    from nudiff.quality.assess import assess
+
+    s, i = models
+    synthesize(s, i, tmp_path / "syn", _syn_cfg(n=4))
+    inst = disk_instance_map((48, 48), ((12, 12), (12, 26), (34, 30)), 6)
+    for k in range(2):
+        write_image(tmp_path / "real" / "images" / f"r{k}.png", np.full((48, 48, 3), 200, np.uint8))
+        write_instance_map(tmp_path / "real" / "labels" / f"r{k}.png", inst)
+    a = assess(tmp_path / "syn", tmp_path / "real", c2st_epochs=1, progress=False)
+    assert a.metrics["n_synthetic"] == 4 and a.metrics["window"] == 32
+    assert [p["name"] for p in a.pairs] == [f"syn_{j:05d}" for j in range(4)]
