@@ -108,3 +108,15 @@ def test_cli_filter_only(quality_data, segmenter_run, tmp_path, capsys):
     assert m["n_accepted"] <= 6 and m["filter"]["real_percentiles"] == [5.0, 95.0]
     assert (out / "mosaic.png").exists() and "pairs in" in capsys.readouterr().out
     assert main(["synthesize", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_refilter_into_the_same_folder_drops_stale_pairs(quality_data, segmenter_run, tmp_path):
+    out = tmp_path / "out"
+    loose = filter_pairs(quality_data["synthetic"], out, FilterConfig(segmenter=str(segmenter_run), keep_top=0.5),
+                         progress=False)
+    strict = filter_pairs(quality_data["synthetic"], out, FilterConfig(segmenter=str(segmenter_run), keep_top=0.25),
+                          progress=False)
+    assert loose["n_accepted"] == 12 and strict["n_accepted"] == 6
+    assert sorted(s.name for s in load_folder(out, progress=False)) == sorted(v["name"] for v in strict["samples"].values())
+    with pytest.raises(NudiffError, match="no filter manifest"):
+        filter_pairs(out, quality_data["synthetic"], FilterConfig(segmenter=str(segmenter_run)), progress=False)

@@ -62,6 +62,8 @@ def load_windows(syn_dir: str | os.PathLike, real_dir: str | os.PathLike, seed: 
         syn_pairs = [syn_pairs[i] for i in sorted(keep)]
     syn = [load_pair(p) for p in progress_bar(syn_pairs, desc="reading synthetic", unit="pair",
                                                disable=not progress)]
+    if len(syn_pairs) < 2:
+        raise DataError(syn_dir, f"needs at least 2 synthetic pairs, found {len(syn_pairs)}")
     real = load_folder(real_dir, progress=progress)
     if len(real) < 2:
         raise DataError(real_dir, "needs at least 2 real images (two halves give the floor)")

@@ -11,6 +11,7 @@ tiling, test-time augmentation and post-processing).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -27,11 +28,12 @@ def load(run_dir: str | os.PathLike):
     return load_segmenter(run_dir)
 
 
-def pair_fidelity(model, cfg, images: np.ndarray, instance_maps: np.ndarray,
+def pair_fidelity(model, cfg, images: Sequence[np.ndarray], instance_maps: Sequence[np.ndarray],
                   progress: bool = True) -> list[dict[str, float]]:
     """Per pair, :data:`FIDELITY_METRICS` of the segmenter's prediction against the label.
 
-    images uint8 (N, H, W, 3); instance_maps int (N, H, W); ``model``/``cfg`` from
+    images: N uint8 (H, W, 3) (sizes may differ between pairs); instance_maps: N int (H, W);
+    ``model``/``cfg`` from
     :func:`load` (or :func:`nudiff.segment.predict.load_segmenter`).
     """
     from nudiff.metrics import instance_metrics

@@ -99,6 +99,15 @@ def _copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
+def _remove_stale(out_dir: Path, previous: dict, kept_names: set[str]) -> None:
+    """Delete the files of pairs an earlier filter run kept into ``out_dir`` and this one does not."""
+    for entry in previous.get("samples", {}).values():
+        if entry["name"] not in kept_names:
+            for sub in ("images", "labels", "structures"):
+                for f in (out_dir / sub).glob(f"{entry['name']}.*"):
+                    f.unlink()
+
+
 def filter_pairs(syn_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg, real_dir=None,
                  n_keep: int | None = None, header: dict | None = None, progress: bool = True) -> dict:
     """Score every pair of ``syn_dir``, copy the kept ones to ``out_dir``; returns the manifest.
@@ -113,7 +122,8 @@ def filter_pairs(syn_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg, re
     check_filter(cfg, real_dir)
     if out_dir.resolve() == syn_dir.resolve():
         raise NudiffError(f"{out_dir}: the filtered set needs its own folder (not the source's)")
-    if (out_dir / "images").is_dir() and not (out_dir / "manifest.json").exists():
+    previous = read_json(out_dir / "manifest.json") if (out_dir / "manifest.json").exists() else {}
+    if (out_dir / "images").is_dir() and "filter" not in previous:
         raise NudiffError(f"{out_dir}: holds images but no filter manifest; use a new --out")
     source = read_json(syn_dir / "manifest.json") if (syn_dir / "manifest.json").exists() else {}
     key_of = {v["name"]: k for k, v in source.get("samples", {}).items()}
@@ -135,6 +145,7 @@ def filter_pairs(syn_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg, re
                              cfg.real_statistics)
     kept, rejected = select_pairs(scores, cfg, bounds, n_keep)
     by_key = dict(zip(keys, pairs))
+    _remove_stale(out_dir, previous, {by_key[k].name for k in kept})
     for k in kept:
         p = by_key[k]
         _copy(p.image_path, out_dir / "images" / p.image_path.name)
