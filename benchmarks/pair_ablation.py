@@ -1,0 +1,148 @@
+"""Pair-quality ablation: one synthetic set per lever setting, each measured by `nudiff quality`.
+
+From one trained (structure, image) model pair, every variant below is synthesized (or derived
+from the ``base`` set by a post-pass), then assessed against real patches with the same
+real-trained segmenter and seed; the minutes each variant cost are recorded. One row per
+variant goes into ``--results/pair_ablation.{json,md}`` (with the real-vs-real floors), each
+variant's ``quality.json`` + ``quality.md`` + histograms into ``--results/<variant>/``.
+Segmenter columns (TSTR and the real+syn − real gain) are filled in from experiment cells
+computed with that variant, where they exist (``--cells``).
+
+    python benchmarks/pair_ablation.py --models runs/kumar/diffusion/f0.10 \\
+        --config configs/kumar-grid.yaml --real runs/kumar/data/patches \\
+        --subset runs/kumar/data --segmenter runs/learning_curve/steps3000/cells/f0.10_real_s0 \\
+        --out runs/ablation --variants base guidance3 reinhard filter-top50 --threads 1
+
+A variant whose ``quality.json`` is committed under ``--results`` is not recomputed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+
+from nudiff.experiment import load_plan
+from nudiff.utils import read_json, set_threads, write_json, write_text
+
+# name -> how it is made: synthesis overrides, or a post-pass over another variant's set
+VARIANTS: dict[str, dict] = {
+    "base": {"synthesis": {}},
+    "guidance1.5": {"synthesis": {"guidance_scale": 1.5}},
+    "guidance3": {"synthesis": {"guidance_scale": 3.0}},
+    "fp32": {"synthesis": {"precision": "no"}},
+    "sampler50": {"synthesis": {"structure_steps": 50, "image_steps": 50}},
+    "reinhard": {"from": "base", "stain": "reinhard"},
+    "macenko": {"from": "base", "stain": "macenko"},
+    "filter-top50": {"from": "base", "filter": {"keep_top": 0.5, "real_percentiles": (5.0, 95.0)}},
+    "reinhard+filter-top50": {"from": "reinhard", "filter": {"keep_top": 0.5, "real_percentiles": (5.0, 95.0)}},
+}
+COLUMNS = [  # (quality.json key, header, format)
+    ("n_synthetic", "pairs", "d"), ("structure_w1_mean", "structure W1", ".3f"),
+    ("mean_count", "nuclei / window", ".1f"), ("mean_area", "area px", ".0f"),
+    ("colour_w1_mean", "colour W1", ".3f"), ("laplacian_variance_ratio", "Laplacian ratio", ".2f"),
+    ("c2st_accuracy", "C2ST acc", ".3f"), ("kid", "KID", ".4f"),
+    ("fidelity_aji", "fidelity AJI", ".3f"), ("fidelity_pq", "fidelity PQ", ".3f"),
+]
+
+
+def make_variant(name: str, args, plan, done: dict) -> tuple[Path, float]:
+    """The variant's synthetic folder and the minutes it cost (post-passes add their source's)."""
+    from nudiff.synthesis import synthesize
+
+    spec, out = VARIANTS[name], args.out / name
+    t = time.time()
+    if "synthesis" in spec:
+        cfg = dataclasses.replace(plan.synthesis, n=args.n, seed=args.seed, **spec["synthesis"])
+        synthesize(args.models / "structure", args.models / "image", out, cfg)
+        return out, (time.time() - t) / 60
+    source, minutes = done.get(spec["from"]) or make_variant(spec["from"], args, plan, done)
+    done[spec["from"]] = (source, minutes)
+    if "stain" in spec:
+        from nudiff.data.prepare import load_subset
+        from nudiff.data.stain import normalize_folder
+
+        reference = [s.image for s in load_subset(args.subset, args.fraction, 0)]
+        normalize_folder(source, reference, out, spec["stain"])
+    else:
+        from nudiff.quality.filter import filter_pairs
+
+        cfg = dataclasses.replace(plan.synthesis.filter, segmenter=str(args.segmenter), **spec["filter"])
+        filter_pairs(source, out, cfg, real_dir=args.real, n_keep=int(args.n * spec["filter"]["keep_top"]))
+    return out, minutes + (time.time() - t) / 60
+
+
+def assess_variant(name: str, folder: Path, minutes: float, args) -> dict:
+    from nudiff.quality.assess import assess
+    from nudiff.quality.report import write_report
+
+    result = args.results / name
+    if (result / "quality.json").exists():
+        return read_json(result / "quality.json")
+    a = assess(folder, args.real, args.segmenter, seed=args.seed, c2st_epochs=args.c2st_epochs)
+    a.metrics["minutes_to_make"] = round(minutes, 2)
+    tmp = args.out / f"{name}_report"
+    write_report(tmp, a)
+    result.mkdir(parents=True, exist_ok=True)
+    for f in ("quality.json", "quality.md", "histograms.png"):
+        shutil.copyfile(tmp / f, result / f)
+    return a.metrics
+
+
+def table(rows: dict[str, dict]) -> str:
+    head = "| variant | minutes | " + " | ".join(h for _, h, _ in COLUMNS) + " |"
+    lines = ["# Pair-quality ablation (`benchmarks/pair_ablation.py`)", "",
+             "One synthetic set per lever setting, all from the same model pair, assessed by "
+             "`nudiff quality` against the same real patches, segmenter and seed. Floor: the same "
+             "measure between two halves of the real patches.", "", head,
+             "|" + "---|" * (len(COLUMNS) + 2)]
+    first = next(iter(rows.values()))
+    lines.append("| real vs real (floor) | – | " + " | ".join(
+        format(first[k + "_floor"], f) if k + "_floor" in first else "–" for k, _, f in COLUMNS) + " |")
+    for name, m in rows.items():
+        lines.append(f"| {name} | {m.get('minutes_to_make', float('nan')):.1f} | " + " | ".join(
+            format(m[k], f) if k in m else "–" for k, _, f in COLUMNS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", type=Path, required=True, help="folder with structure/ and image/ runs")
+    ap.add_argument("--config", type=Path, default=Path("configs/kumar-grid.yaml"))
+    ap.add_argument("--real", type=Path, required=True, help="real paired folder to compare with")
+    ap.add_argument("--subset", type=Path, required=True, help="prepared data folder (stain reference)")
+    ap.add_argument("--fraction", type=float, default=0.1)
+    ap.add_argument("--segmenter", type=Path, required=True, help="a segmenter trained on real data")
+    ap.add_argument("--variants", nargs="+", default=["base", "guidance3", "reinhard", "filter-top50"],
+                    choices=sorted(VARIANTS))
+    ap.add_argument("-n", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--c2st-epochs", type=int, default=15)
+    ap.add_argument("--out", type=Path, default=Path("runs/ablation"))
+    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/pair_ablation"))
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    set_threads(args.threads)
+    plan = load_plan(args.config)
+    summary = args.results / "pair_ablation.json"
+    rows = read_json(summary)["variants"] if summary.exists() else {}
+    done: dict = {}
+    for name in args.variants:
+        if name not in rows:
+            folder, minutes = (args.out / name, 0.0) if (args.results / name / "quality.json").exists() \
+                else make_variant(name, args, plan, done)
+            done[name] = (folder, minutes)
+            if (folder / "images").is_dir():
+                rows[name] = assess_variant(name, folder, minutes, args)
+            else:  # e.g. a filter that kept nothing
+                rows[name] = {"n_synthetic": 0, "minutes_to_make": round(minutes, 2)}
+        write_json(summary, {"variants": rows, "models": str(args.models), "real": str(args.real),
+                             "segmenter": str(args.segmenter), "seed": args.seed})
+        write_text(args.results / "pair_ablation.md", table(rows))
+        print(table(rows), flush=True)
+
+
+if __name__ == "__main__":
+    main()
