@@ -148,3 +148,26 @@ def test_quality_reads_a_synthesized_folder(models, tmp_path):
     a = assess(tmp_path / "syn", tmp_path / "real", c2st_epochs=1, progress=False)
     assert a.metrics["n_synthetic"] == 4 and a.metrics["window"] == 32
     assert [p["name"] for p in a.pairs] == [f"syn_{j:05d}" for j in range(4)]
+
+
+def test_stain_normalisation_pulls_synthetic_colour_to_the_real_images(models, tmp_path):
+    from nudiff.data.io import write_image, write_instance_map
+
+    s, i = models
+    for k in range(2):  # real reference: pink H&E-like images
+        image = np.full((32, 32, 3), (230, 160, 200), np.uint8)
+        image[8:16, 8:16] = (120, 60, 160)
+        write_image(tmp_path / "real" / "images" / f"r{k}.png", image)
+        write_instance_map(tmp_path / "real" / "labels" / f"r{k}.png", np.zeros((32, 32), np.int32))
+    synthesize(s, i, tmp_path / "plain", _syn_cfg(n=2))
+    synthesize(s, i, tmp_path / "norm", _syn_cfg(n=2, stain="reinhard"), real_dir=tmp_path / "real")
+    plain = load_folder(tmp_path / "plain", progress=False)
+    norm = load_folder(tmp_path / "norm", progress=False)
+    target = np.array([230, 160, 200]) * 0.8 + np.array([120, 60, 160]) * 0.2
+    gap = [np.abs(p.image.reshape(-1, 3).mean(0) - target).sum() for p in (plain[0], norm[0])]
+    assert gap[1] < gap[0]
+    assert all(np.array_equal(a.instance_map, b.instance_map) for a, b in zip(plain, norm))
+    with pytest.raises(NudiffError, match="needs real images"):
+        synthesize(s, i, tmp_path / "x", _syn_cfg(n=2, stain="reinhard"))
+    with pytest.raises(NudiffError, match="synthesis.stain"):
+        SynthesisConfig(stain="vahadane")

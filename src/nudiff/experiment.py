@@ -297,10 +297,24 @@ def _synthetic_for(plan: Plan, out: Path, data_dir: Path, fraction: float, timed
                 train_diffusion, getattr(plan, kind), run, images if kind == "image" else None,
                 insts, resume=(run / "checkpoints").exists()))
     plan.synthesis.n = plan.experiment.n_synthetic
+    # The real images synthesis may look at (mosaic, stain reference, filter percentiles) are
+    # the labeled subset's: never the held-out images, which may be the test images.
+    subset_dir = _write_subset(samples, root / "subset")
     _log(f"synthesizing {plan.synthesis.n} pairs for {fraction:.0%}")
     timed(f"f{fraction:.2f}/synthesize", lambda: synthesize(
-        root / "structure", root / "image", syn, plan.synthesis, real_dir=data_dir / "val"))
+        root / "structure", root / "image", syn, plan.synthesis, real_dir=subset_dir))
     return syn
+
+
+def _write_subset(samples: list, folder: Path) -> Path:
+    """The labeled subset as a paired folder (what synthesis may compare with)."""
+    from nudiff.data.io import write_image, write_instance_map
+
+    for s in samples:
+        if not (folder / "labels" / f"{s.name}.png").exists():
+            write_image(folder / "images" / f"{s.name}.png", s.image)
+            write_instance_map(folder / "labels" / f"{s.name}.png", s.instance_map)
+    return folder
 
 
 def _copypaste_for(plan: Plan, out: Path, real: list, fraction: float) -> list:

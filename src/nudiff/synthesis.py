@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nudiff.data.stain import normalize_stain
 from nudiff.structure import DecodeParams, decode, encode
 from nudiff.utils import NudiffError, progress_bar, read_json, write_json
 
@@ -80,6 +81,11 @@ class FilterConfig:
 
 @dataclass
 class SynthesisConfig:
+    """How pairs are synthesized (YAML section ``synthesis``): how many, seed, samplers and
+    their steps, ``guidance_scale`` s (see the README's convention), precision, the filter;
+    ``stain``: ``none`` | ``reinhard`` | ``macenko`` — every image is stain-normalised to the
+    real images (``real_dir``: the labeled subset in an experiment) as it is written."""
+
     n: int = 256
     seed: int = 0
     structure_sampler: str = "ddim"
@@ -91,6 +97,13 @@ class SynthesisConfig:
     precision: str = "bf16"
     max_attempts_factor: float = 3.0
     filter: FilterConfig = field(default_factory=FilterConfig)
+    stain: str = "none"
+
+    def __post_init__(self) -> None:
+        from nudiff.data.stain import STAIN_METHODS
+
+        if self.stain not in STAIN_METHODS:
+            raise NudiffError(f"synthesis.stain must be one of {STAIN_METHODS}, got {self.stain!r}")
 
 
 def check_structure(instance_map: np.ndarray, cfg: FilterConfig) -> str | None:
@@ -160,6 +173,7 @@ def _sample_pairs(structure_run: Path, image_run: Path, out: Path, cfg: Synthesi
 
     manifest_path = out / "manifest.json"
     manifest = _check_same_config(manifest_path, cfg)
+    normalizer = _stain_normalizer(cfg.stain, real_dir)
     structure_model, s_cfg = load_model(structure_run)
     image_model, i_cfg = load_model(image_run)
     scale = float(s_cfg.data.scale)
@@ -199,6 +213,7 @@ def _sample_pairs(structure_run: Path, image_run: Path, out: Path, cfg: Synthesi
             for (i, s, inst), image in zip(kept, images):
                 name = f"syn_{i:05d}"
                 image_full, inst_full = _resize(image, inst, 1 / scale)
+                image_full = normalize_stain(image_full, normalizer)
                 write_image(out / "images" / f"{name}.png", image_full)
                 write_instance_map(out / "labels" / f"{name}.png", inst_full)
                 np.save(out / "structures" / f"{name}.npy", s)
@@ -214,6 +229,17 @@ def _sample_pairs(structure_run: Path, image_run: Path, out: Path, cfg: Synthesi
     if samples:
         write_mosaic(out, real_dir)
     return manifest
+
+
+def _stain_normalizer(method: str, real_dir: Path | None):
+    if method == "none":
+        return None
+    if real_dir is None:
+        raise NudiffError(f"synthesis.stain {method!r} needs real images to normalise to (--real)")
+    from nudiff.data.dataset import load_folder
+    from nudiff.data.stain import fit_stain_normalizer
+
+    return fit_stain_normalizer([s.image for s in load_folder(real_dir, progress=False)], method)
 
 
 def _min_area(cfg) -> int:
@@ -287,7 +313,10 @@ def register(sub) -> None:
     p.add_argument("--guidance-scale", type=float, default=None,
                    help="s in eps_u + s (eps_c - eps_u); the paper's w is s - 1")
     p.add_argument("--real", type=Path, default=None,
-                   help="paired folder of real images: the mosaic, and the percentiles of --real-percentiles")
+                   help="paired folder of real images: the mosaic, the percentiles of --real-percentiles "
+                   "and the stain reference of --stain")
+    p.add_argument("--stain", choices=("none", "reinhard", "macenko"), default=None,
+                   help="stain-normalise every synthetic image to the --real images (torchstain)")
     f = p.add_argument_group("pair filter (off by default; synthesis.filter in the config)")
     f.add_argument("--segmenter", default=None, metavar="SEG_RUN",
                    help="a segmenter trained on real data: scores every pair's label fidelity")
@@ -306,7 +335,8 @@ def _cmd_synthesize(args) -> None:
     from nudiff.config import load_config
 
     cfg = load_config(SynthesisConfig, args.config, section="synthesis")
-    for key, value in (("n", args.n), ("seed", args.seed), ("guidance_scale", args.guidance_scale)):
+    for key, value in (("n", args.n), ("seed", args.seed), ("guidance_scale", args.guidance_scale),
+                       ("stain", args.stain)):
         if value is not None:
             setattr(cfg, key, value)
     if args.sampler:
