@@ -1,4 +1,3 @@
-import time
 
 import numpy as np
 import pytest
@@ -117,14 +116,14 @@ def test_pq_equals_cellseg_metrics_synthetic():
     assert panoptic_quality(gt, pred) == pytest.approx((ref["dq"], ref["sq"], ref["pq"]), abs=1e-6)
 
 
-def test_fast_on_a_1000px_image(monuseg):
+def test_a_whole_1000px_image(monuseg):
+    # speed lives in benchmarks/metrics_speed.py (timed tests flake on a shared CPU)
     from nudiff.data.io import read_instance_map
 
     gt = read_instance_map(sorted((monuseg / "train" / "labels").glob("*.png"))[0])
-    pred = _perturbed(gt, 1)
-    t = time.perf_counter()
-    instance_metrics(gt, pred)
-    assert time.perf_counter() - t < 1.0
+    assert instance_metrics(gt, gt)["aji"] == pytest.approx(1.0)
+    m = instance_metrics(gt, _perturbed(gt, 1))
+    assert 0.3 < m["aji"] < 1.0 and 0.3 < m["pq"] < 1.0
 
 
 def test_shape_mismatch_raises():
