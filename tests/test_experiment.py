@@ -100,3 +100,16 @@ def test_committed_cells_are_taken_or_refused(tmp_path):
     plan.segment.train.steps = 10
     with pytest.raises(NudiffError, match="another configuration"):
         _committed(results, plan, cell, tmp_path / "other" / "cells" / cell.name)
+
+
+def test_overrides_set_nested_keys_and_are_checked():
+    from pathlib import Path
+
+    cfg = Path(__file__).resolve().parents[1] / "configs" / "kumar-grid.yaml"
+    plan = load_plan(cfg, ["segment.train.real_ratio=0.9", "experiment.arms=[real, real+syn]",
+                           "segment.train.synthetic_until=null"])
+    assert plan.segment.train.real_ratio == 0.9 and plan.experiment.arms == ["real", "real+syn"]
+    with pytest.raises(NudiffError, match="SECTION.KEY=VALUE"):
+        load_plan(cfg, ["segment.train.real_ratio"])
+    with pytest.raises(NudiffError, match="real_ratio_typo"):
+        load_plan(cfg, ["segment.train.real_ratio_typo=1"])

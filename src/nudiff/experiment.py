@@ -144,13 +144,32 @@ class Plan:
     segment: object
 
 
-def load_plan(path: Path) -> Plan:
+def apply_overrides(raw: dict, overrides: list[str], where: str = "--set") -> dict:
+    """``["segment.train.real_ratio=0.9", ...]`` -> ``raw`` with those keys set (values parsed
+    as YAML: numbers, null, lists); the config classes then check names and types."""
+    import yaml
+
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise NudiffError(f"{where} {item!r}: expected SECTION.KEY=VALUE")
+        *parents, leaf = key.split(".")
+        node = raw
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise NudiffError(f"{where} {item!r}: {part} is not a section")
+        node[leaf] = yaml.safe_load(value)
+    return raw
+
+
+def load_plan(path: Path, overrides: list[str] | None = None) -> Plan:
     from nudiff.data.prepare import PrepareConfig
     from nudiff.diffusion.config import DiffusionConfig
     from nudiff.segment.config import SegmentConfig
     from nudiff.synthesis import SynthesisConfig
 
-    raw = load_yaml(path)
+    raw = apply_overrides(load_yaml(path), overrides or [])
     known = {"experiment", "data", "structure", "image", "synthesis", "segment"}
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -410,7 +429,9 @@ def register(sub) -> None:
         epilog="examples:\n  nudiff experiment --config configs/demo.yaml --out runs/demo\n"
         "  nudiff experiment --config configs/cpu-grid.yaml --out runs/grid --test my_test_folder\n"
         "  nudiff experiment --config configs/kumar-grid.yaml --out runs/kumar "
-        "--results benchmarks/results/kumar-grid   (resumable across sessions)",
+        "--results benchmarks/results/kumar-grid   (resumable across sessions)\n"
+        "  nudiff experiment --config configs/kumar-grid.yaml --out runs/k-r90 "
+        "--set segment.train.real_ratio=0.9 --set experiment.arms=[real+syn]",
     )
     p.add_argument("--config", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
@@ -420,6 +441,8 @@ def register(sub) -> None:
     p.add_argument("--results", type=Path, default=None,
                    help="keep every finished cell's per-image metrics in RESULTS/cells/ (commit "
                    "them) and take cells already there instead of recomputing them")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value, e.g. --set segment.train.real_ratio=0.9 (repeatable)")
     p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.set_defaults(func=_cmd_experiment)
 
@@ -443,7 +466,7 @@ def register(sub) -> None:
 
 def _cmd_experiment(args) -> None:
     set_threads(args.threads)
-    plan = load_plan(args.config)
+    plan = load_plan(args.config, getattr(args, "set", None))
     data = args.data
     if data and len(data) == 1 and (data[0] / "train").is_dir() and not (data[0] / "images").is_dir():
         data = sorted(p for p in data[0].iterdir() if (p / "images").is_dir())
