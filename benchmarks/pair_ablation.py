@@ -34,6 +34,7 @@ VARIANTS: dict[str, dict] = {
     "guidance3": {"synthesis": {"guidance_scale": 3.0}},
     "fp32": {"synthesis": {"precision": "no"}},
     "sampler50": {"synthesis": {"structure_steps": 50, "image_steps": 50}},
+    "size128": {"synthesis": {"size": 128}},  # 256-px pairs from the 64-px-trained U-Nets
     "reinhard": {"from": "base", "stain": "reinhard"},
     "macenko": {"from": "base", "stain": "macenko"},
     "filter-top50": {"from": "base", "filter": {"keep_top": 0.5, "real_percentiles": (5.0, 95.0)}},

@@ -171,3 +171,10 @@ def test_stain_normalisation_pulls_synthetic_colour_to_the_real_images(models, t
         synthesize(s, i, tmp_path / "x", _syn_cfg(n=2, stain="reinhard"))
     with pytest.raises(NudiffError, match="synthesis.stain"):
         SynthesisConfig(stain="vahadane")
+
+
+def test_larger_windows_than_the_models_were_trained_on(models, tmp_path):
+    s, i = models
+    synthesize(s, i, tmp_path / "big", _syn_cfg(n=2, size=32))  # trained on 16-px windows
+    pairs = load_folder(tmp_path / "big", progress=False)
+    assert pairs[0].image.shape == (64, 64, 3) and pairs[0].instance_map.shape == (64, 64)

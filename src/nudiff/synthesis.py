@@ -84,7 +84,9 @@ class SynthesisConfig:
     """How pairs are synthesized (YAML section ``synthesis``): how many, seed, samplers and
     their steps, ``guidance_scale`` s (see the README's convention), precision, the filter;
     ``stain``: ``none`` | ``reinhard`` | ``macenko`` — every image is stain-normalised to the
-    real images (``real_dir``: the labeled subset in an experiment) as it is written."""
+    real images (``real_dir``: the labeled subset in an experiment) as it is written;
+    ``size``: side of the sampled windows in model pixels (default: the models' training
+    ``patch_size``; the U-Nets are convolutional, so e.g. 128 at scale 0.5 gives 256-px pairs)."""
 
     n: int = 256
     seed: int = 0
@@ -98,6 +100,7 @@ class SynthesisConfig:
     max_attempts_factor: float = 3.0
     filter: FilterConfig = field(default_factory=FilterConfig)
     stain: str = "none"
+    size: int | None = None
 
     def __post_init__(self) -> None:
         from nudiff.data.stain import STAIN_METHODS
@@ -191,7 +194,7 @@ def _sample_pairs(structure_run: Path, image_run: Path, out: Path, cfg: Synthesi
     bar = progress_bar(total=cfg.n, initial=len(samples), desc="synthesize", unit="pair")
     while len(samples) < cfg.n and index < attempts:
         chunk = min(cfg.batch_size, attempts - index)
-        structures = sample_structures(structure_model, chunk, seed=cfg.seed, first_index=index,
+        structures = sample_structures(structure_model, chunk, seed=cfg.seed, first_index=index, size=cfg.size,
                                        sampler=cfg.structure_sampler, steps=cfg.structure_steps,
                                        batch_size=cfg.batch_size, precision=cfg.precision,
                                        progress=False)
