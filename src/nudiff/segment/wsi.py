@@ -247,10 +247,23 @@ def run_tiles(
         "n_nuclei": n,
         "tissue_megapixels": round(mp, 3),
         "seconds_this_run": round(seconds, 2),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mib": peak_rss_mib(),
     }
     write_json(out / MANIFEST, summary)
     return summary
+
+
+def peak_rss_mib() -> float:
+    """This process' peak resident memory in MiB: ``VmHWM`` of /proc/self/status (reset by
+    exec, unlike ``ru_maxrss``, which a child started by fork + exec inherits), else
+    ``ru_maxrss``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _check_resume(out: Path, settings: WsiSettings) -> None:
