@@ -61,17 +61,21 @@ def make_variant(name: str, args, plan, done: dict) -> tuple[Path, float]:
         return out, (time.time() - t) / 60
     source, minutes = done.get(spec["from"]) or make_variant(spec["from"], args, plan, done)
     done[spec["from"]] = (source, minutes)
+    # The recipe may only use what a researcher at this fraction has: the labeled subset.
+    from nudiff.data.prepare import load_subset
+    from nudiff.experiment import _write_subset
+
+    subset = load_subset(args.subset, args.fraction, 0)
     if "stain" in spec:
-        from nudiff.data.prepare import load_subset
         from nudiff.data.stain import normalize_folder
 
-        reference = [s.image for s in load_subset(args.subset, args.fraction, 0)]
-        normalize_folder(source, reference, out, spec["stain"])
+        normalize_folder(source, [s.image for s in subset], out, spec["stain"])
     else:
         from nudiff.quality.filter import filter_pairs
 
         cfg = dataclasses.replace(plan.synthesis.filter, segmenter=str(args.segmenter), **spec["filter"])
-        filter_pairs(source, out, cfg, real_dir=args.real, n_keep=int(args.n * spec["filter"]["keep_top"]))
+        filter_pairs(source, out, cfg, real_dir=_write_subset(subset, args.out / "subset"),
+                     n_keep=int(args.n * spec["filter"]["keep_top"]))
     return out, minutes + (time.time() - t) / 60
 
 
@@ -113,9 +117,11 @@ def main() -> None:
     ap.add_argument("--models", type=Path, required=True, help="folder with structure/ and image/ runs")
     ap.add_argument("--config", type=Path, default=Path("configs/kumar-grid.yaml"))
     ap.add_argument("--real", type=Path, required=True, help="real paired folder to compare with")
-    ap.add_argument("--subset", type=Path, required=True, help="prepared data folder (stain reference)")
+    ap.add_argument("--subset", type=Path, required=True,
+                    help="prepared data folder: its labeled subset is the stain reference and the filter's real data")
     ap.add_argument("--fraction", type=float, default=0.1)
-    ap.add_argument("--segmenter", type=Path, required=True, help="a segmenter trained on real data")
+    ap.add_argument("--segmenter", type=Path, required=True,
+                    help="a segmenter trained on the labeled subset (label fidelity, KID, filter)")
     ap.add_argument("--variants", nargs="+", default=["base", "guidance3", "reinhard", "filter-top50"],
                     choices=sorted(VARIANTS))
     ap.add_argument("-n", type=int, default=256)
