@@ -61,7 +61,7 @@ def summarise(rows: list[dict], low: float, high: float) -> list[dict]:
 def choose(summary: list[dict], target: float) -> dict:
     ok = [e for e in summary if e["gap_aji"]["mean"] >= target]
     best = min(ok, key=lambda e: e["steps"]) if ok else max(summary, key=lambda e: e["gap_aji"]["mean"])
-    return {"steps": best["steps"], "reason": f"smallest budget with a 100 % − 10 % AJI gap ≥ {target}"
+    return {"steps": best["steps"], "reason": f"the smallest of the budgets measured ({sorted(e['steps'] for e in summary)}) with a 100 % − 10 % AJI gap ≥ {target}"
             if ok else f"no budget reached a gap of {target}: the largest gap"}
 
 
