@@ -38,6 +38,7 @@ VARIANTS: dict[str, dict] = {
     "reinhard": {"from": "base", "stain": "reinhard"},
     "macenko": {"from": "base", "stain": "macenko"},
     "filter-top50": {"from": "base", "filter": {"keep_top": 0.5, "real_percentiles": (5.0, 95.0)}},
+    "fidelity-top50": {"from": "base", "filter": {"keep_top": 0.5}},
     "reinhard+filter-top50": {"from": "reinhard", "filter": {"keep_top": 0.5, "real_percentiles": (5.0, 95.0)}},
 }
 COLUMNS = [  # (quality.json key, header, format)
@@ -141,10 +142,11 @@ def main() -> None:
             folder, minutes = (args.out / name, 0.0) if (args.results / name / "quality.json").exists() \
                 else make_variant(name, args, plan, done)
             done[name] = (folder, minutes)
-            if (folder / "images").is_dir():
+            kept = len(list((folder / "images").glob("*.png"))) if (folder / "images").is_dir() else 0
+            if kept >= 2:
                 rows[name] = assess_variant(name, folder, minutes, args)
-            else:  # e.g. a filter that kept nothing
-                rows[name] = {"n_synthetic": 0, "minutes_to_make": round(minutes, 2)}
+            else:  # e.g. a filter that kept (almost) nothing: nothing to assess
+                rows[name] = {"n_synthetic": kept, "minutes_to_make": round(minutes, 2)}
         write_json(summary, {"variants": rows, "models": str(args.models), "real": str(args.real),
                              "segmenter": str(args.segmenter), "seed": args.seed})
         write_text(args.results / "pair_ablation.md", table(rows))
