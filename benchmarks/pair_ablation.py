@@ -64,7 +64,7 @@ def make_variant(name: str, args, plan, done: dict) -> tuple[Path, float]:
     done[spec["from"]] = (source, minutes)
     # The recipe may only use what a researcher at this fraction has: the labeled subset.
     from nudiff.data.prepare import load_subset
-    from nudiff.experiment import _write_subset
+    from nudiff.experiment import write_subset_folder
 
     subset = load_subset(args.subset, args.fraction, 0)
     if "stain" in spec:
@@ -75,7 +75,7 @@ def make_variant(name: str, args, plan, done: dict) -> tuple[Path, float]:
         from nudiff.quality.filter import filter_pairs
 
         cfg = dataclasses.replace(plan.synthesis.filter, segmenter=str(args.segmenter), **spec["filter"])
-        filter_pairs(source, out, cfg, real_dir=_write_subset(subset, args.out / "subset"),
+        filter_pairs(source, out, cfg, real_dir=write_subset_folder(subset, args.out / "subset"),
                      n_keep=int(args.n * spec["filter"]["keep_top"]))
     return out, minutes + (time.time() - t) / 60
 

@@ -318,14 +318,14 @@ def _synthetic_for(plan: Plan, out: Path, data_dir: Path, fraction: float, timed
     plan.synthesis.n = plan.experiment.n_synthetic
     # The real images synthesis may look at (mosaic, stain reference, filter percentiles) are
     # the labeled subset's: never the held-out images, which may be the test images.
-    subset_dir = _write_subset(samples, root / "subset")
+    subset_dir = write_subset_folder(samples, root / "subset")
     _log(f"synthesizing {plan.synthesis.n} pairs for {fraction:.0%}")
     timed(f"f{fraction:.2f}/synthesize", lambda: synthesize(
         root / "structure", root / "image", syn, plan.synthesis, real_dir=subset_dir))
     return syn
 
 
-def _write_subset(samples: list, folder: Path) -> Path:
+def write_subset_folder(samples: list, folder: Path) -> Path:
     """The labeled subset as a paired folder (what synthesis may compare with)."""
     from nudiff.data.io import write_image, write_instance_map
 
