@@ -113,3 +113,14 @@ def test_overrides_set_nested_keys_and_are_checked():
         load_plan(cfg, ["segment.train.real_ratio"])
     with pytest.raises(NudiffError, match="real_ratio_typo"):
         load_plan(cfg, ["segment.train.real_ratio_typo=1"])
+
+
+def test_a_finished_but_uncommitted_cell_is_not_counted_as_committed(tmp_path):
+    from nudiff.experiment import Cell, _committed
+    from nudiff.utils import write_json
+
+    plan, cell = _plan(), Cell(0.1, "real", 0)
+    cell_dir = tmp_path / "run" / "cells" / cell.name
+    write_json(cell_dir / "metrics.json", {"per_image": {}, "mean": {}, "n_images": 0})
+    assert _committed(None, plan, cell, cell_dir)
+    assert not _committed(tmp_path / "results", plan, cell, cell_dir)  # the loop will commit it

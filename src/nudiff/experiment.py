@@ -213,12 +213,17 @@ def cell_fingerprint(plan: Plan, cell: Cell) -> str:
 
 
 def _committed(results_dir: Path | None, plan: Plan, cell: Cell, cell_dir: Path) -> bool:
-    """Take a cell's metrics from ``results_dir`` when they are there (same fingerprint)."""
-    if results_dir is None or (cell_dir / "metrics.json").exists():
+    """Take a cell's metrics from ``results_dir`` when they are there (same fingerprint).
+
+    A cell finished in this run but not yet in ``results_dir`` (a run stopped between the two
+    writes) counts as not done, so the loop (which skips its training) commits it."""
+    if results_dir is None:
         return (cell_dir / "metrics.json").exists()
     path = results_dir / "cells" / f"{cell.name}.json"
     if not path.exists():
         return False
+    if (cell_dir / "metrics.json").exists():
+        return True
     saved = read_json(path)
     if saved.get("fingerprint") != cell_fingerprint(plan, cell):
         raise NudiffError(f"{path}: computed with another configuration (fingerprint "
