@@ -69,3 +69,32 @@ def test_run_end_to_end_and_resume(tmp_path):
     assert main(["run", "--config", str(config), "--data", str(data), "--out", str(out)]) == 0
     assert read_json(out / "timings.json") == timings
     assert (out / "report" / "table.md").exists()
+
+
+@pytest.mark.slow
+def test_filter_by_the_fractions_own_real_segmenter(tmp_path):
+    """synthesis.filter.segmenter: real -> the fraction's real cell is trained first (even when
+    the grid has no real arm), committed, and scores the pairs; only the best half is kept."""
+    import copy
+
+    import torch
+
+    torch.set_num_threads(1)
+    data = _dataset(tmp_path / "data")
+    plan = copy.deepcopy(TINY)
+    plan["experiment"] |= {"fractions": [0.5], "arms": ["real+syn"]}
+    plan["synthesis"]["filter"] |= {"segmenter": "real", "keep_top": 0.5}
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(plan))
+    out, results = tmp_path / "out", tmp_path / "results"
+    assert main(["experiment", "--config", str(config), "--data", str(data), "--out", str(out),
+                 "--results", str(results)]) == 0
+    assert (out / "cells" / "f0.50_real_s0" / "model").is_dir()
+    assert (results / "cells" / "f0.50_real_s0.json").exists()
+    manifest = read_json(out / "diffusion" / "f0.50" / "synthetic" / "manifest.json")
+    assert manifest["filter"]["segmenter"].endswith("f0.50_real_s0")
+    assert manifest["n_accepted"] == 4 and manifest["n_scored"] == 8
+    kept = [s["fidelity_pq"] for s in manifest["samples"].values()]
+    dropped = [s["fidelity_pq"] for s in manifest["rejected_scores"].values()]
+    assert min(kept) >= max(dropped)
+    assert (out / "cells" / "f0.50_real+syn_s0" / "metrics.json").exists()

@@ -124,3 +124,11 @@ def test_a_finished_but_uncommitted_cell_is_not_counted_as_committed(tmp_path):
     write_json(cell_dir / "metrics.json", {"per_image": {}, "mean": {}, "n_images": 0})
     assert _committed(None, plan, cell, cell_dir)
     assert not _committed(tmp_path / "results", plan, cell, cell_dir)  # the loop will commit it
+
+
+def test_reference_cell_is_the_fractions_first_real_seed():
+    from nudiff.experiment import reference_cell
+
+    cfg = ExperimentConfig(fractions=[0.1, 1.0], seeds=[4], seeds_by_fraction={0.1: [2, 0, 1]})
+    assert reference_cell(cfg, 0.1).name == "f0.10_real_s2"
+    assert reference_cell(cfg, 1.0).name == "f1.00_real_s4"

@@ -39,7 +39,7 @@ import hashlib
 import io
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +60,8 @@ THREADS_HELP = "torch CPU threads (default: all cores); use 1 when other jobs sh
 
 ARMS = ("real", "real+syn", "real+copypaste", "real-dup", "syn-only")
 SYNTHETIC_ARMS = ("real+syn", "syn-only", "real-dup")
+# synthesis.filter.segmenter: "real" = the fraction's own real cell (see reference_cell)
+REAL_CELL = "real"
 
 
 @dataclass
@@ -278,7 +280,16 @@ def run_experiment(plan: Plan, out: Path, test_dir: Path | None = None,
         todo = [c for c in cells if c.fraction == fraction
                 and not _committed(results_dir, plan, c, out / "cells" / c.name)]
         if any(c.arm in SYNTHETIC_ARMS for c in todo):
-            _synthetic_for(plan, out, data_dir, fraction, timed)
+            segmenter = None
+            if plan.synthesis.filter.segmenter == REAL_CELL:
+                ref = reference_cell(cfg, fraction)
+                _log(f"the pair filter scores label fidelity with {ref.name}'s segmenter")
+                _run_cell(plan, out, data_dir, ref, val, test_images_dir, test_labels_dir, timed,
+                          need_model=True)
+                if results_dir is not None:
+                    _commit_cell(results_dir, plan, ref, out, timings)
+                segmenter = out / "cells" / ref.name
+            _synthetic_for(plan, out, data_dir, fraction, timed, segmenter)
         for cell in todo:
             _run_cell(plan, out, data_dir, cell, val, test_images_dir, test_labels_dir, timed)
             if results_dir is not None:
@@ -302,7 +313,14 @@ def _commit_cell(results_dir: Path, plan: Plan, cell: Cell, out: Path, timings: 
         "fingerprint": cell_fingerprint(plan, cell), **report})
 
 
-def _synthetic_for(plan: Plan, out: Path, data_dir: Path, fraction: float, timed) -> Path:
+def reference_cell(cfg: ExperimentConfig, fraction: float) -> Cell:
+    """The ``real`` cell whose segmenter filters a fraction's pairs (``synthesis.filter.segmenter:
+    real``): the fraction's first seed. It sees the labeled subset only, never the test images."""
+    return Cell(fraction, "real", cfg.seeds_by_fraction.get(fraction, cfg.seeds)[0])
+
+
+def _synthetic_for(plan: Plan, out: Path, data_dir: Path, fraction: float, timed,
+                   segmenter: Path | None = None) -> Path:
     from nudiff.data.prepare import load_subset
     from nudiff.diffusion.train import train as train_diffusion
     from nudiff.synthesis import synthesize
@@ -321,12 +339,15 @@ def _synthetic_for(plan: Plan, out: Path, data_dir: Path, fraction: float, timed
                 train_diffusion, getattr(plan, kind), run, images if kind == "image" else None,
                 insts, resume=(run / "checkpoints").exists()))
     plan.synthesis.n = plan.experiment.n_synthetic
+    syn_cfg = plan.synthesis
+    if segmenter is not None:  # "real" -> this run's folder (the fingerprint keeps "real")
+        syn_cfg = replace(syn_cfg, filter=replace(syn_cfg.filter, segmenter=str(segmenter)))
     # The real images synthesis may look at (mosaic, stain reference, filter percentiles) are
     # the labeled subset's: never the held-out images, which may be the test images.
     subset_dir = write_subset_folder(samples, root / "subset")
     _log(f"synthesizing {plan.synthesis.n} pairs for {fraction:.0%}")
     timed(f"f{fraction:.2f}/synthesize", lambda: synthesize(
-        root / "structure", root / "image", syn, plan.synthesis, real_dir=subset_dir))
+        root / "structure", root / "image", syn, syn_cfg, real_dir=subset_dir))
     return syn
 
 
@@ -368,7 +389,11 @@ def _copypaste_for(plan: Plan, out: Path, real: list, fraction: float) -> list:
     return samples
 
 
-def _run_cell(plan, out, data_dir, cell: Cell, val, test_images_dir, test_labels_dir, timed) -> None:
+def _run_cell(plan, out, data_dir, cell: Cell, val, test_images_dir, test_labels_dir, timed,
+              need_model: bool = False) -> None:
+    """Train, predict and score one cell; a finished cell is skipped (with ``need_model``, only
+    when its model is here too: metrics taken from --results carry no model, so it is retrained,
+    identically for its seed)."""
     from nudiff.data.dataset import load_folder
     from nudiff.data.prepare import load_subset
     from nudiff.metrics import evaluate_folders
@@ -376,7 +401,7 @@ def _run_cell(plan, out, data_dir, cell: Cell, val, test_images_dir, test_labels
     from nudiff.segment.train import train_segmenter
 
     cell_dir = out / "cells" / cell.name
-    if (cell_dir / "metrics.json").exists():
+    if (cell_dir / "metrics.json").exists() and (not need_model or (cell_dir / "model").is_dir()):
         return
     real = load_subset(data_dir, cell.fraction, plan.experiment.subset_seed)
     # Model selection and post-processing thresholds need labeled images the score is not
