@@ -178,3 +178,18 @@ def test_larger_windows_than_the_models_were_trained_on(models, tmp_path):
     synthesize(s, i, tmp_path / "big", _syn_cfg(n=2, size=32))  # trained on 16-px windows
     pairs = load_folder(tmp_path / "big", progress=False)
     assert pairs[0].image.shape == (64, 64, 3) and pairs[0].instance_map.shape == (64, 64)
+
+
+def test_decode_and_label_upsampling_are_configurable(models, tmp_path):
+    from nudiff.diffusion.data import upsample_instance_map_smooth
+    from nudiff.structure import DecodeParams, decode
+
+    s, i = models
+    cfg = _syn_cfg(n=2, decode=DecodeParams(min_marker=2), label_upsampling="smooth")
+    m = synthesize(s, i, tmp_path / "smooth", cfg)
+    assert m["config"]["decode"]["min_marker"] == 2 and m["config"]["label_upsampling"] == "smooth"
+    for pair in load_folder(tmp_path / "smooth", progress=False):
+        structure = np.load(tmp_path / "smooth" / "structures" / f"{pair.name}.npy")
+        assert (pair.instance_map == upsample_instance_map_smooth(decode(structure, cfg.decode), 2)).all()
+    with pytest.raises(NudiffError, match="label_upsampling"):
+        SynthesisConfig(label_upsampling="bicubic")

@@ -79,6 +79,9 @@ class FilterConfig:
         return bool(self.segmenter) or self.real_percentiles is not None
 
 
+LABEL_UPSAMPLING = ("nearest", "smooth")
+
+
 @dataclass
 class SynthesisConfig:
     """How pairs are synthesized (YAML section ``synthesis``): how many, seed, samplers and
@@ -86,7 +89,12 @@ class SynthesisConfig:
     ``stain``: ``none`` | ``reinhard`` | ``macenko`` — every image is stain-normalised to the
     real images (``real_dir``: the labeled subset in an experiment) as it is written;
     ``size``: side of the sampled windows in model pixels (default: the models' training
-    ``patch_size``; the U-Nets are convolutional, so e.g. 128 at scale 0.5 gives 256-px pairs)."""
+    ``patch_size``; the U-Nets are convolutional, so e.g. 128 at scale 0.5 gives 256-px pairs).
+    ``decode``: how sampled structures become instance maps (:class:`nudiff.structure.DecodeParams`;
+    ``min_marker: 2`` splits more of the merged nuclei a small structure model makes).
+    ``label_upsampling``: ``nearest`` | ``smooth`` — how labels of models trained at
+    ``scale < 1`` go back to full resolution; ``smooth`` gives nuclei round outlines instead of
+    nearest's ×2 staircase (benchmarks/results/structure_decode.md)."""
 
     n: int = 256
     seed: int = 0
@@ -101,12 +109,17 @@ class SynthesisConfig:
     filter: FilterConfig = field(default_factory=FilterConfig)
     stain: str = "none"
     size: int | None = None
+    decode: DecodeParams = field(default_factory=DecodeParams)
+    label_upsampling: str = "nearest"
 
     def __post_init__(self) -> None:
         from nudiff.data.stain import STAIN_METHODS
 
         if self.stain not in STAIN_METHODS:
             raise NudiffError(f"synthesis.stain must be one of {STAIN_METHODS}, got {self.stain!r}")
+        if self.label_upsampling not in LABEL_UPSAMPLING:
+            raise NudiffError(f"synthesis.label_upsampling must be one of {LABEL_UPSAMPLING}, "
+                              f"got {self.label_upsampling!r}")
 
 
 def check_structure(instance_map: np.ndarray, cfg: FilterConfig) -> str | None:
@@ -125,11 +138,16 @@ def check_structure(instance_map: np.ndarray, cfg: FilterConfig) -> str | None:
     return None
 
 
-def _resize(image: np.ndarray, inst: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
-    """Back to the source resolution: bilinear for the image, nearest for the labels."""
-    from nudiff.diffusion.data import resize_images, resize_instance_maps
+def _resize(image: np.ndarray, inst: np.ndarray, factor: float,
+            labels: str = "nearest") -> tuple[np.ndarray, np.ndarray]:
+    """Back to the source resolution: bilinear for the image; for the labels, nearest or
+    ``"smooth"`` (:func:`nudiff.diffusion.data.upsample_instance_map_smooth`, sigma 1 px)."""
+    from nudiff.diffusion.data import resize_images, resize_instance_maps, upsample_instance_map_smooth
 
-    return resize_images(image[None], factor)[0], resize_instance_maps(inst[None], factor)[0]
+    image = resize_images(image[None], factor)[0]
+    if labels == "smooth" and factor > 1:
+        return image, upsample_instance_map_smooth(inst, factor)
+    return image, resize_instance_maps(inst[None], factor)[0]
 
 
 def _check_same_config(manifest_path: Path, cfg: SynthesisConfig) -> dict | None:
@@ -187,7 +205,7 @@ def _sample_pairs(structure_run: Path, image_run: Path, out: Path, cfg: Synthesi
     (out / "structures").mkdir(parents=True, exist_ok=True)
     samples: dict = dict(manifest["samples"]) if manifest else {}
     rejected: dict = dict(manifest["rejected"]) if manifest else {}
-    decode_params = DecodeParams(fg_threshold=0.5)
+    decode_params = cfg.decode
     attempts = max(int(cfg.n * cfg.max_attempts_factor), cfg.n)
     index = (max(int(k) for k in list(samples) + list(rejected)) + 1) if samples or rejected else 0
     t0 = time.time()
@@ -215,7 +233,7 @@ def _sample_pairs(structure_run: Path, image_run: Path, out: Path, cfg: Synthesi
                                    precision=cfg.precision, progress=False)
             for (i, s, inst), image in zip(kept, images):
                 name = f"syn_{i:05d}"
-                image_full, inst_full = _resize(image, inst, 1 / scale)
+                image_full, inst_full = _resize(image, inst, 1 / scale, cfg.label_upsampling)
                 image_full = normalize_stain(image_full, normalizer)
                 write_image(out / "images" / f"{name}.png", image_full)
                 write_instance_map(out / "labels" / f"{name}.png", inst_full)

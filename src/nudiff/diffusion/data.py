@@ -52,6 +52,45 @@ def resize_instance_maps(instance_maps: np.ndarray, scale: float) -> np.ndarray:
     return inst[:, rows][:, :, cols]
 
 
+def upsample_instance_map_smooth(inst: np.ndarray, factor: int, sigma: float = 1.0) -> np.ndarray:
+    """int (H, W) -> int32 (H k, W k) with smooth outlines instead of nearest's staircase.
+
+    Every nucleus's mask and the background's are upsampled bilinearly by the integer ``factor``
+    and smoothed (Gaussian, ``sigma`` output px); each output pixel takes the label whose smoothed
+    mask is largest (background on ties). Works nucleus by nucleus on padded crops, so memory
+    stays that of the output; ids are kept (a nucleus too small to win any pixel disappears).
+    """
+    from scipy import ndimage as ndi
+
+    k = int(round(factor))
+    if k < 1 or abs(factor - k) > 1e-6:
+        raise ValueError(f"smooth label upsampling needs an integer factor >= 1, got {factor}")
+    inst = np.asarray(inst, np.int32)
+    if k == 1:
+        return inst
+
+    def up(mask: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(mask.astype(np.float32))[None, None]
+        t = F.interpolate(t, scale_factor=k, mode="bilinear", align_corners=False)[0, 0].numpy()
+        return ndi.gaussian_filter(t, sigma, mode="nearest") if sigma > 0 else t
+
+    h, w = inst.shape
+    best = up(inst == 0)
+    out = np.zeros((h * k, w * k), np.int32)
+    pad = 2 + int(np.ceil(4 * sigma / k))  # the crop's mask is 0 where its smoothing reaches
+    for i, sl in enumerate(ndi.find_objects(inst), start=1):
+        if sl is None:
+            continue
+        y0, y1 = max(sl[0].start - pad, 0), min(sl[0].stop + pad, h)
+        x0, x1 = max(sl[1].start - pad, 0), min(sl[1].stop + pad, w)
+        p = up(inst[y0:y1, x0:x1] == i)
+        region = best[y0 * k:y1 * k, x0 * k:x1 * k]
+        win = p > region
+        region[win] = p[win]
+        out[y0 * k:y1 * k, x0 * k:x1 * k][win] = i
+    return out
+
+
 class PatchSampler:
     """Random training windows from in-memory patches.
 
