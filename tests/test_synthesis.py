@@ -193,3 +193,14 @@ def test_decode_and_label_upsampling_are_configurable(models, tmp_path):
         assert (pair.instance_map == upsample_instance_map_smooth(decode(structure, cfg.decode), 2)).all()
     with pytest.raises(NudiffError, match="label_upsampling"):
         SynthesisConfig(label_upsampling="bicubic")
+
+
+def test_cli_sets_decode_and_label_upsampling(models, tmp_path):
+    from nudiff.cli import main
+
+    s, i = models
+    argv = ["synthesize", "--structure-model", str(s), "--image-model", str(i), "-n", "1", "--steps", "2",
+            "--out", str(tmp_path / "cli"), "--min-marker", "2", "--label-upsampling", "smooth"]
+    assert main(argv) == 0
+    config = read_json(tmp_path / "cli" / "manifest.json")["config"]
+    assert config["decode"]["min_marker"] == 2 and config["label_upsampling"] == "smooth"

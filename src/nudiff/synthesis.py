@@ -316,7 +316,7 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=__doc__,
         epilog="examples:\n  nudiff synthesize --structure-model runs/s10 --image-model runs/i10 "
-        "-n 256 --seed 0 --out runs/syn10 --real runs/data/val\n"
+        "-n 256 --seed 0 --out runs/syn10 --real runs/data/val --min-marker 2 --label-upsampling smooth\n"
         "  # sample 512, keep the 256 best by label fidelity whose nuclei look like real ones\n"
         "  nudiff synthesize --structure-model runs/s10 --image-model runs/i10 -n 256 --out runs/syn10f "
         "--real runs/data/val --segmenter runs/seg --keep-top 0.5 --real-percentiles 5 95\n"
@@ -338,6 +338,11 @@ def register(sub) -> None:
                    "and the stain reference of --stain")
     p.add_argument("--stain", choices=("none", "reinhard", "macenko"), default=None,
                    help="stain-normalise every synthetic image to the --real images (torchstain)")
+    p.add_argument("--label-upsampling", choices=LABEL_UPSAMPLING, default=None,
+                   help="labels of half-resolution models back to full size: nearest or smooth "
+                   "(round outlines)")
+    p.add_argument("--min-marker", type=int, default=None,
+                   help="decode: smallest marker (px) that seeds a nucleus (2 splits more merges)")
     f = p.add_argument_group("pair filter (off by default; synthesis.filter in the config)")
     f.add_argument("--segmenter", default=None, metavar="SEG_RUN",
                    help="a segmenter trained on real data: scores every pair's label fidelity")
@@ -357,9 +362,11 @@ def _cmd_synthesize(args) -> None:
 
     cfg = load_config(SynthesisConfig, args.config, section="synthesis")
     for key, value in (("n", args.n), ("seed", args.seed), ("guidance_scale", args.guidance_scale),
-                       ("stain", args.stain)):
+                       ("stain", args.stain), ("label_upsampling", args.label_upsampling)):
         if value is not None:
             setattr(cfg, key, value)
+    if args.min_marker is not None:
+        cfg.decode = replace(cfg.decode, min_marker=args.min_marker)
     if args.sampler:
         cfg.structure_sampler = cfg.image_sampler = args.sampler
     if args.steps:
