@@ -40,6 +40,9 @@ VARIANTS: dict[str, dict] = {
     "filter-top50": {"from": "base", "filter": {"keep_top": 0.5, "real_percentiles": (5.0, 95.0)}},
     "fidelity-top50": {"from": "base", "filter": {"keep_top": 0.5}},
     "reinhard+filter-top50": {"from": "reinhard", "filter": {"keep_top": 0.5, "real_percentiles": (5.0, 95.0)}},
+    # decode min_marker 2 + smooth label upsampling (benchmarks/structure_decode.py)
+    "decode": {"synthesis": {"decode": {"min_marker": 2}, "label_upsampling": "smooth"}},
+    "decode+fidelity-top50": {"from": "decode", "filter": {"keep_top": 0.5}},
 }
 COLUMNS = [  # (quality.json key, header, format)
     ("n_synthetic", "pairs", "d"), ("structure_w1_mean", "structure W1", ".3f"),
@@ -57,7 +60,17 @@ def make_variant(name: str, args, plan, done: dict) -> tuple[Path, float]:
     spec, out = VARIANTS[name], args.out / name
     t = time.time()
     if "synthesis" in spec:
-        cfg = dataclasses.replace(plan.synthesis, n=args.n, seed=args.seed, **spec["synthesis"])
+        from nudiff.structure import DecodeParams
+
+        # every variant starts from the plain recipe (default decode, nearest labels, no pair
+        # filter) whatever the config adds, and changes only its own lever
+        overrides = dict(spec["synthesis"])
+        decode = DecodeParams(**overrides.pop("decode", {}))
+        plain_filter = dataclasses.replace(plan.synthesis.filter, segmenter=None, min_fidelity=None,
+                                           keep_top=None, real_percentiles=None)
+        cfg = dataclasses.replace(plan.synthesis, n=args.n, seed=args.seed, decode=decode,
+                                  label_upsampling="nearest", filter=plain_filter)
+        cfg = dataclasses.replace(cfg, **overrides)
         synthesize(args.models / "structure", args.models / "image", out, cfg)
         return out, (time.time() - t) / 60
     source, minutes = done.get(spec["from"]) or make_variant(spec["from"], args, plan, done)
