@@ -286,7 +286,7 @@ def run_experiment(plan: Plan, out: Path, test_dir: Path | None = None,
                 _log(f"the pair filter scores label fidelity with {ref.name}'s segmenter")
                 _run_cell(plan, out, data_dir, ref, val, test_images_dir, test_labels_dir, timed,
                           need_model=True)
-                if results_dir is not None:
+                if results_dir is not None and not (results_dir / "cells" / f"{ref.name}.json").exists():
                     _commit_cell(results_dir, plan, ref, out, timings)
                 segmenter = out / "cells" / ref.name
             _synthetic_for(plan, out, data_dir, fraction, timed, segmenter)
