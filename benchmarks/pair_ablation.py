@@ -43,6 +43,9 @@ VARIANTS: dict[str, dict] = {
     # decode min_marker 2 + smooth label upsampling (benchmarks/structure_decode.py)
     "decode": {"synthesis": {"decode": {"min_marker": 2}, "label_upsampling": "smooth"}},
     "decode+fidelity-top50": {"from": "decode", "filter": {"keep_top": 0.5}},
+    # each image to the Lab statistics of one labeled-subset patch (keeps the spread of colours)
+    "reinhard-each": {"from": "base", "stain": "reinhard-each"},
+    "decode+fidelity-top50+reinhard-each": {"from": "decode+fidelity-top50", "stain": "reinhard-each"},
 }
 COLUMNS = [  # (quality.json key, header, format)
     ("n_synthetic", "pairs", "d"), ("structure_w1_mean", "structure W1", ".3f"),

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nudiff.data.stain import normalize_stain
+from nudiff.data.stain import STAIN_METHODS, normalize_stain
 from nudiff.structure import DecodeParams, decode, encode
 from nudiff.utils import NudiffError, progress_bar, read_json, write_json
 
@@ -86,7 +86,7 @@ LABEL_UPSAMPLING = ("nearest", "smooth")
 class SynthesisConfig:
     """How pairs are synthesized (YAML section ``synthesis``): how many, seed, samplers and
     their steps, ``guidance_scale`` s (see the README's convention), precision, the filter;
-    ``stain``: ``none`` | ``reinhard`` | ``macenko`` — every image is stain-normalised to the
+    ``stain``: ``none`` | ``reinhard`` | ``macenko`` | ``reinhard-each`` — every image is stain-normalised to the
     real images (``real_dir``: the labeled subset in an experiment) as it is written;
     ``size``: side of the sampled windows in model pixels (default: the models' training
     ``patch_size``; the U-Nets are convolutional, so e.g. 128 at scale 0.5 gives 256-px pairs).
@@ -113,8 +113,6 @@ class SynthesisConfig:
     label_upsampling: str = "nearest"
 
     def __post_init__(self) -> None:
-        from nudiff.data.stain import STAIN_METHODS
-
         if self.stain not in STAIN_METHODS:
             raise NudiffError(f"synthesis.stain must be one of {STAIN_METHODS}, got {self.stain!r}")
         if self.label_upsampling not in LABEL_UPSAMPLING:
@@ -142,7 +140,11 @@ def _resize(image: np.ndarray, inst: np.ndarray, factor: float,
             labels: str = "nearest") -> tuple[np.ndarray, np.ndarray]:
     """Back to the source resolution: bilinear for the image; for the labels, nearest or
     ``"smooth"`` (:func:`nudiff.diffusion.data.upsample_instance_map_smooth`, sigma 1 px)."""
-    from nudiff.diffusion.data import resize_images, resize_instance_maps, upsample_instance_map_smooth
+    from nudiff.diffusion.data import (
+        resize_images,
+        resize_instance_maps,
+        upsample_instance_map_smooth,
+    )
 
     image = resize_images(image[None], factor)[0]
     if labels == "smooth" and factor > 1:
@@ -336,8 +338,9 @@ def register(sub) -> None:
     p.add_argument("--real", type=Path, default=None,
                    help="paired folder of real images: the mosaic, the percentiles of --real-percentiles "
                    "and the stain reference of --stain")
-    p.add_argument("--stain", choices=("none", "reinhard", "macenko"), default=None,
-                   help="stain-normalise every synthetic image to the --real images (torchstain)")
+    p.add_argument("--stain", choices=STAIN_METHODS, default=None,
+                   help="stain-normalise every synthetic image to the --real images (torchstain; "
+                   "reinhard-each: to one real image each, keeping their spread)")
     p.add_argument("--label-upsampling", choices=LABEL_UPSAMPLING, default=None,
                    help="labels of half-resolution models back to full size: nearest or smooth "
                    "(round outlines)")

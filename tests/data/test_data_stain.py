@@ -55,3 +55,24 @@ def test_normalize_folder_keeps_labels(tmp_path):
     assert m["n"] == 3 and m["stain_method"] == "reinhard"
     for s in load_folder(tmp_path / "out", progress=False):
         assert np.array_equal(s.instance_map, labels[s.name])
+
+
+def test_reinhard_each_keeps_the_spread_of_real_colours():
+    """Global Reinhard gives every image the same Lab statistics; reinhard-each gives each the
+    statistics of one real image (picked by content: deterministic, order-free)."""
+    from skimage.color import rgb2lab
+
+    reference = [_he(s, tint=t) for s, t in enumerate([(-30, 0, 0), (0, 0, 0), (25, -10, 20)])]
+    ref_means = np.array([rgb2lab(r).reshape(-1, 3).mean(0) for r in reference])
+    synthetic = [_he(20 + s, tint=(-40, 30, -10)) for s in range(12)]
+    each = fit_stain_normalizer(reference, "reinhard-each")
+    glob = fit_stain_normalizer(reference, "reinhard")
+    out_each = [normalize_stain(im, each) for im in synthetic]
+    out_glob = [normalize_stain(im, glob) for im in synthetic]
+    for im, out in zip(synthetic, out_each):
+        lab = rgb2lab(out).reshape(-1, 3).mean(0)
+        assert np.abs(lab - ref_means[each.pick(im)]).max() < 2.0  # took its reference's colour
+    assert len({each.pick(im) for im in synthetic}) == 3
+    spread = lambda outs: np.std([rgb2lab(o).reshape(-1, 3).mean(0)[1] for o in outs])  # noqa: E731
+    assert spread(out_each) > 3 * spread(out_glob)
+    assert all((normalize_stain(im, each) == o).all() for im, o in zip(synthetic, out_each))

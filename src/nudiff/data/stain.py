@@ -3,20 +3,24 @@
 Used to pull synthetic images' colour onto the labeled subset's before a segmenter sees them
 (a lever of the pair-quality work): ``reinhard`` matches per-channel Lab mean and sd,
 ``macenko`` re-expresses the image in the reference's H and E stain vectors. The reference is
-fitted once on a mosaic of the reference images, so a whole subset, not one patch, sets it.
+fitted once on a mosaic of the reference images, so a whole subset, not one patch, sets it —
+which gives every normalised image the same colour statistics. ``reinhard-each`` instead gives
+each image the Lab mean and sd of *one* reference image, picked by the image's own content, so a
+set keeps the spread of real colours between patches.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from nudiff.utils import NudiffError
 
-STAIN_METHODS = ("none", "reinhard", "macenko")
+STAIN_METHODS = ("none", "reinhard", "macenko", "reinhard-each")
 
 
 def _mosaic(images: list[np.ndarray], side: int = 1024) -> np.ndarray:
@@ -31,6 +35,26 @@ def _mosaic(images: list[np.ndarray], side: int = 1024) -> np.ndarray:
     return np.concatenate(rows, axis=0)
 
 
+class PerImageReinhard:
+    """Reinhard to one reference image per normalised image: reference ``crc32(image) % n``, so
+    the choice is deterministic and independent of the order images come in (resumed runs)."""
+
+    def __init__(self, reference: list[np.ndarray]):
+        import torchstain
+
+        self.normalizers = []
+        for image in reference:
+            n = torchstain.normalizers.ReinhardNormalizer(backend="numpy")
+            n.fit(image)
+            self.normalizers.append(n)
+
+    def pick(self, image: np.ndarray) -> int:
+        return zlib.crc32(np.ascontiguousarray(image).tobytes()) % len(self.normalizers)
+
+    def normalize(self, image: np.ndarray) -> np.ndarray:
+        return self.normalizers[self.pick(image)].normalize(image)
+
+
 def fit_stain_normalizer(reference: list[np.ndarray], method: str):
     """A torchstain normalizer fitted to ``reference`` (uint8 RGB images); ``None`` for "none"."""
     if method not in STAIN_METHODS:
@@ -39,6 +63,8 @@ def fit_stain_normalizer(reference: list[np.ndarray], method: str):
         return None
     if not reference:
         raise NudiffError("stain normalisation needs at least one reference image")
+    if method == "reinhard-each":
+        return PerImageReinhard(reference)
     import torchstain
 
     normalizer = (torchstain.normalizers.ReinhardNormalizer if method == "reinhard"
