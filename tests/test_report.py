@@ -98,3 +98,15 @@ def test_gains_carry_an_interval_and_groups_are_summarised(tmp_path):
     assert by[("real", "same")]["aji"] == pytest.approx(0.51)  # image a: .50, .51, .52
     assert by[("real", "other")]["aji"] == pytest.approx(0.53)
     assert "| 10% | real | other | 3 |" in group_markdown(entries)
+
+
+def test_diffusion_versus_copypaste_is_paired_against_that_arm(tmp_path):
+    cp = [dict(r, arm="real+copypaste", aji=r["aji"] + 0.03, pq=r["pq"] + 0.03, dice=r["dice"] + 0.03)
+          for r in _rows() if r["arm"] == "real" and r["seed"] < 2]
+    rows = _rows() + cp
+    (g,) = paired_gains(rows, paper="kumar", baseline="real+copypaste", arms=("real+syn",))
+    assert g["seeds"] == [0, 1] and g["aji"] == pytest.approx(0.07) and g["paper"] is None
+    assert g["ci"]["n"] == 4 and g["ci"]["pq"]["mean"] == pytest.approx(0.07)
+    assert "arm − real+copypaste" in gains_markdown([g])
+    write_experiment_report(tmp_path, rows)
+    assert "arm − real+copypaste" in (tmp_path / "report" / "table.md").read_text()
