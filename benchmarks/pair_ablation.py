@@ -5,8 +5,11 @@ from the ``base`` set by a post-pass), then assessed against real patches with t
 real-trained segmenter and seed; the minutes each variant cost are recorded. One row per
 variant goes into ``--results/pair_ablation.{json,md}`` (with the real-vs-real floors), each
 variant's ``quality.json`` + ``quality.md`` + histograms into ``--results/<variant>/``.
-Segmenter columns (TSTR and the real+syn − real gain) are filled in from experiment cells
-computed with that variant, where they exist (``--cells``).
+Segmenter columns (the 10 % real+syn − real AJI / PQ gain with its 95 % interval over
+test images × seeds, and TSTR: syn-only AJI / real AJI) are filled in from committed experiment
+cells made with the variant's recipe, where they exist: ``--cells VARIANT=RESULTS_DIR`` (an
+experiment's ``--results`` folder; the grid samples its own set with that recipe, so the
+segmenter columns are of the recipe, not of this exact set).
 
     python benchmarks/pair_ablation.py --models runs/kumar/diffusion/f0.10 \\
         --config configs/kumar-grid.yaml --real runs/kumar/data/patches \\
@@ -113,19 +116,53 @@ def assess_variant(name: str, folder: Path, minutes: float, args) -> dict:
     return a.metrics
 
 
+def segmenter_columns(results_dir: Path, fraction: float = 0.1) -> dict:
+    """Gain of real+syn over real (paired by seed and test image) and TSTR from the committed
+    cells of an experiment's ``--results`` folder."""
+    from nudiff.report import paired_gains
+
+    rows = []
+    for path in sorted((results_dir / "cells").glob(f"f{fraction:.2f}_*.json")):
+        cell = read_json(path)
+        rows += [{"fraction": cell["fraction"], "arm": cell["arm"], "seed": cell["seed"], "image": image} | m
+                 for image, m in cell["per_image"].items()]
+    out: dict = {}
+    for g in paired_gains(rows, arms=("real+syn", "syn-only")):
+        if g["arm"] == "real+syn":
+            out |= {"gain_aji": g["aji"], "gain_pq": g["pq"], "gain_seeds": len(g["seeds"]),
+                    "gain_aji_ci": [g["ci"]["aji"]["lo"], g["ci"]["aji"]["hi"]],
+                    "gain_pq_ci": [g["ci"]["pq"]["lo"], g["ci"]["pq"]["hi"]]}
+        else:  # syn-only - real = TSTR - real: as a ratio of the real AJI
+            real = [r["aji"] for r in rows if r["arm"] == "real" and r["seed"] in g["seeds"]]
+            out["tstr_aji_ratio"] = 1 + g["aji"] / (sum(real) / len(real))
+    return out
+
+
+def _segmenter_text(m: dict) -> list[str]:
+    if "gain_aji" not in m:
+        return ["–", "–", format(m["tstr_aji_ratio"], ".2f") if "tstr_aji_ratio" in m else "–"]
+    aji, pq = m["gain_aji_ci"], m["gain_pq_ci"]
+    return [f"{m['gain_aji']:+.3f} [{aji[0]:+.3f}, {aji[1]:+.3f}] ({m['gain_seeds']} seed)",
+            f"{m['gain_pq']:+.3f} [{pq[0]:+.3f}, {pq[1]:+.3f}]",
+            format(m["tstr_aji_ratio"], ".2f") if "tstr_aji_ratio" in m else "–"]
+
+
 def table(rows: dict[str, dict]) -> str:
-    head = "| variant | minutes | " + " | ".join(h for _, h, _ in COLUMNS) + " |"
+    head = ("| variant | minutes | " + " | ".join(h for _, h, _ in COLUMNS)
+            + " | real+syn − real AJI | real+syn − real PQ | TSTR AJI ratio |")
     lines = ["# Pair-quality ablation (`benchmarks/pair_ablation.py`)", "",
              "One synthetic set per lever setting, all from the same model pair, assessed by "
              "`nudiff quality` against the same real patches, segmenter and seed. Floor: the same "
              "measure between two halves of the real patches.", "", head,
-             "|" + "---|" * (len(COLUMNS) + 2)]
+             "|" + "---|" * (len(COLUMNS) + 5)]
     first = next(iter(rows.values()))
     lines.append("| real vs real (floor) | – | " + " | ".join(
-        format(first[k + "_floor"], f) if k + "_floor" in first else "–" for k, _, f in COLUMNS) + " |")
+        format(first[k + "_floor"], f) if k + "_floor" in first else "–" for k, _, f in COLUMNS)
+        + " | – | – | 1 |")
     for name, m in rows.items():
         lines.append(f"| {name} | {m.get('minutes_to_make', float('nan')):.1f} | " + " | ".join(
-            format(m[k], f) if k in m else "–" for k, _, f in COLUMNS) + " |")
+            [format(m[k], f) if k in m else "–" for k, _, f in COLUMNS] + _segmenter_text(m.get("segmenter", {})))
+            + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -147,6 +184,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/ablation"))
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results/pair_ablation"))
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--cells", nargs="*", default=[], metavar="VARIANT=RESULTS_DIR",
+                    help="segmenter columns of a variant from an experiment's committed cells")
     args = ap.parse_args()
     set_threads(args.threads)
     plan = load_plan(args.config)
@@ -163,6 +202,10 @@ def main() -> None:
                 rows[name] = assess_variant(name, folder, minutes, args)
             else:  # e.g. a filter that kept (almost) nothing: nothing to assess
                 rows[name] = {"n_synthetic": kept, "minutes_to_make": round(minutes, 2)}
+        for item in args.cells:
+            variant, _, folder = item.partition("=")
+            if variant in rows:
+                rows[variant]["segmenter"] = segmenter_columns(Path(folder)) | {"cells": folder}
         write_json(summary, {"variants": rows, "models": str(args.models), "real": str(args.real),
                              "segmenter": str(args.segmenter), "seed": args.seed})
         write_text(args.results / "pair_ablation.md", table(rows))
