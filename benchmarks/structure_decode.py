@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from nudiff.data.io import read_instance_map
-from nudiff.diffusion.data import resize_instance_maps, upsample_instance_map_smooth
+from nudiff.diffusion.data import resize_instance_maps, upsample_labels
 from nudiff.quality.stats import distances, statistics
 from nudiff.structure import DecodeParams, decode, encode, relabel
 from nudiff.utils import read_json, set_threads, write_json, write_text
@@ -66,10 +66,7 @@ def tiles(inst: np.ndarray, size: int) -> list[np.ndarray]:
 
 def to_labels(structure: np.ndarray, params: DecodeParams, upsampling: str, factor: int) -> np.ndarray:
     """What synthesis does to a sampled structure: decode, then back to full resolution."""
-    inst = decode(structure, params)
-    if upsampling == "smooth":
-        return upsample_instance_map_smooth(inst, factor)
-    return resize_instance_maps(inst[None], factor)[0]
+    return upsample_labels(decode(structure, params), factor, upsampling)
 
 
 def summary(maps: list[np.ndarray], ref: dict, median_ref_area: float, seconds: float | None = None) -> dict:

@@ -140,16 +140,9 @@ def _resize(image: np.ndarray, inst: np.ndarray, factor: float,
             labels: str = "nearest") -> tuple[np.ndarray, np.ndarray]:
     """Back to the source resolution: bilinear for the image; for the labels, nearest or
     ``"smooth"`` (:func:`nudiff.diffusion.data.upsample_instance_map_smooth`, sigma 1 px)."""
-    from nudiff.diffusion.data import (
-        resize_images,
-        resize_instance_maps,
-        upsample_instance_map_smooth,
-    )
+    from nudiff.diffusion.data import resize_images, upsample_labels
 
-    image = resize_images(image[None], factor)[0]
-    if labels == "smooth" and factor > 1:
-        return image, upsample_instance_map_smooth(inst, factor)
-    return image, resize_instance_maps(inst[None], factor)[0]
+    return resize_images(image[None], factor)[0], upsample_labels(inst, factor, labels)
 
 
 def _check_same_config(manifest_path: Path, cfg: SynthesisConfig) -> dict | None:

@@ -91,6 +91,14 @@ def upsample_instance_map_smooth(inst: np.ndarray, factor: int, sigma: float = 1
     return out
 
 
+def upsample_labels(inst: np.ndarray, factor: float, method: str = "nearest") -> np.ndarray:
+    """int (H, W) instance map resized by ``factor``: ``"nearest"`` (:func:`resize_instance_maps`)
+    or ``"smooth"`` (:func:`upsample_instance_map_smooth`; only when enlarging, nearest otherwise)."""
+    if method == "smooth" and factor > 1:
+        return upsample_instance_map_smooth(inst, factor)
+    return resize_instance_maps(np.asarray(inst)[None], factor)[0]
+
+
 class PatchSampler:
     """Random training windows from in-memory patches.
 
