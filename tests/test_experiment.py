@@ -126,9 +126,18 @@ def test_a_finished_but_uncommitted_cell_is_not_counted_as_committed(tmp_path):
     assert not _committed(tmp_path / "results", plan, cell, cell_dir)  # the loop will commit it
 
 
-def test_reference_cell_is_the_fractions_first_real_seed():
-    from nudiff.experiment import reference_cell
+def test_reference_cell_is_fixed_whatever_seeds_a_run_asks_for():
+    from nudiff.experiment import Cell, cell_fingerprint, reference_cell
 
-    cfg = ExperimentConfig(fractions=[0.1, 1.0], seeds=[4], seeds_by_fraction={0.1: [2, 0, 1]})
-    assert reference_cell(cfg, 0.1).name == "f0.10_real_s2"
-    assert reference_cell(cfg, 1.0).name == "f1.00_real_s4"
+    cfg = ExperimentConfig(fractions=[0.1, 1.0], seeds=[4], seeds_by_fraction={0.1: [2, 1]})
+    assert reference_cell(cfg, 0.1).name == "f0.10_real_s0"
+    assert reference_cell(cfg, 1.0).name == "f1.00_real_s0"
+    cfg.filter_seed = 3
+    assert reference_cell(cfg, 0.1).name == "f0.10_real_s3"
+    # the filter seed decides the synthetic set: it is part of a synthetic cell's fingerprint
+    plan = _plan()
+    syn, real = Cell(0.1, "real+syn", 0), Cell(0.1, "real", 0)
+    before = cell_fingerprint(plan, syn), cell_fingerprint(plan, real)
+    plan.experiment.filter_seed = 3
+    assert cell_fingerprint(plan, syn) != before[0]
+    assert cell_fingerprint(plan, real) == before[1]

@@ -79,6 +79,9 @@ class ExperimentConfig:
     arm_fractions: restricts an arm to some fractions (e.g. {syn-only: [0.1]}).
     arm_seeds: overrides the seeds of an arm (e.g. {syn-only: [0]}), after seeds_by_fraction.
     subset_seed: which subset draw (data.seed) the cells use.
+    filter_seed: with ``synthesis.filter.segmenter: real``, the seed of the fraction's ``real``
+        cell whose segmenter scores the pairs. Fixed, so a fraction's synthetic set does not
+        depend on which seeds a run asks for (that cell is trained first if need be).
     copypaste: settings of the ``real+copypaste`` arm (``nudiff.data.copypaste``).
     paper: which column of NuDiff's Table 1 the report shows beside ours: monuseg | kumar.
     selection_patches: without a separate --test folder, segmenter model selection and
@@ -97,6 +100,7 @@ class ExperimentConfig:
     arm_seeds: dict[str, list[int]] = field(default_factory=dict)
     n_synthetic: int = 256
     subset_seed: int = 0
+    filter_seed: int = 0
     selection_patches: int = 16
     copypaste: CopyPasteConfig = field(default_factory=CopyPasteConfig)
     paper: str = "monuseg"
@@ -207,6 +211,8 @@ def cell_fingerprint(plan: Plan, cell: Cell) -> str:
     if cell.arm in SYNTHETIC_ARMS:
         parts |= {k: to_dict(getattr(plan, k)) for k in ("structure", "image", "synthesis")}
         parts["n_synthetic"] = plan.experiment.n_synthetic
+        if plan.experiment.filter_seed:  # 0 left out: fingerprints from before the option hold
+            parts["filter_seed"] = plan.experiment.filter_seed
     if cell.arm == "real+copypaste":
         parts["n_synthetic"] = plan.experiment.n_synthetic
         parts["copypaste"] = to_dict(plan.experiment.copypaste)
@@ -315,8 +321,9 @@ def _commit_cell(results_dir: Path, plan: Plan, cell: Cell, out: Path, timings: 
 
 def reference_cell(cfg: ExperimentConfig, fraction: float) -> Cell:
     """The ``real`` cell whose segmenter filters a fraction's pairs (``synthesis.filter.segmenter:
-    real``): the fraction's first seed. It sees the labeled subset only, never the test images."""
-    return Cell(fraction, "real", cfg.seeds_by_fraction.get(fraction, cfg.seeds)[0])
+    real``): seed ``filter_seed``, whatever seeds the run asks for. It sees the labeled subset
+    only, never the test images."""
+    return Cell(fraction, "real", cfg.filter_seed)
 
 
 def _synthetic_for(plan: Plan, out: Path, data_dir: Path, fraction: float, timed,
