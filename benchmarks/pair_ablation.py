@@ -142,7 +142,7 @@ def _segmenter_text(m: dict) -> list[str]:
     if "gain_aji" not in m:
         return ["–", "–", format(m["tstr_aji_ratio"], ".2f") if "tstr_aji_ratio" in m else "–"]
     aji, pq = m["gain_aji_ci"], m["gain_pq_ci"]
-    return [f"{m['gain_aji']:+.3f} [{aji[0]:+.3f}, {aji[1]:+.3f}] ({m['gain_seeds']} seed)",
+    return [f"{m['gain_aji']:+.3f} [{aji[0]:+.3f}, {aji[1]:+.3f}] ({m['gain_seeds']} seed{'s' * (m['gain_seeds'] > 1)})",
             f"{m['gain_pq']:+.3f} [{pq[0]:+.3f}, {pq[1]:+.3f}]",
             format(m["tstr_aji_ratio"], ".2f") if "tstr_aji_ratio" in m else "–"]
 
@@ -163,6 +163,13 @@ def table(rows: dict[str, dict]) -> str:
         lines.append(f"| {name} | {m.get('minutes_to_make', float('nan')):.1f} | " + " | ".join(
             [format(m[k], f) if k in m else "–" for k, _, f in COLUMNS] + _segmenter_text(m.get("segmenter", {})))
             + " |")
+    for name, m in rows.items():
+        if "structure_w1_mean" not in m and name in VARIANTS and "filter" in VARIANTS[name]:
+            lines += ["", f"*{name}* kept {m.get('n_synthetic', 0)} pair(s): too few to assess. "
+                      + ("Its nucleus-statistics filter (each window's statistics within the real "
+                         "5–95th percentiles) rejects almost every sampled window: the sampled "
+                         "structures are off (benchmarks/results/structure_decode.md)."
+                         if VARIANTS[name]["filter"].get("real_percentiles") else "")]
     return "\n".join(lines) + "\n"
 
 
