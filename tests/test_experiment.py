@@ -141,3 +141,22 @@ def test_reference_cell_is_fixed_whatever_seeds_a_run_asks_for():
     plan.experiment.filter_seed = 3
     assert cell_fingerprint(plan, syn) != before[0]
     assert cell_fingerprint(plan, real) == before[1]
+
+
+def test_committed_kumar_cells_still_match_their_config():
+    """A code change that moved the fingerprint of an unchanged configuration (a new option
+    with its default, say) would make the grid refuse every committed cell."""
+    from pathlib import Path
+
+    from nudiff.experiment import Cell, cell_fingerprint
+    from nudiff.utils import read_json
+
+    results = Path(__file__).resolve().parents[1] / "benchmarks/results"
+    cells = [*sorted((results / "kumar-grid/cells").glob("*.json")),
+             *sorted((results / "learning_curve/steps3000/cells").glob("*.json"))]  # same plan at 3,000 steps
+    assert cells
+    plan = _plan()
+    for path in cells:
+        saved = read_json(path)
+        cell = Cell(saved["fraction"], saved["arm"], saved["seed"])
+        assert saved["fingerprint"] == cell_fingerprint(plan, cell), path.name

@@ -204,3 +204,60 @@ def test_cli_sets_decode_and_label_upsampling(models, tmp_path):
     assert main(argv) == 0
     config = read_json(tmp_path / "cli" / "manifest.json")["config"]
     assert config["decode"]["min_marker"] == 2 and config["label_upsampling"] == "smooth"
+
+
+def test_subset_window_is_a_relabelled_flip_or_rotation_of_a_crop():
+    from nudiff.synthesis import subset_window
+
+    label = np.zeros((40, 50), np.int32)
+    label[2:6, 3:9], label[20:30, 10:12], label[35:40, 40:50] = 7, 3, 12
+    for seed in range(6):
+        w = subset_window([label], 24, np.random.default_rng(seed))
+        assert w.shape == (24, 24) and w.dtype == np.int32
+        assert set(np.unique(w)) == set(range(int(w.max()) + 1))  # ids 1..n, no gaps
+        found = any(
+            np.array_equal(w > 0, np.rot90(label[y:y + 24, x:x + 24], k)[:, ::f] > 0)
+            for y in range(17) for x in range(27) for k in range(4) for f in (1, -1))
+        assert found
+
+
+def test_structures_from_the_subset_keep_its_labels_exactly(models, tmp_path):
+    from nudiff.data.io import write_image, write_instance_map
+    from nudiff.structure import encode
+
+    _, i = models
+    real = disk_instance_map((32, 32), ((8, 8), (8, 22), (24, 16)), 5)  # 16-px windows at scale 0.5
+    write_image(tmp_path / "real" / "images" / "r0.png", np.full((32, 32, 3), 200, np.uint8))
+    write_instance_map(tmp_path / "real" / "labels" / "r0.png", real)
+    m = synthesize(None, i, tmp_path / "syn", _syn_cfg(n=4, structures="subset"), real_dir=tmp_path / "real")
+    assert m["n_accepted"] == 4 and m["structure_model"] is None
+    transforms = [np.rot90(real, k)[:, ::f] for k in range(4) for f in (1, -1)]
+    for pair in load_folder(tmp_path / "syn", progress=False):
+        assert pair.image.shape == (32, 32, 3)
+        # the label is the real map under one of the 8 flips/rotations, ids and all
+        assert any(np.array_equal(pair.instance_map > 0, t > 0) and pair.instance_map.max() == 3
+                   for t in transforms)
+        condition = np.load(tmp_path / "syn" / "structures" / f"{pair.name}.npy")
+        small = pair.instance_map[1::2, 1::2]  # nearest halving, pixel-centre aligned
+        assert np.allclose(condition, encode(small, min_area=round(30 * 0.25)))
+    with pytest.raises(NudiffError, match="needs the labeled subset"):
+        synthesize(None, i, tmp_path / "x", _syn_cfg(n=1, structures="subset"))
+    with pytest.raises(NudiffError, match="at least 64 px"):
+        synthesize(None, i, tmp_path / "y", _syn_cfg(n=1, structures="subset", size=32), real_dir=tmp_path / "real")
+    with pytest.raises(NudiffError, match="synthesis.structures"):
+        SynthesisConfig(structures="model")
+
+
+def test_cli_structures_subset_needs_no_structure_model(models, tmp_path):
+    from nudiff.cli import main
+    from nudiff.data.io import write_image, write_instance_map
+
+    _, i = models
+    write_image(tmp_path / "real" / "images" / "r0.png", np.full((32, 32, 3), 200, np.uint8))
+    write_instance_map(tmp_path / "real" / "labels" / "r0.png", disk_instance_map((32, 32), ((16, 16),), 6))
+    argv = ["synthesize", "--image-model", str(i), "--structures", "subset", "--real", str(tmp_path / "real"),
+            "-n", "1", "--steps", "2", "--out", str(tmp_path / "cli")]
+    assert main(argv) == 0
+    assert read_json(tmp_path / "cli" / "manifest.json")["config"]["structures"] == "subset"
+    # the method's default needs a structure model: a one-line error, a failing exit code
+    assert main(["synthesize", "--image-model", str(i), "-n", "1", "--out", str(tmp_path / "z")]) != 0

@@ -200,7 +200,11 @@ def _log(msg: str) -> None:
 
 def cell_fingerprint(plan: Plan, cell: Cell) -> str:
     """Hash of everything that decides a cell's numbers: the data and segmenter sections, the
-    subset draw and, for arms that use them, the diffusion and synthesis sections."""
+    subset draw and, for arms that use them, the diffusion and synthesis sections.
+
+    An option added later must be left out of the hash while it has its default value (as
+    ``filter_seed`` and ``synthesis.structures`` are), or every committed cell is refused
+    (tests/test_experiment.py checks the committed Kumar cells against their config)."""
     from nudiff.config import to_dict
 
     parts = {"data": to_dict(plan.data), "segment": to_dict(plan.segment), "cell": cell.name,
@@ -210,6 +214,8 @@ def cell_fingerprint(plan: Plan, cell: Cell) -> str:
     parts["segment"]["train"].pop("seed", None)
     if cell.arm in SYNTHETIC_ARMS:
         parts |= {k: to_dict(getattr(plan, k)) for k in ("structure", "image", "synthesis")}
+        if parts["synthesis"].get("structures") == "sampled":  # the default: fingerprints from before it hold
+            del parts["synthesis"]["structures"]
         parts["n_synthetic"] = plan.experiment.n_synthetic
         if plan.experiment.filter_seed:  # 0 left out: fingerprints from before the option hold
             parts["filter_seed"] = plan.experiment.filter_seed
@@ -338,7 +344,7 @@ def _synthetic_for(plan: Plan, out: Path, data_dir: Path, fraction: float, timed
         return syn
     samples = load_subset(data_dir, fraction, plan.experiment.subset_seed)
     images, insts = _arrays(samples)
-    for kind in ("structure", "image"):
+    for kind in ("image",) if plan.synthesis.structures == "subset" else ("structure", "image"):
         run = root / kind
         if not (run / "model").exists():
             _log(f"training the {kind} model on the {fraction:.0%} subset ({len(samples)} patches)")

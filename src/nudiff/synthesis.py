@@ -80,6 +80,8 @@ class FilterConfig:
 
 
 LABEL_UPSAMPLING = ("nearest", "smooth")
+# where the labels come from: the structure model, or windows of the labeled subset's own labels
+STRUCTURE_SOURCES = ("sampled", "subset")
 
 
 @dataclass
@@ -94,7 +96,12 @@ class SynthesisConfig:
     ``min_marker: 2`` splits more of the merged nuclei a small structure model makes).
     ``label_upsampling``: ``nearest`` | ``smooth`` — how labels of models trained at
     ``scale < 1`` go back to full resolution; ``smooth`` gives nuclei round outlines instead of
-    nearest's ×2 staircase (benchmarks/results/structure_decode.md)."""
+    nearest's ×2 staircase (benchmarks/results/structure_decode.md).
+    ``structures``: ``sampled`` (the method: labels from the structure model) | ``subset``
+    (a diagnostic: labels are random windows of the labeled subset's own instance maps in
+    ``real_dir``, with one of the 8 flips/rotations, exact at full resolution; only the image
+    is synthesized, so the structure model is not used). Comparing the two tells whether the
+    structure model or the image model limits the pairs."""
 
     n: int = 256
     seed: int = 0
@@ -111,8 +118,11 @@ class SynthesisConfig:
     size: int | None = None
     decode: DecodeParams = field(default_factory=DecodeParams)
     label_upsampling: str = "nearest"
+    structures: str = "sampled"
 
     def __post_init__(self) -> None:
+        if self.structures not in STRUCTURE_SOURCES:
+            raise NudiffError(f"synthesis.structures must be one of {STRUCTURE_SOURCES}, got {self.structures!r}")
         if self.stain not in STAIN_METHODS:
             raise NudiffError(f"synthesis.stain must be one of {STAIN_METHODS}, got {self.stain!r}")
         if self.label_upsampling not in LABEL_UPSAMPLING:
@@ -145,6 +155,33 @@ def _resize(image: np.ndarray, inst: np.ndarray, factor: float,
     return resize_images(image[None], factor)[0], upsample_labels(inst, factor, labels)
 
 
+def subset_window(label_maps: list[np.ndarray], side: int, rng: np.random.Generator) -> np.ndarray:
+    """A random ``side``-px window of one of ``label_maps`` under one of the 8 flips/rotations,
+    relabelled 1..n (int32)."""
+    from skimage.segmentation import relabel_sequential
+
+    m = label_maps[int(rng.integers(len(label_maps)))]
+    y, x = int(rng.integers(m.shape[0] - side + 1)), int(rng.integers(m.shape[1] - side + 1))
+    window = np.rot90(m[y:y + side, x:x + side], int(rng.integers(4)))
+    if rng.integers(2):
+        window = window[:, ::-1]
+    return relabel_sequential(np.ascontiguousarray(window, dtype=np.int32))[0]
+
+
+def _subset_labels(real_dir: Path | None, side: int) -> list[np.ndarray]:
+    from nudiff.data.io import read_instance_map
+
+    if real_dir is None:
+        raise NudiffError("synthesis.structures 'subset' needs the labeled subset's folder (--real)")
+    paths = sorted((Path(real_dir) / "labels").glob("*.png"))
+    maps = [read_instance_map(p) for p in paths]
+    small = [p.name for p, m in zip(paths, maps) if min(m.shape) < side]
+    if not maps or small:
+        raise NudiffError(f"{Path(real_dir) / 'labels'}: synthesis.structures 'subset' needs label maps of at "
+                          f"least {side} px a side ({'none found' if not maps else 'smaller: ' + ', '.join(small[:3])})")
+    return maps
+
+
 def _check_same_config(manifest_path: Path, cfg: SynthesisConfig) -> dict | None:
     """The manifest at ``manifest_path`` (``None`` if absent); an error if it was written with
     another configuration (keys added since it was written count as their defaults)."""
@@ -156,7 +193,7 @@ def _check_same_config(manifest_path: Path, cfg: SynthesisConfig) -> dict | None
     return manifest
 
 
-def synthesize(structure_run: Path, image_run: Path, out: Path, cfg: SynthesisConfig,
+def synthesize(structure_run: Path | None, image_run: Path, out: Path, cfg: SynthesisConfig,
                real_dir: Path | None = None) -> dict:
     """Write ``cfg.n`` accepted synthetic pairs to ``out``; returns the manifest.
 
@@ -181,7 +218,7 @@ def synthesize(structure_run: Path, image_run: Path, out: Path, cfg: SynthesisCo
     return manifest
 
 
-def _sample_pairs(structure_run: Path, image_run: Path, out: Path, cfg: SynthesisConfig,
+def _sample_pairs(structure_run: Path | None, image_run: Path, out: Path, cfg: SynthesisConfig,
                   real_dir: Path | None = None) -> dict:
     """Sample, decode, check and write ``cfg.n`` pairs (the unfiltered synthesis)."""
     from nudiff.data.io import write_image, write_instance_map
@@ -190,11 +227,17 @@ def _sample_pairs(structure_run: Path, image_run: Path, out: Path, cfg: Synthesi
     manifest_path = out / "manifest.json"
     manifest = _check_same_config(manifest_path, cfg)
     normalizer = _stain_normalizer(cfg.stain, real_dir)
-    structure_model, s_cfg = load_model(structure_run)
     image_model, i_cfg = load_model(image_run)
+    from_subset = cfg.structures == "subset"
+    structure_model, s_cfg = (None, i_cfg) if from_subset else load_model(structure_run)
     scale = float(s_cfg.data.scale)
+    if from_subset:
+        from nudiff.diffusion.data import resize_images, resize_instance_maps
+
+        full_side = round((cfg.size or i_cfg.data.patch_size) / scale)
+        label_maps = _subset_labels(real_dir, full_side)
     header = {
-        "structure_model": str(structure_run), "image_model": str(image_run),
+        "structure_model": None if from_subset else str(structure_run), "image_model": str(image_run),
         "config": asdict(cfg), "scale": scale,
     }
     (out / "structures").mkdir(parents=True, exist_ok=True)
@@ -207,33 +250,43 @@ def _sample_pairs(structure_run: Path, image_run: Path, out: Path, cfg: Synthesi
     bar = progress_bar(total=cfg.n, initial=len(samples), desc="synthesize", unit="pair")
     while len(samples) < cfg.n and index < attempts:
         chunk = min(cfg.batch_size, attempts - index)
-        structures = sample_structures(structure_model, chunk, seed=cfg.seed, first_index=index, size=cfg.size,
-                                       sampler=cfg.structure_sampler, steps=cfg.structure_steps,
-                                       batch_size=cfg.batch_size, precision=cfg.precision,
-                                       progress=False)
+        # (labels at model resolution, exact full-resolution labels or None, raw structure or None)
+        if from_subset:
+            full = [subset_window(label_maps, full_side, np.random.default_rng([cfg.seed, index + j]))
+                    for j in range(chunk)]
+            drawn = [(resize_instance_maps(f[None], scale)[0], f, None) for f in full]
+        else:
+            structures = sample_structures(structure_model, chunk, seed=cfg.seed, first_index=index,
+                                           size=cfg.size, sampler=cfg.structure_sampler,
+                                           steps=cfg.structure_steps, batch_size=cfg.batch_size,
+                                           precision=cfg.precision, progress=False)
+            drawn = [(decode(s, decode_params), None, s) for s in structures]
         kept = []
-        for j, s in enumerate(structures):
-            inst = decode(s, decode_params)
+        for j, (inst, exact, raw) in enumerate(drawn):
             reason = check_structure(inst, cfg.filter)
             if reason:
                 rejected[str(index + j)] = reason
             else:
-                kept.append((index + j, s, inst))
+                kept.append((index + j, inst, exact, raw))
         kept = kept[: cfg.n - len(samples)]
         if kept:
-            conditions = np.stack([encode(inst, min_area=_min_area(s_cfg)) for _, _, inst in kept])
+            conditions = np.stack([encode(inst, min_area=_min_area(s_cfg)) for _, inst, _, _ in kept])
             images = sample_images(image_model, conditions, seed=cfg.seed + 1, first_index=index,
                                    sampler=cfg.image_sampler, steps=cfg.image_steps,
                                    guidance_scale=cfg.guidance_scale, batch_size=cfg.batch_size,
                                    precision=cfg.precision, progress=False)
-            for (i, s, inst), image in zip(kept, images):
+            for (i, inst, exact, raw), condition, image in zip(kept, conditions, images):
                 name = f"syn_{i:05d}"
-                image_full, inst_full = _resize(image, inst, 1 / scale, cfg.label_upsampling)
+                if exact is None:
+                    image_full, inst_full = _resize(image, inst, 1 / scale, cfg.label_upsampling)
+                else:  # the subset window's own labels: exact, nothing to upsample
+                    image_full, inst_full = resize_images(image[None], 1 / scale)[0], exact
                 image_full = normalize_stain(image_full, normalizer)
                 write_image(out / "images" / f"{name}.png", image_full)
                 write_instance_map(out / "labels" / f"{name}.png", inst_full)
-                np.save(out / "structures" / f"{name}.npy", s)
-                samples[str(i)] = {"name": name, "n_nuclei": int(inst.max())}
+                # the sampled structure (subset windows: the condition the image was drawn on)
+                np.save(out / "structures" / f"{name}.npy", condition if raw is None else raw)
+                samples[str(i)] = {"name": name, "n_nuclei": int((inst if exact is None else exact).max())}
                 bar.update(1)
         index += chunk
         _write_manifest(manifest_path, header, samples, rejected, time.time() - t0)
@@ -315,6 +368,8 @@ def register(sub) -> None:
         "  # sample 512, keep the 256 best by label fidelity whose nuclei look like real ones\n"
         "  nudiff synthesize --structure-model runs/s10 --image-model runs/i10 -n 256 --out runs/syn10f "
         "--real runs/data/val --segmenter runs/seg --keep-top 0.5 --real-percentiles 5 95\n"
+        "  # diagnostic: images on windows of the labeled subset's own labels (no structure model)\n"
+        "  nudiff synthesize --image-model runs/i10 --structures subset --real runs/subset10 -n 256 --out runs/syn10r\n"
         "  # filter a set already synthesized (no resampling)\n"
         "  nudiff synthesize --filter-only runs/syn10 --out runs/syn10f --segmenter runs/seg --min-fidelity 0.5",
     )
@@ -337,6 +392,9 @@ def register(sub) -> None:
     p.add_argument("--label-upsampling", choices=LABEL_UPSAMPLING, default=None,
                    help="labels of half-resolution models back to full size: nearest or smooth "
                    "(round outlines)")
+    p.add_argument("--structures", choices=STRUCTURE_SOURCES, default=None,
+                   help="sampled: labels from --structure-model (the method); subset: windows of the "
+                   "--real folder's own labels, only the images synthesized (a diagnostic)")
     p.add_argument("--min-marker", type=int, default=None,
                    help="decode: smallest marker (px) that seeds a nucleus (2 splits more merges)")
     f = p.add_argument_group("pair filter (off by default; synthesis.filter in the config)")
@@ -358,7 +416,8 @@ def _cmd_synthesize(args) -> None:
 
     cfg = load_config(SynthesisConfig, args.config, section="synthesis")
     for key, value in (("n", args.n), ("seed", args.seed), ("guidance_scale", args.guidance_scale),
-                       ("stain", args.stain), ("label_upsampling", args.label_upsampling)):
+                       ("stain", args.stain), ("label_upsampling", args.label_upsampling),
+                       ("structures", args.structures)):
         if value is not None:
             setattr(cfg, key, value)
     if args.min_marker is not None:
@@ -376,8 +435,9 @@ def _cmd_synthesize(args) -> None:
         m = filter_pairs(args.filter_only, args.out, cfg.filter, args.real)
         if m["n_accepted"]:
             write_mosaic(args.out, args.real)
-    elif args.structure_model is None or args.image_model is None:
-        raise NudiffError("synthesize: --structure-model and --image-model are required (or --filter-only SYN_DIR)")
+    elif args.image_model is None or (args.structure_model is None and cfg.structures == "sampled"):
+        raise NudiffError("synthesize: --structure-model and --image-model are required (--image-model "
+                          "and --real with --structures subset; or --filter-only SYN_DIR)")
     else:
         m = synthesize(args.structure_model, args.image_model, args.out, cfg, args.real)
     print(f"{m['n_accepted']} pairs in {args.out} ({m['n_rejected']} rejected: "
