@@ -49,6 +49,9 @@ VARIANTS: dict[str, dict] = {
     # each image to the Lab statistics of one labeled-subset patch (keeps the spread of colours)
     "reinhard-each": {"from": "base", "stain": "reinhard-each"},
     "decode+fidelity-top50+reinhard-each": {"from": "decode+fidelity-top50", "stain": "reinhard-each"},
+    # diagnostic: the labeled subset's own labels (random windows, flips/rotations), images only
+    "subset-structures": {"synthesis": {"structures": "subset"}},
+    "subset-structures+fidelity-top50": {"from": "subset-structures", "filter": {"keep_top": 0.5}},
 }
 COLUMNS = [  # (quality.json key, header, format)
     ("n_synthetic", "pairs", "d"), ("structure_w1_mean", "structure W1", ".3f"),
@@ -77,26 +80,32 @@ def make_variant(name: str, args, plan, done: dict) -> tuple[Path, float]:
         cfg = dataclasses.replace(plan.synthesis, n=args.n, seed=args.seed, decode=decode,
                                   label_upsampling="nearest", filter=plain_filter)
         cfg = dataclasses.replace(cfg, **overrides)
-        synthesize(args.models / "structure", args.models / "image", out, cfg)
+        real_dir = _subset_folder(args) if cfg.structures == "subset" else None
+        synthesize(args.models / "structure", args.models / "image", out, cfg, real_dir=real_dir)
         return out, (time.time() - t) / 60
     source, minutes = done.get(spec["from"]) or make_variant(spec["from"], args, plan, done)
     done[spec["from"]] = (source, minutes)
-    # The recipe may only use what a researcher at this fraction has: the labeled subset.
-    from nudiff.data.prepare import load_subset
-    from nudiff.experiment import write_subset_folder
-
-    subset = load_subset(args.subset, args.fraction, 0)
     if "stain" in spec:
+        from nudiff.data.dataset import load_folder
         from nudiff.data.stain import normalize_folder
 
+        subset = load_folder(_subset_folder(args), progress=False)
         normalize_folder(source, [s.image for s in subset], out, spec["stain"])
     else:
         from nudiff.quality.filter import filter_pairs
 
         cfg = dataclasses.replace(plan.synthesis.filter, segmenter=str(args.segmenter), **spec["filter"])
-        filter_pairs(source, out, cfg, real_dir=write_subset_folder(subset, args.out / "subset"),
-                     n_keep=int(args.n * spec["filter"]["keep_top"]))
+        filter_pairs(source, out, cfg, real_dir=_subset_folder(args), n_keep=int(args.n * spec["filter"]["keep_top"]))
     return out, minutes + (time.time() - t) / 60
+
+
+def _subset_folder(args) -> Path:
+    """The labeled subset as a paired folder: all a recipe may use (a researcher at this
+    fraction has nothing else)."""
+    from nudiff.data.prepare import load_subset
+    from nudiff.experiment import write_subset_folder
+
+    return write_subset_folder(load_subset(args.subset, args.fraction, 0), args.out / "subset")
 
 
 def assess_variant(name: str, folder: Path, minutes: float, args) -> dict:

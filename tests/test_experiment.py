@@ -160,3 +160,24 @@ def test_committed_kumar_cells_still_match_their_config():
         saved = read_json(path)
         cell = Cell(saved["fraction"], saved["arm"], saved["seed"])
         assert saved["fingerprint"] == cell_fingerprint(plan, cell), path.name
+
+
+def test_a_synthetic_set_made_with_another_configuration_is_refused(tmp_path):
+    from dataclasses import asdict, replace
+
+    from nudiff.experiment import _synthetic_for
+    from nudiff.utils import NudiffError, write_json
+
+    plan = _plan()
+    syn = tmp_path / "diffusion" / "f0.10" / "synthetic"
+    seg = tmp_path / "cells" / "f0.10_real_s0"
+    made = replace(plan.synthesis, n=plan.experiment.n_synthetic,
+                   filter=replace(plan.synthesis.filter, segmenter="elsewhere/f0.10_real_s0"))
+    config = asdict(made)
+    del config["structures"]  # a manifest from before the key existed: counts as its default
+    write_json(syn / "manifest.json", {"config": config, "n_accepted": 256})
+    # same recipe (the segmenter folder may have moved): the set is used as it is
+    assert _synthetic_for(plan, tmp_path, tmp_path / "data", 0.1, None, seg) == syn
+    plan.synthesis.guidance_scale = 3.0
+    with pytest.raises(NudiffError, match=r"another synthesis configuration .*guidance_scale"):
+        _synthetic_for(plan, tmp_path, tmp_path / "data", 0.1, None, seg)

@@ -39,7 +39,7 @@ import hashlib
 import io
 import json
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -340,8 +340,14 @@ def _synthetic_for(plan: Plan, out: Path, data_dir: Path, fraction: float, timed
 
     root = out / "diffusion" / f"f{fraction:.2f}"
     syn = root / "synthetic"
-    if (syn / "manifest.json").exists() and read_json(syn / "manifest.json")["n_accepted"] >= plan.experiment.n_synthetic:
-        return syn
+    syn_cfg = replace(plan.synthesis, n=plan.experiment.n_synthetic)
+    if segmenter is not None:  # "real" -> this run's folder (the fingerprint keeps "real")
+        syn_cfg = replace(syn_cfg, filter=replace(syn_cfg.filter, segmenter=str(segmenter)))
+    if (syn / "manifest.json").exists():
+        manifest = read_json(syn / "manifest.json")
+        _check_synthesis(syn / "manifest.json", manifest, syn_cfg)
+        if manifest["n_accepted"] >= syn_cfg.n:
+            return syn
     samples = load_subset(data_dir, fraction, plan.experiment.subset_seed)
     images, insts = _arrays(samples)
     for kind in ("image",) if plan.synthesis.structures == "subset" else ("structure", "image"):
@@ -351,17 +357,27 @@ def _synthetic_for(plan: Plan, out: Path, data_dir: Path, fraction: float, timed
             timed(f"f{fraction:.2f}/train_{kind}", functools.partial(
                 train_diffusion, getattr(plan, kind), run, images if kind == "image" else None,
                 insts, resume=(run / "checkpoints").exists()))
-    plan.synthesis.n = plan.experiment.n_synthetic
-    syn_cfg = plan.synthesis
-    if segmenter is not None:  # "real" -> this run's folder (the fingerprint keeps "real")
-        syn_cfg = replace(syn_cfg, filter=replace(syn_cfg.filter, segmenter=str(segmenter)))
     # The real images synthesis may look at (mosaic, stain reference, filter percentiles) are
     # the labeled subset's: never the held-out images, which may be the test images.
     subset_dir = write_subset_folder(samples, root / "subset")
-    _log(f"synthesizing {plan.synthesis.n} pairs for {fraction:.0%}")
+    _log(f"synthesizing {syn_cfg.n} pairs for {fraction:.0%}")
     timed(f"f{fraction:.2f}/synthesize", lambda: synthesize(
         root / "structure", root / "image", syn, syn_cfg, real_dir=subset_dir))
     return syn
+
+
+def _check_synthesis(path: Path, manifest: dict, cfg) -> None:
+    """A synthetic set already in the run must have been made with this configuration (keys
+    added since count as their defaults; the filter's segmenter folder may have moved)."""
+    from nudiff.config import from_dict
+    from nudiff.synthesis import SynthesisConfig
+
+    made = from_dict(SynthesisConfig, manifest.get("config"), str(path))
+    made = replace(made, filter=replace(made.filter, segmenter=cfg.filter.segmenter))
+    if asdict(made) != asdict(cfg):
+        diff = sorted(k for k, v in asdict(cfg).items() if asdict(made)[k] != v)
+        raise NudiffError(f"{path}: synthetic set made with another synthesis configuration "
+                          f"(differs in {diff}); use another --out")
 
 
 def write_subset_folder(samples: list, folder: Path) -> Path:
