@@ -1,0 +1,153 @@
+"""Sampling levers of the image model, with the structure model out of the way.
+
+Every setting samples images on the **same** conditions: windows of the labeled subset's own
+labels (``synthesis.structures: subset``, seed fixed), so only the image sampler differs. Each
+set is compared with windows of the real training patches by the cheap measures of
+``nudiff quality`` (no network): colour W1 (Lab mean / sd per image, in units of the real sd),
+Laplacian-variance ratio, H-visibility of the labelled nuclei; with the real-vs-real floors.
+A mosaic shows the first images of every setting on the same labels, one row each.
+
+Settings: the grid's (DPM-Solver++ 20, guidance s = 2, bf16) and one change each: fp32,
+s = 1 / 1.5 / 3, DPM-Solver++ 50, DDIM 50, DDPM 250 (the ancestral sampler: the model's own
+distribution, slowest). Checkpoint settings (``ckpt500`` ...) sample an earlier checkpoint of
+the same training run (EMA weights), to see quality against training steps.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sampling_levers.py \\
+        --image-model runs/kumar/diffusion/f0.10/image --subset runs/kumar/diffusion/f0.10/subset \\
+        --real runs/kumar/data/patches --config configs/kumar-grid.yaml -n 64 --threads 1
+
+Writes sampling_levers.{json,md,png} under --results (default benchmarks/results/sampling_levers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nudiff.experiment import load_plan
+from nudiff.utils import read_json, set_threads, write_json, write_text
+
+SETTINGS: dict[str, dict] = {
+    "base": {},
+    "fp32": {"precision": "no"},
+    "s1": {"guidance_scale": 1.0},
+    "s1.5": {"guidance_scale": 1.5},
+    "s3": {"guidance_scale": 3.0},
+    "dpm50": {"image_steps": 50},
+    "ddim50": {"image_sampler": "ddim", "image_steps": 50},
+    "ddpm250": {"image_sampler": "ddpm", "image_steps": 250},
+}
+KEYS = ("colour_w1_mean", "laplacian_variance_ratio", "visible_fraction")
+
+
+def sample_setting(name: str, args, plan) -> tuple[Path, float]:
+    from nudiff.synthesis import FilterConfig, synthesize
+
+    out = args.out / name
+    model = args.image_model
+    overrides = dict(SETTINGS.get(name, {}))
+    if name.startswith("ckpt"):  # an earlier checkpoint of the same run, as a model folder
+        model = checkpoint_model(args.image_model, int(name[4:]), args.out / "models" / name)
+    accept_all = FilterConfig(min_nuclei=0, min_mean_area=None, max_mean_area=None, max_foreground=1.0)
+    cfg = dataclasses.replace(plan.synthesis, n=args.n, seed=0, structures="subset", stain="none",
+                              filter=accept_all, **overrides)
+    t = time.time()
+    synthesize(None, model, out, cfg, real_dir=args.subset)
+    return out, (time.time() - t) / 60
+
+
+def checkpoint_model(run: Path, step: int, folder: Path) -> Path:
+    """``run/checkpoints/step_N``'s EMA weights as a model folder ``load_model`` reads."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    ckpt = run / "checkpoints" / f"step_{step:07d}"
+    if not ckpt.is_dir():
+        raise SystemExit(f"{ckpt}: no such checkpoint")
+    if not (folder / "model.safetensors").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        for f in (run / "model").iterdir():
+            if f.suffix != ".safetensors":
+                shutil.copyfile(f, folder / f.name)
+        save_file(load_file(ckpt / "ema.safetensors"), folder / "model.safetensors")
+    return folder
+
+
+def measure(folder: Path, real: Path, seed: int) -> dict:
+    from nudiff.quality.assess import load_windows, structure_and_colour
+
+    w = load_windows(folder, real, seed=seed, progress=False)
+    metrics: dict = {}
+    structure_and_colour(w, metrics, [{} for _ in w["synthetic"].names])
+    return {k: v for k, v in metrics.items() if k.startswith(KEYS)}
+
+
+def mosaic(folders: dict[str, Path], path: Path, k: int = 6) -> None:
+    from nudiff.data.dataset import load_folder
+    from nudiff.data.io import write_image
+    from nudiff.report import hstack
+    from nudiff.report import mosaic as grid
+
+    rows = []
+    for folder in folders.values():
+        pairs = load_folder(folder, progress=False)[:k]
+        rows.append(hstack([p.image for p in pairs], gap=2))
+    write_image(path, grid(rows, ncols=1, gap=6))
+
+
+def table(rows: dict[str, dict]) -> str:
+    first = next(iter(rows.values()))
+    lines = ["# Image-model sampling levers (`benchmarks/sampling_levers.py`)", "",
+             "Same conditions for every setting: windows of the labeled subset's own labels; only the "
+             "image sampler differs. Floors: two halves of the real patches.", "",
+             "| setting | minutes | colour W1 | Laplacian ratio | H-visible nuclei |", "|---|---|---|---|---|",
+             f"| real vs real (floor) | – | {first['colour_w1_mean_floor']:.3f} | "
+             f"{first['laplacian_variance_ratio_floor']:.2f} | {first['visible_fraction_floor']:.2f} |"]
+    for name, m in rows.items():
+        lines.append(f"| {name} | {m['minutes']:.1f} | {m['colour_w1_mean']:.3f} | "
+                     f"{m['laplacian_variance_ratio']:.2f} | {m['visible_fraction']:.2f} |")
+    lines += ["", "Mosaic (`sampling_levers.png`): one row per setting, in the order above, same labels."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--image-model", type=Path, required=True, help="an image-model training run")
+    ap.add_argument("--subset", type=Path, required=True, help="the labeled subset as a paired folder")
+    ap.add_argument("--real", type=Path, required=True, help="real paired folder to compare with")
+    ap.add_argument("--config", type=Path, default=Path("configs/kumar-grid.yaml"))
+    ap.add_argument("--settings", nargs="+", default=list(SETTINGS),
+                    help=f"of {sorted(SETTINGS)} or ckptN (an earlier checkpoint, N its step)")
+    ap.add_argument("-n", type=int, default=64)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("runs/sampling_levers"))
+    ap.add_argument("--results", type=Path, default=Path("benchmarks/results/sampling_levers"))
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    set_threads(args.threads)
+    plan = load_plan(args.config)
+    summary = args.results / "sampling_levers.json"
+    rows = read_json(summary)["settings"] if summary.exists() else {}
+    folders = {}
+    for name in args.settings:
+        if name not in SETTINGS and not name.startswith("ckpt"):
+            raise SystemExit(f"--settings: unknown {name!r}")
+        folder, minutes = sample_setting(name, args, plan)
+        folders[name] = folder
+        if name not in rows:
+            rows[name] = measure(folder, args.real, args.seed) | {"minutes": round(minutes, 2)}
+        write_json(summary, {"settings": rows, "image_model": str(args.image_model), "n": args.n,
+                             "real": str(args.real), "seed": args.seed})
+        write_text(args.results / "sampling_levers.md", table(rows))
+        print(table(rows), flush=True)
+    mosaic(folders, args.results / "sampling_levers.png")
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
