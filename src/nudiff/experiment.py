@@ -198,12 +198,20 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+# options added after cells were committed: left out of a cell's fingerprint at these defaults
+LATER_OPTIONS = {
+    "synthesis": {"structures": "sampled"},
+    "structure": {"prediction_type": "epsilon", "zero_terminal_snr": False},
+    "image": {"prediction_type": "epsilon", "zero_terminal_snr": False},
+}
+
+
 def cell_fingerprint(plan: Plan, cell: Cell) -> str:
     """Hash of everything that decides a cell's numbers: the data and segmenter sections, the
     subset draw and, for arms that use them, the diffusion and synthesis sections.
 
-    An option added later must be left out of the hash while it has its default value (as
-    ``filter_seed`` and ``synthesis.structures`` are), or every committed cell is refused
+    An option added later must be left out of the hash while it has its default value
+    (``LATER_OPTIONS``, and ``filter_seed``), or every committed cell is refused
     (tests/test_experiment.py checks the committed Kumar cells against their config)."""
     from nudiff.config import to_dict
 
@@ -214,8 +222,10 @@ def cell_fingerprint(plan: Plan, cell: Cell) -> str:
     parts["segment"]["train"].pop("seed", None)
     if cell.arm in SYNTHETIC_ARMS:
         parts |= {k: to_dict(getattr(plan, k)) for k in ("structure", "image", "synthesis")}
-        if parts["synthesis"].get("structures") == "sampled":  # the default: fingerprints from before it hold
-            del parts["synthesis"]["structures"]
+        for section, defaults in LATER_OPTIONS.items():  # at their defaults: fingerprints from before hold
+            for key, default in defaults.items():
+                if parts[section].get(key, default) == default:
+                    parts[section].pop(key, None)
         parts["n_synthetic"] = plan.experiment.n_synthetic
         if plan.experiment.filter_seed:  # 0 left out: fingerprints from before the option hold
             parts["filter_seed"] = plan.experiment.filter_seed

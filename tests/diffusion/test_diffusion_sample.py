@@ -95,3 +95,27 @@ def test_bf16_autocast_sampling(structure_model, image_model):
     assert s.dtype == np.float32 and s[:, 0].min() >= 0 and np.abs(s[:, 1:]).max() <= 1
     im = sample_images(image_model, s, seed=0, steps=3, precision="bf16", progress=False)
     assert im.shape == (2, 16, 16, 3)
+
+
+def test_zero_terminal_snr_with_v_prediction(make_config, make_denoiser):
+    """The rescaled schedule ends in pure noise; every sampler runs with a v-prediction model;
+    epsilon prediction at zero SNR is refused."""
+    from dataclasses import replace
+
+    from nudiff.diffusion.config import DiffusionConfig
+    from nudiff.diffusion.schedule import make_scheduler, training_scheduler
+    from nudiff.utils import NudiffError
+
+    cfg = replace(make_config("image", "spade"), prediction_type="v_prediction", zero_terminal_snr=True)
+    assert float(training_scheduler(cfg).alphas_cumprod[-1]) < 1e-6
+    assert float(training_scheduler(make_config("image")).alphas_cumprod[-1]) > 1e-5  # DDPM's: not zero
+    model = make_denoiser(cfg)
+    s = np.stack([encode(np.pad(np.ones((6, 6), np.int32), 5))] * 2)
+    for sampler in ("ddpm", "ddim", "dpmsolver++"):
+        assert make_scheduler(cfg, sampler).config.prediction_type == "v_prediction"
+        im = sample_images(model, s, seed=0, sampler=sampler, steps=4, guidance_scale=2.0, progress=False)
+        assert im.shape == (2, 16, 16, 3)
+    with pytest.raises(NudiffError, match="zero_terminal_snr needs"):
+        DiffusionConfig(zero_terminal_snr=True)
+    with pytest.raises(NudiffError, match="prediction_type"):
+        DiffusionConfig(prediction_type="sample")

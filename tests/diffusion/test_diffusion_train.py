@@ -110,3 +110,22 @@ def test_image_model_needs_images(tmp_path, make_config, toy_patches):
     _, inst = toy_patches
     with pytest.raises(Exception, match="images"):
         train(make_config("image"), tmp_path, None, inst)
+
+
+def test_v_prediction_trains_on_its_own_target(tmp_path, make_config, toy_patches):
+    from dataclasses import replace
+
+    images, inst = toy_patches
+    eps_cfg = make_config("image", "spade", steps=2, sample_every=0)
+    v_cfg = replace(eps_cfg, prediction_type="v_prediction", zero_terminal_snr=True)
+    first_loss = {}
+    for name, cfg in (("eps", eps_cfg), ("v", v_cfg)):
+        train(cfg, tmp_path / name, images, inst)
+        with (tmp_path / name / "train_log.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        assert all(np.isfinite(float(r["loss"])) for r in rows)
+        first_loss[name] = float(rows[0]["loss"])
+    # same seed, weights, windows, t and noise: only the regression target differs
+    assert first_loss["v"] != pytest.approx(first_loss["eps"], rel=1e-3)
+    _model, loaded = load_model(tmp_path / "v")
+    assert loaded.prediction_type == "v_prediction" and loaded.zero_terminal_snr

@@ -23,6 +23,7 @@ CONDITIONINGS = ("spade", "concat")
 PRECISIONS = ("no", "bf16", "fp16")
 SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
 SCHEDULES = ("linear_beta",)
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
 @dataclass
@@ -174,6 +175,16 @@ class DiffusionConfig:
 
     The schedule is DDPM's: ``num_train_timesteps`` steps, betas linear from ``beta_start`` to
     ``beta_end``, epsilon prediction; training and every sampler share it.
+
+    prediction_type: ``epsilon`` (the method's) or ``v_prediction`` (the network predicts
+        v = sqrt(a_t) eps - sqrt(1 - a_t) x_0).
+    zero_terminal_snr: rescale the betas so that the last step is pure noise (Lin et al.,
+        "Common diffusion noise schedules and sample steps are flawed", 2024; diffusers'
+        ``rescale_betas_zero_snr``). DDPM's linear betas leave a trace of the image at t = T
+        (sqrt(a_T) = 0.0066) that training can lean on and sampling, from pure noise, cannot:
+        a suspected cause of images whose colour follows their initial noise
+        (benchmarks/results/sampling_levers.md). Needs ``v_prediction`` (epsilon is undefined
+        at zero SNR).
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -184,9 +195,14 @@ class DiffusionConfig:
     schedule: str = "linear_beta"
     beta_start: float = 1e-4
     beta_end: float = 0.02
+    prediction_type: str = "epsilon"
+    zero_terminal_snr: bool = False
 
     def __post_init__(self) -> None:
         _check(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}")
+        _check(self.prediction_type in PREDICTION_TYPES, f"prediction_type must be one of {PREDICTION_TYPES}")
+        _check(not self.zero_terminal_snr or self.prediction_type == "v_prediction",
+               "zero_terminal_snr needs prediction_type: v_prediction (epsilon is undefined at zero SNR)")
         _check(self.num_train_timesteps >= 2, "num_train_timesteps must be >= 2")
 
 

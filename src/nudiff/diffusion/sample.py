@@ -55,7 +55,8 @@ def guided_eps(
     cond: torch.Tensor | None,
     guidance_scale: float,
 ) -> torch.Tensor:
-    """eps for x (B, 3, H, W) at timesteps t (B,), with classifier-free guidance.
+    """The model's output (eps, or v for ``prediction_type: v_prediction``) for x (B, 3, H, W)
+    at timesteps t (B,), with classifier-free guidance (linear in the output either way).
 
     ``cond`` (B, 4, H, W) or ``None`` (unconditional model, or the null condition). With
     ``guidance_scale == 1`` or no condition, a single conditional pass.

@@ -3,7 +3,8 @@
 Training uses diffusers' ``DDPMScheduler.add_noise`` (x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps,
 t uniform in [0, T)), so the betas seen in training and in sampling come from the same code.
 
-Samplers (``make_scheduler``), all epsilon prediction with the training betas:
+Samplers (``make_scheduler``), all with the training betas and the model's prediction type
+(epsilon, or v with ``zero_terminal_snr``; see ``DiffusionConfig``):
 
 - ``"ddpm"``: ancestral sampling, ``fixed_small`` variance (the reference learned it), any
   number of steps (respaced when fewer than T).
@@ -35,7 +36,8 @@ def _betas(cfg: DiffusionConfig) -> dict:
         "beta_start": cfg.beta_start,
         "beta_end": cfg.beta_end,
         "beta_schedule": "linear",  # cfg.schedule == "linear_beta" (the only one, validated)
-        "prediction_type": "epsilon",
+        "prediction_type": cfg.prediction_type,
+        "rescale_betas_zero_snr": cfg.zero_terminal_snr,
     }
 
 

@@ -3,7 +3,7 @@
 Per step: draw windows (:class:`PatchSampler`), build the model input (structure model:
 [2 sem - 1, h, v]; image model: image / 127.5 - 1 with the condition of the structure, dropped
 with probability ``cond_drop_prob``), noise it at a uniform timestep (diffusers' DDPM
-forward process), regress the noise (MSE), AdamW step with clipping, cosine LR, EMA update.
+forward process), regress the noise (or v, ``prediction_type``; MSE), AdamW step with clipping, cosine LR, EMA update.
 
 Runs on CPU, one GPU or many (``accelerate launch``) unchanged; mixed precision through
 ``accelerate``. Several CPU processes (DDP over gloo) need ``ACCELERATE_USE_CPU=true`` with
@@ -119,11 +119,12 @@ def train(
                 cond = None
             noise = torch.randn(x0.shape, generator=gen)
             xt = noise_schedule.add_noise(x0, noise, t)
-            xt, noise, t = (v.to(accelerator.device) for v in (xt, noise, t))
+            target = noise if cfg.prediction_type == "epsilon" else noise_schedule.get_velocity(x0, noise, t)
+            xt, target, t = (v.to(accelerator.device) for v in (xt, target, t))
 
             with accelerator.autocast():
                 pred = model(xt, t, cond)
-            loss = F.mse_loss(pred.float(), noise)
+            loss = F.mse_loss(pred.float(), target)
             accelerator.backward(loss)
             if tc.grad_clip > 0:
                 accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
