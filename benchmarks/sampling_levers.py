@@ -100,11 +100,13 @@ def mosaic(folders: dict[str, Path], path: Path, k: int = 6) -> None:
     write_image(path, grid(rows, ncols=1, gap=6))
 
 
-def table(rows: dict[str, dict]) -> str:
+def table(rows: dict[str, dict], n: int, threads: int | None) -> str:
     first = next(iter(rows.values()))
     lines = ["# Image-model sampling levers (`benchmarks/sampling_levers.py`)", "",
-             "Same conditions for every setting: windows of the labeled subset's own labels; only the "
-             "image sampler differs. Floors: two halves of the real patches.", "",
+             f"{n} images per setting, all on the same conditions: windows of the labeled subset's own "
+             "labels; only the image sampler (or checkpoint) differs. Floors: two halves of the real "
+             f"patches (as many windows; with so few, the Laplacian floor is noisy). Minutes: sampling at "
+             f"{threads or 'all'} thread(s), on a machine that may have been busy.", "",
              "| setting | minutes | colour W1 | Laplacian ratio | H-visible nuclei |", "|---|---|---|---|---|",
              f"| real vs real (floor) | – | {first['colour_w1_mean_floor']:.3f} | "
              f"{first['laplacian_variance_ratio_floor']:.2f} | {first['visible_fraction_floor']:.2f} |"]
@@ -143,8 +145,8 @@ def main() -> None:
             rows[name] = measure(folder, args.real, args.seed) | {"minutes": round(minutes, 2)}
         write_json(summary, {"settings": rows, "image_model": str(args.image_model), "n": args.n,
                              "real": str(args.real), "seed": args.seed})
-        write_text(args.results / "sampling_levers.md", table(rows))
-        print(table(rows), flush=True)
+        write_text(args.results / "sampling_levers.md", table(rows, args.n, args.threads))
+        print(table(rows, args.n, args.threads), flush=True)
     mosaic(folders, args.results / "sampling_levers.png")
 
 
