@@ -9,7 +9,9 @@ A mosaic shows the first images of every setting on the same labels, one row eac
 
 Settings: the grid's (DPM-Solver++ 20, guidance s = 2, bf16) and one change each: fp32,
 s = 1 / 1.5 / 3, DPM-Solver++ 50, DDIM 50, DDPM 250 (the ancestral sampler: the model's own
-distribution, slowest). Checkpoint settings (``ckpt500`` ...) sample an earlier checkpoint of
+distribution, slowest); and a diagnostic, ``zero-mean-noise``: the initial noise with its
+per-channel means removed (if each image's colour comes from its noise's mean, the off hues
+go). Checkpoint settings (``ckpt500`` ...) sample an earlier checkpoint of
 the same training run (EMA weights), to see quality against training steps.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sampling_levers.py \\
@@ -22,6 +24,7 @@ Writes sampling_levers.{json,md,png} under --results (default benchmarks/results
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -40,6 +43,9 @@ SETTINGS: dict[str, dict] = {
     "dpm50": {"image_steps": 50},
     "ddim50": {"image_sampler": "ddim", "image_steps": 50},
     "ddpm250": {"image_sampler": "ddpm", "image_steps": 250},
+    # diagnostic, not a recipe: each sample's initial noise with its per-channel means removed
+    # (if colour drift comes from the noise's mean, it goes; see zero_mean_noise)
+    "zero-mean-noise": {},
 }
 KEYS = ("colour_w1_mean", "laplacian_variance_ratio", "visible_fraction")
 
@@ -56,8 +62,33 @@ def sample_setting(name: str, args, plan) -> tuple[Path, float]:
     cfg = dataclasses.replace(plan.synthesis, n=args.n, seed=0, structures="subset", stain="none",
                               filter=accept_all, **overrides)
     t = time.time()
-    synthesize(None, model, out, cfg, real_dir=args.subset)
+    with zero_mean_noise(name == "zero-mean-noise"):
+        synthesize(None, model, out, cfg, real_dir=args.subset)
     return out, (time.time() - t) / 60
+
+
+@contextlib.contextmanager
+def zero_mean_noise(on: bool):
+    """While on, the samplers' initial noise (one (3, H, W) draw per sample in
+    ``nudiff.diffusion.sample.denoise``) has its per-channel means removed."""
+    import torch
+
+    from nudiff.diffusion import sample
+
+    if not on:
+        yield
+        return
+    randn = torch.randn
+
+    def centred(*a, **k):
+        x = randn(*a, **k)
+        return x - x.mean(dim=(1, 2), keepdim=True) if x.dim() == 3 and x.shape[0] == 3 else x
+
+    sample.torch.randn = centred
+    try:
+        yield
+    finally:
+        sample.torch.randn = randn
 
 
 def checkpoint_model(run: Path, step: int, folder: Path) -> Path:
