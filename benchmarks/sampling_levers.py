@@ -93,19 +93,17 @@ def zero_mean_noise(on: bool):
 
 def checkpoint_model(run: Path, step: int, folder: Path) -> Path:
     """``run/checkpoints/step_N``'s EMA weights as a model folder ``load_model`` reads."""
-    import shutil
+    from safetensors.torch import load_file
 
-    from safetensors.torch import load_file, save_file
+    from nudiff.diffusion.networks import load_denoiser, save_denoiser
 
     ckpt = run / "checkpoints" / f"step_{step:07d}"
     if not ckpt.is_dir():
         raise SystemExit(f"{ckpt}: no such checkpoint")
     if not (folder / "model.safetensors").exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        for f in (run / "model").iterdir():
-            if f.suffix != ".safetensors":
-                shutil.copyfile(f, folder / f.name)
-        save_file(load_file(ckpt / "ema.safetensors"), folder / "model.safetensors")
+        model = load_denoiser(run / "model")  # the run's config; strict load checks the keys
+        model.load_state_dict(load_file(str(ckpt / "ema.safetensors")))
+        save_denoiser(model, folder)
     return folder
 
 

@@ -39,7 +39,7 @@ import hashlib
 import io
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -346,18 +346,16 @@ def _synthetic_for(plan: Plan, out: Path, data_dir: Path, fraction: float, timed
                    segmenter: Path | None = None) -> Path:
     from nudiff.data.prepare import load_subset
     from nudiff.diffusion.train import train as train_diffusion
-    from nudiff.synthesis import synthesize
+    from nudiff.synthesis import check_same_config, synthesize
 
     root = out / "diffusion" / f"f{fraction:.2f}"
     syn = root / "synthetic"
     syn_cfg = replace(plan.synthesis, n=plan.experiment.n_synthetic)
     if segmenter is not None:  # "real" -> this run's folder (the fingerprint keeps "real")
         syn_cfg = replace(syn_cfg, filter=replace(syn_cfg.filter, segmenter=str(segmenter)))
-    if (syn / "manifest.json").exists():
-        manifest = read_json(syn / "manifest.json")
-        _check_synthesis(syn / "manifest.json", manifest, syn_cfg)
-        if manifest["n_accepted"] >= syn_cfg.n:
-            return syn
+    manifest = check_same_config(syn / "manifest.json", syn_cfg, any_segmenter=True)
+    if manifest is not None and manifest["n_accepted"] >= syn_cfg.n:
+        return syn
     samples = load_subset(data_dir, fraction, plan.experiment.subset_seed)
     images, insts = _arrays(samples)
     for kind in ("image",) if plan.synthesis.structures == "subset" else ("structure", "image"):
@@ -374,20 +372,6 @@ def _synthetic_for(plan: Plan, out: Path, data_dir: Path, fraction: float, timed
     timed(f"f{fraction:.2f}/synthesize", lambda: synthesize(
         root / "structure", root / "image", syn, syn_cfg, real_dir=subset_dir))
     return syn
-
-
-def _check_synthesis(path: Path, manifest: dict, cfg) -> None:
-    """A synthetic set already in the run must have been made with this configuration (keys
-    added since count as their defaults; the filter's segmenter folder may have moved)."""
-    from nudiff.config import from_dict
-    from nudiff.synthesis import SynthesisConfig
-
-    made = from_dict(SynthesisConfig, manifest.get("config"), str(path))
-    made = replace(made, filter=replace(made.filter, segmenter=cfg.filter.segmenter))
-    if asdict(made) != asdict(cfg):
-        diff = sorted(k for k, v in asdict(cfg).items() if asdict(made)[k] != v)
-        raise NudiffError(f"{path}: synthetic set made with another synthesis configuration "
-                          f"(differs in {diff}); use another --out")
 
 
 def write_subset_folder(samples: list, folder: Path) -> Path:

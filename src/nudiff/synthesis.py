@@ -182,14 +182,23 @@ def _subset_labels(real_dir: Path | None, side: int) -> list[np.ndarray]:
     return maps
 
 
-def _check_same_config(manifest_path: Path, cfg: SynthesisConfig) -> dict | None:
-    """The manifest at ``manifest_path`` (``None`` if absent); an error if it was written with
-    another configuration (keys added since it was written count as their defaults)."""
+def check_same_config(manifest_path: Path, cfg: SynthesisConfig, any_segmenter: bool = False) -> dict | None:
+    """The manifest at ``manifest_path`` (``None`` if absent); an error naming the keys that
+    differ if it was written with another configuration (keys added since it was written count
+    as their defaults). ``any_segmenter``: the filter's segmenter folder may have moved."""
     from nudiff.config import from_dict
 
     manifest = read_json(manifest_path) if manifest_path.exists() else None
-    if manifest is not None and asdict(from_dict(SynthesisConfig, manifest.get("config"))) != asdict(cfg):
-        raise NudiffError(f"{manifest_path}: exists with a different configuration; use a new --out")
+    if manifest is None:
+        return None
+    made = from_dict(SynthesisConfig, manifest.get("config"), str(manifest_path))
+    if any_segmenter:
+        made = replace(made, filter=replace(made.filter, segmenter=cfg.filter.segmenter))
+    made, wanted = asdict(made), asdict(cfg)
+    if made != wanted:
+        diff = sorted(k for k in wanted if made[k] != wanted[k])
+        raise NudiffError(f"{manifest_path}: made with another synthesis configuration (a different "
+                          f"configuration of {diff}); use a new --out")
     return manifest
 
 
@@ -206,7 +215,7 @@ def synthesize(structure_run: Path | None, image_run: Path, out: Path, cfg: Synt
 
     out = Path(out)
     check_filter(cfg.filter, real_dir)
-    _check_same_config(out / "manifest.json", cfg)
+    check_same_config(out / "manifest.json", cfg)
     n_sampled = math.ceil(cfg.n / cfg.filter.keep_top) if cfg.filter.keep_top else cfg.n
     raw_filter = replace(cfg.filter, segmenter=None, min_fidelity=None, keep_top=None, real_percentiles=None)
     raw = _sample_pairs(structure_run, image_run, out / "unfiltered", replace(cfg, n=n_sampled, filter=raw_filter),
@@ -225,7 +234,7 @@ def _sample_pairs(structure_run: Path | None, image_run: Path, out: Path, cfg: S
     from nudiff.diffusion.sample import load_model, sample_images, sample_structures
 
     manifest_path = out / "manifest.json"
-    manifest = _check_same_config(manifest_path, cfg)
+    manifest = check_same_config(manifest_path, cfg)
     normalizer = _stain_normalizer(cfg.stain, real_dir)
     image_model, i_cfg = load_model(image_run)
     from_subset = cfg.structures == "subset"
