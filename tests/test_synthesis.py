@@ -261,3 +261,33 @@ def test_cli_structures_subset_needs_no_structure_model(models, tmp_path):
     assert read_json(tmp_path / "cli" / "manifest.json")["config"]["structures"] == "subset"
     # the method's default needs a structure model: a one-line error, a failing exit code
     assert main(["synthesize", "--image-model", str(i), "-n", "1", "--out", str(tmp_path / "z")]) != 0
+
+
+def test_image_model_at_full_resolution_on_half_resolution_structures(models, tmp_path):
+    """Structures sampled at scale 0.5, images at scale 1: the decoded labels are upsampled to
+    full size first and the image is sampled there (no upsampled, blurred image)."""
+    from nudiff.diffusion.data import upsample_labels
+    from nudiff.structure import decode
+
+    s, i_half = models
+    inst = np.stack([disk_instance_map((48, 48), ((12, 12), (12, 26), (34, 30)), 6)] * 3)
+    images = np.full(inst.shape + (3,), 230, np.uint8)
+    images[inst > 0] = (90, 40, 150)
+    cfg = _cfg("image")
+    cfg.data = DataConfig(patch_size=32, scale=1.0)
+    train(cfg, tmp_path / "i1", images, inst)
+    m = synthesize(s, tmp_path / "i1", tmp_path / "syn", _syn_cfg(n=2, label_upsampling="smooth"))
+    assert m["scale"] == 1.0 and m["structure_scale"] == 0.5
+    for pair in load_folder(tmp_path / "syn", progress=False):
+        assert pair.image.shape == (32, 32, 3)
+        structure = np.load(tmp_path / "syn" / "structures" / f"{pair.name}.npy")  # as sampled, 16 px
+        assert structure.shape[-1] == 16
+        assert (pair.instance_map == upsample_labels(decode(structure, m_decode(m)), 2, "smooth")).all()
+    with pytest.raises(NudiffError, match="below the structure model"):
+        synthesize(tmp_path / "i1", i_half, tmp_path / "bad", _syn_cfg(n=1))
+
+
+def m_decode(manifest):
+    from nudiff.structure import DecodeParams
+
+    return DecodeParams(**manifest["config"]["decode"])

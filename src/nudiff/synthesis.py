@@ -34,7 +34,7 @@ import numpy as np
 
 from nudiff.data.stain import STAIN_METHODS, normalize_stain
 from nudiff.structure import DecodeParams, decode, encode
-from nudiff.utils import NudiffError, progress_bar, read_json, write_json
+from nudiff.utils import DataError, NudiffError, progress_bar, read_json, write_json
 
 
 @dataclass
@@ -155,6 +155,17 @@ def _resize(image: np.ndarray, inst: np.ndarray, factor: float,
     return resize_images(image[None], factor)[0], upsample_labels(inst, factor, labels)
 
 
+def _to_image_scale(inst: np.ndarray, scale: float, image_scale: float,
+                    labels: str) -> tuple[np.ndarray, np.ndarray]:
+    """Labels decoded at the structure model's ``scale`` -> (labels at ``image_scale``, the
+    full-size labels), upsampled as ``labels`` says (nearest or smooth)."""
+    from nudiff.diffusion.data import resize_instance_maps, upsample_labels
+
+    full = upsample_labels(inst, 1 / scale, labels) if scale != 1 else inst
+    at_image = full if image_scale == 1 else resize_instance_maps(full[None], image_scale)[0]
+    return at_image, full
+
+
 def subset_window(label_maps: list[np.ndarray], side: int, rng: np.random.Generator) -> np.ndarray:
     """A random ``side``-px window of one of ``label_maps`` under one of the 8 flips/rotations,
     relabelled 1..n (int32)."""
@@ -231,6 +242,7 @@ def _sample_pairs(structure_run: Path | None, image_run: Path, out: Path, cfg: S
                   real_dir: Path | None = None) -> dict:
     """Sample, decode, check and write ``cfg.n`` pairs (the unfiltered synthesis)."""
     from nudiff.data.io import write_image, write_instance_map
+    from nudiff.diffusion.data import resize_images, resize_instance_maps
     from nudiff.diffusion.sample import load_model, sample_images, sample_structures
 
     manifest_path = out / "manifest.json"
@@ -239,15 +251,18 @@ def _sample_pairs(structure_run: Path | None, image_run: Path, out: Path, cfg: S
     image_model, i_cfg = load_model(image_run)
     from_subset = cfg.structures == "subset"
     structure_model, s_cfg = (None, i_cfg) if from_subset else load_model(structure_run)
-    scale = float(s_cfg.data.scale)
+    # the structure model may work below the image model's resolution (e.g. structures at 0.5,
+    # images at 1): its decoded labels are then upsampled to full size and taken to the image scale
+    scale, image_scale = float(s_cfg.data.scale), float(i_cfg.data.scale)
+    if image_scale < scale:
+        raise DataError(image_run, f"image model at scale {image_scale:g} below the structure model's "
+                        f"{scale:g}: its labels would be downsampled; train the image model at >= {scale:g}")
     if from_subset:
-        from nudiff.diffusion.data import resize_images, resize_instance_maps
-
         full_side = round((cfg.size or i_cfg.data.patch_size) / scale)
         label_maps = _subset_labels(real_dir, full_side)
     header = {
         "structure_model": None if from_subset else str(structure_run), "image_model": str(image_run),
-        "config": asdict(cfg), "scale": scale,
+        "config": asdict(cfg), "scale": image_scale, "structure_scale": scale,
     }
     (out / "structures").mkdir(parents=True, exist_ok=True)
     samples: dict = dict(manifest["samples"]) if manifest else {}
@@ -278,8 +293,11 @@ def _sample_pairs(structure_run: Path | None, image_run: Path, out: Path, cfg: S
             else:
                 kept.append((index + j, inst, exact, raw))
         kept = kept[: cfg.n - len(samples)]
+        if image_scale != scale:
+            kept = [(i, *_to_image_scale(inst, scale, image_scale, cfg.label_upsampling), raw)
+                    for i, inst, _, raw in kept]
         if kept:
-            conditions = np.stack([encode(inst, min_area=_min_area(s_cfg)) for _, inst, _, _ in kept])
+            conditions = np.stack([encode(inst, min_area=_min_area(i_cfg)) for _, inst, _, _ in kept])
             images = sample_images(image_model, conditions, seed=cfg.seed + 1, first_index=index,
                                    sampler=cfg.image_sampler, steps=cfg.image_steps,
                                    guidance_scale=cfg.guidance_scale, batch_size=cfg.batch_size,
@@ -288,8 +306,8 @@ def _sample_pairs(structure_run: Path | None, image_run: Path, out: Path, cfg: S
                 name = f"syn_{i:05d}"
                 if exact is None:
                     image_full, inst_full = _resize(image, inst, 1 / scale, cfg.label_upsampling)
-                else:  # the subset window's own labels: exact, nothing to upsample
-                    image_full, inst_full = resize_images(image[None], 1 / scale)[0], exact
+                else:  # full-size labels already: the subset window's own, or upsampled structures
+                    image_full, inst_full = resize_images(image[None], 1 / image_scale)[0], exact
                 image_full = normalize_stain(image_full, normalizer)
                 write_image(out / "images" / f"{name}.png", image_full)
                 write_instance_map(out / "labels" / f"{name}.png", inst_full)

@@ -93,3 +93,32 @@ def test_tstr_reads_syn_only_beside_real(tmp_path):
     assert t["tstr_f0.10_s0_aji"] == 0.3 and t["tstr_f0.10_s0_aji_real"] == 0.5
     assert math.isclose(t["tstr_f0.10_s0_pq_ratio"], 0.625)
     assert len(t) == 6
+
+
+def test_half_resolution_set_is_compared_with_real_at_its_scale(quality_data, tmp_path):
+    """Pairs sampled at half resolution and upsampled lose texture that no model at that scale
+    can have: the report measures the real windows at the same scale beside them."""
+    from quality.quality_fixtures import write_folder
+
+    from nudiff.data.dataset import load_folder
+    from nudiff.quality.assess import at_scale
+
+    syn = load_folder(quality_data["synthetic"], progress=False)
+    blurred = write_folder(tmp_path / "half", [(at_scale(s.image[None], 0.5)[0], s.instance_map) for s in syn])
+    write_json(blurred / "manifest.json", {"scale": 0.5})
+    m = assess(blurred, quality_data["real"], seed=0, c2st_epochs=20, progress=False).metrics
+    assert m["synthesis_scale"] == 0.5
+    assert m["laplacian_variance_ratio"] < 0.6 * m["laplacian_variance_ratio_floor"]
+    assert abs(m["laplacian_variance_ratio_at_scale"] - m["laplacian_variance_ratio"]) < 0.25 * m["laplacian_variance_ratio"]
+    assert 0 <= m["c2st_accuracy_at_scale"] <= 1 and 0 <= m["c2st_accuracy_resampling"] <= 1
+    plain = assess(quality_data["synthetic"], quality_data["real"], seed=0, c2st_epochs=2, progress=False).metrics
+    assert plain["synthesis_scale"] == 1.0 and "laplacian_variance_ratio_at_scale" not in plain
+
+
+def test_bad_manifest_scale_is_a_one_line_error(quality_data, tmp_path):
+    from nudiff.quality.assess import synthesis_scale
+    from nudiff.utils import DataError
+
+    write_json(tmp_path / "manifest.json", {"scale": 2})
+    with pytest.raises(DataError, match="manifest.json.*scale"):
+        synthesis_scale(tmp_path)

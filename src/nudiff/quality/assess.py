@@ -183,6 +183,48 @@ def tstr(experiment: str | os.PathLike) -> dict[str, float]:
     return out
 
 
+def synthesis_scale(syn_dir: str | os.PathLike) -> float:
+    """The diffusion scale a synthetic folder was sampled at (its ``manifest.json``'s
+    ``scale``, as ``nudiff synthesize`` writes it); 1.0 when the folder has no manifest."""
+    path = Path(syn_dir) / "manifest.json"
+    if not path.exists():
+        return 1.0
+    scale = read_json(path).get("scale", 1.0)
+    if not isinstance(scale, (int, float)) or not 0 < scale <= 1:
+        raise DataError(path, f"'scale' must be a number in (0, 1], got {scale!r}")
+    return float(scale)
+
+
+def at_scale(images: np.ndarray, scale: float) -> np.ndarray:
+    """Square uint8 windows (N, S, S, 3) as a model working at ``scale`` sees them: taken down
+    by area averaging and back up bilinearly to S (what synthesis does to its own images)."""
+    from nudiff.diffusion.data import resize_images
+
+    if scale >= 1:
+        return images
+    small = resize_images(images, scale)
+    return resize_images(small, images.shape[1] / small.shape[1])
+
+
+def resolution_ceiling(w: dict[str, Windows], metrics: dict, scale: float, seed: int, epochs: int) -> None:
+    """For pairs sampled below full resolution and upsampled, the real windows taken to the same
+    scale: the most texture such images can have (``laplacian_variance_ratio_at_scale``) and
+    whether a classifier still tells synthetic from real once resolution is equal
+    (``c2st_accuracy_at_scale``; ``c2st_accuracy_resampling``: real vs its own resampled
+    windows, what resolution alone gives away)."""
+    from nudiff.quality.c2st import c2st
+
+    metrics["synthesis_scale"] = scale
+    if scale >= 1:
+        return
+    a, b = at_scale(w["real_a"].images, scale), at_scale(w["real_b"].images, scale)
+    ref = max(float(np.mean([stats.laplacian_variance(stats.grey(i)) for i in w["real_a"].images])), 1e-12)
+    metrics["laplacian_variance_ratio_at_scale"] = float(
+        np.mean([stats.laplacian_variance(stats.grey(i)) for i in b])) / ref
+    metrics["c2st_accuracy_at_scale"] = c2st(a, w["synthetic"].images, seed=seed, epochs=epochs).accuracy
+    metrics["c2st_accuracy_resampling"] = c2st(w["real_a"].images, b, seed=seed, epochs=epochs).accuracy
+
+
 def assess(syn_dir: str | os.PathLike, real_dir: str | os.PathLike, segmenter: str | os.PathLike | None = None,
            experiment: str | os.PathLike | None = None, seed: int = 0, c2st_epochs: int = 15,
            max_pairs: int | None = None, split: str = "windows", progress: bool = True) -> Assessment:
@@ -206,6 +248,10 @@ def assess(syn_dir: str | os.PathLike, real_dir: str | os.PathLike, segmenter: s
     t = time.time()
     distinguishability(w, out.metrics, out.pairs, seed, c2st_epochs)
     out.metrics["seconds_c2st"] = round(time.time() - t, 1)
+    scale = synthesis_scale(syn_dir)
+    if scale < 1:
+        stage(f"the real windows at the synthesis scale {scale:g} (texture ceiling, C2ST)")
+    resolution_ceiling(w, out.metrics, scale, seed, c2st_epochs)
     if segmenter is not None:
         stage("segmenter features (KID) and label fidelity")
         segmenter_measures(w, out.metrics, out.pairs, segmenter, seed, progress)

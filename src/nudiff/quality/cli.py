@@ -20,6 +20,9 @@ floor (the same measure between two halves of the real images):
 
 Windows: the synthetic pairs' size; real images (whole or patches) are tiled at that size and
 the windows dealt into the two halves (--split images: each half its own images).
+Pairs sampled below full resolution (the manifest's `scale` < 1) are also set beside real
+windows taken to that scale and back: the texture they can reach at most, and C2ST once
+resolution is equal.
 Writes OUT/quality.json (flat), quality.md, pairs.csv (per-pair scores), histograms.png and
 mosaic_<score>.png (best and worst pairs by each per-pair score).
 """

@@ -119,6 +119,13 @@ def to_markdown(assessment, chosen: dict) -> str:
     for key, label, better in TABLE:
         if key in m:
             lines.append(f"| {label} | {_fmt(m[key])} | {_fmt(m.get(key + '_floor'))} | {better} |")
+    if "laplacian_variance_ratio_at_scale" in m:
+        lines += ["", f"The pairs were sampled at scale {m['synthesis_scale']:g} and upsampled. The same "
+                  "done to real windows gives the most such images can reach: Laplacian ratio "
+                  f"{_fmt(m['laplacian_variance_ratio_at_scale'])} (synthetic {_fmt(m['laplacian_variance_ratio'])}). "
+                  f"C2ST against real windows at that scale: {_fmt(m['c2st_accuracy_at_scale'])} "
+                  f"(at full resolution {_fmt(m['c2st_accuracy'])}; real against its own resampled "
+                  f"windows: {_fmt(m['c2st_accuracy_resampling'])}, what resolution alone gives away)."]
     tstr = sorted(k for k in m if k.startswith("tstr_") and k.count("_") == 3)
     if tstr:
         lines += ["", "## Train on synthetic, test on real (`syn-only` cells)", "",
