@@ -114,7 +114,11 @@ def main() -> None:
     t_start = time.time()
 
     manifest = args.structures.parent / "manifest.json"
-    scale = args.scale or (float(read_json(manifest)["scale"]) if manifest.exists() else 0.5)
+    if args.scale is None and manifest.exists():  # the structures' scale (older manifests: "scale")
+        m = read_json(manifest)
+        scale = float(m.get("structure_scale", m["scale"]))
+    else:
+        scale = args.scale or 0.5
     factor = int(round(1 / scale))
     if abs(factor * scale - 1) > 1e-6:
         raise SystemExit(f"scale {scale}: label upsampling needs an integer factor 1/scale")

@@ -231,7 +231,8 @@ def synthesize(structure_run: Path | None, image_run: Path, out: Path, cfg: Synt
     raw_filter = replace(cfg.filter, segmenter=None, min_fidelity=None, keep_top=None, real_percentiles=None)
     raw = _sample_pairs(structure_run, image_run, out / "unfiltered", replace(cfg, n=n_sampled, filter=raw_filter),
                         real_dir)
-    header = {k: raw[k] for k in ("structure_model", "image_model", "scale")} | {"config": asdict(cfg)}
+    header = {k: raw[k] for k in ("structure_model", "image_model", "scale", "structure_scale") if k in raw}
+    header |= {"config": asdict(cfg)}
     manifest = filter_pairs(out / "unfiltered", out, cfg.filter, real_dir, n_keep=cfg.n, header=header)
     if manifest["n_accepted"]:
         write_mosaic(out, real_dir)
