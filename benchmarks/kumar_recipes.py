@@ -1,0 +1,114 @@
+"""Kumar 10 %: every synthesis recipe tried, its set's quality beside its segmenter gain.
+
+Reads only committed results: for each recipe's ``benchmarks/results/<folder>/``, the
+``quality/quality.json`` of its 256 kept pairs (``nudiff quality`` against the 784 Kumar training
+patches, the 10 % real s0 segmenter) and its experiment cells, from which the gain of the extra
+patches over 10 % real is computed, paired by seed and test image, with its 95 % interval. The
+copy-paste arm (the bar) is a row too. Writes ``kumar_recipes.{json,md}`` under --results.
+
+    .venv/bin/python benchmarks/kumar_recipes.py
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from nudiff.report import paired_gains
+from nudiff.utils import read_json, write_json, write_text
+
+RESULTS = Path(__file__).parent / "results"
+
+# recipe -> (results folder, the arm whose gain over real is read)
+RECIPES: dict[str, tuple[str, str]] = {
+    "copy-paste (no diffusion; the bar)": ("kumar-grid", "real+copypaste"),
+    "grid recipe: epsilon image model, 1,200 steps": ("kumar-grid", "real+syn"),
+    "grid recipe + reinhard-each stain": ("kumar-grid-each", "real+syn"),
+    "real labels (subset structures), grid image model": ("kumar-grid-subset", "real+syn"),
+    "image model 3,000 steps": ("kumar-grid-img3k", "real+syn"),
+    "zero-terminal-SNR + v image model": ("kumar-grid-zsnr", "real+syn"),
+    "zero-terminal-SNR + v, image model at full resolution": ("kumar-grid-native", "real+syn"),
+}
+# (quality.json key, column header, format)
+COLUMNS = (
+    ("structure_w1_mean", "structure W1", ".3f"),
+    ("colour_w1_mean", "colour W1", ".2f"),
+    ("laplacian_variance_ratio", "Laplacian ratio", ".2f"),
+    ("c2st_accuracy", "C2ST", ".3f"),
+    ("c2st_accuracy_at_scale", "C2ST at its scale", ".3f"),
+    ("kid", "KID", ".3f"),
+    ("fidelity_aji", "fidelity AJI", ".3f"),
+)
+
+
+def gain(folder: Path, arm: str, fraction: float = 0.1) -> dict:
+    """``arm`` − real at ``fraction`` from a results folder's cells (paired by seed and image)."""
+    rows = []
+    for path in sorted((folder / "cells").glob(f"f{fraction:.2f}_*.json")):
+        cell = read_json(path)
+        rows += [{"fraction": cell["fraction"], "arm": cell["arm"], "seed": cell["seed"], "image": image} | m
+                 for image, m in cell["per_image"].items()]
+    for g in paired_gains(rows, arms=(arm,)):
+        return {"aji": g["aji"], "pq": g["pq"], "seeds": g["seeds"],
+                "aji_ci": [g["ci"]["aji"]["lo"], g["ci"]["aji"]["hi"]],
+                "pq_ci": [g["ci"]["pq"]["lo"], g["ci"]["pq"]["hi"]]}
+    return {}
+
+
+def collect(results: Path) -> dict[str, dict]:
+    out = {}
+    for name, (folder, arm) in RECIPES.items():
+        quality = results / folder / "quality" / "quality.json"
+        row = {"folder": folder, "arm": arm,
+               "quality": read_json(quality) if quality.exists() and arm == "real+syn" else {},
+               "gain": gain(results / folder, arm) if (results / folder / "cells").is_dir() else {}}
+        if row["quality"] or row["gain"]:
+            out[name] = row
+    return out
+
+
+def _gain_text(g: dict, key: str) -> str:
+    if not g:
+        return "not run"
+    lo, hi = g[f"{key}_ci"]
+    n = len(g["seeds"])
+    return f"{g[key]:+.3f} [{lo:+.3f}, {hi:+.3f}]" + (f" ({n} seeds)" if n > 1 else "")
+
+
+def markdown(rows: dict[str, dict]) -> str:
+    floors = next((r["quality"] for r in rows.values() if r["quality"]), {})
+    lines = ["# Kumar 10 %: synthesis recipes, their pairs' quality and what they gave the segmenter", "",
+             "Quality: `nudiff quality` of each recipe's 256 kept pairs against the 784 Kumar training "
+             "patches (floor: two halves of those). Gain: 10 % + 256 extra patches (a quarter of each "
+             "batch) − 10 % real, 3,000-step segmenters, paired by seed and test image (14 Kumar test "
+             "images), 95 % interval; seed 0 unless said. (`benchmarks/kumar_recipes.py`)", "",
+             "| recipe | " + " | ".join(h for _, h, _ in COLUMNS) + " | Δ AJI | Δ PQ |",
+             "|---|" + "---|" * (len(COLUMNS) + 2),
+             "| real vs real (floor) | " + " | ".join(
+                 format(floors[k + "_floor"], f) if k + "_floor" in floors else "–" for k, _, f in COLUMNS)
+             + " | – | – |"]
+    for name, r in rows.items():
+        q = r["quality"]
+        lines.append(f"| {name} | " + " | ".join(format(q[k], f) if k in q else "–" for k, _, f in COLUMNS)
+                     + f" | {_gain_text(r['gain'], 'aji')} | {_gain_text(r['gain'], 'pq')} |")
+    if any("laplacian_variance_ratio_at_scale" in r["quality"] for r in rows.values()):
+        ceiling = next(r["quality"]["laplacian_variance_ratio_at_scale"] for r in rows.values()
+                       if "laplacian_variance_ratio_at_scale" in r["quality"])
+        lines += ["", f"Half-resolution sets: real windows taken to scale 0.5 and back have Laplacian "
+                  f"ratio {ceiling:.2f} (the most such images can have); \"C2ST at its scale\" "
+                  "compares the synthetic images with those resampled real windows."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    rows = collect(args.results)
+    write_json(args.results / "kumar_recipes.json", rows)
+    write_text(args.results / "kumar_recipes.md", markdown(rows))
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
