@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pair_ablation import committed_rows  # a sibling script (benchmarks/ is on the path)
+
 from nudiff.report import paired_gains
 from nudiff.utils import read_json, write_json, write_text
 
@@ -43,12 +45,7 @@ COLUMNS = (
 
 def gain(folder: Path, arm: str, fraction: float = 0.1) -> dict:
     """``arm`` − real at ``fraction`` from a results folder's cells (paired by seed and image)."""
-    rows = []
-    for path in sorted((folder / "cells").glob(f"f{fraction:.2f}_*.json")):
-        cell = read_json(path)
-        rows += [{"fraction": cell["fraction"], "arm": cell["arm"], "seed": cell["seed"], "image": image} | m
-                 for image, m in cell["per_image"].items()]
-    for g in paired_gains(rows, arms=(arm,)):
+    for g in paired_gains(committed_rows(folder, fraction), arms=(arm,)):
         return {"aji": g["aji"], "pq": g["pq"], "seeds": g["seeds"],
                 "aji_ci": [g["ci"]["aji"]["lo"], g["ci"]["aji"]["hi"]],
                 "pq_ci": [g["ci"]["pq"]["lo"], g["ci"]["pq"]["hi"]]}

@@ -125,16 +125,23 @@ def assess_variant(name: str, folder: Path, minutes: float, args) -> dict:
     return a.metrics
 
 
-def segmenter_columns(results_dir: Path, fraction: float = 0.1) -> dict:
-    """Gain of real+syn over real (paired by seed and test image) and TSTR from the committed
-    cells of an experiment's ``--results`` folder."""
-    from nudiff.report import paired_gains
-
+def committed_rows(results_dir: Path, fraction: float = 0.1) -> list[dict]:
+    """One row per (cell, test image) of the committed cells at ``fraction`` of an experiment's
+    ``--results`` folder (``cells/*.json``), as ``nudiff.report.paired_gains`` takes them."""
     rows = []
     for path in sorted((results_dir / "cells").glob(f"f{fraction:.2f}_*.json")):
         cell = read_json(path)
         rows += [{"fraction": cell["fraction"], "arm": cell["arm"], "seed": cell["seed"], "image": image} | m
                  for image, m in cell["per_image"].items()]
+    return rows
+
+
+def segmenter_columns(results_dir: Path, fraction: float = 0.1) -> dict:
+    """Gain of real+syn over real (paired by seed and test image) and TSTR from the committed
+    cells of an experiment's ``--results`` folder."""
+    from nudiff.report import paired_gains
+
+    rows = committed_rows(results_dir, fraction)
     out: dict = {}
     for g in paired_gains(rows, arms=("real+syn", "syn-only")):
         if g["arm"] == "real+syn":
