@@ -88,9 +88,9 @@ def markdown(rows: dict[str, dict]) -> str:
         q = r["quality"]
         lines.append(f"| {name} | " + " | ".join(format(q[k], f) if k in q else "–" for k, _, f in COLUMNS)
                      + f" | {_gain_text(r['gain'], 'aji')} | {_gain_text(r['gain'], 'pq')} |")
-    if any("laplacian_variance_ratio_at_scale" in r["quality"] for r in rows.values()):
-        ceiling = next(r["quality"]["laplacian_variance_ratio_at_scale"] for r in rows.values()
-                       if "laplacian_variance_ratio_at_scale" in r["quality"])
+    ceiling = next((r["quality"]["laplacian_variance_ratio_at_scale"] for r in rows.values()
+                    if "laplacian_variance_ratio_at_scale" in r["quality"]), None)
+    if ceiling is not None:
         lines += ["", f"Half-resolution sets: real windows taken to scale 0.5 and back have Laplacian "
                   f"ratio {ceiling:.2f} (the most such images can have); \"C2ST at its scale\" "
                   "compares the synthetic images with those resampled real windows."]

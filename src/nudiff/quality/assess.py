@@ -211,16 +211,17 @@ def resolution_ceiling(w: dict[str, Windows], metrics: dict, scale: float, seed:
     scale: the most texture such images can have (``laplacian_variance_ratio_at_scale``) and
     whether a classifier still tells synthetic from real once resolution is equal
     (``c2st_accuracy_at_scale``; ``c2st_accuracy_resampling``: real vs its own resampled
-    windows, what resolution alone gives away)."""
+    windows, what resolution alone gives away). Runs after :func:`structure_and_colour`, whose
+    ``laplacian_variance_real`` is the reference."""
     from nudiff.quality.c2st import c2st
 
     metrics["synthesis_scale"] = scale
     if scale >= 1:
         return
     a, b = at_scale(w["real_a"].images, scale), at_scale(w["real_b"].images, scale)
-    ref = max(float(np.mean([stats.laplacian_variance(stats.grey(i)) for i in w["real_a"].images])), 1e-12)
+    # the same reference as laplacian_variance_ratio (real A's mean, from structure_and_colour)
     metrics["laplacian_variance_ratio_at_scale"] = float(
-        np.mean([stats.laplacian_variance(stats.grey(i)) for i in b])) / ref
+        np.mean([stats.laplacian_variance(stats.grey(i)) for i in b])) / metrics["laplacian_variance_real"]
     metrics["c2st_accuracy_at_scale"] = c2st(a, w["synthetic"].images, seed=seed, epochs=epochs).accuracy
     metrics["c2st_accuracy_resampling"] = c2st(w["real_a"].images, b, seed=seed, epochs=epochs).accuracy
 
