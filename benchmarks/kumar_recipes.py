@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pair_ablation import committed_rows  # a sibling script (benchmarks/ is on the path)
+from pair_ablation import committed_rows, segmenter_columns  # sibling script
 
 from nudiff.report import paired_gains
 from nudiff.utils import read_json, write_json, write_text
@@ -59,6 +59,8 @@ def collect(results: Path) -> dict[str, dict]:
         row = {"folder": folder, "arm": arm,
                "quality": read_json(quality) if quality.exists() and arm == "real+syn" else {},
                "gain": gain(results / folder, arm) if (results / folder / "cells").is_dir() else {}}
+        if arm == "real+syn" and (results / folder / "cells").is_dir():
+            row["tstr_aji_ratio"] = segmenter_columns(results / folder).get("tstr_aji_ratio")
         if row["quality"] or row["gain"]:
             out[name] = row
     return out
@@ -78,16 +80,18 @@ def markdown(rows: dict[str, dict]) -> str:
              "Quality: `nudiff quality` of each recipe's 256 kept pairs against the 784 Kumar training "
              "patches (floor: two halves of those). Gain: 10 % + 256 extra patches (a quarter of each "
              "batch) − 10 % real, 3,000-step segmenters, paired by seed and test image (14 Kumar test "
-             "images), 95 % interval; seed 0 unless said. (`benchmarks/kumar_recipes.py`)", "",
-             "| recipe | " + " | ".join(h for _, h, _ in COLUMNS) + " | Δ AJI | Δ PQ |",
-             "|---|" + "---|" * (len(COLUMNS) + 2),
+             "images), 95 % interval; seed 0 unless said. TSTR: AJI of a segmenter trained on the pairs "
+             "alone (`syn-only`) / AJI of 10 % real, same seeds. (`benchmarks/kumar_recipes.py`)", "",
+             "| recipe | " + " | ".join(h for _, h, _ in COLUMNS) + " | Δ AJI | Δ PQ | TSTR |",
+             "|---|" + "---|" * (len(COLUMNS) + 3),
              "| real vs real (floor) | " + " | ".join(
                  format(floors[k + "_floor"], f) if k + "_floor" in floors else "–" for k, _, f in COLUMNS)
-             + " | – | – |"]
+             + " | – | – | 1 |"]
     for name, r in rows.items():
         q = r["quality"]
         lines.append(f"| {name} | " + " | ".join(format(q[k], f) if k in q else "–" for k, _, f in COLUMNS)
-                     + f" | {_gain_text(r['gain'], 'aji')} | {_gain_text(r['gain'], 'pq')} |")
+                     + f" | {_gain_text(r['gain'], 'aji')} | {_gain_text(r['gain'], 'pq')} | "
+                     + (format(r["tstr_aji_ratio"], ".2f") if r.get("tstr_aji_ratio") else "–") + " |")
     ceiling = next((r["quality"]["laplacian_variance_ratio_at_scale"] for r in rows.values()
                     if "laplacian_variance_ratio_at_scale" in r["quality"]), None)
     if ceiling is not None:

@@ -1,0 +1,153 @@
+"""Kumar 10 %: ways of using the same synthetic pairs in the segmenter.
+
+Every variant trains the 10 % ``real+syn`` segmenter of ``configs/kumar-grid.yaml`` (3,000 steps)
+with the grid's synthesis recipe and changes one thing in how the segmenter uses the pairs:
+the share of each batch that is synthetic (``real_ratio``), pre-training on the pairs then
+training on real only (``synthetic_until``), a lower loss weight for synthetic crops
+(``synthetic_weight``), or the number of kept pairs. The grid's own ``real+syn`` cells are the
+``quarter`` row. The gain of each variant over 10 % real is paired by seed and test image with
+the grid's ``real`` cells (the real arm does not depend on these options).
+
+Each variant is a ``nudiff experiment`` run under ``--out/<variant>`` with ``--set`` overrides;
+its finished cells are kept under ``--results/<variant>/cells/`` (commit them: a rerun skips
+them). A variant's run folder links the grid run's data, diffusion models, labeled subset, the
+real seed-0 segmenter (the pair filter's) and, when it keeps the grid's pairs, the kept pairs
+themselves: a variant costs one segmenter per seed (~35 min at 2 threads); ``pairs-*`` sample
+their own set first (~5 min for 256 sampled, ~20 min for 1,024).
+
+    python benchmarks/pair_use.py --variants pretrain-750 weight-0.5 --seeds 0
+    python benchmarks/pair_use.py --summary-only
+
+Writes ``--results/pair_use.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from pair_ablation import committed_rows  # a sibling script (benchmarks/ is on the path)
+
+from nudiff.experiment import load_plan, run_experiment
+from nudiff.report import paired_gains
+from nudiff.utils import NudiffError, read_json, set_threads, write_json, write_text
+
+RESULTS = Path(__file__).parent / "results"
+GRID_RESULTS = RESULTS / "kumar-grid"
+FRACTION = "f0.10"
+
+# name -> (what the segmenter does with the pairs, --set overrides, samples its own pairs)
+VARIANTS: dict[str, tuple[str, list[str], bool]] = {
+    "quarter": ("a quarter of each batch synthetic (the grid's recipe)", [], False),
+    "half": ("half of each batch synthetic", ["segment.train.real_ratio=0.5"], False),
+    "tenth": ("a tenth of each batch synthetic", ["segment.train.real_ratio=0.9"], False),
+    "union": ("plain union, drawn by area (the paper's; ~70 % synthetic here)",
+              ["segment.train.real_ratio=null"], False),
+    "pretrain-750": ("pre-train: the first 750 steps synthetic only, then real only "
+                     "(as many real crops as `quarter`)",
+                     ["segment.train.real_ratio=0", "segment.train.synthetic_until=750"], False),
+    "weight-0.5": ("a quarter synthetic, their loss weighted 0.5",
+                   ["segment.train.synthetic_weight=0.5"], False),
+    "pairs-128": ("128 kept pairs (256 sampled), a quarter of each batch",
+                  ["experiment.n_synthetic=128"], True),
+    "pairs-512": ("512 kept pairs (1,024 sampled), a quarter of each batch",
+                  ["experiment.n_synthetic=512"], True),
+}
+
+
+def link_grid_run(grid_run: Path, run: Path, own_pairs: bool) -> None:
+    """Link what a variant shares with the grid run into its run folder (nothing is copied)."""
+    shared = ["data", f"cells/{FRACTION}_real_s0", *(f"diffusion/{FRACTION}/{kind}" for kind in
+              ("structure", "image", "subset", *(() if own_pairs else ("synthetic",))))]
+    for rel in shared:
+        target, link = grid_run / rel, run / rel
+        if link.exists() or link.is_symlink():
+            continue
+        if not target.exists():
+            raise NudiffError(f"{target}: missing; run the grid's 10 % real+syn cell first "
+                              "(nudiff experiment --config configs/kumar-grid.yaml ...)")
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target.resolve(), link)
+
+
+def run_variant(name: str, config: Path, grid_run: Path, out: Path, results: Path,
+                seeds: list[int]) -> None:
+    _, overrides, own_pairs = VARIANTS[name]
+    run = out / name
+    link_grid_run(grid_run, run, own_pairs)
+    plan = load_plan(config, [*overrides, "experiment.fractions=[0.1]", "experiment.arms=[real+syn]",
+                              f"experiment.seeds_by_fraction={{0.1: {list(seeds)}}}"])
+    run_experiment(plan, run, results_dir=results / name)
+
+
+def variant_folder(results: Path, name: str) -> Path:
+    return GRID_RESULTS if name == "quarter" else results / name
+
+
+def summarise(results: Path) -> dict[str, dict]:
+    real = [r for r in committed_rows(GRID_RESULTS) if r["arm"] == "real"]
+    out = {}
+    for name, (what, overrides, _) in VARIANTS.items():
+        folder = variant_folder(results, name)
+        syn = [r for r in committed_rows(folder) if r["arm"] == "real+syn"] if folder.is_dir() else []
+        for g in paired_gains(real + syn, arms=("real+syn",)):
+            cells = [read_json(folder / "cells" / f"{FRACTION}_real+syn_s{s}.json") for s in g["seeds"]]
+            out[name] = {"what": what, "overrides": overrides, "seeds": g["seeds"],
+                         "aji": sum(c["mean"]["aji"] for c in cells) / len(cells),
+                         "pq": sum(c["mean"]["pq"] for c in cells) / len(cells),
+                         "gain_aji": g["aji"], "gain_pq": g["pq"],
+                         "gain_aji_ci": [g["ci"]["aji"]["lo"], g["ci"]["aji"]["hi"]],
+                         "gain_pq_ci": [g["ci"]["pq"]["lo"], g["ci"]["pq"]["hi"]],
+                         "minutes": round(sum(sum(c.get("minutes", {}).values()) for c in cells)
+                                          / len(cells), 1)}
+    return out
+
+
+def _ci(row: dict, key: str) -> str:
+    lo, hi = row[f"gain_{key}_ci"]
+    return f"{row[f'gain_{key}']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def markdown(rows: dict[str, dict]) -> str:
+    lines = ["# Kumar 10 %: ways of using the same synthetic pairs (`benchmarks/pair_use.py`)", "",
+             "10 % real + the grid recipe's synthetic pairs, 3,000-step segmenters; one option "
+             "changed per row. Gain over 10 % real (the grid's `real` cells), paired by seed and "
+             "test image (14 Kumar test images), 95 % interval. Minutes: the cell's training and "
+             "prediction, averaged over its seeds.", "",
+             "| variant | what the segmenter does with the pairs | seeds | AJI | PQ | Δ AJI | Δ PQ | minutes |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        seeds = ", ".join(map(str, r["seeds"]))
+        lines.append(f"| {name} | {r['what']} | {seeds} | {r['aji']:.4f} | {r['pq']:.4f} | "
+                     f"{_ci(r, 'aji')} | {_ci(r, 'pq')} | {r['minutes']} |")
+    missing = [n for n in VARIANTS if n not in rows]
+    if missing:
+        lines += ["", "Not run yet: " + ", ".join(f"`{n}`" for n in missing) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variants", nargs="+", default=[], choices=[v for v in VARIANTS if v != "quarter"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--config", type=Path, default=Path("configs/kumar-grid.yaml"))
+    ap.add_argument("--grid-run", type=Path, default=Path("runs/kumar"),
+                    help="the Kumar grid's run folder (its 10 %% models, pairs and real s0 segmenter)")
+    ap.add_argument("--out", type=Path, default=Path("runs/pair_use"))
+    ap.add_argument("--results", type=Path, default=RESULTS / "pair_use")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--summary-only", action="store_true", help="only rebuild the table from --results")
+    args = ap.parse_args()
+    set_threads(args.threads)
+    if not args.summary_only:
+        for name in args.variants:
+            run_variant(name, args.config, args.grid_run, args.out, args.results, args.seeds)
+    rows = summarise(args.results)
+    write_json(args.results / "pair_use.json", rows)
+    write_text(args.results / "pair_use.md", markdown(rows))
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
