@@ -136,6 +136,13 @@ def committed_rows(results_dir: Path, fraction: float = 0.1) -> list[dict]:
     return rows
 
 
+def gain_columns(g: dict) -> dict:
+    """One ``nudiff.report.paired_gains`` entry as the tables' gain columns (AJI, PQ, intervals)."""
+    return {"gain_aji": g["aji"], "gain_pq": g["pq"],
+            "gain_aji_ci": [g["ci"]["aji"]["lo"], g["ci"]["aji"]["hi"]],
+            "gain_pq_ci": [g["ci"]["pq"]["lo"], g["ci"]["pq"]["hi"]]}
+
+
 def segmenter_columns(results_dir: Path, fraction: float = 0.1) -> dict:
     """Gain of real+syn over real (paired by seed and test image) and TSTR from the committed
     cells of an experiment's ``--results`` folder."""
@@ -145,9 +152,7 @@ def segmenter_columns(results_dir: Path, fraction: float = 0.1) -> dict:
     out: dict = {}
     for g in paired_gains(rows, arms=("real+syn", "syn-only")):
         if g["arm"] == "real+syn":
-            out |= {"gain_aji": g["aji"], "gain_pq": g["pq"], "gain_seeds": len(g["seeds"]),
-                    "gain_aji_ci": [g["ci"]["aji"]["lo"], g["ci"]["aji"]["hi"]],
-                    "gain_pq_ci": [g["ci"]["pq"]["lo"], g["ci"]["pq"]["hi"]]}
+            out |= gain_columns(g) | {"gain_seeds": len(g["seeds"])}
         else:  # syn-only - real = TSTR - real: as a ratio of the real AJI
             real = [r["aji"] for r in rows if r["arm"] == "real" and r["seed"] in g["seeds"]]
             out["tstr_aji_ratio"] = 1 + g["aji"] / (sum(real) / len(real))

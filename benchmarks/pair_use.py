@@ -27,7 +27,7 @@ import argparse
 import os
 from pathlib import Path
 
-from pair_ablation import committed_rows  # a sibling script (benchmarks/ is on the path)
+from pair_ablation import committed_rows, gain_columns  # sibling script
 
 from nudiff.experiment import load_plan, run_experiment
 from nudiff.report import paired_gains
@@ -96,9 +96,7 @@ def summarise(results: Path) -> dict[str, dict]:
             out[name] = {"what": what, "overrides": overrides, "seeds": g["seeds"],
                          "aji": sum(c["mean"]["aji"] for c in cells) / len(cells),
                          "pq": sum(c["mean"]["pq"] for c in cells) / len(cells),
-                         "gain_aji": g["aji"], "gain_pq": g["pq"],
-                         "gain_aji_ci": [g["ci"]["aji"]["lo"], g["ci"]["aji"]["hi"]],
-                         "gain_pq_ci": [g["ci"]["pq"]["lo"], g["ci"]["pq"]["hi"]],
+                         **gain_columns(g),
                          "minutes": round(sum(sum(c.get("minutes", {}).values()) for c in cells)
                                           / len(cells), 1)}
     return out
