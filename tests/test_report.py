@@ -110,3 +110,32 @@ def test_diffusion_versus_copypaste_is_paired_against_that_arm(tmp_path):
     assert "arm − real+copypaste" in gains_markdown([g])
     write_experiment_report(tmp_path, rows)
     assert "arm − real+copypaste" in (tmp_path / "report" / "table.md").read_text()
+
+
+def test_per_image_gains_correlate_an_arm_with_what_more_labels_give(tmp_path):
+    from nudiff.report import per_image_chart, per_image_gains, per_image_markdown
+
+    labels_help = {"a": 0.10, "b": 0.00, "c": 0.05, "d": -0.02}
+    rows = []
+    for img, g in labels_help.items():
+        for seed in (0, 1):
+            base = 0.5 + 0.01 * seed
+            rows.append({"fraction": 0.1, "arm": "real", "seed": seed, "image": img, "aji": base})
+            # tracks the label gain at half its size: r = +1
+            rows.append({"fraction": 0.1, "arm": "real+syn", "seed": seed, "image": img, "aji": base + g / 2})
+            # helps most where labels help least: r = -1
+            rows.append({"fraction": 0.1, "arm": "real+copypaste", "seed": seed, "image": img, "aji": base - g})
+        rows.append({"fraction": 1.0, "arm": "real", "seed": 0, "image": img, "aji": 0.5 + g})
+    e = per_image_gains(rows, 0.1)
+    # the 100 % cell (seed 0) minus the mean of the 10 % seeds (0.505)
+    assert e["label_gain"]["a"] == pytest.approx(0.095)
+    assert e["arms"]["real+syn"]["gains"]["a"] == pytest.approx(0.05)
+    assert e["arms"]["real+syn"]["r"] == pytest.approx(1.0)
+    assert e["arms"]["real+copypaste"]["r"] == pytest.approx(-1.0)
+    assert e["arms"]["real+syn"]["seeds"] == [0, 1]
+    md = per_image_markdown(e)
+    assert md.splitlines()[2].startswith("| a | +0.095 |")  # sorted by the label gain
+    assert "+1.00" in md.splitlines()[-1]
+    per_image_chart(e, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 0
+    assert per_image_gains([r for r in rows if r["image"] in "ab"], 0.1) == {}  # < 3 images

@@ -254,6 +254,87 @@ def group_markdown(entries: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def per_image_gains(rows: list[dict], fraction: float, baseline: str = "real",
+                    reference: tuple[float, str] = (1.0, "real"), metric: str = "aji") -> dict:
+    """Where extra data helps, image by image. Per test image: ``label_gain``, the mean over
+    seeds of ``reference`` minus the mean of ``baseline`` at ``fraction`` (what more labels
+    give); per other arm at ``fraction``, its gain over ``baseline`` (paired by seed, mean over
+    seeds) and the Pearson r (with p) between the two over images: r > 0 means the arm helps
+    where more labels help. ``{}`` when fewer than 3 images have both cells."""
+    from scipy.stats import pearsonr
+
+    def by_image(f: float, arm: str) -> dict:
+        out: dict = {}
+        for r in rows:
+            if float(r["fraction"]) == f and r["arm"] == arm:
+                out.setdefault(r["image"], {})[int(r["seed"])] = float(r[metric])
+        return out
+
+    base, ref = by_image(fraction, baseline), by_image(*reference)
+    images = sorted(set(base) & set(ref))
+    if len(images) < 3:
+        return {}
+    label_gain = {i: float(np.mean(list(ref[i].values())) - np.mean(list(base[i].values()))) for i in images}
+    arms = {}
+    for arm in sorted({r["arm"] for r in rows if float(r["fraction"]) == fraction} - {baseline}):
+        cells = by_image(fraction, arm)
+        gains = {i: float(np.mean([cells[i][s] - base[i][s] for s in set(cells[i]) & set(base[i])]))
+                 for i in images if set(cells.get(i, {})) & set(base[i])}
+        if len(gains) < 3:
+            continue
+        x, y = [label_gain[i] for i in gains], list(gains.values())
+        r, p = pearsonr(x, y) if np.std(x) > 0 and np.std(y) > 0 else (float("nan"), float("nan"))
+        seeds = sorted({s for i in gains for s in set(cells[i]) & set(base[i])})
+        arms[arm] = {"gains": gains, "r": float(r), "p": float(p), "seeds": seeds}
+    return {"fraction": fraction, "baseline": baseline, "reference": list(reference), "metric": metric,
+            "label_gain": label_gain, "arms": arms}
+
+
+def per_image_markdown(entry: dict) -> str:
+    """One row per test image, sorted by what more labels give; last row: Pearson r (p)."""
+    m, arms = entry["metric"].upper().replace("_PLUS", "+"), entry["arms"]
+    ref = f"{entry['reference'][0]:.0%} {entry['reference'][1]}"
+    base = f"{entry['fraction']:.0%} {entry['baseline']}"
+    seeds = lambda n: f"{n} seed" + ("s" if n > 1 else "")  # noqa: E731
+    lines = [f"| test image | Δ {m}: {ref} − {base} | "
+             + " | ".join(f"Δ {m}: {a} − {base} ({seeds(len(v['seeds']))})" for a, v in arms.items()) + " |",
+             "|---" * (len(arms) + 2) + "|"]
+    for image, g in sorted(entry["label_gain"].items(), key=lambda kv: -kv[1]):
+        cols = [f"{v['gains'][image]:+.3f}" if image in v["gains"] else "–" for v in arms.values()]
+        lines.append(f"| {image} | {g:+.3f} | " + " | ".join(cols) + " |")
+    lines.append("| Pearson r with the label gain (p) | | "
+                 + " | ".join(f"{v['r']:+.2f} ({v['p']:.2f})" for v in arms.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def per_image_chart(entry: dict, path) -> None:
+    """Scatter: per test image, what more labels give (x) against what each arm gives (y)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from nudiff.utils import atomic_path
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    m = entry["metric"].upper().replace("_PLUS", "+")
+    for k, (arm, v) in enumerate(entry["arms"].items()):
+        images = list(v["gains"])
+        ax.scatter([entry["label_gain"][i] for i in images], [v["gains"][i] for i in images],
+                   color=f"C{k}", label=f"{arm} (r = {v['r']:+.2f}, p = {v['p']:.2f})")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xlabel(f"Δ {m}: {entry['reference'][0]:.0%} {entry['reference'][1]} − {entry['fraction']:.0%} "
+                  f"{entry['baseline']}  (what more labels give)")
+    ax.set_ylabel(f"Δ {m}: arm − {entry['fraction']:.0%} {entry['baseline']}")
+    ax.set_title("Per test image: does an arm help where more labels help?", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
 def results_chart(summary: list[dict], path, gains: list[dict] | None = None) -> None:
     """Grouped bar chart (Dice, AJI, PQ per fraction x arm) with ± sd error bars; with ``gains``
     (``paired_gains`` entries that carry ``ci``) a second panel: Δ AJI and Δ PQ over the
@@ -325,13 +406,18 @@ def write_experiment_report(out, rows: list[dict], cfg=None) -> None:
 
     groups = load_groups(out / "data")
     by_group = group_summary(rows, groups) if groups else []
+    fractions = sorted({float(r["fraction"]) for r in rows if float(r["fraction"]) < 1.0})
+    per_image = next((e for e in (per_image_gains(rows, f) for f in fractions) if e.get("arms")), {})
     write_text(rep / "table.md", table + ("\n" + gains_markdown(gains) if gains else "")
                + ("\n" + gains_markdown(versus_copypaste) if versus_copypaste else "")
-               + ("\n" + group_markdown(by_group) if by_group else ""))
+               + ("\n" + group_markdown(by_group) if by_group else "")
+               + ("\n" + per_image_markdown(per_image) if per_image else ""))
     write_json(rep / "summary.json", {"cells": summary, "gains": gains, "versus_copypaste": versus_copypaste,
-                                      "groups": by_group})
+                                      "groups": by_group, "per_image": per_image})
     if summary:
         results_chart(summary, rep / "chart.png", gains + versus_copypaste)
+    if per_image:
+        per_image_chart(per_image, rep / "per_image.png")
     pictures = []
     for mosaic_path in sorted((out / "diffusion").glob("f*/synthetic/mosaic.png")):
         target = rep / f"mosaic_{mosaic_path.parts[-3]}.png"
@@ -359,6 +445,8 @@ def write_experiment_report(out, rows: list[dict], cfg=None) -> None:
         if versus_copypaste else "",
         "<h3>By group of test images</h3>" + _markdown_table_html(group_markdown(by_group)) if by_group else "",
         '<img src="chart.png" style="max-width:100%">' if summary else "<p>No finished cells yet.</p>",
+        "<h3>Per test image: what each arm gives against what more labels give</h3>"
+        + _markdown_table_html(per_image_markdown(per_image)) + '<img src="per_image.png">' if per_image else "",
     ]
     for caption, name in pictures:
         body.append(f"<h3>{html.escape(caption)}</h3><img src=\"{html.escape(name)}\" style=\"max-width:100%\">")
