@@ -133,9 +133,28 @@ def test_per_image_gains_correlate_an_arm_with_what_more_labels_give(tmp_path):
     assert e["arms"]["real+syn"]["r"] == pytest.approx(1.0)
     assert e["arms"]["real+copypaste"]["r"] == pytest.approx(-1.0)
     assert e["arms"]["real+syn"]["seeds"] == [0, 1]
+    assert e["arms"]["real+syn"]["r_split"] == pytest.approx(1.0)
+    assert e["arms"]["real+copypaste"]["r_split"] == pytest.approx(-1.0)
     md = per_image_markdown(e)
     assert md.splitlines()[2].startswith("| a | +0.095 |")  # sorted by the label gain
     assert "+1.00" in md.splitlines()[-1]
     per_image_chart(e, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 0
     assert per_image_gains([r for r in rows if r["image"] in "ab"], 0.1) == {}  # < 3 images
+
+
+def test_per_image_split_correlation_is_not_fooled_by_baseline_noise():
+    from nudiff.report import per_image_gains
+
+    # neither more labels nor the arm change anything; only the baseline's per-image noise
+    # differs, and both gains subtract it: r = +1 from that noise alone, r_split near 0
+    noise = np.random.default_rng(0).normal(0, 0.02, (60, 3))
+    rows = []
+    for i in range(60):
+        rows.append({"fraction": 1.0, "arm": "real", "seed": 0, "image": str(i), "aji": 0.5})
+        for s in range(3):
+            rows.append({"fraction": 0.1, "arm": "real", "seed": s, "image": str(i), "aji": 0.5 + noise[i, s]})
+            rows.append({"fraction": 0.1, "arm": "real+syn", "seed": s, "image": str(i), "aji": 0.5})
+    v = per_image_gains(rows, 0.1)["arms"]["real+syn"]
+    assert v["r"] == pytest.approx(1.0)
+    assert abs(v["r_split"]) < 0.3

@@ -254,14 +254,28 @@ def group_markdown(entries: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _pearson(x: list[float], y: list[float]) -> tuple[float, float]:
+    """Pearson (r, p); NaN when either side is constant or has fewer than 3 values."""
+    from scipy.stats import pearsonr
+
+    if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
+        return float("nan"), float("nan")
+    r, p = pearsonr(x, y)
+    return float(r), float(p)
+
+
 def per_image_gains(rows: list[dict], fraction: float, baseline: str = "real",
                     reference: tuple[float, str] = (1.0, "real"), metric: str = "aji") -> dict:
     """Where extra data helps, image by image. Per test image: ``label_gain``, the mean over
     seeds of ``reference`` minus the mean of ``baseline`` at ``fraction`` (what more labels
     give); per other arm at ``fraction``, its gain over ``baseline`` (paired by seed, mean over
     seeds) and the Pearson r (with p) between the two over images: r > 0 means the arm helps
-    where more labels help. ``{}`` when fewer than 3 images have both cells."""
-    from scipy.stats import pearsonr
+    where more labels help.
+
+    Both gains subtract the same baseline, so its noise alone correlates them a little;
+    ``r_split`` removes that: the label gain over baseline seed *k* against the arm's gain at
+    the other seeds, r averaged over *k* (NaN with a single shared seed). ``{}`` when fewer
+    than 3 images have both cells."""
 
     def by_image(f: float, arm: str) -> dict:
         out: dict = {}
@@ -270,22 +284,31 @@ def per_image_gains(rows: list[dict], fraction: float, baseline: str = "real",
                 out.setdefault(r["image"], {})[int(r["seed"])] = float(r[metric])
         return out
 
+    def gain(cells: dict, image: str, seeds) -> float:
+        return float(np.mean([cells[image][s] - base[image][s] for s in seeds]))
+
     base, ref = by_image(fraction, baseline), by_image(*reference)
     images = sorted(set(base) & set(ref))
     if len(images) < 3:
         return {}
-    label_gain = {i: float(np.mean(list(ref[i].values())) - np.mean(list(base[i].values()))) for i in images}
+    ref_mean = {i: float(np.mean(list(ref[i].values()))) for i in images}
+    label_gain = {i: ref_mean[i] - float(np.mean(list(base[i].values()))) for i in images}
     arms = {}
     for arm in sorted({r["arm"] for r in rows if float(r["fraction"]) == fraction} - {baseline}):
         cells = by_image(fraction, arm)
-        gains = {i: float(np.mean([cells[i][s] - base[i][s] for s in set(cells[i]) & set(base[i])]))
-                 for i in images if set(cells.get(i, {})) & set(base[i])}
+        shared = {i: set(cells.get(i, {})) & set(base[i]) for i in images}
+        gains = {i: gain(cells, i, shared[i]) for i in images if shared[i]}
         if len(gains) < 3:
             continue
-        x, y = [label_gain[i] for i in gains], list(gains.values())
-        r, p = pearsonr(x, y) if np.std(x) > 0 and np.std(y) > 0 else (float("nan"), float("nan"))
-        seeds = sorted({s for i in gains for s in set(cells[i]) & set(base[i])})
-        arms[arm] = {"gains": gains, "r": float(r), "p": float(p), "seeds": seeds}
+        r, p = _pearson([label_gain[i] for i in gains], list(gains.values()))
+        seeds = sorted(set().union(*shared.values()))
+        splits = []
+        for k in seeds:
+            held = [i for i in gains if k in base[i] and shared[i] - {k}]
+            splits.append(_pearson([ref_mean[i] - base[i][k] for i in held],
+                                   [gain(cells, i, shared[i] - {k}) for i in held])[0])
+        r_split = float(np.nanmean(splits)) if any(np.isfinite(splits)) else float("nan")
+        arms[arm] = {"gains": gains, "r": r, "p": p, "r_split": r_split, "seeds": seeds}
     return {"fraction": fraction, "baseline": baseline, "reference": list(reference), "metric": metric,
             "label_gain": label_gain, "arms": arms}
 
@@ -304,6 +327,8 @@ def per_image_markdown(entry: dict) -> str:
         lines.append(f"| {image} | {g:+.3f} | " + " | ".join(cols) + " |")
     lines.append("| Pearson r with the label gain (p) | | "
                  + " | ".join(f"{v['r']:+.2f} ({v['p']:.2f})" for v in arms.values()) + " |")
+    lines.append("| r, baseline seeds split (label gain over one seed, arm gain over the others) | | "
+                 + " | ".join("–" if np.isnan(v["r_split"]) else f"{v['r_split']:+.2f}" for v in arms.values()) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -321,7 +346,7 @@ def per_image_chart(entry: dict, path) -> None:
     for k, (arm, v) in enumerate(entry["arms"].items()):
         images = list(v["gains"])
         ax.scatter([entry["label_gain"][i] for i in images], [v["gains"][i] for i in images],
-                   color=f"C{k}", label=f"{arm} (r = {v['r']:+.2f}, p = {v['p']:.2f})")
+                   color=f"C{k}", label=f"{arm} (r = {v['r']:+.2f}, p = {v['p']:.2f}; split r = {v['r_split']:+.2f})")
     ax.axhline(0, color="k", lw=0.8)
     ax.axvline(0, color="k", lw=0.8)
     ax.set_xlabel(f"Δ {m}: {entry['reference'][0]:.0%} {entry['reference'][1]} − {entry['fraction']:.0%} "
