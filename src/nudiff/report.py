@@ -346,14 +346,15 @@ def per_image_chart(entry: dict, path) -> None:
     for k, (arm, v) in enumerate(entry["arms"].items()):
         images = list(v["gains"])
         ax.scatter([entry["label_gain"][i] for i in images], [v["gains"][i] for i in images],
-                   color=f"C{k}", label=f"{arm} (r = {v['r']:+.2f}, p = {v['p']:.2f}; split r = {v['r_split']:+.2f})")
+                   color=f"C{k}", label=f"{arm} (r = {v['r']:+.2f}, p = {v['p']:.2f}"
+                   + ("" if np.isnan(v["r_split"]) else f"; split r = {v['r_split']:+.2f}") + ")")
     ax.axhline(0, color="k", lw=0.8)
     ax.axvline(0, color="k", lw=0.8)
     ax.set_xlabel(f"Δ {m}: {entry['reference'][0]:.0%} {entry['reference'][1]} − {entry['fraction']:.0%} "
                   f"{entry['baseline']}  (what more labels give)")
     ax.set_ylabel(f"Δ {m}: arm − {entry['fraction']:.0%} {entry['baseline']}")
     ax.set_title("Per test image: does an arm help where more labels help?", fontsize=10)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
