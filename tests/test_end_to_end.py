@@ -1,5 +1,7 @@
 """`nudiff run` end to end on a tiny synthetic dataset (slow: about a minute on 2 cores)."""
 
+import re
+
 import numpy as np
 import pytest
 import yaml
@@ -8,7 +10,8 @@ from nudiff.cli import main
 from nudiff.utils import read_json
 
 TINY = {
-    "experiment": {"fractions": [0.5, 1.0], "arms": ["real", "real+syn", "syn-only"], "seeds": [0],
+    "experiment": {"fractions": [0.5, 1.0], "arms": ["real", "real+syn", "real+copypaste+syn", "syn-only"],
+                   "seeds": [0],
                    "synthetic_fractions": [0.5], "n_synthetic": 4},
     "data": {"val_images": 1, "patch_size": 64, "stride": 64, "strategy": "kmeans", "n_clusters": 2},
     "structure": {"model": {"channels": [8, 16], "attention_levels": [False, True], "num_head_channels": 8,
@@ -48,7 +51,7 @@ def _dataset(root, n=4, size=128):
 
 
 @pytest.mark.slow
-def test_run_end_to_end_and_resume(tmp_path):
+def test_run_end_to_end_and_resume(tmp_path, capsys):
     import torch
 
     torch.set_num_threads(1)
@@ -59,7 +62,10 @@ def test_run_end_to_end_and_resume(tmp_path):
     assert main(["run", "--config", str(config), "--data", str(data), "--out", str(out)]) == 0
     rows = (out / "results.csv").read_text().splitlines()
     assert rows[0].startswith("fraction,arm,seed,image,dice")
-    assert len(rows) == 1 + 4  # 4 cells x 1 test image
+    assert len(rows) == 1 + 5  # 5 cells x 1 test image
+    # the combined arm trains on both extra sets: 4 copy-paste + 4 synthetic patches
+    assert re.search(r"f0.50_real\+copypaste\+syn_s0: \d+ real-role \+ 8 synthetic", capsys.readouterr().out)
+    assert (out / "copypaste" / "f0.50" / "manifest.json").exists()
     for name in ("table.md", "chart.png", "index.html", "mosaic_f0.50.png"):
         assert (out / "report" / name).exists()
     assert (out / "cells" / "f0.50_real+syn_s0" / "pred" / "geojson").is_dir()

@@ -79,6 +79,22 @@ def test_cell_fingerprint_follows_what_decides_the_numbers():
     assert cell_fingerprint(plan, cell) != base
 
 
+def test_the_combined_arm_is_decided_by_both_extra_sets():
+    from nudiff.experiment import Cell, cell_fingerprint
+
+    cell = Cell(0.1, "real+copypaste+syn", 0)
+    base = cell_fingerprint(_plan(), cell)
+    plan = _plan()
+    plan.experiment.copypaste.nuclei += 1
+    assert cell_fingerprint(plan, cell) != base
+    assert cell_fingerprint(plan, Cell(0.1, "real+syn", 0)) == cell_fingerprint(_plan(), Cell(0.1, "real+syn", 0))
+    plan = _plan()
+    plan.image.train.steps += 1
+    assert cell_fingerprint(plan, cell) != base
+    assert cell_fingerprint(plan, Cell(0.1, "real+copypaste", 0)) == cell_fingerprint(
+        _plan(), Cell(0.1, "real+copypaste", 0))
+
+
 def test_committed_cells_are_taken_or_refused(tmp_path):
     from nudiff.experiment import Cell, _commit_cell, _committed
     from nudiff.utils import read_json, write_json

@@ -14,6 +14,8 @@ Arms (what the segmenter trains on):
                  subset pasted at free positions of other subset patches, exact labels; see
                  ``nudiff.data.copypaste``), mixed like ``real+syn``: the simple baseline
                  diffusion pairs must beat;
+- ``real+copypaste+syn``: the subset plus both extra sets (``2 × n_synthetic`` patches, still
+                 ``real_ratio`` real per batch): do the two add up?
 - ``real-dup``:  the subset repeated to as many patches as real + synthetic (the reviewer's
                  control; with fixed steps and sampling with replacement it differs from
                  ``real`` only by chance, which makes it a noise floor);
@@ -58,8 +60,9 @@ from nudiff.utils import (
 
 THREADS_HELP = "torch CPU threads (default: all cores); use 1 when other jobs share the cores"
 
-ARMS = ("real", "real+syn", "real+copypaste", "real-dup", "syn-only")
-SYNTHETIC_ARMS = ("real+syn", "syn-only", "real-dup")
+ARMS = ("real", "real+syn", "real+copypaste", "real+copypaste+syn", "real-dup", "syn-only")
+SYNTHETIC_ARMS = ("real+syn", "real+copypaste+syn", "syn-only", "real-dup")
+COPYPASTE_ARMS = ("real+copypaste", "real+copypaste+syn")
 # synthesis.filter.segmenter: "real" = the fraction's own real cell (see reference_cell)
 REAL_CELL = "real"
 
@@ -229,7 +232,7 @@ def cell_fingerprint(plan: Plan, cell: Cell) -> str:
         parts["n_synthetic"] = plan.experiment.n_synthetic
         if plan.experiment.filter_seed:  # 0 left out: fingerprints from before the option hold
             parts["filter_seed"] = plan.experiment.filter_seed
-    if cell.arm == "real+copypaste":
+    if cell.arm in COPYPASTE_ARMS:
         parts["n_synthetic"] = plan.experiment.n_synthetic
         parts["copypaste"] = to_dict(plan.experiment.copypaste)
     text = json.dumps(parts, sort_keys=True, default=str)
@@ -432,11 +435,11 @@ def _run_cell(plan, out, data_dir, cell: Cell, val, test_images_dir, test_labels
     # validation images) a fixed sample of the labeled subset's own patches.
     selection = val if val is not None else real[:: max(1, len(real) // plan.experiment.selection_patches)]
     synthetic = None
-    if cell.arm == "real+copypaste":
+    if cell.arm in COPYPASTE_ARMS:
         synthetic = _copypaste_for(plan, out, real, cell.fraction)
-    if cell.arm in ("real+syn", "syn-only", "real-dup"):
+    if cell.arm in SYNTHETIC_ARMS:
         syn_dir = out / "diffusion" / f"f{cell.fraction:.2f}" / "synthetic"
-        synthetic = load_folder(syn_dir, progress=False)
+        synthetic = (synthetic or []) + load_folder(syn_dir, progress=False)
     if cell.arm == "real-dup":
         copies = -(-(len(real) + len(synthetic)) // len(real))
         real, synthetic = (real * copies)[: len(real) + len(synthetic)], None

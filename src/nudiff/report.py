@@ -427,7 +427,8 @@ def write_experiment_report(out, rows: list[dict], cfg=None) -> None:
     table = results_markdown(summary, paper)
     gains = paired_gains(rows, paper)
     # the reviewer's question: does diffusion beat copy-paste (same real subset, same steps)?
-    versus_copypaste = paired_gains(rows, paper, baseline="real+copypaste", arms=("real+syn",))
+    versus_copypaste = paired_gains(rows, paper, baseline="real+copypaste",
+                                    arms=("real+syn", "real+copypaste+syn"))
     from nudiff.data.prepare import load_groups
 
     groups = load_groups(out / "data")
