@@ -98,6 +98,11 @@ def test_gains_carry_an_interval_and_groups_are_summarised(tmp_path):
     assert by[("real", "same")]["aji"] == pytest.approx(0.51)  # image a: .50, .51, .52
     assert by[("real", "other")]["aji"] == pytest.approx(0.53)
     assert "| 10% | real | other | 3 |" in group_markdown(entries)
+    from nudiff.report import group_gains, group_gains_markdown
+
+    gg = {e["group"]: e for e in group_gains(_rows(), {"a": "same", "b": "other"}, "kumar")}
+    assert gg["same"]["ci"]["n"] == 3 and gg["same"]["ci"]["aji"]["mean"] == pytest.approx(0.1)
+    assert "| 10% | real+syn | other | 3 | +0.1000" in group_gains_markdown(list(gg.values()))
 
 
 def test_diffusion_versus_copypaste_is_paired_against_that_arm(tmp_path):

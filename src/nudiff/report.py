@@ -245,6 +245,24 @@ def group_summary(rows: list[dict], groups: dict[str, str]) -> list[dict]:
     return out
 
 
+def group_gains(rows: list[dict], groups: dict[str, str], paper: str = "monuseg") -> list[dict]:
+    """``paired_gains`` over real-only within each group of test images (``"group"`` added)."""
+    out = []
+    for g in sorted(set(groups.values())):
+        out += [e | {"group": g} for e in paired_gains([r for r in rows if groups.get(r["image"]) == g], paper)]
+    return out
+
+
+def group_gains_markdown(entries: list[dict]) -> str:
+    lines = ["| labeled | arm − real | test images | (image × seed) pairs | Δ AJI, 95 % interval | Δ PQ, 95 % interval |",
+             "|---|---|---|---|---|---|"]
+    for e in sorted(entries, key=lambda e: (e["fraction"], e["arm"], e["group"])):
+        ci = e["ci"]
+        lines.append(f"| {e['fraction']:.0%} | {e['arm']} | {e['group']} | {ci['n']} | " + " | ".join(
+            f"{ci[m]['mean']:+.4f} [{ci[m]['lo']:+.4f}, {ci[m]['hi']:+.4f}]" for m in ("aji", "pq")) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def group_markdown(entries: list[dict]) -> str:
     lines = ["| labeled | training data | test images | seeds | Dice | AJI | PQ |", "|---|---|---|---|---|---|---|"]
     for e in sorted(entries, key=lambda e: (e["fraction"], e["arm"], e["group"])):
@@ -433,14 +451,17 @@ def write_experiment_report(out, rows: list[dict], cfg=None) -> None:
 
     groups = load_groups(out / "data")
     by_group = group_summary(rows, groups) if groups else []
+    gains_by_group = group_gains(rows, groups, paper) if groups else []
     fractions = sorted({float(r["fraction"]) for r in rows if float(r["fraction"]) < 1.0})
     per_image = next((e for e in (per_image_gains(rows, f) for f in fractions) if e.get("arms")), {})
     write_text(rep / "table.md", table + ("\n" + gains_markdown(gains) if gains else "")
                + ("\n" + gains_markdown(versus_copypaste) if versus_copypaste else "")
                + ("\n" + group_markdown(by_group) if by_group else "")
+               + ("\n" + group_gains_markdown(gains_by_group) if gains_by_group else "")
                + ("\n" + per_image_markdown(per_image) if per_image else ""))
     write_json(rep / "summary.json", {"cells": summary, "gains": gains, "versus_copypaste": versus_copypaste,
-                                      "groups": by_group, "per_image": per_image})
+                                      "groups": by_group, "group_gains": gains_by_group,
+                                      "per_image": per_image})
     if summary:
         results_chart(summary, rep / "chart.png", gains + versus_copypaste)
     if per_image:
@@ -471,6 +492,8 @@ def write_experiment_report(out, rows: list[dict], cfg=None) -> None:
         "<h3>Diffusion versus copy-paste, paired by seed</h3>" + _markdown_table_html(gains_markdown(versus_copypaste))
         if versus_copypaste else "",
         "<h3>By group of test images</h3>" + _markdown_table_html(group_markdown(by_group)) if by_group else "",
+        "<h3>Gain over real-only by group of test images</h3>"
+        + _markdown_table_html(group_gains_markdown(gains_by_group)) if gains_by_group else "",
         '<img src="chart.png" style="max-width:100%">' if summary else "<p>No finished cells yet.</p>",
         "<h3>Per test image: what each arm gives against what more labels give</h3>"
         + _markdown_table_html(per_image_markdown(per_image)) + '<img src="per_image.png">' if per_image else "",
