@@ -231,35 +231,37 @@ def gains_markdown(gains: list[dict]) -> str:
              "|---|---|---|---|---|"]
     for e in with_ci:
         ci = e["ci"]
-        lines.append(f"| {e['fraction']:.0%} | {e['arm']} | {ci['n']} | " + " | ".join(
-            f"{ci[m]['mean']:+.4f} [{ci[m]['lo']:+.4f}, {ci[m]['hi']:+.4f}]" for m in ("aji", "pq")) + " |")
+        lines.append(f"| {e['fraction']:.0%} | {e['arm']} | {ci['n']} | {_interval_cells(ci)} |")
     return table + "\n".join(lines) + "\n"
+
+
+def _interval_cells(ci: dict) -> str:
+    """The Δ AJI and Δ PQ cells of a ``paired_interval``: mean [lo, hi]."""
+    return " | ".join(f"{ci[m]['mean']:+.4f} [{ci[m]['lo']:+.4f}, {ci[m]['hi']:+.4f}]" for m in ("aji", "pq"))
+
+
+def _per_group(rows: list[dict], groups: dict[str, str], entries) -> list[dict]:
+    """``entries(rows)`` within each group of test images, each entry tagged with its group."""
+    return [e | {"group": g} for g in sorted(set(groups.values()))
+            for e in entries([r for r in rows if groups.get(r["image"]) == g])]
 
 
 def group_summary(rows: list[dict], groups: dict[str, str]) -> list[dict]:
     """``summarise_results`` within each group of test images (``groups``: image -> group,
     e.g. Kumar's same-organ and different-organ test images)."""
-    out = []
-    for g in sorted(set(groups.values())):
-        out += [e | {"group": g} for e in summarise_results([r for r in rows if groups.get(r["image"]) == g])]
-    return out
+    return _per_group(rows, groups, summarise_results)
 
 
 def group_gains(rows: list[dict], groups: dict[str, str], paper: str = "monuseg") -> list[dict]:
     """``paired_gains`` over real-only within each group of test images (``"group"`` added)."""
-    out = []
-    for g in sorted(set(groups.values())):
-        out += [e | {"group": g} for e in paired_gains([r for r in rows if groups.get(r["image"]) == g], paper)]
-    return out
+    return _per_group(rows, groups, lambda rs: paired_gains(rs, paper))
 
 
 def group_gains_markdown(entries: list[dict]) -> str:
     lines = ["| labeled | arm − real | test images | (image × seed) pairs | Δ AJI, 95 % interval | Δ PQ, 95 % interval |",
              "|---|---|---|---|---|---|"]
     for e in sorted(entries, key=lambda e: (e["fraction"], e["arm"], e["group"])):
-        ci = e["ci"]
-        lines.append(f"| {e['fraction']:.0%} | {e['arm']} | {e['group']} | {ci['n']} | " + " | ".join(
-            f"{ci[m]['mean']:+.4f} [{ci[m]['lo']:+.4f}, {ci[m]['hi']:+.4f}]" for m in ("aji", "pq")) + " |")
+        lines.append(f"| {e['fraction']:.0%} | {e['arm']} | {e['group']} | {e['ci']['n']} | {_interval_cells(e['ci'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -331,9 +333,13 @@ def per_image_gains(rows: list[dict], fraction: float, baseline: str = "real",
             "label_gain": label_gain, "arms": arms}
 
 
+def _metric_label(metric: str) -> str:
+    return metric.upper().replace("_PLUS", "+")
+
+
 def per_image_markdown(entry: dict) -> str:
     """One row per test image, sorted by what more labels give; last row: Pearson r (p)."""
-    m, arms = entry["metric"].upper().replace("_PLUS", "+"), entry["arms"]
+    m, arms = _metric_label(entry["metric"]), entry["arms"]
     ref = f"{entry['reference'][0]:.0%} {entry['reference'][1]}"
     base = f"{entry['fraction']:.0%} {entry['baseline']}"
     seeds = lambda n: f"{n} seed" + ("s" if n > 1 else "")  # noqa: E731
@@ -360,7 +366,7 @@ def per_image_chart(entry: dict, path) -> None:
     from nudiff.utils import atomic_path
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    m = entry["metric"].upper().replace("_PLUS", "+")
+    m = _metric_label(entry["metric"])
     for k, (arm, v) in enumerate(entry["arms"].items()):
         images = list(v["gains"])
         ax.scatter([entry["label_gain"][i] for i in images], [v["gains"][i] for i in images],
