@@ -5,7 +5,7 @@ then copies into ``benchmarks/results/<name>/``:
 
     table.md        mean ± sd per cell, the paper's Table 1 beside; paired gains over real-only
     summary.json    the same numbers; chart.png; mosaic_f*.png (synthetic pairs beside real);
-                    per_image.png (per test image: each arm's gain against 100 % − 10 %)
+                    per_image_f0.10.png (per test image: each arm's gain against 100 % − 10 %; one per fraction)
     results.csv     one row per cell and test image
     timings.json    seconds per stage; timings.md the same, summed, in minutes
 
@@ -51,7 +51,8 @@ def main() -> None:
     dest = RESULTS / args.name
     dest.mkdir(parents=True, exist_ok=True)
     rep = args.run / "report"
-    for f in [rep / "table.md", rep / "summary.json", rep / "chart.png", rep / "per_image.png", *sorted(rep.glob("mosaic_*.png")),
+    for f in [rep / "table.md", rep / "summary.json", rep / "chart.png", *sorted(rep.glob("per_image_f*.png")),
+              *sorted(rep.glob("mosaic_*.png")),
               args.run / "results.csv", args.run / "timings.json"]:
         if f.exists():
             shutil.copyfile(f, dest / f.name)

@@ -13,6 +13,7 @@ from nudiff.report import (
     write_experiment_report,
 )
 from nudiff.structure import encode
+from nudiff.utils import read_json
 
 
 def test_overlay_draws_only_on_nucleus_rims():
@@ -146,6 +147,26 @@ def test_per_image_gains_correlate_an_arm_with_what_more_labels_give(tmp_path):
     per_image_chart(e, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 0
     assert per_image_gains([r for r in rows if r["image"] in "ab"], 0.1) == {}  # < 3 images
+
+
+def test_report_has_one_per_image_view_per_fraction(tmp_path):
+    # 10 % and 20 % both have an arm beside real: each gets its table and its scatter
+    def row(f, arm, img, v):
+        return {"fraction": f, "arm": arm, "seed": 0, "image": img,
+                **{m: v for m in ("dice", "aji", "aji_plus", "dq", "sq", "pq")}}
+
+    rows = []
+    for img, g in {"a": 0.10, "b": 0.00, "c": 0.05}.items():
+        rows.append(row(1.0, "real", img, 0.6 + g))
+        for f, arm in ((0.1, "real+syn"), (0.1, "real"), (0.2, "real+syn"), (0.2, "real")):
+            rows.append(row(f, arm, img, 0.5 + (g / 2 if arm == "real+syn" else 0.0) + f))
+    write_experiment_report(tmp_path, rows)
+    rep = tmp_path / "report"
+    assert [e["fraction"] for e in read_json(rep / "summary.json")["per_image"]] == [0.1, 0.2]
+    assert (rep / "per_image_f0.10.png").stat().st_size > 0 and (rep / "per_image_f0.20.png").exists()
+    table = (rep / "table.md").read_text()
+    assert "100% real − 10% real" in table and "100% real − 20% real" in table
+    assert 'src="per_image_f0.20.png"' in (rep / "index.html").read_text()
 
 
 def test_per_image_split_correlation_is_not_fooled_by_baseline_noise():

@@ -356,6 +356,11 @@ def per_image_markdown(entry: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def per_image_chart_name(entry: dict) -> str:
+    """``per_image_f0.10.png``: the file name of one fraction's per-image scatter."""
+    return f"per_image_f{entry['fraction']:.2f}.png"
+
+
 def per_image_chart(entry: dict, path) -> None:
     """Scatter: per test image, what more labels give (x) against what each arm gives (y)."""
     import matplotlib
@@ -459,19 +464,21 @@ def write_experiment_report(out, rows: list[dict], cfg=None) -> None:
     by_group = group_summary(rows, groups) if groups else []
     gains_by_group = group_gains(rows, groups, paper) if groups else []
     fractions = sorted({float(r["fraction"]) for r in rows if float(r["fraction"]) < 1.0})
-    per_image = next((e for e in (per_image_gains(rows, f) for f in fractions) if e.get("arms")), {})
+    # one per-image view per labeled fraction below 100 % that has arms beside its baseline
+    per_image = [e for e in (per_image_gains(rows, f) for f in fractions) if e.get("arms")]
+    per_image_md = "".join("\n" + per_image_markdown(e) for e in per_image)
     write_text(rep / "table.md", table + ("\n" + gains_markdown(gains) if gains else "")
                + ("\n" + gains_markdown(versus_copypaste) if versus_copypaste else "")
                + ("\n" + group_markdown(by_group) if by_group else "")
                + ("\n" + group_gains_markdown(gains_by_group) if gains_by_group else "")
-               + ("\n" + per_image_markdown(per_image) if per_image else ""))
+               + per_image_md)
     write_json(rep / "summary.json", {"cells": summary, "gains": gains, "versus_copypaste": versus_copypaste,
                                       "groups": by_group, "group_gains": gains_by_group,
                                       "per_image": per_image})
     if summary:
         results_chart(summary, rep / "chart.png", gains + versus_copypaste)
-    if per_image:
-        per_image_chart(per_image, rep / "per_image.png")
+    for e in per_image:
+        per_image_chart(e, rep / per_image_chart_name(e))
     pictures = []
     for mosaic_path in sorted((out / "diffusion").glob("f*/synthetic/mosaic.png")):
         target = rep / f"mosaic_{mosaic_path.parts[-3]}.png"
@@ -501,8 +508,8 @@ def write_experiment_report(out, rows: list[dict], cfg=None) -> None:
         "<h3>Gain over real-only by group of test images</h3>"
         + _markdown_table_html(group_gains_markdown(gains_by_group)) if gains_by_group else "",
         '<img src="chart.png" style="max-width:100%">' if summary else "<p>No finished cells yet.</p>",
-        "<h3>Per test image: what each arm gives against what more labels give</h3>"
-        + _markdown_table_html(per_image_markdown(per_image)) + '<img src="per_image.png">' if per_image else "",
+        *(f"<h3>Per test image, {e['fraction']:.0%} labeled: what each arm gives against what more labels give</h3>"
+          + _markdown_table_html(per_image_markdown(e)) + f'<img src="{per_image_chart_name(e)}">' for e in per_image),
     ]
     for caption, name in pictures:
         body.append(f"<h3>{html.escape(caption)}</h3><img src=\"{html.escape(name)}\" style=\"max-width:100%\">")
