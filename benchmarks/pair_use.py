@@ -4,8 +4,10 @@ Every variant trains the 10 % ``real+syn`` segmenter of ``configs/kumar-grid.yam
 with the grid's synthesis recipe and changes one thing in how the segmenter uses the pairs:
 the share of each batch that is synthetic (``real_ratio``), pre-training on the pairs then
 training on real only (``synthetic_until``), a lower loss weight for synthetic crops
-(``synthetic_weight``), or the number of kept pairs. The grid's own ``real+syn`` cells are the
-``quarter`` row. The gain of each variant over 10 % real is paired by seed and test image with
+(``synthetic_weight``), the number of kept pairs, or mixing them with the copy-paste patches.
+The grid's own ``real+syn`` and ``real+copypaste+syn`` cells are the ``quarter`` and
+``copypaste+syn`` rows; ``copypaste-512`` is that row's control (as many extra patches, all
+copy-paste). The gain of each variant over 10 % real is paired by seed and test image with
 the grid's ``real`` cells (the real arm does not depend on these options).
 
 Each variant is a ``nudiff experiment`` run under ``--out/<variant>`` with ``--set`` overrides;
@@ -37,8 +39,8 @@ RESULTS = Path(__file__).parent / "results"
 GRID_RESULTS = RESULTS / "kumar-grid"
 FRACTION = "f0.10"
 
-# name -> (what the segmenter does with the pairs, --set overrides, samples its own pairs)
-VARIANTS: dict[str, tuple[str, list[str], bool]] = {
+# name -> (what the segmenter does with the pairs, --set overrides, samples its own pairs[, arm])
+VARIANTS: dict[str, tuple] = {
     "quarter": ("a quarter of each batch synthetic (the grid's recipe)", [], False),
     "half": ("half of each batch synthetic", ["segment.train.real_ratio=0.5"], False),
     "tenth": ("a tenth of each batch synthetic", ["segment.train.real_ratio=0.9"], False),
@@ -53,7 +55,16 @@ VARIANTS: dict[str, tuple[str, list[str], bool]] = {
                   ["experiment.n_synthetic=128"], True),
     "pairs-512": ("512 kept pairs (1,024 sampled), a quarter of each batch",
                   ["experiment.n_synthetic=512"], True),
+    "copypaste+syn": ("the 256 pairs and 256 copy-paste patches, a quarter of each batch from the 512",
+                      [], False, "real+copypaste+syn"),
+    "copypaste-512": ("control for `copypaste+syn`: 512 copy-paste patches, no synthetic, a quarter of each batch",
+                      ["experiment.n_synthetic=512"], False, "real+copypaste"),
 }
+IN_GRID = ("quarter", "copypaste+syn")  # cells of configs/kumar-grid.yaml itself
+
+
+def arm_of(name: str) -> str:
+    return VARIANTS[name][3] if len(VARIANTS[name]) > 3 else "real+syn"
 
 
 def link_grid_run(grid_run: Path, run: Path, own_pairs: bool) -> None:
@@ -73,26 +84,26 @@ def link_grid_run(grid_run: Path, run: Path, own_pairs: bool) -> None:
 
 def run_variant(name: str, config: Path, grid_run: Path, out: Path, results: Path,
                 seeds: list[int]) -> None:
-    _, overrides, own_pairs = VARIANTS[name]
+    overrides, own_pairs = VARIANTS[name][1:3]
     run = out / name
     link_grid_run(grid_run, run, own_pairs)
-    plan = load_plan(config, [*overrides, "experiment.fractions=[0.1]", "experiment.arms=[real+syn]",
+    plan = load_plan(config, [*overrides, "experiment.fractions=[0.1]", f"experiment.arms=[{arm_of(name)}]",
                               f"experiment.seeds_by_fraction={{0.1: {list(seeds)}}}"])
     run_experiment(plan, run, results_dir=results / name)
 
 
 def variant_folder(results: Path, name: str) -> Path:
-    return GRID_RESULTS if name == "quarter" else results / name
+    return GRID_RESULTS if name in IN_GRID else results / name
 
 
 def summarise(results: Path) -> dict[str, dict]:
     real = [r for r in committed_rows(GRID_RESULTS) if r["arm"] == "real"]
     out = {}
-    for name, (what, overrides, _) in VARIANTS.items():
-        folder = variant_folder(results, name)
-        syn = [r for r in committed_rows(folder) if r["arm"] == "real+syn"] if folder.is_dir() else []
-        for g in paired_gains(real + syn, arms=("real+syn",)):
-            cells = [read_json(folder / "cells" / f"{FRACTION}_real+syn_s{s}.json") for s in g["seeds"]]
+    for name, (what, overrides, *_) in VARIANTS.items():
+        folder, arm = variant_folder(results, name), arm_of(name)
+        syn = [r for r in committed_rows(folder) if r["arm"] == arm] if folder.is_dir() else []
+        for g in paired_gains(real + syn, arms=(arm,)):
+            cells = [read_json(folder / "cells" / f"{FRACTION}_{arm}_s{s}.json") for s in g["seeds"]]
             out[name] = {"what": what, "overrides": overrides, "seeds": g["seeds"],
                          "aji": sum(c["mean"]["aji"] for c in cells) / len(cells),
                          "pq": sum(c["mean"]["pq"] for c in cells) / len(cells),
@@ -110,7 +121,8 @@ def _ci(row: dict, key: str) -> str:
 def markdown(rows: dict[str, dict]) -> str:
     lines = ["# Kumar 10 %: ways of using the same synthetic pairs (`benchmarks/pair_use.py`)", "",
              "10 % real + the grid recipe's synthetic pairs, 3,000-step segmenters; one option "
-             "changed per row. Gain over 10 % real (the grid's `real` cells), paired by seed and "
+             "changed per row (the last two rows add the grid's copy-paste patches, and their control). "
+             "Gain over 10 % real (the grid's `real` cells), paired by seed and "
              "test image (14 Kumar test images), 95 % interval. Minutes: the cell's training and "
              "prediction, averaged over its seeds.", "",
              "| variant | what the segmenter does with the pairs | seeds | AJI | PQ | Δ AJI | Δ PQ | minutes |",
@@ -127,7 +139,7 @@ def markdown(rows: dict[str, dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variants", nargs="+", default=[], choices=[v for v in VARIANTS if v != "quarter"])
+    ap.add_argument("--variants", nargs="+", default=[], choices=[v for v in VARIANTS if v not in IN_GRID])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--config", type=Path, default=Path("configs/kumar-grid.yaml"))
     ap.add_argument("--grid-run", type=Path, default=Path("runs/kumar"),
