@@ -25,6 +25,7 @@ RESULTS = Path(__file__).parent / "results"
 RECIPES: dict[str, tuple[str, str]] = {
     "copy-paste (no diffusion; the bar)": ("kumar-grid", "real+copypaste"),
     "grid recipe: epsilon image model, 1,200 steps": ("kumar-grid", "real+syn"),
+    "grid recipe + copy-paste (512 extra patches: 256 of each)": ("kumar-grid", "real+copypaste+syn"),
     "grid recipe + reinhard-each stain": ("kumar-grid-each", "real+syn"),
     "real labels (subset structures), grid image model": ("kumar-grid-subset", "real+syn"),
     "image model 3,000 steps": ("kumar-grid-img3k", "real+syn"),
