@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 from pair_ablation import committed_rows, gain_columns  # sibling script
 
@@ -39,32 +40,35 @@ RESULTS = Path(__file__).parent / "results"
 GRID_RESULTS = RESULTS / "kumar-grid"
 FRACTION = "f0.10"
 
-# name -> (what the segmenter does with the pairs, --set overrides, samples its own pairs[, arm])
-VARIANTS: dict[str, tuple] = {
-    "quarter": ("a quarter of each batch synthetic (the grid's recipe)", [], False),
-    "half": ("half of each batch synthetic", ["segment.train.real_ratio=0.5"], False),
-    "tenth": ("a tenth of each batch synthetic", ["segment.train.real_ratio=0.9"], False),
-    "union": ("plain union, drawn by area (the paper's; ~70 % synthetic here)",
-              ["segment.train.real_ratio=null"], False),
-    "pretrain-750": ("pre-train: the first 750 steps synthetic only, then real only "
-                     "(as many real crops as `quarter`)",
-                     ["segment.train.real_ratio=0", "segment.train.synthetic_until=750"], False),
-    "weight-0.5": ("a quarter synthetic, their loss weighted 0.5",
-                   ["segment.train.synthetic_weight=0.5"], False),
-    "pairs-128": ("128 kept pairs (256 sampled), a quarter of each batch",
-                  ["experiment.n_synthetic=128"], True),
-    "pairs-512": ("512 kept pairs (1,024 sampled), a quarter of each batch",
-                  ["experiment.n_synthetic=512"], True),
-    "copypaste+syn": ("the 256 pairs and 256 copy-paste patches, a quarter of each batch from the 512",
-                      [], False, "real+copypaste+syn"),
-    "copypaste-512": ("control for `copypaste+syn`: 512 copy-paste patches, no synthetic, a quarter of each batch",
-                      ["experiment.n_synthetic=512"], False, "real+copypaste"),
+
+class Variant(NamedTuple):
+    what: str  # what the segmenter does with the pairs
+    overrides: list[str]  # --set overrides of configs/kumar-grid.yaml
+    own_pairs: bool  # samples its own pairs (else links the grid's kept pairs)
+    arm: str = "real+syn"
+
+
+VARIANTS: dict[str, Variant] = {
+    "quarter": Variant("a quarter of each batch synthetic (the grid's recipe)", [], False),
+    "half": Variant("half of each batch synthetic", ["segment.train.real_ratio=0.5"], False),
+    "tenth": Variant("a tenth of each batch synthetic", ["segment.train.real_ratio=0.9"], False),
+    "union": Variant("plain union, drawn by area (the paper's; ~70 % synthetic here)",
+                     ["segment.train.real_ratio=null"], False),
+    "pretrain-750": Variant("pre-train: the first 750 steps synthetic only, then real only "
+                            "(as many real crops as `quarter`)",
+                            ["segment.train.real_ratio=0", "segment.train.synthetic_until=750"], False),
+    "weight-0.5": Variant("a quarter synthetic, their loss weighted 0.5",
+                          ["segment.train.synthetic_weight=0.5"], False),
+    "pairs-128": Variant("128 kept pairs (256 sampled), a quarter of each batch",
+                         ["experiment.n_synthetic=128"], True),
+    "pairs-512": Variant("512 kept pairs (1,024 sampled), a quarter of each batch",
+                         ["experiment.n_synthetic=512"], True),
+    "copypaste+syn": Variant("the 256 pairs and 256 copy-paste patches, a quarter of each batch from the 512",
+                             [], False, "real+copypaste+syn"),
+    "copypaste-512": Variant("control for `copypaste+syn`: 512 copy-paste patches, no synthetic, a quarter of each batch",
+                             ["experiment.n_synthetic=512"], False, "real+copypaste"),
 }
 IN_GRID = ("quarter", "copypaste+syn")  # cells of configs/kumar-grid.yaml itself
-
-
-def arm_of(name: str) -> str:
-    return VARIANTS[name][3] if len(VARIANTS[name]) > 3 else "real+syn"
 
 
 def link_grid_run(grid_run: Path, run: Path, own_pairs: bool) -> None:
@@ -84,10 +88,10 @@ def link_grid_run(grid_run: Path, run: Path, own_pairs: bool) -> None:
 
 def run_variant(name: str, config: Path, grid_run: Path, out: Path, results: Path,
                 seeds: list[int]) -> None:
-    overrides, own_pairs = VARIANTS[name][1:3]
+    v = VARIANTS[name]
     run = out / name
-    link_grid_run(grid_run, run, own_pairs)
-    plan = load_plan(config, [*overrides, "experiment.fractions=[0.1]", f"experiment.arms=[{arm_of(name)}]",
+    link_grid_run(grid_run, run, v.own_pairs)
+    plan = load_plan(config, [*v.overrides, "experiment.fractions=[0.1]", f"experiment.arms=[{v.arm}]",
                               f"experiment.seeds_by_fraction={{0.1: {list(seeds)}}}"])
     run_experiment(plan, run, results_dir=results / name)
 
@@ -99,8 +103,8 @@ def variant_folder(results: Path, name: str) -> Path:
 def summarise(results: Path) -> dict[str, dict]:
     real = [r for r in committed_rows(GRID_RESULTS) if r["arm"] == "real"]
     out = {}
-    for name, (what, overrides, *_) in VARIANTS.items():
-        folder, arm = variant_folder(results, name), arm_of(name)
+    for name, (what, overrides, _, arm) in VARIANTS.items():
+        folder = variant_folder(results, name)
         syn = [r for r in committed_rows(folder) if r["arm"] == arm] if folder.is_dir() else []
         for g in paired_gains(real + syn, arms=(arm,)):
             cells = [read_json(folder / "cells" / f"{FRACTION}_{arm}_s{s}.json") for s in g["seeds"]]
