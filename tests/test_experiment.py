@@ -197,3 +197,14 @@ def test_a_synthetic_set_made_with_another_configuration_is_refused(tmp_path):
     plan.synthesis.guidance_scale = 3.0
     with pytest.raises(NudiffError, match=r"another synthesis configuration .*guidance_scale"):
         _synthetic_for(plan, tmp_path, tmp_path / "data", 0.1, None, seg)
+
+
+def test_demo_runs_the_pairs_with_copy_paste_in_three_cells():
+    """The main job runs the way of using the pairs that paid on Kumar 10 % (real+copypaste+syn)
+    and no more cells than its 60-minute budget holds."""
+    from pathlib import Path
+
+    plan = load_plan(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+    names = [c.name for c in cells_of(plan.experiment)]
+    assert names == ["f0.10_real_s0", "f0.10_real+copypaste+syn_s0", "f1.00_real_s0"]
+    assert plan.synthesis.filter.segmenter == "real"
