@@ -20,7 +20,8 @@ their own set first (~5 min for 256 sampled, ~20 min for 1,024).
     python benchmarks/pair_use.py --variants pretrain-750 weight-0.5 --seeds 0
     python benchmarks/pair_use.py --summary-only
 
-Writes ``--results/pair_use.{json,md}``.
+Writes ``--results/pair_use.{json,md}``: one row per variant (gain over 10 % real) and the
+``CONTRASTS`` head to head.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import NamedTuple
 from pair_ablation import committed_rows, gain_columns  # sibling script
 
 from nudiff.experiment import load_plan, run_experiment
-from nudiff.report import paired_gains
+from nudiff.report import paired_gains, paired_interval
 from nudiff.utils import NudiffError, read_json, set_threads, write_json, write_text
 
 RESULTS = Path(__file__).parent / "results"
@@ -67,8 +68,13 @@ VARIANTS: dict[str, Variant] = {
                              [], False, "real+copypaste+syn"),
     "copypaste-512": Variant("control for `copypaste+syn`: 512 copy-paste patches, no synthetic, a quarter of each batch",
                              ["experiment.n_synthetic=512"], False, "real+copypaste"),
+    "copypaste-256": Variant("no synthetic: the grid's 256 copy-paste patches, a quarter of each batch",
+                             [], False, "real+copypaste"),
 }
-IN_GRID = ("quarter", "copypaste+syn")  # cells of configs/kumar-grid.yaml itself
+IN_GRID = ("quarter", "copypaste+syn", "copypaste-256")  # cells of configs/kumar-grid.yaml itself
+# pairs of variants compared head to head (a − b, paired by seed and test image)
+CONTRASTS = (("copypaste+syn", "copypaste-512"), ("copypaste+syn", "copypaste-256"),
+             ("copypaste-512", "copypaste-256"))
 
 
 def link_grid_run(grid_run: Path, run: Path, own_pairs: bool) -> None:
@@ -100,12 +106,18 @@ def variant_folder(results: Path, name: str) -> Path:
     return GRID_RESULTS if name in IN_GRID else results / name
 
 
+def variant_rows(results: Path, name: str) -> list[dict]:
+    """The committed per-image rows of one variant's cells (empty when none has run)."""
+    folder, arm = variant_folder(results, name), VARIANTS[name].arm
+    return [r for r in committed_rows(folder) if r["arm"] == arm] if folder.is_dir() else []
+
+
 def summarise(results: Path) -> dict[str, dict]:
     real = [r for r in committed_rows(GRID_RESULTS) if r["arm"] == "real"]
     out = {}
     for name, (what, overrides, _, arm) in VARIANTS.items():
         folder = variant_folder(results, name)
-        syn = [r for r in committed_rows(folder) if r["arm"] == arm] if folder.is_dir() else []
+        syn = variant_rows(results, name)
         for g in paired_gains(real + syn, arms=(arm,)):
             cells = [read_json(folder / "cells" / f"{FRACTION}_{arm}_s{s}.json") for s in g["seeds"]]
             out[name] = {"what": what, "overrides": overrides, "seeds": g["seeds"],
@@ -117,15 +129,32 @@ def summarise(results: Path) -> dict[str, dict]:
     return out
 
 
+def contrasts(results: Path) -> list[dict]:
+    """Each ``CONTRASTS`` pair whose variants share seeds: a − b over the (test image, seed)
+    pairs both have, mean and 95 % interval of AJI and PQ."""
+    out = []
+    for a, b in CONTRASTS:
+        rows_a, rows_b = variant_rows(results, a), variant_rows(results, b)
+        seeds = sorted({int(r["seed"]) for r in rows_a} & {int(r["seed"]) for r in rows_b})
+        if not seeds:
+            continue
+        ci = paired_interval(rows_a, rows_b, metrics=("aji", "pq"))
+        out.append({"a": a, "b": b, "seeds": seeds, "pairs": ci["n"],
+                    **{f"gain_{m}": ci[m]["mean"] for m in ("aji", "pq")},
+                    **{f"gain_{m}_ci": [ci[m]["lo"], ci[m]["hi"]] for m in ("aji", "pq")}})
+    return out
+
+
 def _ci(row: dict, key: str) -> str:
     lo, hi = row[f"gain_{key}_ci"]
     return f"{row[f'gain_{key}']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
-def markdown(rows: dict[str, dict]) -> str:
+def markdown(rows: dict[str, dict], heads: list[dict]) -> str:
     lines = ["# Kumar 10 %: ways of using the same synthetic pairs (`benchmarks/pair_use.py`)", "",
              "10 % real + the grid recipe's synthetic pairs, 3,000-step segmenters; one option "
-             "changed per row (the last two rows add the grid's copy-paste patches, and their control). "
+             "changed per row (the last three rows add copy-paste patches: the grid's, with or without "
+             "the pairs, and a control with as many extra patches as `copypaste+syn`, all copy-paste). "
              "Gain over 10 % real (the grid's `real` cells), paired by seed and "
              "test image (14 Kumar test images), 95 % interval. Minutes: the cell's training and "
              "prediction, averaged over its seeds.", "",
@@ -135,6 +164,11 @@ def markdown(rows: dict[str, dict]) -> str:
         seeds = ", ".join(map(str, r["seeds"]))
         lines.append(f"| {name} | {r['what']} | {seeds} | {r['aji']:.4f} | {r['pq']:.4f} | "
                      f"{_ci(r, 'aji')} | {_ci(r, 'pq')} | {r['minutes']} |")
+    if heads:
+        lines += ["", "Head to head, paired by seed and test image (the seeds both variants have), 95 % interval:", "",
+                  "| a − b | seeds | (image × seed) pairs | Δ AJI | Δ PQ |", "|---|---|---|---|---|"]
+        lines += [f"| {h['a']} − {h['b']} | {', '.join(map(str, h['seeds']))} | {h['pairs']} | "
+                  f"{_ci(h, 'aji')} | {_ci(h, 'pq')} |" for h in heads]
     missing = [n for n in VARIANTS if n not in rows]
     if missing:
         lines += ["", "Not run yet: " + ", ".join(f"`{n}`" for n in missing) + "."]
@@ -157,10 +191,10 @@ def main() -> None:
     if not args.summary_only:
         for name in args.variants:
             run_variant(name, args.config, args.grid_run, args.out, args.results, args.seeds)
-    rows = summarise(args.results)
-    write_json(args.results / "pair_use.json", rows)
-    write_text(args.results / "pair_use.md", markdown(rows))
-    print(markdown(rows))
+    rows, heads = summarise(args.results), contrasts(args.results)
+    write_json(args.results / "pair_use.json", {"variants": rows, "contrasts": heads})
+    write_text(args.results / "pair_use.md", markdown(rows, heads))
+    print(markdown(rows, heads))
 
 
 if __name__ == "__main__":
