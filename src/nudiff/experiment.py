@@ -16,7 +16,7 @@ Arms (what the segmenter trains on):
                  diffusion pairs must beat;
 - ``real+copypaste+syn``: the subset plus both extra sets (``2 × n_synthetic`` patches, still
                  ``real_ratio`` real per batch). The way of using the pairs that paid on
-                 Kumar 10 % (+0.012 AJI over ``real``, 3 seeds; +0.010 over as many copy-paste
+                 Kumar 10 % (+0.012 AJI over ``real``, 3 seeds; +0.006 over as many copy-paste
                  patches alone), so the shipped configs run it;
 - ``real-dup``:  the subset repeated to as many patches as real + synthetic (the reviewer's
                  control; with fixed steps and sampling with replacement it differs from
