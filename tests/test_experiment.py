@@ -34,9 +34,7 @@ def test_unknown_arm_is_an_error():
 
 @pytest.mark.parametrize("name", ["demo.yaml", "cpu-grid.yaml", "cpu.yaml", "paper.yaml", "kumar-grid.yaml"])
 def test_shipped_configs_load(name):
-    from pathlib import Path
-
-    plan = load_plan(Path(__file__).resolve().parents[1] / "configs" / name)
+    plan = _plan(name)
     assert plan.structure.model.kind == "structure" and plan.image.model.kind == "image"
     assert cells_of(plan.experiment)
 
@@ -60,10 +58,11 @@ def test_structure_filter_reasons():
     assert check_structure(dust, cfg) == "nuclei_too_small"
 
 
-def _plan():
+def _plan(name: str = "kumar-grid.yaml"):
+    """A shipped config of ``configs/``, loaded."""
     from pathlib import Path
 
-    return load_plan(Path(__file__).resolve().parents[1] / "configs" / "kumar-grid.yaml")
+    return load_plan(Path(__file__).resolve().parents[1] / "configs" / name)
 
 
 def test_cell_fingerprint_follows_what_decides_the_numbers():
@@ -202,9 +201,7 @@ def test_a_synthetic_set_made_with_another_configuration_is_refused(tmp_path):
 def test_demo_runs_the_pairs_with_copy_paste_in_three_cells():
     """The main job runs the way of using the pairs that paid on Kumar 10 % (real+copypaste+syn)
     and no more cells than its 60-minute budget holds."""
-    from pathlib import Path
-
-    plan = load_plan(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+    plan = _plan("demo.yaml")
     names = [c.name for c in cells_of(plan.experiment)]
     assert names == ["f0.10_real_s0", "f0.10_real+copypaste+syn_s0", "f1.00_real_s0"]
     assert plan.synthesis.filter.segmenter == "real"
