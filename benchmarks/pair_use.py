@@ -7,7 +7,8 @@ training on real only (``synthetic_until``), a lower loss weight for synthetic c
 (``synthetic_weight``), the number of kept pairs, or mixing them with the copy-paste patches.
 The grid's own ``real+syn`` and ``real+copypaste+syn`` cells are the ``quarter`` and
 ``copypaste+syn`` rows; ``copypaste-512`` is that row's control (as many extra patches, all
-copy-paste). The gain of each variant over 10 % real is paired by seed and test image with
+copy-paste); ``copypaste+syn-half`` and its control ``copypaste-512-half`` draw half of each
+batch from the extra patches instead of a quarter. The gain of each variant over 10 % real is paired by seed and test image with
 the grid's ``real`` cells (the real arm does not depend on these options).
 
 Each variant is a ``nudiff experiment`` run under ``--out/<variant>`` with ``--set`` overrides;
@@ -70,11 +71,18 @@ VARIANTS: dict[str, Variant] = {
                              ["experiment.n_synthetic=512"], False, "real+copypaste"),
     "copypaste-256": Variant("no synthetic: the grid's 256 copy-paste patches, a quarter of each batch",
                              [], False, "real+copypaste"),
+    "copypaste+syn-half": Variant("the 256 pairs and 256 copy-paste patches, half of each batch from the 512",
+                                  ["segment.train.real_ratio=0.5"], False, "real+copypaste+syn"),
+    "copypaste-512-half": Variant("control for `copypaste+syn-half`: 512 copy-paste patches, no synthetic, "
+                                  "half of each batch",
+                                  ["experiment.n_synthetic=512", "segment.train.real_ratio=0.5"], False,
+                                  "real+copypaste"),
 }
 IN_GRID = ("quarter", "copypaste+syn", "copypaste-256")  # cells of configs/kumar-grid.yaml itself
 # pairs of variants compared head to head (a − b, paired by seed and test image)
 CONTRASTS = (("copypaste+syn", "copypaste-512"), ("copypaste+syn", "copypaste-256"),
-             ("copypaste-512", "copypaste-256"))
+             ("copypaste-512", "copypaste-256"), ("copypaste+syn-half", "copypaste+syn"),
+             ("copypaste+syn-half", "copypaste-512-half"))
 
 
 def link_grid_run(grid_run: Path, run: Path, own_pairs: bool) -> None:
@@ -153,8 +161,8 @@ def _ci(row: dict, key: str) -> str:
 def markdown(rows: dict[str, dict], heads: list[dict]) -> str:
     lines = ["# Kumar 10 %: ways of using the same synthetic pairs (`benchmarks/pair_use.py`)", "",
              "10 % real + the grid recipe's synthetic pairs, 3,000-step segmenters; one option "
-             "changed per row (the last three rows add copy-paste patches: the grid's, with or without "
-             "the pairs, and a control with as many extra patches as `copypaste+syn`, all copy-paste). "
+             "changed per row (the `copypaste*` rows add copy-paste patches: the grid's, with or without "
+             "the pairs, and controls with as many extra patches as `copypaste+syn`, all copy-paste). "
              "Gain over 10 % real (the grid's `real` cells), paired by seed and "
              "test image (14 Kumar test images), 95 % interval. Minutes: the cell's training and "
              "prediction, averaged over its seeds.", "",

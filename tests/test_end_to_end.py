@@ -104,3 +104,33 @@ def test_filter_by_the_fractions_own_real_segmenter(tmp_path):
     dropped = [s["fidelity_pq"] for s in manifest["rejected_scores"].values()]
     assert min(kept) >= max(dropped)
     assert (out / "cells" / "f0.50_real+syn_s0" / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_models_only_trains_the_diffusion_models_and_no_cell(tmp_path):
+    """--models-only trains what the unfinished synthetic cells need and stops; the full run
+    then uses those models as they are (no retraining) and runs the cells."""
+    import copy
+
+    import torch
+
+    torch.set_num_threads(1)
+    data = _dataset(tmp_path / "data")
+    plan = copy.deepcopy(TINY)
+    plan["experiment"] |= {"fractions": [0.5, 1.0], "arms": ["real", "real+syn"], "synthetic_fractions": [0.5]}
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(plan))
+    out = tmp_path / "out"
+    args = ["experiment", "--config", str(config), "--data", str(data), "--out", str(out)]
+    assert main([*args, "--models-only"]) == 0
+    models = [out / "diffusion" / "f0.50" / kind / "model" for kind in ("structure", "image")]
+    assert all(m.is_dir() for m in models)
+    assert not (out / "diffusion" / "f1.00").exists() and not (out / "cells").exists()
+    assert not (out / "results.csv").exists()
+    timings = read_json(out / "timings.json")
+    assert {"f0.50/train_structure", "f0.50/train_image"} <= set(timings)
+    stamps = [f.stat().st_mtime_ns for m in models for f in sorted(m.iterdir())]
+    assert main(args) == 0
+    assert [f.stat().st_mtime_ns for m in models for f in sorted(m.iterdir())] == stamps
+    assert len((out / "results.csv").read_text().splitlines()) == 1 + 3
+    assert {k: v for k, v in read_json(out / "timings.json").items() if k in timings} == timings

@@ -264,9 +264,12 @@ def _committed(results_dir: Path | None, plan: Plan, cell: Cell, cell_dir: Path)
 
 
 def run_experiment(plan: Plan, out: Path, test_dir: Path | None = None,
-                   data_dirs: list[Path] | None = None, results_dir: Path | None = None) -> Path:
+                   data_dirs: list[Path] | None = None, results_dir: Path | None = None,
+                   models_only: bool = False) -> Path | None:
     """Run (or resume) every cell; returns the path of results.csv. See the module docstring
-    for ``results_dir``."""
+    for ``results_dir``. ``models_only``: train (or resume) the diffusion models of every
+    fraction whose unfinished cells need pairs, then stop (returns None) -- a second process can
+    meanwhile run the cells that need none."""
     from nudiff.data.dataset import load_folder
     from nudiff.data.prepare import load_val, prepare
 
@@ -287,6 +290,9 @@ def run_experiment(plan: Plan, out: Path, test_dir: Path | None = None,
         t = time.time()
         fn()
         timings[key] = round(time.time() - t, 1)
+        # merge with the file: another process (--models-only) may share this run folder
+        if (out / "timings.json").exists():
+            timings.update({k: v for k, v in read_json(out / "timings.json").items() if k not in timings})
         write_json(out / "timings.json", timings)
 
     if not (data_dir / "manifest.json").exists():
@@ -300,6 +306,12 @@ def run_experiment(plan: Plan, out: Path, test_dir: Path | None = None,
     test_labels_dir = Path(test_dir) if test_dir else data_dir / "val"
 
     cells = cells_of(cfg)
+    if models_only:
+        for fraction in sorted({c.fraction for c in cells if c.arm in SYNTHETIC_ARMS
+                                and not _committed(results_dir, plan, c, out / "cells" / c.name)}):
+            _train_models_for(plan, out, data_dir, fraction, timed)
+        _log("diffusion models done (--models-only)")
+        return None
     _log(f"{len(cells)} cells: " + ", ".join(c.name for c in cells))
     # Fraction by fraction (its diffusion models, then its cells), so that a run stopped
     # part-way leaves whole fractions behind.
@@ -349,8 +361,6 @@ def reference_cell(cfg: ExperimentConfig, fraction: float) -> Cell:
 
 def _synthetic_for(plan: Plan, out: Path, data_dir: Path, fraction: float, timed,
                    segmenter: Path | None = None) -> Path:
-    from nudiff.data.prepare import load_subset
-    from nudiff.diffusion.train import train as train_diffusion
     from nudiff.synthesis import check_same_config, synthesize
 
     root = out / "diffusion" / f"f{fraction:.2f}"
@@ -361,15 +371,7 @@ def _synthetic_for(plan: Plan, out: Path, data_dir: Path, fraction: float, timed
     manifest = check_same_config(syn / "manifest.json", syn_cfg, any_segmenter=True)
     if manifest is not None and manifest["n_accepted"] >= syn_cfg.n:
         return syn
-    samples = load_subset(data_dir, fraction, plan.experiment.subset_seed)
-    images, insts = _arrays(samples)
-    for kind in ("image",) if plan.synthesis.structures == "subset" else ("structure", "image"):
-        run = root / kind
-        if not (run / "model").exists():
-            _log(f"training the {kind} model on the {fraction:.0%} subset ({len(samples)} patches)")
-            timed(f"f{fraction:.2f}/train_{kind}", functools.partial(
-                train_diffusion, getattr(plan, kind), run, images if kind == "image" else None,
-                insts, resume=(run / "checkpoints").exists()))
+    samples = _train_models_for(plan, out, data_dir, fraction, timed)
     # The real images synthesis may look at (mosaic, stain reference, filter percentiles) are
     # the labeled subset's: never the held-out images, which may be the test images.
     subset_dir = write_subset_folder(samples, root / "subset")
@@ -377,6 +379,28 @@ def _synthetic_for(plan: Plan, out: Path, data_dir: Path, fraction: float, timed
     timed(f"f{fraction:.2f}/synthesize", lambda: synthesize(
         root / "structure", root / "image", syn, syn_cfg, real_dir=subset_dir))
     return syn
+
+
+def _train_models_for(plan: Plan, out: Path, data_dir: Path, fraction: float, timed) -> list:
+    """Train (or resume) the fraction's diffusion models on its labeled subset, unless they
+    exist; returns the subset's samples."""
+    from nudiff.data.prepare import load_subset
+    from nudiff.diffusion.train import train as train_diffusion
+
+    root = out / "diffusion" / f"f{fraction:.2f}"
+    samples = load_subset(data_dir, fraction, plan.experiment.subset_seed)
+    kinds = ("image",) if plan.synthesis.structures == "subset" else ("structure", "image")
+    if all((root / kind / "model").exists() for kind in kinds):
+        return samples
+    images, insts = _arrays(samples)
+    for kind in kinds:
+        run = root / kind
+        if not (run / "model").exists():
+            _log(f"training the {kind} model on the {fraction:.0%} subset ({len(samples)} patches)")
+            timed(f"f{fraction:.2f}/train_{kind}", functools.partial(
+                train_diffusion, getattr(plan, kind), run, images if kind == "image" else None,
+                insts, resume=(run / "checkpoints").exists()))
+    return samples
 
 
 def write_subset_folder(samples: list, folder: Path) -> Path:
@@ -501,6 +525,10 @@ def register(sub) -> None:
                    "them) and take cells already there instead of recomputing them")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value, e.g. --set segment.train.real_ratio=0.9 (repeatable)")
+    p.add_argument("--models-only", action="store_true",
+                   help="only train (or resume) the diffusion models the unfinished cells need, then "
+                   "stop; run it with --threads 1 beside a run of the cells that need no pairs "
+                   "(e.g. --set experiment.arms=[real]), then run the whole grid")
     p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.set_defaults(func=_cmd_experiment)
 
@@ -529,4 +557,5 @@ def _cmd_experiment(args) -> None:
     if data and len(data) == 1 and (data[0] / "train").is_dir() and not (data[0] / "images").is_dir():
         data = sorted(p for p in data[0].iterdir() if (p / "images").is_dir())
         data.sort(key=lambda p: p.name != "train")  # exact labels first: validation comes from it
-    run_experiment(plan, args.out, args.test, data, getattr(args, "results", None))
+    run_experiment(plan, args.out, args.test, data, getattr(args, "results", None),
+                   models_only=getattr(args, "models_only", False))
