@@ -8,8 +8,9 @@ training on real only (``synthetic_until``), a lower loss weight for synthetic c
 The grid's own ``real+syn`` and ``real+copypaste+syn`` cells are the ``quarter`` and
 ``copypaste+syn`` rows; ``copypaste-512`` is that row's control (as many extra patches, all
 copy-paste); ``copypaste+syn-half`` and its control ``copypaste-512-half`` draw half of each
-batch from the extra patches instead of a quarter. The gain of each variant over 10 % real is paired by seed and test image with
-the grid's ``real`` cells (the real arm does not depend on these options).
+batch from the extra patches instead of a quarter. The gain of each variant over 10 % real is
+paired by seed and test image with the grid's ``real`` cells (the real arm does not depend on
+these options).
 
 Each variant is a ``nudiff experiment`` run under ``--out/<variant>`` with ``--set`` overrides;
 its finished cells are kept under ``--results/<variant>/cells/`` (commit them: a rerun skips

@@ -306,9 +306,11 @@ def run_experiment(plan: Plan, out: Path, test_dir: Path | None = None,
     test_labels_dir = Path(test_dir) if test_dir else data_dir / "val"
 
     cells = cells_of(cfg)
+    def unfinished(some: list[Cell]) -> list[Cell]:
+        return [c for c in some if not _committed(results_dir, plan, c, out / "cells" / c.name)]
+
     if models_only:
-        for fraction in sorted({c.fraction for c in cells if c.arm in SYNTHETIC_ARMS
-                                and not _committed(results_dir, plan, c, out / "cells" / c.name)}):
+        for fraction in sorted({c.fraction for c in unfinished(cells) if c.arm in SYNTHETIC_ARMS}):
             _train_models_for(plan, out, data_dir, fraction, timed)
         _log("diffusion models done (--models-only)")
         return None
@@ -316,8 +318,7 @@ def run_experiment(plan: Plan, out: Path, test_dir: Path | None = None,
     # Fraction by fraction (its diffusion models, then its cells), so that a run stopped
     # part-way leaves whole fractions behind.
     for fraction in sorted({c.fraction for c in cells}):
-        todo = [c for c in cells if c.fraction == fraction
-                and not _committed(results_dir, plan, c, out / "cells" / c.name)]
+        todo = unfinished([c for c in cells if c.fraction == fraction])
         if any(c.arm in SYNTHETIC_ARMS for c in todo):
             segmenter = None
             if plan.synthesis.filter.segmenter == REAL_CELL:
@@ -390,16 +391,14 @@ def _train_models_for(plan: Plan, out: Path, data_dir: Path, fraction: float, ti
     root = out / "diffusion" / f"f{fraction:.2f}"
     samples = load_subset(data_dir, fraction, plan.experiment.subset_seed)
     kinds = ("image",) if plan.synthesis.structures == "subset" else ("structure", "image")
-    if all((root / kind / "model").exists() for kind in kinds):
-        return samples
-    images, insts = _arrays(samples)
-    for kind in kinds:
+    todo = [kind for kind in kinds if not (root / kind / "model").exists()]
+    images, insts = _arrays(samples) if todo else (None, None)
+    for kind in todo:
         run = root / kind
-        if not (run / "model").exists():
-            _log(f"training the {kind} model on the {fraction:.0%} subset ({len(samples)} patches)")
-            timed(f"f{fraction:.2f}/train_{kind}", functools.partial(
-                train_diffusion, getattr(plan, kind), run, images if kind == "image" else None,
-                insts, resume=(run / "checkpoints").exists()))
+        _log(f"training the {kind} model on the {fraction:.0%} subset ({len(samples)} patches)")
+        timed(f"f{fraction:.2f}/train_{kind}", functools.partial(
+            train_diffusion, getattr(plan, kind), run, images if kind == "image" else None,
+            insts, resume=(run / "checkpoints").exists()))
     return samples
 
 
