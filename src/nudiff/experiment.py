@@ -319,7 +319,8 @@ def run_experiment(plan: Plan, out: Path, test_dir: Path | None = None,
     # part-way leaves whole fractions behind.
     for fraction in sorted({c.fraction for c in cells}):
         todo = unfinished([c for c in cells if c.fraction == fraction])
-        if any(c.arm in SYNTHETIC_ARMS for c in todo):
+        # a fraction whose pairs are all there (made elsewhere too: a GPU) needs no filter segmenter
+        if any(c.arm in SYNTHETIC_ARMS for c in todo) and not synthetic_done(plan, out, fraction):
             segmenter = None
             if plan.synthesis.filter.segmenter == REAL_CELL:
                 ref = reference_cell(cfg, fraction)
@@ -360,17 +361,27 @@ def reference_cell(cfg: ExperimentConfig, fraction: float) -> Cell:
     return Cell(fraction, "real", cfg.filter_seed)
 
 
+def synthetic_done(plan: Plan, out: Path, fraction: float) -> bool:
+    """Whether the fraction's synthetic folder holds its ``n_synthetic`` pairs, made with this
+    plan's synthesis section (another one is an error naming the keys that differ)."""
+    from nudiff.synthesis import check_same_config
+
+    syn = out / "diffusion" / f"f{fraction:.2f}" / "synthetic"
+    syn_cfg = replace(plan.synthesis, n=plan.experiment.n_synthetic)
+    manifest = check_same_config(syn / "manifest.json", syn_cfg, any_segmenter=True)
+    return manifest is not None and manifest["n_accepted"] >= syn_cfg.n
+
+
 def _synthetic_for(plan: Plan, out: Path, data_dir: Path, fraction: float, timed,
                    segmenter: Path | None = None) -> Path:
-    from nudiff.synthesis import check_same_config, synthesize
+    from nudiff.synthesis import synthesize
 
     root = out / "diffusion" / f"f{fraction:.2f}"
     syn = root / "synthetic"
     syn_cfg = replace(plan.synthesis, n=plan.experiment.n_synthetic)
     if segmenter is not None:  # "real" -> this run's folder (the fingerprint keeps "real")
         syn_cfg = replace(syn_cfg, filter=replace(syn_cfg.filter, segmenter=str(segmenter)))
-    manifest = check_same_config(syn / "manifest.json", syn_cfg, any_segmenter=True)
-    if manifest is not None and manifest["n_accepted"] >= syn_cfg.n:
+    if synthetic_done(plan, out, fraction):
         return syn
     samples = _train_models_for(plan, out, data_dir, fraction, timed)
     # The real images synthesis may look at (mosaic, stain reference, filter percentiles) are

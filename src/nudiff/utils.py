@@ -109,6 +109,13 @@ def make_accelerator(precision: str):
     return Accelerator(mixed_precision=precision)
 
 
+def default_device():
+    """``cuda`` when a GPU is there, else ``cpu`` (a ``torch.device``)."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def set_threads(n: int | None) -> None:
     """Torch intra-op threads; ``None`` keeps the default. Use 1 on a CPU shared with other
     jobs: 2 OpenMP threads that wait for each other behind another process run 5-30x slower."""

@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 
 from nudiff.checkpoint import list_checkpoints
 from nudiff.diffusion.sample import load_model
-from nudiff.diffusion.train import train, warmup_cosine
+from nudiff.diffusion.train import WallClock, train, warmup_cosine
 from nudiff.utils import NudiffError
 
 
@@ -104,6 +104,42 @@ def test_warmup_cosine(make_config):
     assert [f(0), f(1), f(2)] == [0.5, 1.0, 1.0]
     assert f(6) == pytest.approx(0.5)
     assert f(10) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_warmup_cosine_ends_at_the_time_budget(make_config):
+    tc = make_config(steps=100, warmup_steps=2, max_minutes=1.0).train
+    clock = WallClock(tc.max_minutes)
+    f = warmup_cosine(tc, clock)
+    assert f(10) == pytest.approx(warmup_cosine(tc)(10), abs=1e-3)  # no time spent yet: by steps
+    clock.before_s = 30.0  # half the budget spent: the schedule is half-way although step 10 is not
+    assert f(10) == pytest.approx(0.5, abs=1e-3)
+    clock.before_s = 60.0
+    assert clock.up() and f(10) == pytest.approx(0.0, abs=1e-9)
+    assert not WallClock(None).up() and WallClock(None).fraction() == 0.0
+
+
+def test_time_budget_stops_training_with_a_model_and_resumes_its_clock(tmp_path, make_config, toy_patches):
+    _, inst = toy_patches
+    cfg = make_config(steps=10_000, checkpoint_every=10_000, sample_every=0, max_minutes=0.5 / 60)
+    train(cfg, tmp_path, None, inst)
+    with (tmp_path / "train_log.csv").open() as f:
+        last = int(list(csv.DictReader(f))[-1]["step"])
+    assert 1 <= last < 10_000 and (tmp_path / "model").is_dir()
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [last]  # the last step is saved
+    state = __import__("json").loads((list_checkpoints(tmp_path)[0][1] / "state.json").read_text())
+    assert state["elapsed_s"] >= 0.5
+    # resumed, the spent budget counts: no step, the model stays
+    train(cfg, tmp_path, None, inst, resume=True)
+    assert [s for s, _ in list_checkpoints(tmp_path)] == [last] and (tmp_path / "model").is_dir()
+
+
+def test_window_workers_train_the_same_model(tmp_path, make_config, toy_patches):
+    images, inst = toy_patches
+    for workers in (0, 2):
+        cfg = make_config("image", "spade", steps=3, sample_every=0, num_workers=workers)
+        train(cfg, tmp_path / str(workers), images, inst)
+    _assert_same_weights(_weights(tmp_path / "0" / "model" / "model.safetensors"),
+                         _weights(tmp_path / "2" / "model" / "model.safetensors"))
 
 
 def test_image_model_needs_images(tmp_path, make_config, toy_patches):

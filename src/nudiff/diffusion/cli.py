@@ -39,6 +39,8 @@ def register(sub) -> None:
                    help="override train.precision (no = fp32)")
     p.add_argument("--stop-at-step", type=int, default=None,
                    help="stop after this step, keeping the LR schedule of the full run (resume later)")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="override train.max_minutes: a wall-clock budget that the LR schedule ends at")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: all cores); use 1 when other jobs share the cores")
     p.set_defaults(func=_cmd_train)
@@ -59,6 +61,8 @@ def _cmd_train(args) -> None:
         cfg.train.steps = args.steps
     if args.precision:
         cfg.train.precision = args.precision
+    if args.max_minutes:
+        cfg.train.max_minutes = args.max_minutes
     if args.folder:
         from nudiff.data.dataset import load_folders
 

@@ -118,6 +118,15 @@ class TrainConfig:
         (0 disables; a grid is always drawn at the end).
     cond_drop_prob: image model: probability that a sample's condition is replaced by the null
         condition (classifier-free guidance).
+    max_minutes: wall-clock budget (``None``: none). The cosine schedule then advances by the
+        larger of ``step / steps`` and ``minutes / max_minutes``, and training ends (checkpoint
+        and ``model/``) when either reaches 1: a run sized for a machine whose speed is not
+        known beforehand (a GPU lease). Its step count depends on that machine, so such a run
+        is not reproducible step for step; the step it reached is in ``train_log.csv``.
+    num_workers: processes that draw the training windows ahead of the training step (a GPU
+        otherwise waits for the CPU: ~30-50 ms per batch of 64); 0 draws them in the training
+        process (CPU training: the cores are busy with the model anyway). The windows of a
+        step depend on (seed, step, process) only, so they are the same either way.
     """
 
     steps: int = 3000
@@ -134,8 +143,12 @@ class TrainConfig:
     log_every: int = 50
     sample_every: int = 1000
     cond_drop_prob: float = 0.2
+    max_minutes: float | None = None
+    num_workers: int = 0
 
     def __post_init__(self) -> None:
+        _check(self.max_minutes is None or self.max_minutes > 0, "train.max_minutes must be > 0")
+        _check(self.num_workers >= 0, "train.num_workers must be >= 0")
         _check(self.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}")
         _check(self.steps >= 1 and self.batch_size >= 1, "train.steps and batch_size must be >= 1")
         _check(

@@ -25,7 +25,7 @@ import torch
 from nudiff.diffusion.config import DiffusionConfig
 from nudiff.diffusion.networks import Denoiser, condition_tensor, load_denoiser, null_condition
 from nudiff.diffusion.schedule import make_scheduler
-from nudiff.utils import DataError, progress_bar
+from nudiff.utils import DataError, default_device, progress_bar
 
 ModelArg = Denoiser | str | Path
 
@@ -36,10 +36,6 @@ def load_model(run_dir: str | Path) -> tuple[Denoiser, DiffusionConfig]:
     directory = run_dir / "model" if (run_dir / "model").is_dir() else run_dir
     model = load_denoiser(directory)
     return model, model.config
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def sample_generator(seed: int, index: int) -> torch.Generator:

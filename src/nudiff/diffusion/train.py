@@ -83,16 +83,19 @@ def train(
     model = Denoiser(cfg)
     ema = EMA(model, tc.ema_decay)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(tc))
+    clock = WallClock(tc.max_minutes)
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(tc, clock))
 
     start = 0
     if resume and existing:
         _check_same_model(cfg, out_dir)
         ckpt.remove_partial(out_dir)
-        start = load_training_state(existing[-1][1], model, ema, optimizer, lr_schedule)
+        start = load_training_state(existing[-1][1], model, ema, optimizer, lr_schedule, clock)
     model, optimizer = accelerator.prepare(model, optimizer)
     ema.model.to(accelerator.device)
     end = min(tc.steps, stop_at_step) if stop_at_step is not None else tc.steps
+    if time_is_up(clock, accelerator):  # a resumed run whose time budget was spent: no step
+        end = start
 
     writer = log_file = None
     if main:
@@ -105,13 +108,13 @@ def train(
     bar = progress_bar(total=end, initial=start, desc=f"train {cfg.model.kind}", disable=not main)
     running, count, tick = 0.0, 0, time.perf_counter()
     try:
-        for step in range(start + 1, end + 1):
-            rng, gen = step_generators(tc.seed, step, accelerator.process_index)
-            structures, imgs = data.draw(tc.batch_size, rng)
-            s = torch.from_numpy(structures)
+        windows = step_windows(data, tc, accelerator.process_index, start + 1, end)
+        for step, (structures, imgs) in zip(range(start + 1, end + 1), windows):
+            _, gen = step_generators(tc.seed, step, accelerator.process_index)
+            s = torch.as_tensor(structures)
             t = torch.randint(0, T, (tc.batch_size,), generator=gen)
             if conditional:
-                x0 = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
+                x0 = torch.as_tensor(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
                 drop = torch.rand(tc.batch_size, generator=gen) < tc.cond_drop_prob
                 cond = condition_tensor(s, drop).to(accelerator.device)
             else:
@@ -133,6 +136,8 @@ def train(
             lr_schedule.step()
             optimizer.zero_grad(set_to_none=True)
             ema.update(accelerator.unwrap_model(model))
+            if time_is_up(clock, accelerator):  # the budget is spent: this step is the last
+                end = step
 
             running += loss.item()
             count += 1
@@ -153,10 +158,12 @@ def train(
                 running, count, tick = 0.0, 0, now
             # other processes need no barrier here: they wait in the next gradient all-reduce
             if main and (step % tc.checkpoint_every == 0 or step == end):
-                save_training_state(out_dir, step, accelerator, model, ema, optimizer, lr_schedule)
+                save_training_state(out_dir, step, accelerator, model, ema, optimizer, lr_schedule, clock)
                 ckpt.prune(out_dir, tc.keep_checkpoints)
             if main and ((tc.sample_every and step % tc.sample_every == 0) or step == end):
                 write_sample_grid(out_dir, step, ema.model, data, tc.seed)
+            if step == end:
+                break
         if main:
             _save_final(ema.model, out_dir / "model")
         accelerator.wait_for_everyone()
@@ -169,16 +176,82 @@ def train(
     return out_dir / "model"
 
 
-def warmup_cosine(tc: TrainConfig):
-    """LR factor after ``step`` optimizer steps: linear warm-up, then cosine to 0 at the end."""
+class WallClock:
+    """Training minutes against ``TrainConfig.max_minutes`` (a resumed run adds its earlier
+    minutes, kept in the checkpoint). Without a budget, ``fraction()`` is 0 and ``up()`` False."""
+
+    def __init__(self, max_minutes: float | None):
+        self.budget_s = None if max_minutes is None else 60.0 * max_minutes
+        self.before_s = 0.0
+        self.t0 = time.perf_counter()
+
+    def elapsed_s(self) -> float:
+        return self.before_s + time.perf_counter() - self.t0
+
+    def fraction(self) -> float:
+        return 0.0 if self.budget_s is None else min(1.0, self.elapsed_s() / self.budget_s)
+
+    def up(self) -> bool:
+        return self.budget_s is not None and self.elapsed_s() >= self.budget_s
+
+
+def time_is_up(clock: WallClock, accelerator) -> bool:
+    """Whether the time budget is spent, the same answer in every process (any process's clock)."""
+    if clock.budget_s is None:
+        return False
+    up = clock.up()
+    if accelerator.num_processes > 1:
+        flag = torch.tensor([float(up)], device=accelerator.device)
+        up = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+    return up
+
+
+def warmup_cosine(tc: TrainConfig, clock: WallClock | None = None):
+    """LR factor after ``step`` optimizer steps: linear warm-up, then cosine to 0 at the end
+    (the end of ``tc.steps`` or, with a ``clock``, of ``tc.max_minutes`` if that comes first)."""
 
     def factor(step: int) -> float:
         if step < tc.warmup_steps:
             return (step + 1) / tc.warmup_steps
         progress = (step - tc.warmup_steps) / max(1, tc.steps - tc.warmup_steps)
+        if clock is not None:
+            progress = max(progress, clock.fraction())
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
+
+
+class StepWindows(torch.utils.data.Dataset):
+    """Item ``i``: the windows of step ``first + i`` (drawn with that step's generator)."""
+
+    def __init__(self, data: PatchSampler, tc: TrainConfig, process: int, first: int, last: int):
+        self.data, self.tc, self.process, self.first, self.last = data, tc, process, first, last
+
+    def __len__(self) -> int:
+        return max(0, self.last - self.first + 1)
+
+    def __getitem__(self, i: int):
+        rng, _ = step_generators(self.tc.seed, self.first + i, self.process)
+        structures, images = self.data.draw(self.tc.batch_size, rng)
+        return structures, (np.zeros(0, np.uint8) if images is None else images)
+
+
+def _one_thread(_worker_id: int) -> None:
+    torch.set_num_threads(1)
+
+
+def step_windows(data: PatchSampler, tc: TrainConfig, process: int, first: int, last: int):
+    """The (structures, images or None) of steps ``first..last`` in order: drawn here, or by
+    ``tc.num_workers`` worker processes ahead of the training step."""
+    steps = StepWindows(data, tc, process, first, last)
+    if tc.num_workers == 0:
+        items = (steps[i] for i in range(len(steps)))
+    else:
+        items = torch.utils.data.DataLoader(
+            steps, batch_size=None, shuffle=False, num_workers=tc.num_workers, prefetch_factor=4,
+            worker_init_fn=_one_thread)
+    for structures, images in items:
+        yield structures, (images if len(images) else None)
 
 
 def step_generators(
@@ -191,13 +264,15 @@ def step_generators(
     return np.random.default_rng(data_seed), gen
 
 
-def save_training_state(out_dir, step, accelerator, model, ema, optimizer, lr_schedule) -> Path:
+def save_training_state(out_dir, step, accelerator, model, ema, optimizer, lr_schedule,
+                        clock: WallClock | None = None) -> Path:
     tensors, meta = ckpt.flatten_optimizer(optimizer.state_dict())
     scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
     state = {
         "step": step,
         "lr_scheduler": lr_schedule.state_dict(),
         "ema_updates": ema.num_updates,
+        "elapsed_s": round(clock.elapsed_s(), 1) if clock is not None else None,
         "grad_scaler": scaler,
         "rng": ckpt.rng_state(),
         "data_sampler": {"seeding": "SeedSequence([seed, step, process])", "next_step": step + 1},
@@ -215,10 +290,13 @@ def save_training_state(out_dir, step, accelerator, model, ema, optimizer, lr_sc
     )
 
 
-def load_training_state(path: Path, model: Denoiser, ema: EMA, optimizer, lr_schedule) -> int:
+def load_training_state(path: Path, model: Denoiser, ema: EMA, optimizer, lr_schedule,
+                        clock: WallClock | None = None) -> int:
     """Load a checkpoint into un-prepared objects; restores the global RNGs; returns its step."""
     files = ckpt.read_checkpoint(path)
     state = files["state.json"]
+    if clock is not None:
+        clock.before_s = float(state.get("elapsed_s") or 0.0)
     model.load_state_dict(files["model.safetensors"])
     ema.model.load_state_dict(files["ema.safetensors"])
     ema.num_updates = state["ema_updates"]

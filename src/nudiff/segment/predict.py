@@ -22,7 +22,7 @@ from nudiff.report import overlay
 from nudiff.segment.config import SegmentConfig
 from nudiff.segment.model import HV, NP, build_segmenter, image_to_tensor
 from nudiff.structure import DecodeParams, decode, dihedral, dihedral_image
-from nudiff.utils import DataError, progress_bar
+from nudiff.utils import DataError, default_device, progress_bar
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
@@ -35,9 +35,10 @@ def model_dir(run_dir: str | os.PathLike) -> Path:
 
 
 def load_segmenter(
-    run_dir: str | os.PathLike, device: str | torch.device = "cpu"
+    run_dir: str | os.PathLike, device: str | torch.device | None = None
 ) -> tuple[torch.nn.Module, SegmentConfig]:
-    """A trained segmenter (eval mode) and its config from a run folder (or its ``model/``)."""
+    """A trained segmenter (eval mode) and its config from a run folder (or its ``model/``),
+    on ``device`` (default: the GPU when there is one)."""
     from safetensors.torch import load_file
 
     folder = model_dir(run_dir)
@@ -52,7 +53,7 @@ def load_segmenter(
     model.load_state_dict(load_file(weights))
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return model.to(device).eval(), cfg
+    return model.to(device or default_device()).eval(), cfg
 
 
 def _pad_to(image: np.ndarray, size: int) -> np.ndarray:
@@ -187,7 +188,7 @@ def predict_folder(
     images_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     progress: bool = True,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     tta: int | None = None,
 ) -> list[Path]:
     """Segment every image of ``images_dir`` with the model of ``run_dir``.
