@@ -31,7 +31,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def prepare(data_out: Path, dest: Path) -> None:
-    from nudiff.data.prepare import load_subset, prepare as prepare_data
+    from nudiff.data.prepare import load_subset
+    from nudiff.data.prepare import prepare as prepare_data
 
     plan = load_plan(GRID)
     plan.data.fractions = sorted(set(plan.experiment.fractions))  # as run_experiment does

@@ -198,6 +198,36 @@ def test_a_synthetic_set_made_with_another_configuration_is_refused(tmp_path):
         _synthetic_for(plan, tmp_path, tmp_path / "data", 0.1, None, seg)
 
 
+def test_training_speed_options_stay_out_of_the_fingerprint_and_the_time_budget_does_not():
+    from nudiff.experiment import Cell, cell_fingerprint
+
+    plan, cell = _plan(), Cell(0.1, "real+syn", 0)
+    base = cell_fingerprint(plan, cell)
+    plan.image.train.num_workers = 4  # the same windows, faster
+    assert cell_fingerprint(plan, cell) == base
+    plan.image.train.max_minutes = 5.0  # another model
+    assert cell_fingerprint(plan, cell) != base
+
+
+def test_pairs_made_elsewhere_need_no_filter_segmenter(tmp_path):
+    """A fraction whose synthetic set is complete (made on a GPU, say) counts as done; run_experiment
+    asks this before it (re)trains the filter's reference cell."""
+    from dataclasses import asdict, replace
+
+    from nudiff.experiment import synthetic_done
+    from nudiff.utils import write_json
+
+    plan = _plan("kumar-gpu.yaml")
+    syn = tmp_path / "diffusion" / "f0.10" / "synthetic"
+    assert not synthetic_done(plan, tmp_path, 0.1)
+    made = replace(plan.synthesis, n=plan.experiment.n_synthetic,
+                   filter=replace(plan.synthesis.filter, segmenter="runs/kumar-gpu-device/seg"))
+    write_json(syn / "manifest.json", {"config": asdict(made), "n_accepted": 255})
+    assert not synthetic_done(plan, tmp_path, 0.1)  # one short
+    write_json(syn / "manifest.json", {"config": asdict(made), "n_accepted": 256})
+    assert synthetic_done(plan, tmp_path, 0.1)
+
+
 def test_demo_runs_the_pairs_with_copy_paste_in_three_cells():
     """The main job runs the way of using the pairs that paid on Kumar 10 % (real+copypaste+syn)
     and no more cells than its 60-minute budget holds."""

@@ -204,11 +204,22 @@ def _log(msg: str) -> None:
 
 
 # options added after cells were committed: left out of a cell's fingerprint at these defaults
+# (dotted keys reach into subsections)
 LATER_OPTIONS = {
     "synthesis": {"structures": "sampled"},
-    "structure": {"prediction_type": "epsilon", "zero_terminal_snr": False},
-    "image": {"prediction_type": "epsilon", "zero_terminal_snr": False},
+    "structure": {"prediction_type": "epsilon", "zero_terminal_snr": False, "train.max_minutes": None},
+    "image": {"prediction_type": "epsilon", "zero_terminal_snr": False, "train.max_minutes": None},
 }
+# options that change how fast, never what: never in a fingerprint
+SPEED_OPTIONS = ("train.num_workers",)
+
+
+def _pop_dotted(section: dict, key: str, when=lambda value: True) -> None:
+    *path, last = key.split(".")
+    for part in path:
+        section = section.get(part, {})
+    if last in section and when(section[last]):
+        section.pop(last)
 
 
 def cell_fingerprint(plan: Plan, cell: Cell) -> str:
@@ -229,8 +240,10 @@ def cell_fingerprint(plan: Plan, cell: Cell) -> str:
         parts |= {k: to_dict(getattr(plan, k)) for k in ("structure", "image", "synthesis")}
         for section, defaults in LATER_OPTIONS.items():  # at their defaults: fingerprints from before hold
             for key, default in defaults.items():
-                if parts[section].get(key, default) == default:
-                    parts[section].pop(key, None)
+                _pop_dotted(parts[section], key, lambda value, d=default: value == d)
+        for section in ("structure", "image"):
+            for key in SPEED_OPTIONS:
+                _pop_dotted(parts[section], key)
         parts["n_synthetic"] = plan.experiment.n_synthetic
         if plan.experiment.filter_seed:  # 0 left out: fingerprints from before the option hold
             parts["filter_seed"] = plan.experiment.filter_seed

@@ -119,3 +119,16 @@ def test_zero_terminal_snr_with_v_prediction(make_config, make_denoiser):
         DiffusionConfig(zero_terminal_snr=True)
     with pytest.raises(NudiffError, match="prediction_type"):
         DiffusionConfig(prediction_type="sample")
+
+
+def test_load_model_goes_to_the_default_device(tmp_path, structure_model, monkeypatch):
+    """Synthesis loads its models with load_model and hands them to the samplers: they must be
+    on the GPU when there is one (they were left on the CPU, and sampled there, on a GPU machine)."""
+    import nudiff.diffusion.sample as sample
+
+    save_denoiser(structure_model, tmp_path / "model")
+    monkeypatch.setattr(sample, "default_device", lambda: torch.device("meta"))
+    model, _ = sample.load_model(tmp_path)
+    assert next(model.parameters()).device.type == "meta" and not model.training
+    model, _ = sample.load_model(tmp_path, "cpu")
+    assert next(model.parameters()).device.type == "cpu"

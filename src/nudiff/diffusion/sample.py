@@ -30,11 +30,13 @@ from nudiff.utils import DataError, default_device, progress_bar
 ModelArg = Denoiser | str | Path
 
 
-def load_model(run_dir: str | Path) -> tuple[Denoiser, DiffusionConfig]:
-    """The EMA model of a training run (``run_dir/model/``, or that folder itself), CPU, eval."""
+def load_model(run_dir: str | Path, device: str | torch.device | None = None) -> tuple[Denoiser, DiffusionConfig]:
+    """The EMA model of a training run (``run_dir/model/``, or that folder itself), in eval mode,
+    on ``device`` (default: the GPU when there is one -- a model loaded to the CPU and handed to
+    the samplers would be sampled there, on any machine)."""
     run_dir = Path(run_dir)
     directory = run_dir / "model" if (run_dir / "model").is_dir() else run_dir
-    model = load_denoiser(directory)
+    model = load_denoiser(directory).to(device or default_device()).eval()
     return model, model.config
 
 
@@ -207,8 +209,7 @@ def _resolve(arg: ModelArg, device: str | torch.device | None) -> tuple[Denoiser
         if device is not None:
             model = model.to(device)
     else:
-        model, _ = load_model(arg)
-        model = model.to(device or default_device())
+        model, _ = load_model(arg, device)
     return model.eval(), model.config
 
 

@@ -149,7 +149,7 @@ def predict_slide(
     tissue: bool = True,
     tta: int | None = None,
     progress: bool = True,
-    device: str = "cpu",
+    device: str | None = None,
 ) -> dict:
     """Segment a slide (or its level-0 ``roi`` = x, y, w, h) with the model of ``run_dir``.
 
