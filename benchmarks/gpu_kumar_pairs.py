@@ -1,7 +1,14 @@
-"""Kumar 10 % pairs from GPU-trained diffusion models: before and after `gpu_kumar_pairs.sh`.
+"""Kumar 10 % pairs from a GPU-trained image model: before and after `gpu_kumar_pairs.sh`.
 
-    python benchmarks/gpu_kumar_pairs.py prepare          # .gpu/subset10, .gpu/selection10
-    (device) bash benchmarks/gpu_kumar_pairs.sh $OUT      # models + 256 filtered pairs
+    # here, on CPU, side by side (~70 and ~57 min at 1 thread): the grid's 10 % structure model
+    # and the 10 % real s0 cell (the pair filter's segmenter)
+    nudiff train structure --config configs/kumar-gpu.yaml --data runs/kumar-prep --fraction 0.1 \
+        --out runs/kumar-gpu/diffusion/f0.10/structure --threads 1 &
+    nudiff experiment --config configs/kumar-gpu.yaml --out runs/kumar-gpu \
+        --set 'experiment.arms=[real]' --set 'experiment.seeds=[0]' --threads 1
+    python benchmarks/gpu_kumar_pairs.py prepare --structure runs/kumar-gpu/diffusion/f0.10/structure \
+        --seg runs/kumar-gpu/cells/f0.10_real_s0            # .gpu/{subset10,selection10,structure,seg}
+    (device) bash benchmarks/gpu_kumar_pairs.sh $OUT      # image model + 256 filtered pairs
     python benchmarks/gpu_kumar_pairs.py unpack DIR       # DIR: what came back from $OUT
 
 ``prepare`` writes the 10 % subset's 27 patches and the segmenter's model-selection patches
@@ -30,7 +37,18 @@ GPU = ROOT / "configs" / "kumar-gpu.yaml"
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def prepare(data_out: Path, dest: Path) -> None:
+def copy_model(run: Path, dest: Path) -> None:
+    """A run folder's ``model/`` (and ``config.yaml``), without its checkpoints: what travels."""
+    if not (run / "model").is_dir():
+        raise SystemExit(f"{run}: no model/ here (train it first)")
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(run / "model", dest / "model")
+    if (run / "config.yaml").exists():
+        shutil.copy(run / "config.yaml", dest / "config.yaml")
+    print(f"{run}/model -> {dest}/model")
+
+
+def prepare(data_out: Path, dest: Path, structure: Path | None = None, seg: Path | None = None) -> None:
     from nudiff.data.prepare import load_subset
     from nudiff.data.prepare import prepare as prepare_data
 
@@ -44,6 +62,9 @@ def prepare(data_out: Path, dest: Path) -> None:
     write_subset_folder(real, dest / "subset10")
     write_subset_folder(selection, dest / "selection10")
     print(f"{len(real)} subset patches, {len(selection)} selection patches in {dest}")
+    for run, name in ((structure, "structure"), (seg, "seg")):
+        if run is not None:
+            copy_model(run, dest / name)
 
 
 def unpack(came_back: Path, run: Path, results: Path) -> None:
@@ -75,13 +96,15 @@ def main() -> None:
     a = sub.add_parser("prepare")
     a.add_argument("--data", type=Path, default=ROOT / "runs" / "kumar-prep")
     a.add_argument("--dest", type=Path, default=ROOT / ".gpu")
+    a.add_argument("--structure", type=Path, default=None, help="a trained structure run to carry")
+    a.add_argument("--seg", type=Path, default=None, help="the filter's segmenter run to carry")
     b = sub.add_parser("unpack")
     b.add_argument("came_back", type=Path)
     b.add_argument("--run", type=Path, default=ROOT / "runs" / "kumar-gpu")
     b.add_argument("--results", type=Path, default=RESULTS / "kumar-grid-gpu")
     args = p.parse_args()
     if args.cmd == "prepare":
-        prepare(args.data, args.dest)
+        prepare(args.data, args.dest, args.structure, args.seg)
     else:
         unpack(args.came_back, args.run, args.results)
 
