@@ -5,8 +5,10 @@ call of the configs/kumar-gpu.yaml models, each alone on the GPU (no other proce
 
 Written after the first GPU lease (benchmarks/results/kumar-grid-gpu/README.md): side by side,
 the structure model trained at 8 steps/s and the image model at 1.6 on an H200, which looked
-launch-bound; this measures it. Each number is the median of a few timed repeats after warm-up,
-with torch.cuda.synchronize() around them.
+launch-bound; this measures it, then the levers against it: batch 256, SDPA attention
+(``model.flash_attention``) and ``torch.compile`` (its compile time too). Each number is the
+median of a few timed repeats after warm-up, with torch.cuda.synchronize() around them.
+(The committed gpu_step_times.json predates the levers.)
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ def timed(fn, repeats: int = 5, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
-def time_model(kind: str, cfg, dev: torch.device) -> dict:
-    """Forward, forward + backward and whole training step (with the EMA update) of one model."""
+def time_model(kind: str, cfg, dev: torch.device, batches=(16, 64), tag: str = "",
+               compile_model: bool = False) -> dict:
+    """Forward, forward + backward and whole training step (with the EMA update) of one model;
+    ``compile_model``: ``nn.Module.compile()`` of the U-Net (its compile time is reported)."""
     from nudiff.diffusion.ema import EMA
     from nudiff.diffusion.networks import Denoiser, condition_tensor
 
@@ -46,7 +50,10 @@ def time_model(kind: str, cfg, dev: torch.device) -> dict:
     ema.model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     p, res = cfg.data.patch_size, {}
-    for b in (16, 64):
+    kind = kind + tag
+    if compile_model:
+        model.net.compile()
+    for b in batches:
         xt = torch.randn(b, 3, p, p, device=dev)
         t = torch.randint(0, 1000, (b,), device=dev)
         cond = condition_tensor(torch.randn(b, 3, p, p, device=dev)) if kind == "image" else None
@@ -67,6 +74,11 @@ def time_model(kind: str, cfg, dev: torch.device) -> dict:
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 model(xt, t, cond)
 
+        if compile_model and f"{kind}_compile_s" not in res:
+            t0 = time.perf_counter()
+            fwd_bwd()
+            torch.cuda.synchronize()
+            res[f"{kind}_compile_s"] = round(time.perf_counter() - t0, 1)
         res[f"{kind}_b{b}_fwd_ms"] = round(timed(fwd) * 1e3, 1)
         res[f"{kind}_b{b}_fwd_bwd_ms"] = round(timed(fwd_bwd) * 1e3, 1)
         res[f"{kind}_b{b}_step_ms"] = round(timed(full_step) * 1e3, 1)
@@ -92,6 +104,19 @@ def main(out: Path) -> None:
     plan = load_plan(ROOT / "configs" / "kumar-gpu.yaml")
     for kind in ("structure", "image"):
         res |= time_model(kind, getattr(plan, kind), dev)
+        print(json.dumps(res), flush=True)
+    # levers against a dispatch-bound step: a bigger batch, SDPA attention, torch.compile
+    from dataclasses import replace
+
+    res |= time_model("structure", plan.structure, dev, batches=(256,))
+    flash = replace(plan.image, model=replace(plan.image.model, flash_attention=True))
+    res |= time_model("image", flash, dev, batches=(64,), tag="_flash")
+    print(json.dumps(res), flush=True)
+    for kind, cfg in (("image", flash), ("structure", plan.structure)):
+        try:
+            res |= time_model(kind, cfg, dev, batches=(64,), tag="_compiled", compile_model=True)
+        except Exception as e:  # noqa: BLE001 - a measurement: record why it failed
+            res[f"{kind}_compiled_error"] = repr(e)[:300]
         print(json.dumps(res), flush=True)
     structure = Denoiser(plan.structure).to(dev).eval()
     image = Denoiser(plan.image).to(dev).eval()

@@ -210,8 +210,8 @@ LATER_OPTIONS = {
     "structure": {"prediction_type": "epsilon", "zero_terminal_snr": False, "train.max_minutes": None},
     "image": {"prediction_type": "epsilon", "zero_terminal_snr": False, "train.max_minutes": None},
 }
-# options that change how fast, never what: never in a fingerprint
-SPEED_OPTIONS = ("train.num_workers",)
+# options that change how fast, not what (beyond float rounding): never in a fingerprint
+SPEED_OPTIONS = ("train.num_workers", "model.flash_attention")
 
 
 def _pop_dotted(section: dict, key: str, when=lambda value: True) -> None:

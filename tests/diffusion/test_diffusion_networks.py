@@ -62,3 +62,21 @@ def test_save_load_roundtrip(tmp_path, make_config, make_denoiser):
         condition_tensor(torch.rand(1, 3, 16, 16)),
     )
     assert torch.equal(model(x, t, c), loaded(x, t, c))
+
+
+@pytest.mark.parametrize("kind", ["structure", "image"])
+def test_flash_attention_is_the_same_model(kind, make_config):
+    """SDPA attention: the same parameters (weights load either way) and the same output."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    cfg = make_config(kind, "spade")
+    plain = Denoiser(cfg).eval()
+    flash = Denoiser(replace(cfg, model=replace(cfg.model, flash_attention=True))).eval()
+    flash.load_state_dict(plain.state_dict())  # strict: the same keys
+    assert any(getattr(m, "use_flash_attention", False) for m in flash.modules())
+    assert not any(getattr(m, "use_flash_attention", False) for m in plain.modules())
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([3, 700])
+    cond = condition_tensor(torch.rand(2, 3, 16, 16)) if kind == "image" else None
+    with torch.no_grad():
+        assert torch.allclose(plain(x, t, cond), flash(x, t, cond), atol=1e-5)

@@ -72,6 +72,7 @@ def build_network(model: ModelConfig) -> nn.Module:
         "attention_levels": model.attention_levels,
         "norm_num_groups": model.norm_num_groups,
         "num_head_channels": model.num_head_channels,
+        "use_flash_attention": model.flash_attention,
     }
     if model.kind == "structure":
         return DiffusionModelUNet(in_channels=STRUCTURE_CHANNELS, **common)
