@@ -1,7 +1,10 @@
 """Commit an experiment run's results: report table/chart/mosaics, results.csv, timings.
 
-Rebuilds the report from the run's cells (so a partly finished grid can be committed too),
-then copies into ``benchmarks/results/<name>/``:
+Rebuilds the report from the run's cells (so a partly finished grid can be committed too) and
+from the cells already committed in ``benchmarks/results/<name>/cells/`` (a run folder on a fresh
+machine holds only this session's cells; the committed ones, same fingerprint, count too, and
+the committed timings are kept under this run's; the run's ``data/`` is needed for the per-group
+tables), then copies into ``benchmarks/results/<name>/``:
 
     table.md        mean ± sd per cell, the paper's Table 1 beside; paired gains over real-only
     summary.json    the same numbers; chart.png; mosaic_f*.png (synthetic pairs beside real);
@@ -19,9 +22,9 @@ import argparse
 import shutil
 from pathlib import Path
 
-from nudiff.experiment import cells_of, collect_results, load_plan
+from nudiff.experiment import _committed, cells_of, collect_results, load_plan
 from nudiff.report import write_experiment_report
-from nudiff.utils import read_json, write_text
+from nudiff.utils import read_json, write_json, write_text
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -46,10 +49,16 @@ def main() -> None:
     args = ap.parse_args()
     plan = load_plan(args.config)
     cells = cells_of(plan.experiment)
-    rows = collect_results(args.run, cells)
-    write_experiment_report(args.run, rows, plan.experiment)
     dest = RESULTS / args.name
     dest.mkdir(parents=True, exist_ok=True)
+    for c in cells:  # committed metrics -> the run's cell folder (refused if another config made them)
+        _committed(dest, plan, c, args.run / "cells" / c.name)
+    timings = read_json(dest / "timings.json") if (dest / "timings.json").exists() else {}
+    if (args.run / "timings.json").exists():
+        timings |= read_json(args.run / "timings.json")
+    write_json(args.run / "timings.json", timings)
+    rows = collect_results(args.run, cells)
+    write_experiment_report(args.run, rows, plan.experiment)
     rep = args.run / "report"
     for f in [rep / "table.md", rep / "summary.json", rep / "chart.png", *sorted(rep.glob("per_image_f*.png")),
               *sorted(rep.glob("mosaic_*.png")),
