@@ -119,12 +119,12 @@ def main() -> None:
     args = ap.parse_args()
     set_threads(args.threads)
     low, high = args.fractions
-    rows = []
+    rows: list[dict] = []
     for steps in args.steps:
-        if args.summary_only:
-            rows += committed_rows(args.results / f"steps{steps}")
-        else:
-            rows += run_budget(args.config, steps, [low, high], args.seeds, args.out, args.results, args.data)
+        if not args.summary_only:
+            run_budget(args.config, steps, [low, high], args.seeds, args.out, args.results, args.data)
+        # every budget committed so far, not only this call's: a run of one new budget keeps the others
+        rows = [r for folder in sorted(args.results.glob("steps*")) for r in committed_rows(folder)]
         write_summary(rows, low, high, args)
 
 
