@@ -23,8 +23,9 @@ CFG=${CFG:-configs/kumar-gpu.yaml}
 SEG_SECONDS=${SEG_SECONDS:-300}
 SYN_SECONDS=${SYN_SECONDS:-150}
 N=${N:-256}
+G=${GPU_DIR:-.gpu}  # what travels: the subset, and the models trained beforehand
 THREADS=${THREADS:-2}
-R=runs/kumar-gpu-device
+R=${RUN:-runs/kumar-gpu-device}
 mkdir -p "$OUT_DIR" "$R"
 exec > >(tee "$OUT_DIR/run.log") 2>&1
 T0=$(date +%s)
@@ -39,21 +40,21 @@ export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD/src PYTHONUNBUFFERED=1
 NUDIFF="python3 -m nudiff.cli"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch, monai, diffusers; print('torch', torch.__version__, 'monai', monai.__version__, 'diffusers', diffusers.__version__, 'cuda', torch.cuda.is_available())"
-stamp "training what was not carried here (.gpu/structure, .gpu/seg), side by side"
+stamp "training what was not carried here ($G/structure, $G/seg), side by side"
 
 PIDS=()
-if [ -f .gpu/structure/model/model.safetensors ]; then
-    cp -r .gpu/structure $R/structure  # trained on CPU: the GPU is the image model's alone
+if [ -f $G/structure/model/model.safetensors ]; then
+    cp -r $G/structure $R/structure  # trained on CPU: the GPU is the image model's alone
 else
-    $NUDIFF train structure --config "$CFG" --folder .gpu/subset10 --out $R/structure --threads "$THREADS" > $R/structure.log 2>&1 &
+    $NUDIFF train structure --config "$CFG" --folder $G/subset10 --out $R/structure --threads "$THREADS" > $R/structure.log 2>&1 &
     PIDS+=($!)
 fi
-$NUDIFF train image --config "$CFG" --folder .gpu/subset10 --out $R/image --threads "$THREADS" > $R/image.log 2>&1 &
+$NUDIFF train image --config "$CFG" --folder $G/subset10 --out $R/image --threads "$THREADS" > $R/image.log 2>&1 &
 PIDS+=($!)
-if [ -f .gpu/seg/model/model.safetensors ]; then
-    cp -r .gpu/seg $R/seg  # the grid's own 10 % real s0 segmenter: the grid's filter exactly
+if [ -f $G/seg/model/model.safetensors ]; then
+    cp -r $G/seg $R/seg  # the grid's own 10 % real s0 segmenter: the grid's filter exactly
 else
-    timeout "$SEG_SECONDS" $NUDIFF segment train --config "$CFG" --real .gpu/subset10 --val .gpu/selection10 \
+    timeout "$SEG_SECONDS" $NUDIFF segment train --config "$CFG" --real $G/subset10 --val $G/selection10 \
         --out $R/seg --seed 0 --threads "$THREADS" > $R/seg.log 2>&1 &
     PIDS+=($!)
 fi
@@ -70,7 +71,7 @@ else
     FILTER=(--keep-top 1)
 fi
 timeout "$SYN_SECONDS" $NUDIFF synthesize --structure-model $R/structure --image-model $R/image -n "$N" \
-    --config "$CFG" --real .gpu/subset10 "${FILTER[@]}" --out $R/synthetic
+    --config "$CFG" --real $G/subset10 "${FILTER[@]}" --out $R/synthetic
 stamp "synthesis ended ($?)"
 
 S=$R/synthetic
