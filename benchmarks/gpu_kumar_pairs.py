@@ -85,7 +85,8 @@ def unpack(came_back: Path, run: Path, results: Path) -> None:
             continue
         src = RESULTS / "kumar-grid" / "cells" / f"{cell.name}.json"
         saved = read_json(src)
-        assert saved["fingerprint"] == cell_fingerprint(grid, cell) == cell_fingerprint(gpu, cell), cell
+        if not saved["fingerprint"] == cell_fingerprint(grid, cell) == cell_fingerprint(gpu, cell):
+            raise SystemExit(f"{src}: its fingerprint does not hold under {GPU.name}: the real cells differ")
         write_json(cells / src.name, saved)
         print(f"{src.name}: the grid's cell, same fingerprint under {GPU.name}")
 

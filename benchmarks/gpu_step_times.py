@@ -125,7 +125,7 @@ def main(out: Path) -> None:
                           precision="bf16", progress=False)
     res["sample_64_structures_s"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
-    insts = [decode(x, DecodeParams(min_marker=2)) for x in s[:8]]
+    insts = [decode(structure_map, DecodeParams(min_marker=2)) for structure_map in s[:8]]
     res["decode_8_untrained_structures_s"] = round(time.perf_counter() - t0, 2)
     res["nuclei_in_8_untrained"] = [int(i.max()) for i in insts]
     cond = torch.zeros(64, 3, 128, 128).numpy()

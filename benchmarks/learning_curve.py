@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nudiff.experiment import cells_of, collect_results, load_plan, run_experiment
+from nudiff.experiment import load_plan, run_experiment
 from nudiff.report import paired_interval
 from nudiff.utils import atomic_path, set_threads, write_json, write_text
 
@@ -29,7 +29,8 @@ METRICS = ("dice", "aji", "pq")
 
 
 def run_budget(config: Path, steps: int, fractions: list[float], seeds: list[int], out: Path,
-               results: Path, data: Path | None) -> list[dict]:
+               results: Path, data: Path | None) -> None:
+    """Run (or resume) the budget's cells; their metrics land in ``results/steps<steps>/cells``."""
     plan = load_plan(config)
     plan.experiment.fractions, plan.experiment.arms = fractions, ["real"]
     plan.experiment.seeds, plan.experiment.seeds_by_fraction = seeds, {}
@@ -40,7 +41,6 @@ def run_budget(config: Path, steps: int, fractions: list[float], seeds: list[int
         run.mkdir(parents=True, exist_ok=True)
         os.symlink(data.resolve(), run / "data")
     run_experiment(plan, run, results_dir=results / f"steps{steps}")
-    return [r | {"steps": steps} for r in collect_results(run, cells_of(plan.experiment))]
 
 
 def summarise(rows: list[dict], low: float, high: float) -> list[dict]:
@@ -119,13 +119,17 @@ def main() -> None:
     args = ap.parse_args()
     set_threads(args.threads)
     low, high = args.fractions
-    rows: list[dict] = []
-    for steps in args.steps:
-        if not args.summary_only:
-            run_budget(args.config, steps, [low, high], args.seeds, args.out, args.results, args.data)
-        # every budget committed so far, not only this call's: a run of one new budget keeps the others
-        rows = [r for folder in sorted(args.results.glob("steps*")) for r in committed_rows(folder)]
-        write_summary(rows, low, high, args)
+    # the summary covers every budget committed so far, not only this call's: a run of one new
+    # budget keeps the others; it is rewritten after each budget, so a stopped run leaves one
+    for steps in [] if args.summary_only else args.steps:
+        run_budget(args.config, steps, [low, high], args.seeds, args.out, args.results, args.data)
+        write_summary(all_committed_rows(args.results), low, high, args)
+    if args.summary_only:
+        write_summary(all_committed_rows(args.results), low, high, args)
+
+
+def all_committed_rows(results: Path) -> list[dict]:
+    return [r for folder in sorted(results.glob("steps*")) for r in committed_rows(folder)]
 
 
 def committed_rows(folder: Path) -> list[dict]:
