@@ -3,8 +3,8 @@
 Rebuilds the report from the run's cells (so a partly finished grid can be committed too) and
 from the cells already committed in ``benchmarks/results/<name>/cells/`` (a run folder on a fresh
 machine holds only this session's cells; the committed ones, same fingerprint, count too, and
-the committed timings are kept under this run's; the run's ``data/`` is needed for the per-group
-tables), then copies into ``benchmarks/results/<name>/``:
+the committed timings are kept under this run's; the per-group tables take their groups from the
+run's ``data/`` folder, or from the config's split file where that folder is not), then copies into ``benchmarks/results/<name>/``:
 
     table.md        mean ± sd per cell, the paper's Table 1 beside; paired gains over real-only
     summary.json    the same numbers; chart.png; mosaic_f*.png (synthetic pairs beside real);
@@ -22,6 +22,7 @@ import argparse
 import shutil
 from pathlib import Path
 
+from nudiff.data.prepare import load_groups, split_groups
 from nudiff.experiment import _committed, cells_of, collect_results, load_plan
 from nudiff.report import write_experiment_report
 from nudiff.utils import read_json, write_json, write_text
@@ -58,7 +59,12 @@ def main() -> None:
         timings |= read_json(args.run / "timings.json")
     write_json(args.run / "timings.json", timings)
     rows = collect_results(args.run, cells)
-    write_experiment_report(args.run, rows, plan.experiment)
+    groups = load_groups(args.run / "data")
+    split = getattr(plan.data, "split", None)
+    if not groups and split:
+        print(f"{args.run / 'data'}: no prepared folder; groups read from {split}")
+        groups = split_groups(split)
+    write_experiment_report(args.run, rows, plan.experiment, groups=groups)
     rep = args.run / "report"
     for f in [rep / "table.md", rep / "summary.json", rep / "chart.png", *sorted(rep.glob("per_image_f*.png")),
               *sorted(rep.glob("mosaic_*.png")),

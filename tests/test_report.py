@@ -61,6 +61,14 @@ def test_experiment_report_files(tmp_path):
     write_experiment_report(tmp_path, _rows())
     for name in ("table.md", "summary.json", "chart.png", "index.html"):
         assert (tmp_path / "report" / name).stat().st_size > 0
+    assert "| test images |" not in (tmp_path / "report" / "table.md").read_text()  # no data/, no groups
+
+
+def test_experiment_report_takes_groups_given(tmp_path):
+    # a report rebuilt where the run's data/ folder is not: the groups come from the caller
+    write_experiment_report(tmp_path, _rows(), groups={"a": "same", "b": "other"})
+    table = (tmp_path / "report" / "table.md").read_text()
+    assert "| 10% | real | other | 3 |" in table
 
 
 def test_paired_gains_pair_by_seed_and_skip_unpaired():

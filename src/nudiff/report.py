@@ -440,8 +440,9 @@ def results_chart(summary: list[dict], path, gains: list[dict] | None = None) ->
     plt.close(fig)
 
 
-def write_experiment_report(out, rows: list[dict], cfg=None) -> None:
-    """report/table.md, report/summary.json, report/chart.png and report/index.html."""
+def write_experiment_report(out, rows: list[dict], cfg=None, groups: dict[str, str] | None = None) -> None:
+    """report/table.md, report/summary.json, report/chart.png and report/index.html; ``groups``
+    ({test image: group}) defaults to the run's prepared ``data/`` folder's."""
     import html
     import shutil
     from pathlib import Path
@@ -460,7 +461,7 @@ def write_experiment_report(out, rows: list[dict], cfg=None) -> None:
                                     arms=("real+syn", "real+copypaste+syn"))
     from nudiff.data.prepare import load_groups
 
-    groups = load_groups(out / "data")
+    groups = load_groups(out / "data") if groups is None else groups
     by_group = group_summary(rows, groups) if groups else []
     gains_by_group = group_gains(rows, groups, paper) if groups else []
     fractions = sorted({float(r["fraction"]) for r in rows if float(r["fraction"]) < 1.0})

@@ -115,9 +115,9 @@ def test_prepare_with_split_file(tmp_path, two_folders):
     assert m["groups"] == {"e2": "test_same", "r2": "test_other"}
     assert {p["image"] for p in read_json(out / "patches/manifest.json")["patches"]} == {"e1", "r1"}
     assert sorted(s.name for s in load_val(out)) == ["e2", "r2"]
-    from nudiff.data.prepare import load_groups
+    from nudiff.data.prepare import load_groups, split_groups
 
-    assert load_groups(out) == m["groups"]
+    assert load_groups(out) == m["groups"] == split_groups(split)  # the report's two sources agree
 
 
 @pytest.mark.parametrize("text, problem", [

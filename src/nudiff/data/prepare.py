@@ -137,6 +137,13 @@ def read_split(path: str | os.PathLike, names: list[str]) -> tuple[set[str], dic
     return set(split["train"]), {n: k for k, v in tests.items() for n in v}
 
 
+def split_groups(path: str | os.PathLike) -> dict[str, str]:
+    """{held-out image name: group} as a split file lists them (names not checked against any
+    data: for reports made where the prepared folder is not)."""
+    split = read_json(path)
+    return {n: k for k, v in split.items() if k.startswith("test") and isinstance(v, list) for n in v}
+
+
 def load_groups(data_dir: str | os.PathLike) -> dict[str, str]:
     """{held-out image name: group} of a prepared folder (empty without a split file)."""
     manifest = Path(data_dir) / MANIFEST
