@@ -1,6 +1,6 @@
 """Classifier two-sample test: can a small CNN tell two image sets apart?
 
-A 4-layer convolutional network, trained from scratch on the CPU, learns to tell set A (real)
+A 4-layer convolutional network, trained from scratch (on the GPU when there is one), learns to tell set A (real)
 from set B (synthetic, or another half of the real data: the floor). Balanced classes,
 two-fold: each half of the images is predicted by the network trained on the other half, so
 every image gets a held-out prediction. Accuracy 0.5 means indistinguishable, 1.0 perfectly
@@ -53,12 +53,14 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def _fit_predict(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, epochs: int,
-                 batch_size: int, lr: float, seed: int) -> torch.Tensor:
-    """Train a fresh :func:`small_cnn`; held-out probabilities of class 1 for ``x_test``."""
+                 batch_size: int, lr: float, seed: int, device: torch.device) -> torch.Tensor:
+    """Train a fresh :func:`small_cnn` on ``device``; held-out probabilities of class 1 for
+    ``x_test`` (on the CPU). The random draws stay on the CPU, so a seed picks the same batches
+    on any device."""
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = small_cnn()
+        model = small_cnn().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps = max(1, epochs * len(x_train) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
@@ -66,24 +68,28 @@ def _fit_predict(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
     model.train()
     for _ in range(steps):
         idx = torch.randint(0, len(x_train), (min(batch_size, len(x_train)),), generator=gen)
-        loss = loss_fn(model(_augment(x_train[idx], gen)), y_train[idx])
+        loss = loss_fn(model(_augment(x_train[idx].to(device), gen)), y_train[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
     model.eval()
     with torch.no_grad():
-        return torch.cat([torch.sigmoid(model(x_test[i:i + 64])) for i in range(0, len(x_test), 64)])
+        return torch.cat([torch.sigmoid(model(x_test[i:i + 64].to(device))).cpu() for i in range(0, len(x_test), 64)])
 
 
 def c2st(images_a: np.ndarray, images_b: np.ndarray, seed: int = 0, epochs: int = 15,
-         batch_size: int = 32, lr: float = 3e-3) -> C2STResult:
+         batch_size: int = 32, lr: float = 3e-3, device: torch.device | str | None = None) -> C2STResult:
     """Held-out accuracy of telling ``images_a`` from ``images_b`` (uint8 (N, S, S, 3), S a
     multiple of 16 is best; both sets the same S).
 
     ``min(len(A), len(B))`` images of each set (a seeded random choice), split in two folds;
-    each fold's network trains for ``epochs`` passes over the other fold.
+    each fold's network trains for ``epochs`` passes over the other fold, on ``device``
+    (default: the GPU when there is one).
     """
+    from nudiff.utils import default_device
+
+    device = torch.device(device) if device is not None else default_device()
     if images_a.shape[1:] != images_b.shape[1:]:
         raise ValueError(f"image sets differ in shape: {images_a.shape[1:]} vs {images_b.shape[1:]}")
     rng = np.random.default_rng(seed)
@@ -97,7 +103,7 @@ def c2st(images_a: np.ndarray, images_b: np.ndarray, seed: int = 0, epochs: int 
     p_b = torch.empty(2 * n)
     for k in (0, 1):
         test = torch.from_numpy(fold == k)
-        p_b[test] = _fit_predict(x[~test], y[~test], x[test], epochs, batch_size, lr, seed + k)
+        p_b[test] = _fit_predict(x[~test], y[~test], x[test], epochs, batch_size, lr, seed + k, device)
     accuracy = float(((p_b > 0.5).float() == y).float().mean())
     p_a = np.full(len(images_b), np.nan)
     p_a[ib] = 1.0 - p_b[n:].numpy()
