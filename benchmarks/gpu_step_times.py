@@ -6,7 +6,8 @@ call of the configs/kumar-gpu.yaml models, each alone on the GPU (no other proce
 Written after the first GPU lease (benchmarks/results/kumar-grid-gpu/README.md): side by side,
 the structure model trained at 8 steps/s and the image model at 1.6 on an H200, which looked
 launch-bound; this measures it, then the levers against it: batch 256, SDPA attention
-(``model.flash_attention``) and ``torch.compile`` (its compile time too). Each number is the
+(``model.flash_attention``) and ``torch.compile`` in its ``default`` and ``reduce-overhead``
+(CUDA graphs) modes (``train.compile``; its compile time too). Each number is the
 median of a few timed repeats after warm-up, with torch.cuda.synchronize() around them.
 (The committed gpu_step_times.json predates the levers.)
 """
@@ -39,9 +40,10 @@ def timed(fn, repeats: int = 5, warmup: int = 2) -> float:
 
 
 def time_model(kind: str, cfg, dev: torch.device, batches=(16, 64), tag: str = "",
-               compile_model: bool = False) -> dict:
+               compile_model: str | None = None) -> dict:
     """Forward, forward + backward and whole training step (with the EMA update) of one model;
-    ``compile_model``: ``nn.Module.compile()`` of the U-Net (its compile time is reported)."""
+    ``compile_model``: ``nn.Module.compile(mode=...)`` of the U-Net, as ``train.compile`` does
+    (its compile time is reported)."""
     from nudiff.diffusion.ema import EMA
     from nudiff.diffusion.networks import Denoiser, condition_tensor
 
@@ -50,9 +52,9 @@ def time_model(kind: str, cfg, dev: torch.device, batches=(16, 64), tag: str = "
     ema.model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     p, res = cfg.data.patch_size, {}
-    kind = kind + tag
+    name = kind + tag  # keys of the results
     if compile_model:
-        model.net.compile()
+        model.net.compile(mode=compile_model)
     for b in batches:
         xt = torch.randn(b, 3, p, p, device=dev)
         t = torch.randint(0, 1000, (b,), device=dev)
@@ -74,15 +76,15 @@ def time_model(kind: str, cfg, dev: torch.device, batches=(16, 64), tag: str = "
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 model(xt, t, cond)
 
-        if compile_model and f"{kind}_compile_s" not in res:
+        if compile_model and f"{name}_compile_s" not in res:
             t0 = time.perf_counter()
             fwd_bwd()
             torch.cuda.synchronize()
-            res[f"{kind}_compile_s"] = round(time.perf_counter() - t0, 1)
-        res[f"{kind}_b{b}_fwd_ms"] = round(timed(fwd) * 1e3, 1)
-        res[f"{kind}_b{b}_fwd_bwd_ms"] = round(timed(fwd_bwd) * 1e3, 1)
-        res[f"{kind}_b{b}_step_ms"] = round(timed(full_step) * 1e3, 1)
-    res[f"{kind}_ema_update_ms"] = round(timed(lambda: ema.update(model)) * 1e3, 1)
+            res[f"{name}_compile_s"] = round(time.perf_counter() - t0, 1)
+        res[f"{name}_b{b}_fwd_ms"] = round(timed(fwd) * 1e3, 1)
+        res[f"{name}_b{b}_fwd_bwd_ms"] = round(timed(fwd_bwd) * 1e3, 1)
+        res[f"{name}_b{b}_step_ms"] = round(timed(full_step) * 1e3, 1)
+    res[f"{name}_ema_update_ms"] = round(timed(lambda: ema.update(model)) * 1e3, 1)
     return res
 
 
@@ -112,12 +114,13 @@ def main(out: Path) -> None:
     flash = replace(plan.image, model=replace(plan.image.model, flash_attention=True))
     res |= time_model("image", flash, dev, batches=(64,), tag="_flash")
     print(json.dumps(res), flush=True)
-    for kind, cfg in (("image", flash), ("structure", plan.structure)):
-        try:
-            res |= time_model(kind, cfg, dev, batches=(64,), tag="_compiled", compile_model=True)
-        except Exception as e:  # noqa: BLE001 - a measurement: record why it failed
-            res[f"{kind}_compiled_error"] = repr(e)[:300]
-        print(json.dumps(res), flush=True)
+    for mode, tag in (("default", "_compiled"), ("reduce-overhead", "_graphs")):
+        for kind, cfg in (("image", flash), ("structure", plan.structure)):
+            try:
+                res |= time_model(kind, cfg, dev, batches=(64,), tag=tag, compile_model=mode)
+            except Exception as e:  # noqa: BLE001 - a measurement: record why it failed
+                res[f"{kind}{tag}_error"] = repr(e)[:300]
+            print(json.dumps(res), flush=True)
     structure = Denoiser(plan.structure).to(dev).eval()
     image = Denoiser(plan.image).to(dev).eval()
     t0 = time.perf_counter()

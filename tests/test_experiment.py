@@ -204,6 +204,7 @@ def test_training_speed_options_stay_out_of_the_fingerprint_and_the_time_budget_
     plan, cell = _plan(), Cell(0.1, "real+syn", 0)
     base = cell_fingerprint(plan, cell)
     plan.image.train.num_workers = 4  # the same windows, faster
+    plan.structure.train.compile = "default"
     assert cell_fingerprint(plan, cell) == base
     plan.image.train.max_minutes = 5.0  # another model
     assert cell_fingerprint(plan, cell) != base

@@ -211,7 +211,7 @@ LATER_OPTIONS = {
     "image": {"prediction_type": "epsilon", "zero_terminal_snr": False, "train.max_minutes": None},
 }
 # options that change how fast, not what (beyond float rounding): never in a fingerprint
-SPEED_OPTIONS = ("train.num_workers", "model.flash_attention")
+SPEED_OPTIONS = ("train.num_workers", "train.compile", "model.flash_attention")
 
 
 def _pop_dotted(section: dict, key: str, when=lambda value: True) -> None:

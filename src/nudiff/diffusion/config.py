@@ -21,6 +21,7 @@ from nudiff.utils import NudiffError
 KINDS = ("structure", "image")
 CONDITIONINGS = ("spade", "concat")
 PRECISIONS = ("no", "bf16", "fp16")
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune")
 SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
 SCHEDULES = ("linear_beta",)
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -131,6 +132,12 @@ class TrainConfig:
         otherwise waits for the CPU: ~30-50 ms per batch of 64); 0 draws them in the training
         process (CPU training: the cores are busy with the model anyway). The windows of a
         step depend on (seed, step, process) only, so they are the same either way.
+    compile: ``torch.compile`` mode for the trained U-Net (``None``: eager): ``"default"``
+        fuses its many small kernels, ``"reduce-overhead"`` adds CUDA graphs. For GPUs, where a
+        small U-Net's step is bound by launching kernels, not by running them (an H200 spent
+        35 ms on a forward pass whatever the batch: benchmarks/results/kumar-grid-gpu/);
+        compiling costs minutes up front (on CPU too, for no gain). In place: the weights, the
+        checkpoints and the EMA copy (the samplers' model, eager) are unchanged.
     """
 
     steps: int = 3000
@@ -149,8 +156,10 @@ class TrainConfig:
     cond_drop_prob: float = 0.2
     max_minutes: float | None = None
     num_workers: int = 0
+    compile: str | None = None
 
     def __post_init__(self) -> None:
+        _check(self.compile in COMPILE_MODES, f"train.compile must be one of {COMPILE_MODES}")
         _check(self.max_minutes is None or self.max_minutes > 0, "train.max_minutes must be > 0")
         _check(self.num_workers >= 0, "train.num_workers must be >= 0")
         _check(self.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}")

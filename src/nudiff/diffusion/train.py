@@ -91,6 +91,8 @@ def train(
         _check_same_model(cfg, out_dir)
         ckpt.remove_partial(out_dir)
         start = load_training_state(existing[-1][1], model, ema, optimizer, lr_schedule, clock)
+    if tc.compile:  # in place, after the EMA's copy: state-dict keys and checkpoints unchanged
+        model.net.compile(mode=tc.compile)
     model, optimizer = accelerator.prepare(model, optimizer)
     ema.model.to(accelerator.device)
     end = min(tc.steps, stop_at_step) if stop_at_step is not None else tc.steps
