@@ -134,3 +134,32 @@ def test_models_only_trains_the_diffusion_models_and_no_cell(tmp_path):
     assert [f.stat().st_mtime_ns for m in models for f in sorted(m.iterdir())] == stamps
     assert len((out / "results.csv").read_text().splitlines()) == 1 + 3
     assert {k: v for k, v in read_json(out / "timings.json").items() if k in timings} == timings
+
+
+@pytest.mark.slow
+def test_a_run_folder_prepared_for_other_fractions_gets_the_missing_subsets(tmp_path):
+    """A run folder whose data/ was prepared for some fractions (a run with --set fractions=...)
+    and is then run for others draws the missing subsets, keeps the old ones and their cells."""
+    import copy
+
+    import torch
+
+    torch.set_num_threads(1)
+    data = _dataset(tmp_path / "data")
+    plan = copy.deepcopy(TINY)
+    plan["experiment"] |= {"fractions": [1.0], "arms": ["real"]}
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(plan))
+    out = tmp_path / "out"
+    args = ["experiment", "--config", str(config), "--data", str(data), "--out", str(out)]
+    assert main(args) == 0
+    subsets = out / "data" / "subsets"
+    assert sorted(p.name for p in subsets.iterdir()) == ["frac1.00_seed0.json"]
+    first = (subsets / "frac1.00_seed0.json").read_bytes()
+    model = out / "cells" / "f1.00_real_s0" / "model"
+    stamps = [f.stat().st_mtime_ns for f in sorted(model.iterdir())]
+    assert main([*args, "--set", "experiment.fractions=[0.5, 1.0]"]) == 0
+    assert sorted(p.name for p in subsets.iterdir()) == ["frac0.50_seed0.json", "frac1.00_seed0.json"]
+    assert (subsets / "frac1.00_seed0.json").read_bytes() == first
+    assert [f.stat().st_mtime_ns for f in sorted(model.iterdir())] == stamps  # not retrained
+    assert (out / "cells" / "f0.50_real_s0" / "metrics.json").exists()

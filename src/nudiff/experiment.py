@@ -284,7 +284,7 @@ def run_experiment(plan: Plan, out: Path, test_dir: Path | None = None,
     fraction whose unfinished cells need pairs, then stop (returns None) -- a second process can
     meanwhile run the cells that need none."""
     from nudiff.data.dataset import load_folder
-    from nudiff.data.prepare import load_val, prepare
+    from nudiff.data.prepare import load_val, prepare, subset_filename
 
     cfg = plan.experiment
     out = Path(out)
@@ -311,6 +311,11 @@ def run_experiment(plan: Plan, out: Path, test_dir: Path | None = None,
     if not (data_dir / "manifest.json").exists():
         _log(f"preparing data from {', '.join(map(str, folders))}")
         timed("data_prepare", lambda: prepare(folders, data_dir, plan.data))
+    missing = [f for f in plan.data.fractions
+               if not (data_dir / "subsets" / subset_filename(f, cfg.subset_seed)).is_file()]
+    if missing:  # a data folder prepared for other fractions: draw these (the others are kept)
+        _log(f"drawing the subsets of fractions {missing} in {data_dir}")
+        prepare(folders, data_dir, plan.data, progress=False)
     # Model selection happens on the validation images only when they are not the test
     # images (--test given); otherwise on the labeled subset's patches (see _run_cell).
     test = load_folder(test_dir, progress=False) if test_dir else load_val(data_dir)
