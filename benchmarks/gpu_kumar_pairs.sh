@@ -14,6 +14,7 @@
 # `python benchmarks/gpu_kumar_pairs.py prepare`) and, where monai/diffusers are missing, their
 # wheels in .whl. Usage (device machine, repository root):
 #     bash benchmarks/gpu_kumar_pairs.sh OUT_DIR
+# Speed options found by benchmarks/gpu_step_times.py go in IMAGE_SET (see below).
 # OUT_DIR receives pairs.tar (the 256 kept pairs + manifests + mosaics), unfiltered_*.tar (the
 # 512 sampled), logs.tar (training logs, sample grids, configs) and run.log. Then, here:
 #     python benchmarks/gpu_kumar_pairs.py unpack OUT_DIR   # -> runs/kumar-gpu/diffusion/f0.10
@@ -25,6 +26,9 @@ SYN_SECONDS=${SYN_SECONDS:-150}
 N=${N:-256}
 G=${GPU_DIR:-.gpu}  # what travels: the subset, and the models trained beforehand
 THREADS=${THREADS:-2}
+IMAGE_SET=${IMAGE_SET:-}  # --set overrides of the image model, e.g. "train.compile=default model.flash_attention=true"
+SETS=()
+for kv in $IMAGE_SET; do SETS+=(--set "$kv"); done
 R=${RUN:-runs/kumar-gpu-device}
 mkdir -p "$OUT_DIR" "$R"
 exec > >(tee "$OUT_DIR/run.log") 2>&1
@@ -49,7 +53,7 @@ else
     $NUDIFF train structure --config "$CFG" --folder $G/subset10 --out $R/structure --threads "$THREADS" > $R/structure.log 2>&1 &
     PIDS+=($!)
 fi
-$NUDIFF train image --config "$CFG" --folder $G/subset10 --out $R/image --threads "$THREADS" > $R/image.log 2>&1 &
+$NUDIFF train image --config "$CFG" --folder $G/subset10 --out $R/image --threads "$THREADS" "${SETS[@]}" > $R/image.log 2>&1 &
 PIDS+=($!)
 if [ -f $G/seg/model/model.safetensors ]; then
     cp -r $G/seg $R/seg  # the grid's own 10 % real s0 segmenter: the grid's filter exactly

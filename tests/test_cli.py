@@ -53,6 +53,13 @@ def test_bad_input_is_one_line_naming_the_file(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "b.png" in err
 
 
+def test_train_set_overrides_a_key_and_a_typo_is_one_line(tmp_path, capsys):
+    code = main(["train", "structure", "--folder", str(tmp_path), "--out", str(tmp_path / "o"),
+                 "--set", "train.stepz=1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "stepz" in err
+
+
 def test_data_show_writes_pictures(tmp_path):
     gt = _tiny_folder(tmp_path / "gt", names=("a",))
     assert main(["data", "show", str(gt), "--out", str(tmp_path / "show"), "--crop", "0"]) == 0

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from nudiff.utils import DataError, write_text
+from nudiff.utils import DataError, NudiffError, write_text
 
 T = TypeVar("T")
 
@@ -73,14 +73,32 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def load_config(cls: type[T], path: str | os.PathLike | None, section: str | None = None) -> T:
-    """Load ``cls`` from a YAML file (optionally one top-level ``section`` of it)."""
-    if path is None:
-        return cls()
-    data = load_yaml(path)
+def load_config(cls: type[T], path: str | os.PathLike | None, section: str | None = None,
+                overrides: list[str] | None = None) -> T:
+    """Load ``cls`` from a YAML file (optionally one top-level ``section`` of it; ``None``: the
+    defaults), with ``overrides`` (``["train.steps=500", ...]``, keys within that section) set."""
+    data = {} if path is None else load_yaml(path)
     if section is not None:
         data = data.get(section, {}) or {}
-    return from_dict(cls, data, where=str(path) + (f"[{section}]" if section else ""))
+    data = apply_overrides(data, overrides or [])
+    return from_dict(cls, data, where=(str(path) if path else "defaults") + (f"[{section}]" if section else ""))
+
+
+def apply_overrides(raw: dict, overrides: list[str], where: str = "--set") -> dict:
+    """``["segment.train.real_ratio=0.9", ...]`` -> ``raw`` with those keys set (values parsed
+    as YAML: numbers, null, lists); the config classes then check names and types."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise NudiffError(f"{where} {item!r}: expected SECTION.KEY=VALUE")
+        *parents, leaf = key.split(".")
+        node = raw
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise NudiffError(f"{where} {item!r}: {part} is not a section")
+        node[leaf] = yaml.safe_load(value)
+    return raw
 
 
 def save_config(obj: Any, path: str | os.PathLike) -> None:

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nudiff.config import from_dict, load_yaml, save_config
+from nudiff.config import apply_overrides, from_dict, load_yaml, save_config
 from nudiff.data.copypaste import CopyPasteConfig
 from nudiff.metrics import METRICS
 from nudiff.utils import (
@@ -153,25 +153,6 @@ class Plan:
     image: object
     synthesis: object
     segment: object
-
-
-def apply_overrides(raw: dict, overrides: list[str], where: str = "--set") -> dict:
-    """``["segment.train.real_ratio=0.9", ...]`` -> ``raw`` with those keys set (values parsed
-    as YAML: numbers, null, lists); the config classes then check names and types."""
-    import yaml
-
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise NudiffError(f"{where} {item!r}: expected SECTION.KEY=VALUE")
-        *parents, leaf = key.split(".")
-        node = raw
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise NudiffError(f"{where} {item!r}: {part} is not a section")
-        node[leaf] = yaml.safe_load(value)
-    return raw
 
 
 def load_plan(path: Path, overrides: list[str] | None = None) -> Plan:

@@ -27,6 +27,19 @@ def test_load_sections(tmp_path):
     assert load_config(DiffusionConfig, tmp_path / "saved.yaml") == i
 
 
+def test_overrides_are_set_within_the_section_and_checked(tmp_path):
+    path = tmp_path / "d.yaml"
+    path.write_text(YAML)
+    s = load_config(DiffusionConfig, path, section="structure",
+                    overrides=["train.compile=default", "model.flash_attention=true", "train.steps=7"])
+    assert (s.train.compile, s.model.flash_attention, s.train.steps, s.train.lr) == ("default", True, 7, 1e-4)
+    with pytest.raises(DataError, match="stepz"):  # a typo is an error, as in the file
+        load_config(DiffusionConfig, path, section="structure", overrides=["train.stepz=7"])
+    with pytest.raises(NudiffError, match="expected SECTION.KEY=VALUE"):
+        load_config(DiffusionConfig, path, section="structure", overrides=["train.steps"])
+    assert load_config(DiffusionConfig, None, overrides=["train.steps=9"]).train.steps == 9
+
+
 def test_unknown_key_and_bad_values(tmp_path):
     path = tmp_path / "d.yaml"
     path.write_text("structure:\n  train: {stepz: 3}\n")

@@ -96,6 +96,12 @@ def test_keep_checkpoints_and_no_silent_overwrite(tmp_path, make_config, toy_pat
     # resuming a finished run does no step and keeps the final model
     train(cfg, tmp_path, None, inst, resume=True)
     assert [s for s, _ in list_checkpoints(tmp_path)] == [4, 5]
+    from dataclasses import replace
+
+    # a speed option of the model may change on resume; its shape may not
+    train(replace(cfg, model=replace(cfg.model, flash_attention=True)), tmp_path, None, inst, resume=True)
+    with pytest.raises(NudiffError, match="another model config"):
+        train(replace(cfg, model=replace(cfg.model, num_res_blocks=2)), tmp_path, None, inst, resume=True)
 
 
 def test_warmup_cosine(make_config):

@@ -10,6 +10,7 @@ examples:
   nudiff train structure --config configs/cpu.yaml --data runs/data --fraction 0.1 --out runs/s10
   nudiff train image     --config configs/cpu.yaml --data runs/data --fraction 0.1 --out runs/i10
   nudiff train image     --config configs/cpu.yaml --data runs/data --fraction 0.1 --out runs/i10 --resume
+  nudiff train image     --config configs/kumar-gpu.yaml --folder my_pairs --out runs/i --set train.compile=default
   # several GPUs / nodes: the same command under accelerate
   accelerate launch -m nudiff.cli train image --config configs/paper.yaml --data runs/data --fraction 0.1 --out runs/i10
 """
@@ -41,6 +42,9 @@ def register(sub) -> None:
                    help="stop after this step, keeping the LR schedule of the full run (resume later)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="override train.max_minutes: a wall-clock budget that the LR schedule ends at")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the config's section, e.g. train.compile=default or "
+                        "model.flash_attention=true (repeatable)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: all cores); use 1 when other jobs share the cores")
     p.set_defaults(func=_cmd_train)
@@ -55,7 +59,7 @@ def _cmd_train(args) -> None:
     from nudiff.utils import NudiffError, set_threads
 
     set_threads(args.threads)
-    cfg = load_config(DiffusionConfig, args.config, section=args.kind)
+    cfg = load_config(DiffusionConfig, args.config, section=args.kind, overrides=args.set)
     cfg.model.kind = args.kind
     if args.steps:
         cfg.train.steps = args.steps

@@ -23,6 +23,7 @@ import math
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -369,5 +370,6 @@ def _check_same_model(cfg: DiffusionConfig, out_dir: Path) -> None:
     saved_path = out_dir / "config.yaml"
     if saved_path.is_file():
         saved = load_config(DiffusionConfig, saved_path)
-        if to_dict(saved.model) != to_dict(cfg.model):
+        # flash_attention changes how attention is computed, not the weights: either resumes
+        if to_dict(replace(saved.model, flash_attention=False)) != to_dict(replace(cfg.model, flash_attention=False)):
             raise NudiffError(f"{saved_path}: the run was trained with another model config")
