@@ -236,3 +236,31 @@ def test_demo_runs_the_pairs_with_copy_paste_in_three_cells():
     names = [c.name for c in cells_of(plan.experiment)]
     assert names == ["f0.10_real_s0", "f0.10_real+copypaste+syn_s0", "f1.00_real_s0"]
     assert plan.synthesis.filter.segmenter == "real"
+
+
+def test_grid_status_says_where_each_cell_stands(tmp_path, capsys):
+    from nudiff.cli import main
+    from nudiff.experiment import Cell, cell_fingerprint, grid_status
+    from nudiff.utils import write_json
+
+    plan, out, results = _plan(), tmp_path / "run", tmp_path / "results"
+    write_json(results / "cells" / "f0.10_real_s0.json",
+               {"fingerprint": cell_fingerprint(plan, Cell(0.1, "real", 0))})
+    write_json(results / "cells" / "f0.10_real_s1.json", {"fingerprint": "another"})
+    write_json(out / "cells" / "f0.10_real_s2" / "metrics.json", {})
+    (out / "cells" / "f1.00_real_s0" / "checkpoints").mkdir(parents=True)
+    (out / "diffusion" / "f0.20" / "structure" / "model").mkdir(parents=True)
+    (out / "diffusion" / "f0.20" / "image" / "checkpoints").mkdir(parents=True)
+    rows = {r["cell"]: r for r in grid_status(plan, out, results)}
+    assert len(rows) == 20
+    assert [rows[f"f0.10_real_s{s}"]["state"] for s in (0, 1, 2)] == ["committed", "committed elsewhere", "finished"]
+    assert rows["f1.00_real_s0"]["state"] == "started" and rows["f1.00_real_s1"]["state"] == "to run"
+    assert rows["f0.20_real+syn_s0"]["pairs"] == "models: image (started)"
+    assert rows["f0.50_real+syn_s0"]["pairs"] == "models: structure, image" and "pairs" not in rows["f0.50_real_s0"]
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "kumar-grid.yaml"
+    assert main(["experiment", "--config", str(config), "--out", str(out), "--results", str(results),
+                 "--status"]) == 0
+    assert "1 committed, 1 committed elsewhere, 1 finished, 1 started, 16 to run (of 20 cells)" in capsys.readouterr().out
+    assert not (out / "config").exists()  # nothing written

@@ -353,6 +353,61 @@ def _commit_cell(results_dir: Path, plan: Plan, cell: Cell, out: Path, timings: 
         "fingerprint": cell_fingerprint(plan, cell), **report})
 
 
+def grid_status(plan: Plan, out: Path, results_dir: Path | None = None) -> list[dict]:
+    """Where each cell of the grid stands, without running or writing anything: one dict per
+    cell with ``cell``, ``state`` (``committed``: in ``results_dir`` with this configuration's
+    fingerprint; ``committed elsewhere``: there with another one, which a run refuses;
+    ``finished``: done in ``out`` but not in ``results_dir``; ``started``: a segmenter
+    checkpoint in ``out``; ``to run``) and, for arms that need pairs, ``pairs`` (what the
+    fraction's synthetic set still needs: ``done`` / ``synthesis`` / ``models`` / ``another
+    synthesis configuration``)."""
+    out = Path(out)
+    rows = []
+    for cell in cells_of(plan.experiment):
+        cell_dir = out / "cells" / cell.name
+        saved = Path(results_dir) / "cells" / f"{cell.name}.json" if results_dir else None
+        if saved is not None and saved.is_file():
+            same = read_json(saved).get("fingerprint") == cell_fingerprint(plan, cell)
+            state = "committed" if same else "committed elsewhere"
+        elif (cell_dir / "metrics.json").exists():
+            state = "finished"
+        elif (cell_dir / "checkpoints").exists():
+            state = "started"
+        else:
+            state = "to run"
+        row = {"cell": cell.name, "state": state}
+        if cell.arm in SYNTHETIC_ARMS:
+            row["pairs"] = _pairs_state(plan, out, cell.fraction)
+        rows.append(row)
+    return rows
+
+
+def _pairs_state(plan: Plan, out: Path, fraction: float) -> str:
+    root = out / "diffusion" / f"f{fraction:.2f}"
+    try:
+        if synthetic_done(plan, out, fraction):
+            return "done"
+    except NudiffError:
+        return "another synthesis configuration"
+    kinds = ("image",) if plan.synthesis.structures == "subset" else ("structure", "image")
+    missing = [k for k in kinds if not (root / k / "model").exists()]
+    if not missing:
+        return "synthesis"
+    started = [k for k in missing if (root / k / "checkpoints").exists()]
+    return "models: " + ", ".join(k + (" (started)" if k in started else "") for k in missing)
+
+
+STATES = ("committed", "committed elsewhere", "finished", "started", "to run")
+
+
+def status_markdown(rows: list[dict]) -> str:
+    counts = {state: n for state in STATES if (n := sum(r["state"] == state for r in rows))}
+    lines = ["| cell | state | pairs |", "|---|---|---|"]
+    lines += [f"| {r['cell']} | {r['state']} | {r.get('pairs', '')} |" for r in rows]
+    lines += ["", ", ".join(f"{n} {state}" for state, n in counts.items()) + f" (of {len(rows)} cells)"]
+    return "\n".join(lines) + "\n"
+
+
 def reference_cell(cfg: ExperimentConfig, fraction: float) -> Cell:
     """The ``real`` cell whose segmenter filters a fraction's pairs (``synthesis.filter.segmenter:
     real``): seed ``filter_seed``, whatever seeds the run asks for. It sees the labeled subset
@@ -522,7 +577,9 @@ def register(sub) -> None:
         "  nudiff experiment --config configs/kumar-grid.yaml --out runs/kumar "
         "--results benchmarks/results/kumar-grid   (resumable across sessions)\n"
         "  nudiff experiment --config configs/kumar-grid.yaml --out runs/k-r90 "
-        "--set segment.train.real_ratio=0.9 --set experiment.arms=[real+syn]",
+        "--set segment.train.real_ratio=0.9 --set experiment.arms=[real+syn]\n"
+        "  nudiff experiment --config configs/kumar-grid.yaml --out runs/kumar "
+        "--results benchmarks/results/kumar-grid --status",
     )
     p.add_argument("--config", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
@@ -538,6 +595,9 @@ def register(sub) -> None:
                    help="only train (or resume) the diffusion models the unfinished cells need, then "
                    "stop; run it with --threads 1 beside a run of the cells that need no pairs "
                    "(e.g. --set experiment.arms=[real]), then run the whole grid")
+    p.add_argument("--status", action="store_true",
+                   help="only print where each cell stands (committed in --results, finished or "
+                   "started in --out, to run) and what its pairs still need; runs and writes nothing")
     p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.set_defaults(func=_cmd_experiment)
 
@@ -562,6 +622,9 @@ def register(sub) -> None:
 def _cmd_experiment(args) -> None:
     set_threads(args.threads)
     plan = load_plan(args.config, getattr(args, "set", None))
+    if getattr(args, "status", False):
+        print(status_markdown(grid_status(plan, args.out, args.results)), end="")
+        return
     data = args.data
     if data and len(data) == 1 and (data[0] / "train").is_dir() and not (data[0] / "images").is_dir():
         data = sorted(p for p in data[0].iterdir() if (p / "images").is_dir())
