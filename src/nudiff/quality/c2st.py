@@ -1,7 +1,7 @@
 """Classifier two-sample test: can a small CNN tell two image sets apart?
 
-A 4-layer convolutional network, trained from scratch (on the GPU when there is one), learns to tell set A (real)
-from set B (synthetic, or another half of the real data: the floor). Balanced classes,
+A 4-layer convolutional network, trained from scratch (on the GPU when there is one), learns
+to tell set A (real) from set B (synthetic, or another half of the real data: the floor). Balanced classes,
 two-fold: each half of the images is predicted by the network trained on the other half, so
 every image gets a held-out prediction. Accuracy 0.5 means indistinguishable, 1.0 perfectly
 separable. Random flips and quarter turns during training; deterministic for a seed.
