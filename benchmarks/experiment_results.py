@@ -4,7 +4,8 @@ Rebuilds the report from the run's cells (so a partly finished grid can be commi
 from the cells already committed in ``benchmarks/results/<name>/cells/`` (a run folder on a fresh
 machine holds only this session's cells; the committed ones, same fingerprint, count too, and
 the committed timings are kept under this run's; the per-group tables take their groups from the
-run's ``data/`` folder, or from the config's split file where that folder is not), then copies into ``benchmarks/results/<name>/``:
+run's ``data/`` folder, or from the config's split file where that folder is not), then copies
+into ``benchmarks/results/<name>/``:
 
     table.md        mean ± sd per cell, the paper's Table 1 beside; paired gains over real-only
     summary.json    the same numbers; chart.png; mosaic_f*.png (synthetic pairs beside real);
