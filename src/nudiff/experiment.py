@@ -382,6 +382,12 @@ def grid_status(plan: Plan, out: Path, results_dir: Path | None = None) -> list[
     return rows
 
 
+def model_kinds(plan: Plan) -> tuple[str, ...]:
+    """The diffusion models a fraction's pairs need: the image model alone when the labels are
+    the subset's own (``synthesis.structures: subset``)."""
+    return ("image",) if plan.synthesis.structures == "subset" else ("structure", "image")
+
+
 def _pairs_state(plan: Plan, out: Path, fraction: float) -> str:
     root = out / "diffusion" / f"f{fraction:.2f}"
     try:
@@ -389,7 +395,7 @@ def _pairs_state(plan: Plan, out: Path, fraction: float) -> str:
             return "done"
     except NudiffError:
         return "another synthesis configuration"
-    kinds = ("image",) if plan.synthesis.structures == "subset" else ("structure", "image")
+    kinds = model_kinds(plan)
     missing = [k for k in kinds if not (root / k / "model").exists()]
     if not missing:
         return "synthesis"
@@ -455,7 +461,7 @@ def _train_models_for(plan: Plan, out: Path, data_dir: Path, fraction: float, ti
 
     root = out / "diffusion" / f"f{fraction:.2f}"
     samples = load_subset(data_dir, fraction, plan.experiment.subset_seed)
-    kinds = ("image",) if plan.synthesis.structures == "subset" else ("structure", "image")
+    kinds = model_kinds(plan)
     todo = [kind for kind in kinds if not (root / kind / "model").exists()]
     images, insts = _arrays(samples) if todo else (None, None)
     for kind in todo:

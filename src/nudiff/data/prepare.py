@@ -124,7 +124,7 @@ def read_split(path: str | os.PathLike, names: list[str]) -> tuple[set[str], dic
     ``names`` (the images read) and in one list only.
     """
     split = read_json(path)
-    tests = {k: v for k, v in split.items() if k.startswith("test") and isinstance(v, list)}
+    tests = _test_lists(split)
     if not isinstance(split.get("train"), list) or not tests:
         raise DataError(path, "a split file needs a 'train' list and at least one 'test...' list")
     listed = list(split["train"]) + [n for v in tests.values() for n in v]
@@ -140,8 +140,12 @@ def read_split(path: str | os.PathLike, names: list[str]) -> tuple[set[str], dic
 def split_groups(path: str | os.PathLike) -> dict[str, str]:
     """{held-out image name: group} as a split file lists them (names not checked against any
     data: for reports made where the prepared folder is not)."""
-    split = read_json(path)
-    return {n: k for k, v in split.items() if k.startswith("test") and isinstance(v, list) for n in v}
+    return {n: k for k, v in _test_lists(read_json(path)).items() for n in v}
+
+
+def _test_lists(split: dict) -> dict[str, list]:
+    """The held-out lists of a split file: keys starting with ``test`` (the key is the group)."""
+    return {k: v for k, v in split.items() if k.startswith("test") and isinstance(v, list)}
 
 
 def load_groups(data_dir: str | os.PathLike) -> dict[str, str]:
