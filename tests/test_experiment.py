@@ -58,11 +58,11 @@ def test_structure_filter_reasons():
     assert check_structure(dust, cfg) == "nuclei_too_small"
 
 
-def _plan(name: str = "kumar-grid.yaml"):
-    """A shipped config of ``configs/``, loaded."""
+def _plan(name: str = "kumar-grid.yaml", overrides: list[str] | None = None):
+    """A shipped config of ``configs/``, loaded (with ``--set``-style ``overrides``)."""
     from pathlib import Path
 
-    return load_plan(Path(__file__).resolve().parents[1] / "configs" / name)
+    return load_plan(Path(__file__).resolve().parents[1] / "configs" / name, overrides)
 
 
 def test_cell_fingerprint_follows_what_decides_the_numbers():
@@ -257,6 +257,10 @@ def test_grid_status_says_where_each_cell_stands(tmp_path, capsys):
     assert rows["f1.00_real_s0"]["state"] == "started" and rows["f1.00_real_s1"]["state"] == "to run"
     assert rows["f0.20_real+syn_s0"]["pairs"] == "models: image (started)"
     assert rows["f0.50_real+syn_s0"]["pairs"] == "models: structure, image" and "pairs" not in rows["f0.50_real_s0"]
+    for source in ("subset", "copypaste"):  # real labels: the image model alone
+        real_labels = _plan(overrides=[f"synthesis.structures={source}"])
+        rows = {r["cell"]: r for r in grid_status(real_labels, out, results)}
+        assert rows["f0.50_real+syn_s0"]["pairs"] == "models: image"
     from pathlib import Path
 
     config = Path(__file__).resolve().parents[1] / "configs" / "kumar-grid.yaml"

@@ -291,3 +291,47 @@ def m_decode(manifest):
     from nudiff.structure import DecodeParams
 
     return DecodeParams(**manifest["config"]["decode"])
+
+
+def test_pasted_window_keeps_the_window_and_adds_whole_real_nuclei():
+    from scipy import ndimage as ndi
+
+    from nudiff.synthesis import _label_donors, pasted_window, subset_window
+
+    label = disk_instance_map((60, 60), ((12, 12), (40, 44)), 5)
+    donors, cfg = _label_donors([label], nuclei=4)
+    shapes = {d.mask.sum() for d in donors}
+    grew = 0
+    for seed in range(6):
+        window = subset_window([label], 40, np.random.default_rng(seed))
+        pasted = pasted_window([label], donors, 40, np.random.default_rng(seed), cfg)
+        assert pasted.dtype == np.int32 and pasted.shape == (40, 40)
+        np.testing.assert_array_equal(pasted[window > 0], window[window > 0])  # the window's labels untouched
+        new = [i for i in np.unique(pasted) if i > window.max()]
+        assert new == list(range(window.max() + 1, window.max() + 1 + len(new)))  # fresh ids, no gaps
+        for i in new:  # each a whole donor nucleus, never touching another
+            assert ndi.label(pasted == i)[1] == 1 and (pasted == i).sum() in shapes
+            ring = ndi.binary_dilation(pasted == i, iterations=2) & (pasted != i)
+            assert not (pasted[ring] > 0).any()
+        grew += len(new)
+    assert grew > 0
+
+
+def test_structures_copypaste_synthesizes_on_pasted_real_labels(models, tmp_path):
+    from nudiff.data.io import write_image, write_instance_map
+
+    _, i = models
+    real = disk_instance_map((32, 32), ((8, 8),), 4)  # one nucleus: room to paste copies of it
+    write_image(tmp_path / "real" / "images" / "r0.png", np.full((32, 32, 3), 200, np.uint8))
+    write_instance_map(tmp_path / "real" / "labels" / "r0.png", real)
+    cfg = _syn_cfg(n=4, structures="copypaste", pasted_nuclei=3)
+    m = synthesize(None, i, tmp_path / "syn", cfg, real_dir=tmp_path / "real")
+    assert m["n_accepted"] == 4 and m["structure_model"] is None
+    pairs = load_folder(tmp_path / "syn", progress=False)
+    nucleus = (real == 1).sum()
+    for pair in pairs:  # every nucleus is the real one, turned, whole
+        areas = np.bincount(pair.instance_map.ravel())[1:]
+        assert pair.image.shape == (32, 32, 3) and set(areas) == {nucleus}
+    assert max(p.instance_map.max() for p in pairs) > 1  # nuclei were pasted
+    with pytest.raises(NudiffError, match="'copypaste' needs the labeled subset"):
+        synthesize(None, i, tmp_path / "x", _syn_cfg(n=1, structures="copypaste"))

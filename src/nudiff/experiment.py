@@ -187,7 +187,7 @@ def _log(msg: str) -> None:
 # options added after cells were committed: left out of a cell's fingerprint at these defaults
 # (dotted keys reach into subsections)
 LATER_OPTIONS = {
-    "synthesis": {"structures": "sampled"},
+    "synthesis": {"structures": "sampled", "pasted_nuclei": 3},
     "structure": {"prediction_type": "epsilon", "zero_terminal_snr": False, "train.max_minutes": None},
     "image": {"prediction_type": "epsilon", "zero_terminal_snr": False, "train.max_minutes": None},
 }
@@ -384,8 +384,10 @@ def grid_status(plan: Plan, out: Path, results_dir: Path | None = None) -> list[
 
 def model_kinds(plan: Plan) -> tuple[str, ...]:
     """The diffusion models a fraction's pairs need: the image model alone when the labels are
-    the subset's own (``synthesis.structures: subset``)."""
-    return ("image",) if plan.synthesis.structures == "subset" else ("structure", "image")
+    the subset's own (``synthesis.structures: subset`` or ``copypaste``)."""
+    from nudiff.synthesis import REAL_STRUCTURES
+
+    return ("image",) if plan.synthesis.structures in REAL_STRUCTURES else ("structure", "image")
 
 
 def _pairs_state(plan: Plan, out: Path, fraction: float) -> str:

@@ -80,8 +80,10 @@ class FilterConfig:
 
 
 LABEL_UPSAMPLING = ("nearest", "smooth")
-# where the labels come from: the structure model, or windows of the labeled subset's own labels
-STRUCTURE_SOURCES = ("sampled", "subset")
+# where the labels come from: the structure model, windows of the labeled subset's own labels,
+# or those windows with more of the subset's nuclei pasted in (labels only)
+STRUCTURE_SOURCES = ("sampled", "subset", "copypaste")
+REAL_STRUCTURES = ("subset", "copypaste")  # sources that need no structure model
 
 
 @dataclass
@@ -101,7 +103,13 @@ class SynthesisConfig:
     (a diagnostic: labels are random windows of the labeled subset's own instance maps in
     ``real_dir``, with one of the 8 flips/rotations, exact at full resolution; only the image
     is synthesized, so the structure model is not used). Comparing the two tells whether the
-    structure model or the image model limits the pairs."""
+    structure model or the image model limits the pairs. | ``copypaste``: a ``subset`` window
+    with up to ``pasted_nuclei`` whole nuclei of the subset's labels pasted at free positions
+    (:func:`nudiff.data.copypaste.paste_nuclei`, labels only: exact, never touching): new
+    arrangements of real nucleus shapes, whose image the image model draws whole, so there is
+    no blending seam.
+    ``pasted_nuclei``: nuclei tried per window with ``structures: copypaste`` (3: about the
+    copy-paste arm's density, ~10 pasted per 256-px patch, for the 128-px windows of scale 0.5)."""
 
     n: int = 256
     seed: int = 0
@@ -119,6 +127,7 @@ class SynthesisConfig:
     decode: DecodeParams = field(default_factory=DecodeParams)
     label_upsampling: str = "nearest"
     structures: str = "sampled"
+    pasted_nuclei: int = 3
 
     def __post_init__(self) -> None:
         if self.structures not in STRUCTURE_SOURCES:
@@ -179,16 +188,36 @@ def subset_window(label_maps: list[np.ndarray], side: int, rng: np.random.Genera
     return relabel_sequential(np.ascontiguousarray(window, dtype=np.int32))[0]
 
 
-def _subset_labels(real_dir: Path | None, side: int) -> list[np.ndarray]:
+def pasted_window(label_maps: list[np.ndarray], donors: list, side: int, rng: np.random.Generator,
+                  cfg) -> np.ndarray:
+    """:func:`subset_window` with up to ``cfg.nuclei`` of ``donors`` (label-only
+    :class:`nudiff.data.copypaste.Donor`) pasted at free positions, ids max+1… (int32)."""
+    from nudiff.data.copypaste import paste_nuclei
+
+    return paste_nuclei(None, subset_window(label_maps, side, rng), donors, rng, cfg)[1]
+
+
+def _label_donors(label_maps: list[np.ndarray], nuclei: int) -> tuple[list, object]:
+    """Label-only donors of the subset's maps and the paste configuration."""
+    from types import SimpleNamespace
+
+    from nudiff.data.copypaste import CopyPasteConfig, donors_of
+
+    cfg = CopyPasteConfig(nuclei=nuclei)
+    maps = [SimpleNamespace(image=None, instance_map=m) for m in label_maps]
+    return donors_of(maps, cfg, pad=cfg.margin), cfg
+
+
+def _subset_labels(real_dir: Path | None, side: int, source: str = "subset") -> list[np.ndarray]:
     from nudiff.data.io import read_instance_map
 
     if real_dir is None:
-        raise NudiffError("synthesis.structures 'subset' needs the labeled subset's folder (--real)")
+        raise NudiffError(f"synthesis.structures '{source}' needs the labeled subset's folder (--real)")
     paths = sorted((Path(real_dir) / "labels").glob("*.png"))
     maps = [read_instance_map(p) for p in paths]
     small = [p.name for p, m in zip(paths, maps) if min(m.shape) < side]
     if not maps or small:
-        raise NudiffError(f"{Path(real_dir) / 'labels'}: synthesis.structures 'subset' needs label maps of at "
+        raise NudiffError(f"{Path(real_dir) / 'labels'}: synthesis.structures '{source}' needs label maps of at "
                           f"least {side} px a side ({'none found' if not maps else 'smaller: ' + ', '.join(small[:3])})")
     return maps
 
@@ -250,7 +279,7 @@ def _sample_pairs(structure_run: Path | None, image_run: Path, out: Path, cfg: S
     manifest = check_same_config(manifest_path, cfg)
     normalizer = _stain_normalizer(cfg.stain, real_dir)
     image_model, i_cfg = load_model(image_run)
-    from_subset = cfg.structures == "subset"
+    from_subset = cfg.structures in REAL_STRUCTURES
     structure_model, s_cfg = (None, i_cfg) if from_subset else load_model(structure_run)
     # the structure model may work below the image model's resolution (e.g. structures at 0.5,
     # images at 1): its decoded labels are then upsampled to full size and taken to the image scale
@@ -260,7 +289,9 @@ def _sample_pairs(structure_run: Path | None, image_run: Path, out: Path, cfg: S
                         f"{scale:g}: its labels would be downsampled; train the image model at >= {scale:g}")
     if from_subset:
         full_side = round((cfg.size or i_cfg.data.patch_size) / scale)
-        label_maps = _subset_labels(real_dir, full_side)
+        label_maps = _subset_labels(real_dir, full_side, cfg.structures)
+        donors, paste = (_label_donors(label_maps, cfg.pasted_nuclei) if cfg.structures == "copypaste"
+                         else (None, None))
     header = {
         "structure_model": None if from_subset else str(structure_run), "image_model": str(image_run),
         "config": asdict(cfg), "scale": image_scale, "structure_scale": scale,
@@ -277,8 +308,9 @@ def _sample_pairs(structure_run: Path | None, image_run: Path, out: Path, cfg: S
         chunk = min(cfg.batch_size, attempts - index)
         # (labels at model resolution, exact full-resolution labels or None, raw structure or None)
         if from_subset:
-            full = [subset_window(label_maps, full_side, np.random.default_rng([cfg.seed, index + j]))
-                    for j in range(chunk)]
+            rngs = [np.random.default_rng([cfg.seed, index + j]) for j in range(chunk)]
+            full = [subset_window(label_maps, full_side, r) if donors is None
+                    else pasted_window(label_maps, donors, full_side, r, paste) for r in rngs]
             drawn = [(resize_instance_maps(f[None], scale)[0], f, None) for f in full]
         else:
             structures = sample_structures(structure_model, chunk, seed=cfg.seed, first_index=index,
@@ -398,6 +430,8 @@ def register(sub) -> None:
         "--real runs/data/val --segmenter runs/seg --keep-top 0.5 --real-percentiles 5 95\n"
         "  # diagnostic: images on windows of the labeled subset's own labels (no structure model)\n"
         "  nudiff synthesize --image-model runs/i10 --structures subset --real runs/subset10 -n 256 --out runs/syn10r\n"
+        "  # ... with more of the subset's nuclei pasted into each window (new arrangements, real shapes)\n"
+        "  nudiff synthesize --image-model runs/i10 --structures copypaste --real runs/subset10 -n 256 --out runs/syn10p\n"
         "  # filter a set already synthesized (no resampling)\n"
         "  nudiff synthesize --filter-only runs/syn10 --out runs/syn10f --segmenter runs/seg --min-fidelity 0.5",
     )
@@ -465,7 +499,7 @@ def _cmd_synthesize(args) -> None:
             write_mosaic(args.out, args.real)
     elif args.image_model is None or (args.structure_model is None and cfg.structures == "sampled"):
         raise NudiffError("synthesize: --structure-model and --image-model are required (--image-model "
-                          "and --real with --structures subset; or --filter-only SYN_DIR)")
+                          "and --real with --structures subset or copypaste; or --filter-only SYN_DIR)")
     else:
         m = synthesize(args.structure_model, args.image_model, args.out, cfg, args.real)
     print(f"{m['n_accepted']} pairs in {args.out} ({m['n_rejected']} rejected: "

@@ -68,3 +68,16 @@ def test_copy_paste_is_deterministic_and_skips_border_nuclei():
     assert len(donors_of([cut], CopyPasteConfig(), pad=2)) == 4
     with pytest.raises(ValueError, match="no whole nucleus"):
         copy_paste_set([Sample("e", cut.image, np.zeros_like(cut.instance_map), "x")], 1, CopyPasteConfig())
+
+
+def test_label_only_paste_gives_the_labels_of_the_full_paste():
+    subset = [_patch(s) for s in range(3)]
+    cfg = CopyPasteConfig(nuclei=8)
+    donors = donors_of(subset, cfg, pad=cfg.margin)
+    label_only = donors_of([Sample(s.name, None, s.instance_map, "labels") for s in subset], cfg, pad=cfg.margin)
+    assert all(d.image is None for d in label_only) and len(label_only) == len(donors)
+    for seed in range(3):
+        image, inst, n = paste_nuclei(subset[0].image, subset[0].instance_map, donors, np.random.default_rng(seed), cfg)
+        none, labels, m = paste_nuclei(None, subset[0].instance_map, label_only, np.random.default_rng(seed), cfg)
+        assert none is None and m == n > 0
+        np.testing.assert_array_equal(labels, inst)

@@ -44,9 +44,9 @@ class CopyPasteConfig:
 
 @dataclass
 class Donor:
-    """One nucleus to paste: ``image`` uint8 (h, w, 3) crop around it (``pad`` px of context),
-    ``mask`` bool (h, w) its pixels, ``context`` bool (h, w) pixels that are background in the
-    donor patch (only those may be blended into the target)."""
+    """One nucleus to paste: ``image`` uint8 (h, w, 3) crop around it (``pad`` px of context;
+    ``None`` for label-only donors), ``mask`` bool (h, w) its pixels, ``context`` bool (h, w)
+    pixels that are background in the donor patch (only those may be blended into the target)."""
 
     image: np.ndarray
     mask: np.ndarray
@@ -56,7 +56,8 @@ class Donor:
 
 def donors_of(samples: list, cfg: CopyPasteConfig, pad: int) -> list[Donor]:
     """Every whole nucleus (not touching its patch border, area ≥ ``cfg.min_area``) of
-    ``samples`` (objects with ``image`` uint8 (H, W, 3) and ``instance_map`` int (H, W))."""
+    ``samples`` (objects with ``image`` uint8 (H, W, 3), or ``None`` for label-only donors, and
+    ``instance_map`` int (H, W))."""
     donors = []
     for k, s in enumerate(samples):
         inst = s.instance_map
@@ -72,7 +73,8 @@ def donors_of(samples: list, cfg: CopyPasteConfig, pad: int) -> list[Donor]:
                 continue
             ys = slice(max(0, y0 - pad), min(h, y1 + pad))
             xs = slice(max(0, x0 - pad), min(w, x1 + pad))
-            donors.append(Donor(s.image[ys, xs].copy(), inst[ys, xs] == i, inst[ys, xs] == 0, k))
+            crop = None if s.image is None else s.image[ys, xs].copy()
+            donors.append(Donor(crop, inst[ys, xs] == i, inst[ys, xs] == 0, k))
     return donors
 
 
@@ -81,25 +83,42 @@ def _turn(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
     return np.ascontiguousarray(a[:, ::-1] if flip else a)
 
 
+def _blend(region: np.ndarray, crop: np.ndarray, mask: np.ndarray, context: np.ndarray,
+           free: np.ndarray, target_colour: np.ndarray | None, cfg: CopyPasteConfig) -> None:
+    """Blend a donor ``crop`` into ``region`` (float32, in place): its nucleus (``mask``) fully,
+    a feathered ring of its own background (``context``) only where the target is ``free``
+    background, so the ring never reaches existing nuclei."""
+    alpha = mask.astype(np.float32)
+    if cfg.feather > 0:
+        ring = ndi.gaussian_filter(alpha, cfg.feather) * context
+        alpha = np.maximum(alpha, ring * free)
+    src = crop.astype(np.float32)
+    if cfg.match_colour and target_colour is not None:
+        src[mask] += target_colour - src[mask].mean(0)
+    region[:] = alpha[..., None] * src + (1 - alpha[..., None]) * region
+
+
 def paste_nuclei(image: np.ndarray, instance_map: np.ndarray, donors: list[Donor],
                  rng: np.random.Generator, cfg: CopyPasteConfig) -> tuple[np.ndarray, np.ndarray, int]:
     """Paste up to ``cfg.nuclei`` random donors (random quarter turn and flip) at random free
     positions of ``image`` uint8 (H, W, 3) / ``instance_map`` int (H, W).
 
     Returns the new image, the new instance map (pasted nuclei get ids max+1, max+2, …; no
-    existing label pixel changes) and how many nuclei were pasted.
+    existing label pixel changes) and how many nuclei were pasted. ``image=None`` pastes labels
+    only (``donors`` may then be label-only) and returns ``None`` as the image.
     """
-    image = image.astype(np.float32)
+    labels_only = image is None
+    image = None if labels_only else image.astype(np.float32)
     inst = instance_map.astype(np.int32).copy()
     h, w = inst.shape
     margin = np.ones((2 * cfg.margin + 1,) * 2, bool)
     occupied = ndi.binary_dilation(inst > 0, margin) if cfg.margin else inst > 0
-    target_colour = image[inst > 0].mean(0) if (inst > 0).any() else None
+    target_colour = image[inst > 0].mean(0) if not labels_only and (inst > 0).any() else None
     pasted = 0
     for _ in range(cfg.nuclei):
         d = donors[rng.integers(len(donors))]
         k, flip = int(rng.integers(4)), bool(rng.integers(2))
-        crop, mask, context = _turn(d.image, k, flip), _turn(d.mask, k, flip), _turn(d.context, k, flip)
+        mask, context = _turn(d.mask, k, flip), _turn(d.context, k, flip)
         ch, cw = mask.shape
         if ch >= h or cw >= w:
             continue
@@ -109,20 +128,15 @@ def paste_nuclei(image: np.ndarray, instance_map: np.ndarray, donors: list[Donor
                 break
         else:
             continue
-        alpha = mask.astype(np.float32)
-        if cfg.feather > 0:
-            ring = ndi.gaussian_filter(alpha, cfg.feather) * context
-            # the ring must not reach existing nuclei: blend only into free background
-            alpha = np.maximum(alpha, ring * (inst[y:y + ch, x:x + cw] == 0))
-        src = crop.astype(np.float32)
-        if cfg.match_colour and target_colour is not None:
-            src[mask] += target_colour - src[mask].mean(0)
-        region = image[y:y + ch, x:x + cw]
-        region[:] = alpha[..., None] * src + (1 - alpha[..., None]) * region
+        if not labels_only:
+            _blend(image[y:y + ch, x:x + cw], _turn(d.image, k, flip), mask, context,
+                   inst[y:y + ch, x:x + cw] == 0, target_colour, cfg)
         inst[y:y + ch, x:x + cw][mask] = inst.max() + 1
         grown = ndi.binary_dilation(mask, margin) if cfg.margin else mask
         occupied[y:y + ch, x:x + cw] |= grown
         pasted += 1
+    if labels_only:
+        return None, inst, pasted
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), inst, pasted
 
 
