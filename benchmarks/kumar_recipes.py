@@ -28,6 +28,9 @@ RECIPES: dict[str, tuple[str, str]] = {
     "grid recipe + copy-paste (512 extra patches: 256 of each)": ("kumar-grid", "real+copypaste+syn"),
     "grid recipe + reinhard-each stain": ("kumar-grid-each", "real+syn"),
     "real labels (subset structures), grid image model": ("kumar-grid-subset", "real+syn"),
+    "real labels + copy-paste (512 extra patches: 256 of each)": ("kumar-grid-subset", "real+copypaste+syn"),
+    "real labels with real nuclei pasted in (copypaste structures), grid image model":
+        ("kumar-grid-paste", "real+syn"),
     "image model 3,000 steps": ("kumar-grid-img3k", "real+syn"),
     "zero-terminal-SNR + v image model": ("kumar-grid-zsnr", "real+syn"),
     "zero-terminal-SNR + v, image model at full resolution": ("kumar-grid-native", "real+syn"),
@@ -45,8 +48,12 @@ COLUMNS = (
 
 
 def gain(folder: Path, arm: str, fraction: float = 0.1) -> dict:
-    """``arm`` − real at ``fraction`` from a results folder's cells (paired by seed and image)."""
-    for g in paired_gains(committed_rows(folder, fraction), arms=(arm,)):
+    """``arm`` − real at ``fraction`` from a results folder's cells (paired by seed and image).
+    The real cells are the grid's (``kumar-grid/``): a recipe's folder holds only the seed-0 real
+    cell its pair filter used, the same cell (same fingerprint)."""
+    real = [r for r in committed_rows(folder.parent / "kumar-grid", fraction) if r["arm"] == "real"]
+    rows = [r for r in committed_rows(folder, fraction) if r["arm"] != "real"]
+    for g in paired_gains(real + rows, arms=(arm,)):
         return {"aji": g["aji"], "pq": g["pq"], "seeds": g["seeds"],
                 "aji_ci": [g["ci"]["aji"]["lo"], g["ci"]["aji"]["hi"]],
                 "pq_ci": [g["ci"]["pq"]["lo"], g["ci"]["pq"]["hi"]]}
