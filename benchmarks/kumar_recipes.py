@@ -29,6 +29,7 @@ RECIPES: dict[str, tuple[str, str]] = {
     "grid recipe + reinhard-each stain": ("kumar-grid-each", "real+syn"),
     "real labels (subset structures), grid image model": ("kumar-grid-subset", "real+syn"),
     "real labels + copy-paste (512 extra patches: 256 of each)": ("kumar-grid-subset", "real+copypaste+syn"),
+    "real labels, synthetic crops' loss weighted 0.5": ("kumar-grid-subset-w05", "real+syn"),
     "real labels with real nuclei pasted in (copypaste structures), grid image model":
         ("kumar-grid-paste", "real+syn"),
     "image model 3,000 steps": ("kumar-grid-img3k", "real+syn"),
