@@ -28,6 +28,7 @@ import argparse
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -290,8 +291,11 @@ def _sample_pairs(structure_run: Path | None, image_run: Path, out: Path, cfg: S
     if from_subset:
         full_side = round((cfg.size or i_cfg.data.patch_size) / scale)
         label_maps = _subset_labels(real_dir, full_side, cfg.structures)
-        donors, paste = (_label_donors(label_maps, cfg.pasted_nuclei) if cfg.structures == "copypaste"
-                         else (None, None))
+        if cfg.structures == "copypaste":
+            donors, paste = _label_donors(label_maps, cfg.pasted_nuclei)
+            draw_label = partial(pasted_window, label_maps, donors, full_side, cfg=paste)
+        else:
+            draw_label = partial(subset_window, label_maps, full_side)
     header = {
         "structure_model": None if from_subset else str(structure_run), "image_model": str(image_run),
         "config": asdict(cfg), "scale": image_scale, "structure_scale": scale,
@@ -308,9 +312,7 @@ def _sample_pairs(structure_run: Path | None, image_run: Path, out: Path, cfg: S
         chunk = min(cfg.batch_size, attempts - index)
         # (labels at model resolution, exact full-resolution labels or None, raw structure or None)
         if from_subset:
-            rngs = [np.random.default_rng([cfg.seed, index + j]) for j in range(chunk)]
-            full = [subset_window(label_maps, full_side, r) if donors is None
-                    else pasted_window(label_maps, donors, full_side, r, paste) for r in rngs]
+            full = [draw_label(rng=np.random.default_rng([cfg.seed, index + j])) for j in range(chunk)]
             drawn = [(resize_instance_maps(f[None], scale)[0], f, None) for f in full]
         else:
             structures = sample_structures(structure_model, chunk, seed=cfg.seed, first_index=index,
