@@ -335,3 +335,11 @@ def test_structures_copypaste_synthesizes_on_pasted_real_labels(models, tmp_path
     assert max(p.instance_map.max() for p in pairs) > 1  # nuclei were pasted
     with pytest.raises(NudiffError, match="'copypaste' needs the labeled subset"):
         synthesize(None, i, tmp_path / "x", _syn_cfg(n=1, structures="copypaste"))
+    from nudiff.cli import main
+
+    # the CLI's --pasted-nuclei reaches the config: 0 pasted leaves the window's one nucleus
+    argv = ["synthesize", "--image-model", str(i), "--structures", "copypaste", "--pasted-nuclei", "0",
+            "--real", str(tmp_path / "real"), "-n", "2", "--out", str(tmp_path / "cli")]
+    assert main(argv) == 0
+    assert read_json(tmp_path / "cli" / "manifest.json")["config"]["pasted_nuclei"] == 0
+    assert max(p.instance_map.max() for p in load_folder(tmp_path / "cli", progress=False)) == 1

@@ -458,7 +458,10 @@ def register(sub) -> None:
                    "(round outlines)")
     p.add_argument("--structures", choices=STRUCTURE_SOURCES, default=None,
                    help="sampled: labels from --structure-model (the method); subset: windows of the "
-                   "--real folder's own labels, only the images synthesized (a diagnostic)")
+                   "--real folder's own labels, only the images synthesized; copypaste: those windows "
+                   "with more of its nuclei pasted in (the recipe that paid on Kumar 10 %%)")
+    p.add_argument("--pasted-nuclei", type=int, default=None,
+                   help="nuclei tried per window with --structures copypaste (default 3)")
     p.add_argument("--min-marker", type=int, default=None,
                    help="decode: smallest marker (px) that seeds a nucleus (2 splits more merges)")
     f = p.add_argument_group("pair filter (off by default; synthesis.filter in the config)")
@@ -481,7 +484,7 @@ def _cmd_synthesize(args) -> None:
     cfg = load_config(SynthesisConfig, args.config, section="synthesis")
     for key, value in (("n", args.n), ("seed", args.seed), ("guidance_scale", args.guidance_scale),
                        ("stain", args.stain), ("label_upsampling", args.label_upsampling),
-                       ("structures", args.structures)):
+                       ("structures", args.structures), ("pasted_nuclei", args.pasted_nuclei)):
         if value is not None:
             setattr(cfg, key, value)
     if args.min_marker is not None:
