@@ -229,12 +229,15 @@ def test_pairs_made_elsewhere_need_no_filter_segmenter(tmp_path):
     assert synthetic_done(plan, tmp_path, 0.1)
 
 
-def test_demo_runs_the_pairs_with_copy_paste_in_three_cells():
-    """The main job runs the way of using the pairs that paid on Kumar 10 % (real+copypaste+syn)
-    and no more cells than its 60-minute budget holds."""
+def test_demo_runs_the_real_label_recipe_in_three_cells():
+    """The main job runs the pair recipe that paid on Kumar 10 % (real labels with real nuclei
+    pasted in, the image model alone) and no more cells than its 60-minute budget holds."""
+    from nudiff.experiment import model_kinds
+
     plan = _plan("demo.yaml")
     names = [c.name for c in cells_of(plan.experiment)]
-    assert names == ["f0.10_real_s0", "f0.10_real+copypaste+syn_s0", "f1.00_real_s0"]
+    assert names == ["f0.10_real_s0", "f0.10_real+syn_s0", "f1.00_real_s0"]
+    assert plan.synthesis.structures == "copypaste" and model_kinds(plan) == ("image",)
     assert plan.synthesis.filter.segmenter == "real"
 
 

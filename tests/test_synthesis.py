@@ -66,12 +66,21 @@ def test_deterministic_and_resumable(models, tmp_path):
     s, i = models
     synthesize(s, i, tmp_path / "a", _syn_cfg(n=4))
     synthesize(s, i, tmp_path / "b", _syn_cfg(n=2))  # a shorter run ...
-    b_cfg = _syn_cfg(n=4)
     with pytest.raises(NudiffError, match="different configuration"):
-        synthesize(s, i, tmp_path / "b", b_cfg)  # ... cannot silently change its config
+        synthesize(s, i, tmp_path / "b", _syn_cfg(n=4, guidance_scale=3.0))  # ... cannot silently change its config
+    with pytest.raises(NudiffError, match=r"configuration of \['n'\]"):
+        synthesize(s, i, tmp_path / "a", _syn_cfg(n=2))  # nor hold more pairs than asked
     a = load_folder(tmp_path / "a", progress=False)
     b = load_folder(tmp_path / "b", progress=False)
+    assert len(b) == 2
     for x, y in zip(a[:2], b):
+        np.testing.assert_array_equal(x.image, y.image)
+        np.testing.assert_array_equal(x.instance_map, y.instance_map)
+    # ... but a larger n extends it to exactly what a fresh run of that n draws
+    synthesize(s, i, tmp_path / "b", _syn_cfg(n=4))
+    b = load_folder(tmp_path / "b", progress=False)
+    assert len(b) == 4
+    for x, y in zip(a, b):
         np.testing.assert_array_equal(x.image, y.image)
         np.testing.assert_array_equal(x.instance_map, y.instance_map)
     # rerunning a finished job changes nothing
@@ -125,6 +134,10 @@ def test_pair_filter_keeps_the_top_fraction_and_records_scores(models, untrained
     cfg.filter.keep_top = 0.25
     with pytest.raises(NudiffError, match="different configuration"):
         synthesize(s, i, tmp_path / "syn", cfg, real_dir=real)
+    cfg.filter.keep_top, cfg.n = 0.5, 4  # more pairs: 2 more sampled, the best 4 of 8 kept
+    more = synthesize(s, i, tmp_path / "syn", cfg, real_dir=real)
+    assert read_json(tmp_path / "syn" / "unfiltered" / "manifest.json")["n_accepted"] == 8
+    assert more["n_accepted"] == 4 and len(load_folder(tmp_path / "syn", progress=False)) == 4
 
 
 def test_pair_filter_by_real_statistics_needs_real_data(models, tmp_path):

@@ -226,13 +226,18 @@ def _subset_labels(real_dir: Path | None, side: int, source: str = "subset") -> 
 def check_same_config(manifest_path: Path, cfg: SynthesisConfig, any_segmenter: bool = False) -> dict | None:
     """The manifest at ``manifest_path`` (``None`` if absent); an error naming the keys that
     differ if it was written with another configuration (keys added since it was written count
-    as their defaults). ``any_segmenter``: the filter's segmenter folder may have moved."""
+    as their defaults). ``any_segmenter``: the filter's segmenter folder may have moved.
+    A larger ``n`` is the same configuration: pair ``i`` is drawn from ``(seed, i)`` alone, so
+    more pairs extend the set exactly as a fresh run of the larger ``n`` would draw it (a smaller
+    ``n`` is an error: the set would hold pairs the configuration does not)."""
     from nudiff.config import from_dict
 
     manifest = read_json(manifest_path) if manifest_path.exists() else None
     if manifest is None:
         return None
     made = from_dict(SynthesisConfig, manifest.get("config"), str(manifest_path))
+    if made.n < cfg.n:
+        made = replace(made, n=cfg.n)
     if any_segmenter:
         made = replace(made, filter=replace(made.filter, segmenter=cfg.filter.segmenter))
     made, wanted = asdict(made), asdict(cfg)
