@@ -356,3 +356,5 @@ def test_structures_copypaste_synthesizes_on_pasted_real_labels(models, tmp_path
     assert main(argv) == 0
     assert read_json(tmp_path / "cli" / "manifest.json")["config"]["pasted_nuclei"] == 0
     assert max(p.instance_map.max() for p in load_folder(tmp_path / "cli", progress=False)) == 1
+    # a structure model the labels would not come from is an error, not silently ignored
+    assert main([*argv[:-1], str(tmp_path / "cli2"), "--structure-model", str(i)]) == 2

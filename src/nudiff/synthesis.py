@@ -507,6 +507,9 @@ def _cmd_synthesize(args) -> None:
         m = filter_pairs(args.filter_only, args.out, cfg.filter, args.real)
         if m["n_accepted"]:
             write_mosaic(args.out, args.real)
+    elif args.structure_model is not None and cfg.structures in REAL_STRUCTURES:
+        raise NudiffError(f"synthesize: --structure-model is not used with structures '{cfg.structures}' "
+                          "(labels from --real); pass --structures sampled to use it")
     elif args.image_model is None or (args.structure_model is None and cfg.structures == "sampled"):
         raise NudiffError("synthesize: --structure-model and --image-model are required (--image-model "
                           "and --real with --structures subset or copypaste; or --filter-only SYN_DIR)")
