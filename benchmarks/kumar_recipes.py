@@ -32,10 +32,28 @@ RECIPES: dict[str, tuple[str, str]] = {
     "real labels, synthetic crops' loss weighted 0.5": ("kumar-grid-subset-w05", "real+syn"),
     "real labels with real nuclei pasted in (copypaste structures), grid image model":
         ("kumar-grid-paste", "real+syn"),
+    "the same, 512 kept pairs (1,024 sampled)": ("kumar-grid-paste512", "real+syn"),
     "image model 3,000 steps": ("kumar-grid-img3k", "real+syn"),
     "zero-terminal-SNR + v image model": ("kumar-grid-zsnr", "real+syn"),
     "zero-terminal-SNR + v, image model at full resolution": ("kumar-grid-native", "real+syn"),
 }
+# head to head, a − b: (name, results folder, arm, fraction) each
+ARMS = {
+    "real labels + 3 pasted nuclei": ("kumar-grid-paste", "real+syn", 0.1),
+    "real labels": ("kumar-grid-subset", "real+syn", 0.1),
+    "sampled pairs": ("kumar-grid", "real+syn", 0.1),
+    "sampled pairs + copy-paste": ("kumar-grid", "real+copypaste+syn", 0.1),
+    "copy-paste": ("kumar-grid", "real+copypaste", 0.1),
+    "100 % real": ("kumar-grid", "real", 1.0),
+    "real labels + 3 pasted nuclei, 512 pairs": ("kumar-grid-paste512", "real+syn", 0.1),
+}
+CONTRASTS = (
+    ("real labels", "sampled pairs"), ("real labels", "copy-paste"), ("real labels", "sampled pairs + copy-paste"),
+    ("real labels", "100 % real"), ("real labels + 3 pasted nuclei", "real labels"),
+    ("real labels + 3 pasted nuclei", "copy-paste"), ("real labels + 3 pasted nuclei", "sampled pairs + copy-paste"),
+    ("real labels + 3 pasted nuclei", "100 % real"),
+    ("real labels + 3 pasted nuclei, 512 pairs", "real labels + 3 pasted nuclei"),
+)
 # (quality.json key, column header, format)
 COLUMNS = (
     ("structure_w1_mean", "structure W1", ".3f"),
@@ -61,6 +79,32 @@ def gain(folder: Path, arm: str, fraction: float = 0.1) -> dict:
     return {}
 
 
+def arm_rows(results: Path, name: str) -> list[dict]:
+    folder, arm, fraction = ARMS[name]
+    return [r for r in committed_rows(results / folder, fraction) if r["arm"] == arm]
+
+
+def contrasts(results: Path) -> list[dict]:
+    """Each ``CONTRASTS`` pair over the (test image, seed) pairs both have: AJI and PQ of a − b,
+    mean and 95 % interval, and the per-seed AJI differences."""
+    from nudiff.report import paired_interval
+
+    out = []
+    for a, b in CONTRASTS:
+        rows_a, rows_b = arm_rows(results, a), arm_rows(results, b)
+        seeds = sorted({int(r["seed"]) for r in rows_a} & {int(r["seed"]) for r in rows_b})
+        if not seeds:
+            continue
+        ci = paired_interval(rows_a, rows_b, metrics=("aji", "pq"))
+        per_seed = [paired_interval([r for r in rows_a if int(r["seed"]) == k],
+                                    [r for r in rows_b if int(r["seed"]) == k], metrics=("aji",))["aji"]["mean"]
+                    for k in seeds]
+        out.append({"a": a, "b": b, "seeds": seeds, "pairs": ci["n"], "aji_per_seed": per_seed,
+                    **{m: ci[m]["mean"] for m in ("aji", "pq")},
+                    **{f"{m}_ci": [ci[m]["lo"], ci[m]["hi"]] for m in ("aji", "pq")}})
+    return out
+
+
 def collect(results: Path) -> dict[str, dict]:
     out = {}
     for name, (folder, arm) in RECIPES.items():
@@ -83,7 +127,7 @@ def _gain_text(g: dict, key: str) -> str:
     return f"{g[key]:+.3f} [{lo:+.3f}, {hi:+.3f}]" + (f" ({n} seeds)" if n > 1 else "")
 
 
-def markdown(rows: dict[str, dict]) -> str:
+def markdown(rows: dict[str, dict], heads: list[dict] | None = None) -> str:
     floors = next((r["quality"] for r in rows.values() if r["quality"]), {})
     lines = ["# Kumar 10 %: synthesis recipes, their pairs' quality and what they gave the segmenter", "",
              "Quality: `nudiff quality` of each recipe's 256 kept pairs against the 784 Kumar training "
@@ -107,6 +151,12 @@ def markdown(rows: dict[str, dict]) -> str:
         lines += ["", f"Half-resolution sets: real windows taken to scale 0.5 and back have Laplacian "
                   f"ratio {ceiling:.2f} (the most such images can have); \"C2ST at its scale\" "
                   "compares the synthetic images with those resampled real windows."]
+    if heads:
+        lines += ["", "Head to head, a − b, paired by seed and test image (the seeds both have), 95 % interval:", "",
+                  "| a | b | seeds | Δ AJI | Δ PQ | Δ AJI per seed |", "|---|---|---|---|---|---|"]
+        lines += [f"| {h['a']} | {h['b']} | {', '.join(map(str, h['seeds']))} | {_gain_text(h, 'aji').split(' (')[0]} | "
+                  f"{_gain_text(h, 'pq').split(' (')[0]} | {', '.join(f'{d:+.3f}' for d in h['aji_per_seed'])} |"
+                  for h in heads]
     return "\n".join(lines) + "\n"
 
 
@@ -114,10 +164,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args()
-    rows = collect(args.results)
-    write_json(args.results / "kumar_recipes.json", rows)
-    write_text(args.results / "kumar_recipes.md", markdown(rows))
-    print(markdown(rows))
+    rows, heads = collect(args.results), contrasts(args.results)
+    write_json(args.results / "kumar_recipes.json", {"recipes": rows, "head_to_head": heads})
+    write_text(args.results / "kumar_recipes.md", markdown(rows, heads))
+    print(markdown(rows, heads))
 
 
 if __name__ == "__main__":
