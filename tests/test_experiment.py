@@ -177,6 +177,36 @@ def test_committed_kumar_cells_still_match_their_config():
         assert saved["fingerprint"] == cell_fingerprint(plan, cell), path.name
 
 
+def test_real_label_cells_leave_the_unused_structure_section_out():
+    """Cells whose labels come from the subset do not depend on the structure section; those
+    committed while it was still hashed (legacy fingerprint) are still taken."""
+    from pathlib import Path
+
+    from nudiff.experiment import Cell, cell_fingerprint, cell_fingerprints
+    from nudiff.utils import read_json
+
+    cell = Cell(0.1, "real+syn", 0)
+    for structures in ("subset", "copypaste"):
+        plan, other = (_plan(overrides=[f"synthesis.structures={structures}"]) for _ in range(2))
+        other.structure.train.steps += 1
+        assert cell_fingerprint(plan, cell) == cell_fingerprint(other, cell)
+        assert cell_fingerprint(plan, cell, legacy=True) != cell_fingerprint(other, cell, legacy=True)
+    sampled = _plan()
+    sampled_other = _plan()
+    sampled_other.structure.train.steps += 1
+    assert cell_fingerprint(sampled, cell) != cell_fingerprint(sampled_other, cell)
+    assert cell_fingerprints(sampled, cell) == (cell_fingerprint(sampled, cell),)
+    results = Path(__file__).resolve().parents[1] / "benchmarks/results"
+    for folder, overrides in (("kumar-grid-subset", ["synthesis.structures=subset"]),
+                              ("kumar-grid-paste", ["synthesis.structures=copypaste"])):
+        plan = _plan(overrides=overrides)
+        cells = sorted((results / folder / "cells").glob("f0.10_real+syn_s*.json"))
+        assert cells
+        for path in cells:
+            saved = read_json(path)
+            assert saved["fingerprint"] in cell_fingerprints(plan, Cell(0.1, saved["arm"], saved["seed"])), path
+
+
 def test_a_synthetic_set_made_with_another_configuration_is_refused(tmp_path):
     from dataclasses import asdict, replace
 

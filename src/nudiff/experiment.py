@@ -203,14 +203,18 @@ def _pop_dotted(section: dict, key: str, when=lambda value: True) -> None:
         section.pop(last)
 
 
-def cell_fingerprint(plan: Plan, cell: Cell) -> str:
+def cell_fingerprint(plan: Plan, cell: Cell, legacy: bool = False) -> str:
     """Hash of everything that decides a cell's numbers: the data and segmenter sections, the
-    subset draw and, for arms that use them, the diffusion and synthesis sections.
+    subset draw and, for arms that use them, the diffusion and synthesis sections (the
+    ``structure`` section only when a structure model draws the labels).
 
     An option added later must be left out of the hash while it has its default value
     (``LATER_OPTIONS``, and ``filter_seed``), or every committed cell is refused
-    (tests/test_experiment.py checks the committed Kumar cells against their config)."""
+    (tests/test_experiment.py checks the committed Kumar cells against their config).
+    ``legacy``: the hash as it was before real-label cells left the unused ``structure``
+    section out (:func:`cell_fingerprints` accepts both)."""
     from nudiff.config import to_dict
+    from nudiff.synthesis import REAL_STRUCTURES
 
     parts = {"data": to_dict(plan.data), "segment": to_dict(plan.segment), "cell": cell.name,
              "subset_seed": plan.experiment.subset_seed}
@@ -225,6 +229,8 @@ def cell_fingerprint(plan: Plan, cell: Cell) -> str:
         for section in ("structure", "image"):
             for key in SPEED_OPTIONS:
                 _pop_dotted(parts[section], key)
+        if plan.synthesis.structures in REAL_STRUCTURES and not legacy:
+            parts.pop("structure")  # no structure model: its section decides nothing
         parts["n_synthetic"] = plan.experiment.n_synthetic
         if plan.experiment.filter_seed:  # 0 left out: fingerprints from before the option hold
             parts["filter_seed"] = plan.experiment.filter_seed
@@ -233,6 +239,13 @@ def cell_fingerprint(plan: Plan, cell: Cell) -> str:
         parts["copypaste"] = to_dict(plan.experiment.copypaste)
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cell_fingerprints(plan: Plan, cell: Cell) -> tuple[str, ...]:
+    """The fingerprints a committed cell of ``plan`` may carry: the current one first, then
+    the legacy one of real-label cells committed before their hash left ``structure`` out."""
+    current, legacy = cell_fingerprint(plan, cell), cell_fingerprint(plan, cell, legacy=True)
+    return (current,) if legacy == current else (current, legacy)
 
 
 def _committed(results_dir: Path | None, plan: Plan, cell: Cell, cell_dir: Path) -> bool:
@@ -248,7 +261,7 @@ def _committed(results_dir: Path | None, plan: Plan, cell: Cell, cell_dir: Path)
     if (cell_dir / "metrics.json").exists():
         return True
     saved = read_json(path)
-    if saved.get("fingerprint") != cell_fingerprint(plan, cell):
+    if saved.get("fingerprint") not in cell_fingerprints(plan, cell):
         raise NudiffError(f"{path}: computed with another configuration (fingerprint "
                           f"{saved.get('fingerprint')} != {cell_fingerprint(plan, cell)}); "
                           "move it away or use another --results folder")
@@ -367,7 +380,7 @@ def grid_status(plan: Plan, out: Path, results_dir: Path | None = None) -> list[
         cell_dir = out / "cells" / cell.name
         saved = Path(results_dir) / "cells" / f"{cell.name}.json" if results_dir else None
         if saved is not None and saved.is_file():
-            same = read_json(saved).get("fingerprint") == cell_fingerprint(plan, cell)
+            same = read_json(saved).get("fingerprint") in cell_fingerprints(plan, cell)
             state = "committed" if same else "committed elsewhere"
         elif (cell_dir / "metrics.json").exists():
             state = "finished"
