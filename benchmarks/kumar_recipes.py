@@ -37,6 +37,24 @@ RECIPES: dict[str, tuple[str, str]] = {
     "zero-terminal-SNR + v image model": ("kumar-grid-zsnr", "real+syn"),
     "zero-terminal-SNR + v, image model at full resolution": ("kumar-grid-native", "real+syn"),
 }
+# what a recipe costs beyond the real cells, at 1 thread beside another job (measured wall time:
+# structure model 4,000 steps ~70 min, image model 1,200 steps 33.5 min, 512 pairs sampled and
+# filtered 13-23 min, 1,024 ~26 min; full resolution and 3,000 steps cost more)
+COSTS = {
+    "copy-paste (no diffusion; the bar)": "~1 min (patches)",
+    "grid recipe: epsilon image model, 1,200 steps": "structure + image models ~105 min, pairs ~15 min",
+    "grid recipe + copy-paste (512 extra patches: 256 of each)": "as the grid recipe",
+    "grid recipe + reinhard-each stain": "as the grid recipe",
+    "real labels (subset structures), grid image model": "image model ~35 min, pairs ~23 min",
+    "real labels + copy-paste (512 extra patches: 256 of each)": "as real labels",
+    "real labels, synthetic crops' loss weighted 0.5": "as real labels",
+    "real labels with real nuclei pasted in (copypaste structures), grid image model":
+        "image model ~35 min, pairs ~20 min",
+    "the same, 512 kept pairs (1,024 sampled)": "image model ~35 min, pairs ~33 min",
+    "image model 3,000 steps": "structure + image models ~155 min, pairs ~15 min",
+    "zero-terminal-SNR + v image model": "as the grid recipe",
+    "zero-terminal-SNR + v, image model at full resolution": "structure model ~70 min + image model at full resolution",
+}
 # head to head, a − b: (name, results folder, arm, fraction) each
 ARMS = {
     "real labels + 3 pasted nuclei": ("kumar-grid-paste", "real+syn", 0.1),
@@ -134,15 +152,16 @@ def markdown(rows: dict[str, dict], heads: list[dict] | None = None) -> str:
              "patches (floor: two halves of those). Gain: 10 % + 256 extra patches (a quarter of each "
              "batch) − 10 % real, 3,000-step segmenters, paired by seed and test image (14 Kumar test "
              "images), 95 % interval; seed 0 unless said. TSTR: AJI of a segmenter trained on the pairs "
-             "alone (`syn-only`) / AJI of 10 % real, same seeds. (`benchmarks/kumar_recipes.py`)", "",
-             "| recipe | " + " | ".join(h for _, h, _ in COLUMNS) + " | Δ AJI | Δ PQ | TSTR |",
-             "|---|" + "---|" * (len(COLUMNS) + 3),
-             "| real vs real (floor) | " + " | ".join(
+             "alone (`syn-only`) / AJI of 10 % real, same seeds. Cost: wall minutes at 1 thread beside another "
+             "job (the segmenter cells, ~35-60 min each, come on top). (`benchmarks/kumar_recipes.py`)", "",
+             "| recipe | cost beyond the real cells | " + " | ".join(h for _, h, _ in COLUMNS) + " | Δ AJI | Δ PQ | TSTR |",
+             "|---|---|" + "---|" * (len(COLUMNS) + 3),
+             "| real vs real (floor) | – | " + " | ".join(
                  format(floors[k + "_floor"], f) if k + "_floor" in floors else "–" for k, _, f in COLUMNS)
              + " | – | – | 1 |"]
     for name, r in rows.items():
         q = r["quality"]
-        lines.append(f"| {name} | " + " | ".join(format(q[k], f) if k in q else "–" for k, _, f in COLUMNS)
+        lines.append(f"| {name} | {COSTS.get(name, '–')} | " + " | ".join(format(q[k], f) if k in q else "–" for k, _, f in COLUMNS)
                      + f" | {_gain_text(r['gain'], 'aji')} | {_gain_text(r['gain'], 'pq')} | "
                      + (format(r["tstr_aji_ratio"], ".2f") if r.get("tstr_aji_ratio") else "–") + " |")
     ceiling = next((r["quality"]["laplacian_variance_ratio_at_scale"] for r in rows.values()
