@@ -1,8 +1,8 @@
 """The augmentation experiment: labeled fraction x training data x seed -> metrics.
 
-For every labeled fraction that needs synthetic pairs, a structure model and an image model
-are trained on that fraction's own subset (one pair per fraction, shared by all seeds), and
-``n_synthetic`` pairs are synthesized. Then every cell trains a segmenter with **the same
+For every labeled fraction that needs synthetic pairs, an image model (and, when the labels
+are sampled, a structure model) is trained on that fraction's own subset (shared by all
+seeds), and ``n_synthetic`` pairs are synthesized. Then every cell trains a segmenter with **the same
 number of optimizer steps**, predicts the test images and is scored per image.
 
 Arms (what the segmenter trains on):
@@ -15,9 +15,10 @@ Arms (what the segmenter trains on):
                  ``nudiff.data.copypaste``), mixed like ``real+syn``: the simple baseline
                  diffusion pairs must beat;
 - ``real+copypaste+syn``: the subset plus both extra sets (``2 × n_synthetic`` patches, still
-                 ``real_ratio`` real per batch). The way of using the pairs that paid on
-                 Kumar 10 % (+0.012 AJI over ``real``, 3 seeds; +0.006 over as many copy-paste
-                 patches alone), so the shipped configs run it;
+                 ``real_ratio`` real per batch). What made sampled-structure pairs pay on
+                 Kumar 10 % (+0.012 AJI over ``real``, 3 seeds); with real-label pairs
+                 (``synthesis.structures: copypaste``, the configs' recipe) plain ``real+syn``
+                 does as well (+0.017), so the shipped configs run that;
 - ``real-dup``:  the subset repeated to as many patches as real + synthetic (the reviewer's
                  control; with fixed steps and sampling with replacement it differs from
                  ``real`` only by chance, which makes it a noise floor);
