@@ -21,39 +21,31 @@ from nudiff.utils import read_json, write_json, write_text
 
 RESULTS = Path(__file__).parent / "results"
 
-# recipe -> (results folder, the arm whose gain over real is read)
-RECIPES: dict[str, tuple[str, str]] = {
-    "copy-paste (no diffusion; the bar)": ("kumar-grid", "real+copypaste"),
-    "grid recipe: epsilon image model, 1,200 steps": ("kumar-grid", "real+syn"),
-    "grid recipe + copy-paste (512 extra patches: 256 of each)": ("kumar-grid", "real+copypaste+syn"),
-    "grid recipe + reinhard-each stain": ("kumar-grid-each", "real+syn"),
-    "real labels (subset structures), grid image model": ("kumar-grid-subset", "real+syn"),
-    "real labels + copy-paste (512 extra patches: 256 of each)": ("kumar-grid-subset", "real+copypaste+syn"),
-    "real labels, synthetic crops' loss weighted 0.5": ("kumar-grid-subset-w05", "real+syn"),
+# recipe -> (results folder, the arm whose gain over real is read, what it costs beyond the real
+# cells at 1 thread beside another job). Measured wall time: structure model 4,000 steps ~70 min,
+# image model 1,200 steps 33.5 min, 512 pairs sampled and filtered 13-23 min, 1,024 ~26 min; full
+# resolution and 3,000 steps cost more.
+RECIPES: dict[str, tuple[str, str, str]] = {
+    "copy-paste (no diffusion; the bar)": ("kumar-grid", "real+copypaste", "~1 min (patches)"),
+    "grid recipe: epsilon image model, 1,200 steps":
+        ("kumar-grid", "real+syn", "structure + image models ~105 min, pairs ~15 min"),
+    "grid recipe + copy-paste (512 extra patches: 256 of each)":
+        ("kumar-grid", "real+copypaste+syn", "as the grid recipe"),
+    "grid recipe + reinhard-each stain": ("kumar-grid-each", "real+syn", "as the grid recipe"),
+    "real labels (subset structures), grid image model":
+        ("kumar-grid-subset", "real+syn", "image model ~35 min, pairs ~23 min"),
+    "real labels + copy-paste (512 extra patches: 256 of each)":
+        ("kumar-grid-subset", "real+copypaste+syn", "as real labels"),
+    "real labels, synthetic crops' loss weighted 0.5": ("kumar-grid-subset-w05", "real+syn", "as real labels"),
     "real labels with real nuclei pasted in (copypaste structures), grid image model":
-        ("kumar-grid-paste", "real+syn"),
-    "the same, 512 kept pairs (1,024 sampled)": ("kumar-grid-paste512", "real+syn"),
-    "image model 3,000 steps": ("kumar-grid-img3k", "real+syn"),
-    "zero-terminal-SNR + v image model": ("kumar-grid-zsnr", "real+syn"),
-    "zero-terminal-SNR + v, image model at full resolution": ("kumar-grid-native", "real+syn"),
-}
-# what a recipe costs beyond the real cells, at 1 thread beside another job (measured wall time:
-# structure model 4,000 steps ~70 min, image model 1,200 steps 33.5 min, 512 pairs sampled and
-# filtered 13-23 min, 1,024 ~26 min; full resolution and 3,000 steps cost more)
-COSTS = {
-    "copy-paste (no diffusion; the bar)": "~1 min (patches)",
-    "grid recipe: epsilon image model, 1,200 steps": "structure + image models ~105 min, pairs ~15 min",
-    "grid recipe + copy-paste (512 extra patches: 256 of each)": "as the grid recipe",
-    "grid recipe + reinhard-each stain": "as the grid recipe",
-    "real labels (subset structures), grid image model": "image model ~35 min, pairs ~23 min",
-    "real labels + copy-paste (512 extra patches: 256 of each)": "as real labels",
-    "real labels, synthetic crops' loss weighted 0.5": "as real labels",
-    "real labels with real nuclei pasted in (copypaste structures), grid image model":
-        "image model ~35 min, pairs ~20 min",
-    "the same, 512 kept pairs (1,024 sampled)": "image model ~35 min, pairs ~33 min",
-    "image model 3,000 steps": "structure + image models ~155 min, pairs ~15 min",
-    "zero-terminal-SNR + v image model": "as the grid recipe",
-    "zero-terminal-SNR + v, image model at full resolution": "structure model ~70 min + image model at full resolution",
+        ("kumar-grid-paste", "real+syn", "image model ~35 min, pairs ~20 min"),
+    "the same, 512 kept pairs (1,024 sampled)":
+        ("kumar-grid-paste512", "real+syn", "image model ~35 min, pairs ~33 min"),
+    "image model 3,000 steps":
+        ("kumar-grid-img3k", "real+syn", "structure + image models ~155 min, pairs ~15 min"),
+    "zero-terminal-SNR + v image model": ("kumar-grid-zsnr", "real+syn", "as the grid recipe"),
+    "zero-terminal-SNR + v, image model at full resolution":
+        ("kumar-grid-native", "real+syn", "structure model ~70 min + image model at full resolution"),
 }
 # head to head, a − b: (name, results folder, arm, fraction) each
 ARMS = {
@@ -125,7 +117,7 @@ def contrasts(results: Path) -> list[dict]:
 
 def collect(results: Path) -> dict[str, dict]:
     out = {}
-    for name, (folder, arm) in RECIPES.items():
+    for name, (folder, arm, _) in RECIPES.items():
         quality = results / folder / "quality" / "quality.json"
         row = {"folder": folder, "arm": arm,
                "quality": read_json(quality) if quality.exists() and arm == "real+syn" else {},
@@ -161,7 +153,7 @@ def markdown(rows: dict[str, dict], heads: list[dict] | None = None) -> str:
              + " | – | – | 1 |"]
     for name, r in rows.items():
         q = r["quality"]
-        lines.append(f"| {name} | {COSTS.get(name, '–')} | " + " | ".join(format(q[k], f) if k in q else "–" for k, _, f in COLUMNS)
+        lines.append(f"| {name} | {RECIPES[name][2]} | " + " | ".join(format(q[k], f) if k in q else "–" for k, _, f in COLUMNS)
                      + f" | {_gain_text(r['gain'], 'aji')} | {_gain_text(r['gain'], 'pq')} | "
                      + (format(r["tstr_aji_ratio"], ".2f") if r.get("tstr_aji_ratio") else "–") + " |")
     ceiling = next((r["quality"]["laplacian_variance_ratio_at_scale"] for r in rows.values()
