@@ -192,3 +192,20 @@ def test_per_image_split_correlation_is_not_fooled_by_baseline_noise():
     v = per_image_gains(rows, 0.1)["arms"]["real+syn"]
     assert v["r"] == pytest.approx(1.0)
     assert abs(v["r_split"]) < 0.3
+
+
+def test_gap_to_full_labels_pairs_by_image_and_seed(tmp_path):
+    from nudiff.report import gaps_markdown, gaps_to_full
+
+    full = [dict(r, fraction=1.0, aji=r["aji"] + 0.05, pq=r["pq"] + 0.04)
+            for r in _rows() if r["arm"] == "real" and r["seed"] == 0]  # 100 % has seed 0 only
+    gaps = {e["arm"]: e for e in gaps_to_full(_rows() + full)}
+    assert set(gaps) == {"real", "real+syn"}  # the 100 % cell is not compared with itself
+    assert gaps["real"]["ci"]["n"] == 2  # seeds 1, 2 have no 100 % partner
+    assert gaps["real"]["ci"]["aji"]["mean"] == pytest.approx(-0.05)
+    assert gaps["real+syn"]["ci"]["pq"]["mean"] == pytest.approx(0.1 - 0.04)
+    assert "| 10% | real+syn | 2 | +0.0500" in gaps_markdown(list(gaps.values()))
+    assert gaps_to_full(_rows()) == []  # no 100 % cell: nothing to say
+    write_experiment_report(tmp_path, _rows() + full)
+    assert "arm − 100% real" in (tmp_path / "report" / "table.md").read_text()
+    assert read_json(tmp_path / "report" / "summary.json")["gaps_to_full"][0]["ci"]["n"] == 2

@@ -235,6 +235,30 @@ def gains_markdown(gains: list[dict]) -> str:
     return table + "\n".join(lines) + "\n"
 
 
+def gaps_to_full(rows: list[dict], full: float = 1.0) -> list[dict]:
+    """Per fraction below ``full`` and arm: arm − ``full`` real over the (test image, seed)
+    pairs both have (``paired_interval`` of AJI and PQ): what all the labels still add, i.e. how
+    close an arm comes to them. Seeds the ``full`` cell lacks are left out."""
+    top = [r for r in rows if float(r["fraction"]) == full and r["arm"] == "real"]
+    out = []
+    for fraction, arm in sorted({(float(r["fraction"]), r["arm"]) for r in rows}):
+        if fraction >= full:
+            continue
+        ci = paired_interval([r for r in rows if float(r["fraction"]) == fraction and r["arm"] == arm],
+                             top, ("aji", "pq"))
+        if ci["n"]:
+            out.append({"fraction": fraction, "arm": arm, "full": full, "ci": ci})
+    return out
+
+
+def gaps_markdown(entries: list[dict]) -> str:
+    full = entries[0]["full"] if entries else 1.0
+    lines = [f"| labeled | arm − {full:.0%} real | (image × seed) pairs | Δ AJI, 95 % interval | Δ PQ, 95 % interval |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {e['fraction']:.0%} | {e['arm']} | {e['ci']['n']} | {_interval_cells(e['ci'])} |" for e in entries]
+    return "\n".join(lines) + "\n"
+
+
 def _interval_cells(ci: dict) -> str:
     """The Δ AJI and Δ PQ cells of a ``paired_interval``: mean [lo, hi]."""
     return " | ".join(f"{ci[m]['mean']:+.4f} [{ci[m]['lo']:+.4f}, {ci[m]['hi']:+.4f}]" for m in ("aji", "pq"))
@@ -459,6 +483,7 @@ def write_experiment_report(out, rows: list[dict], cfg=None, groups: dict[str, s
     # the reviewer's question: does diffusion beat copy-paste (same real subset, same steps)?
     versus_copypaste = paired_gains(rows, paper, baseline="real+copypaste",
                                     arms=("real+syn", "real+copypaste+syn"))
+    gaps = gaps_to_full(rows)  # how close each arm comes to all the labels
     from nudiff.data.prepare import load_groups
 
     groups = load_groups(out / "data") if groups is None else groups
@@ -470,10 +495,11 @@ def write_experiment_report(out, rows: list[dict], cfg=None, groups: dict[str, s
     per_image_md = "".join("\n" + per_image_markdown(e) for e in per_image)
     write_text(rep / "table.md", table + ("\n" + gains_markdown(gains) if gains else "")
                + ("\n" + gains_markdown(versus_copypaste) if versus_copypaste else "")
+               + ("\n" + gaps_markdown(gaps) if gaps else "")
                + ("\n" + group_markdown(by_group) if by_group else "")
                + ("\n" + group_gains_markdown(gains_by_group) if gains_by_group else "")
                + per_image_md)
-    write_json(rep / "summary.json", {"cells": summary, "gains": gains, "versus_copypaste": versus_copypaste,
+    write_json(rep / "summary.json", {"cells": summary, "gains": gains, "versus_copypaste": versus_copypaste, "gaps_to_full": gaps,
                                       "groups": by_group, "group_gains": gains_by_group,
                                       "per_image": per_image})
     if summary:
@@ -505,6 +531,8 @@ def write_experiment_report(out, rows: list[dict], cfg=None, groups: dict[str, s
         if gains else "",
         "<h3>Diffusion versus copy-paste, paired by seed</h3>" + _markdown_table_html(gains_markdown(versus_copypaste))
         if versus_copypaste else "",
+        "<h3>Against 100 % labels, paired by test image and seed</h3>" + _markdown_table_html(gaps_markdown(gaps))
+        if gaps else "",
         "<h3>By group of test images</h3>" + _markdown_table_html(group_markdown(by_group)) if by_group else "",
         "<h3>Gain over real-only by group of test images</h3>"
         + _markdown_table_html(group_gains_markdown(gains_by_group)) if gains_by_group else "",
