@@ -15,6 +15,9 @@ into ``benchmarks/results/<name>/``:
 
     .venv/bin/python benchmarks/experiment_results.py --run runs/grid --name grid \\
         --config configs/cpu-grid.yaml
+    .venv/bin/python benchmarks/experiment_results.py --run runs/kumar-paste --name kumar-grid-paste \\
+        --config configs/kumar-grid.yaml --set synthesis.structures=copypaste \\
+        --set 'experiment.arms=[real, real+syn, real+copypaste, syn-only]'
 """
 
 from __future__ import annotations
@@ -48,8 +51,10 @@ def main() -> None:
     ap.add_argument("--run", type=Path, required=True, help="the experiment's --out folder")
     ap.add_argument("--name", required=True, help="folder under benchmarks/results/")
     ap.add_argument("--config", type=Path, required=True, help="the experiment config the run used")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="the run's config overrides (repeatable), e.g. synthesis.structures=copypaste")
     args = ap.parse_args()
-    plan = load_plan(args.config)
+    plan = load_plan(args.config, args.set)
     cells = cells_of(plan.experiment)
     dest = RESULTS / args.name
     dest.mkdir(parents=True, exist_ok=True)
@@ -72,9 +77,12 @@ def main() -> None:
               args.run / "results.csv", args.run / "timings.json"]:
         if f.exists():
             shutil.copyfile(f, dest / f.name)
+    print((dest / "table.md").read_text())
+    if not timings:  # cells taken from other folders only: no time of this run's to report
+        (dest / "timings.json").unlink(missing_ok=True)
+        return
     done = sum((args.run / "cells" / c.name / "metrics.json").exists() for c in cells)
     write_text(dest / "timings.md", timings_markdown(read_json(args.run / "timings.json"), done, len(cells)))
-    print((dest / "table.md").read_text())
     print((dest / "timings.md").read_text())
 
 
