@@ -124,6 +124,14 @@ def test_diffusion_versus_copypaste_is_paired_against_that_arm(tmp_path):
     assert "arm − real+copypaste" in gains_markdown([g])
     write_experiment_report(tmp_path, rows)
     assert "arm − real+copypaste" in (tmp_path / "report" / "table.md").read_text()
+    from nudiff.report import group_gains, group_gains_markdown
+
+    by = group_gains(rows, {"a": "same", "b": "other"}, "kumar", "real+copypaste", ("real+syn",))
+    assert {e["group"]: e["ci"]["n"] for e in by} == {"same": 2, "other": 2}
+    assert all(e["ci"]["aji"]["mean"] == pytest.approx(0.07) for e in by)
+    assert "| arm − real+copypaste | test images |" in group_gains_markdown(by)
+    write_experiment_report(tmp_path, rows, groups={"a": "same", "b": "other"})
+    assert "| 10% | real+syn | other | 2 | +0.0700" in (tmp_path / "report" / "table.md").read_text()
 
 
 def test_per_image_gains_correlate_an_arm_with_what_more_labels_give(tmp_path):

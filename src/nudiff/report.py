@@ -276,13 +276,15 @@ def group_summary(rows: list[dict], groups: dict[str, str]) -> list[dict]:
     return _per_group(rows, groups, summarise_results)
 
 
-def group_gains(rows: list[dict], groups: dict[str, str], paper: str = "monuseg") -> list[dict]:
-    """``paired_gains`` over real-only within each group of test images (``"group"`` added)."""
-    return _per_group(rows, groups, lambda rs: paired_gains(rs, paper))
+def group_gains(rows: list[dict], groups: dict[str, str], paper: str = "monuseg", baseline: str = "real",
+                arms: tuple[str, ...] | None = None) -> list[dict]:
+    """``paired_gains`` over ``baseline`` within each group of test images (``"group"`` added)."""
+    return _per_group(rows, groups, lambda rs: paired_gains(rs, paper, baseline, arms))
 
 
 def group_gains_markdown(entries: list[dict]) -> str:
-    lines = ["| labeled | arm − real | test images | (image × seed) pairs | Δ AJI, 95 % interval | Δ PQ, 95 % interval |",
+    base = entries[0].get("baseline", "real") if entries else "real"
+    lines = [f"| labeled | arm − {base} | test images | (image × seed) pairs | Δ AJI, 95 % interval | Δ PQ, 95 % interval |",
              "|---|---|---|---|---|---|"]
     for e in sorted(entries, key=lambda e: (e["fraction"], e["arm"], e["group"])):
         lines.append(f"| {e['fraction']:.0%} | {e['arm']} | {e['group']} | {e['ci']['n']} | {_interval_cells(e['ci'])} |")
@@ -489,6 +491,8 @@ def write_experiment_report(out, rows: list[dict], cfg=None, groups: dict[str, s
     groups = load_groups(out / "data") if groups is None else groups
     by_group = group_summary(rows, groups) if groups else []
     gains_by_group = group_gains(rows, groups, paper) if groups else []
+    versus_copypaste_by_group = group_gains(rows, groups, paper, "real+copypaste",
+                                            ("real+syn", "real+copypaste+syn")) if groups else []
     fractions = sorted({float(r["fraction"]) for r in rows if float(r["fraction"]) < 1.0})
     # one per-image view per labeled fraction below 100 % that has arms beside its baseline
     per_image = [e for e in (per_image_gains(rows, f) for f in fractions) if e.get("arms")]
@@ -498,9 +502,11 @@ def write_experiment_report(out, rows: list[dict], cfg=None, groups: dict[str, s
                + ("\n" + gaps_markdown(gaps) if gaps else "")
                + ("\n" + group_markdown(by_group) if by_group else "")
                + ("\n" + group_gains_markdown(gains_by_group) if gains_by_group else "")
+               + ("\n" + group_gains_markdown(versus_copypaste_by_group) if versus_copypaste_by_group else "")
                + per_image_md)
     write_json(rep / "summary.json", {"cells": summary, "gains": gains, "versus_copypaste": versus_copypaste, "gaps_to_full": gaps,
                                       "groups": by_group, "group_gains": gains_by_group,
+                                      "group_versus_copypaste": versus_copypaste_by_group,
                                       "per_image": per_image})
     if summary:
         results_chart(summary, rep / "chart.png", gains + versus_copypaste)
@@ -536,6 +542,8 @@ def write_experiment_report(out, rows: list[dict], cfg=None, groups: dict[str, s
         "<h3>By group of test images</h3>" + _markdown_table_html(group_markdown(by_group)) if by_group else "",
         "<h3>Gain over real-only by group of test images</h3>"
         + _markdown_table_html(group_gains_markdown(gains_by_group)) if gains_by_group else "",
+        "<h3>Diffusion versus copy-paste by group of test images</h3>"
+        + _markdown_table_html(group_gains_markdown(versus_copypaste_by_group)) if versus_copypaste_by_group else "",
         '<img src="chart.png" style="max-width:100%">' if summary else "<p>No finished cells yet.</p>",
         *(f"<h3>Per test image, {e['fraction']:.0%} labeled: what each arm gives against what more labels give</h3>"
           + _markdown_table_html(per_image_markdown(e)) + f'<img src="{per_image_chart_name(e)}">' for e in per_image),
