@@ -225,14 +225,15 @@ def gains_markdown(gains: list[dict]) -> str:
         f"| labeled | arm − {base} (paired by seed) | seeds | Δ Dice | Δ AJI | Δ AJI+ | Δ PQ | paper Δ Dice | paper Δ AJI |",
         gains, "+.4f", lambda e: len(e["seeds"]), lambda e: e["paper"])
     with_ci = [e for e in gains if "ci" in e]
-    if not with_ci:
-        return table
-    lines = ["", f"| labeled | arm − {base} | (image × seed) pairs | Δ AJI, 95 % interval | Δ PQ, 95 % interval |",
+    return table + ("\n" + _interval_table(f"arm − {base}", with_ci) if with_ci else "")
+
+
+def _interval_table(column: str, entries: list[dict]) -> str:
+    """Markdown: per entry its fraction, arm, number of pairs and ``_interval_cells``."""
+    lines = [f"| labeled | {column} | (image × seed) pairs | Δ AJI, 95 % interval | Δ PQ, 95 % interval |",
              "|---|---|---|---|---|"]
-    for e in with_ci:
-        ci = e["ci"]
-        lines.append(f"| {e['fraction']:.0%} | {e['arm']} | {ci['n']} | {_interval_cells(ci)} |")
-    return table + "\n".join(lines) + "\n"
+    lines += [f"| {e['fraction']:.0%} | {e['arm']} | {e['ci']['n']} | {_interval_cells(e['ci'])} |" for e in entries]
+    return "\n".join(lines) + "\n"
 
 
 def gaps_to_full(rows: list[dict], full: float = 1.0) -> list[dict]:
@@ -253,10 +254,7 @@ def gaps_to_full(rows: list[dict], full: float = 1.0) -> list[dict]:
 
 def gaps_markdown(entries: list[dict]) -> str:
     full = entries[0]["full"] if entries else 1.0
-    lines = [f"| labeled | arm − {full:.0%} real | (image × seed) pairs | Δ AJI, 95 % interval | Δ PQ, 95 % interval |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {e['fraction']:.0%} | {e['arm']} | {e['ci']['n']} | {_interval_cells(e['ci'])} |" for e in entries]
-    return "\n".join(lines) + "\n"
+    return _interval_table(f"arm − {full:.0%} real", entries)
 
 
 def _interval_cells(ci: dict) -> str:
@@ -483,16 +481,15 @@ def write_experiment_report(out, rows: list[dict], cfg=None, groups: dict[str, s
     table = results_markdown(summary, paper)
     gains = paired_gains(rows, paper)
     # the reviewer's question: does diffusion beat copy-paste (same real subset, same steps)?
-    versus_copypaste = paired_gains(rows, paper, baseline="real+copypaste",
-                                    arms=("real+syn", "real+copypaste+syn"))
+    with_pairs = ("real+syn", "real+copypaste+syn")
+    versus_copypaste = paired_gains(rows, paper, baseline="real+copypaste", arms=with_pairs)
     gaps = gaps_to_full(rows)  # how close each arm comes to all the labels
     from nudiff.data.prepare import load_groups
 
     groups = load_groups(out / "data") if groups is None else groups
     by_group = group_summary(rows, groups) if groups else []
     gains_by_group = group_gains(rows, groups, paper) if groups else []
-    versus_copypaste_by_group = group_gains(rows, groups, paper, "real+copypaste",
-                                            ("real+syn", "real+copypaste+syn")) if groups else []
+    versus_copypaste_by_group = group_gains(rows, groups, paper, "real+copypaste", with_pairs) if groups else []
     fractions = sorted({float(r["fraction"]) for r in rows if float(r["fraction"]) < 1.0})
     # one per-image view per labeled fraction below 100 % that has arms beside its baseline
     per_image = [e for e in (per_image_gains(rows, f) for f in fractions) if e.get("arms")]
