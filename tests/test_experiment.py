@@ -141,6 +141,25 @@ def test_a_finished_but_uncommitted_cell_is_not_counted_as_committed(tmp_path):
     assert not _committed(tmp_path / "results", plan, cell, cell_dir)  # the loop will commit it
 
 
+def test_a_step_timed_before_runs_again_and_times_from_another_process_are_kept(tmp_path):
+    # a filter segmenter whose metrics came from --results has its train time on file but no
+    # model: the time must not stop it from being trained again (it once did, silently)
+    from nudiff.experiment import timed_step
+    from nudiff.utils import read_json, write_json
+
+    path = tmp_path / "timings.json"
+    write_json(path, {"cells/f0.10_real_s0/train": 6248.4})
+    timings = read_json(path)
+    ran = []
+    timed_step(path, timings, "cells/f0.10_real_s0/train", lambda: ran.append(1))
+    write_json(path, {**read_json(path), "f0.10/train_image": 99.0})  # --models-only, meanwhile
+    timed_step(path, timings, "cells/f0.10_real_s0/predict", lambda: ran.append(2))
+    assert ran == [1, 2]
+    saved = read_json(path)
+    assert saved["cells/f0.10_real_s0/train"] < 6248.4 and saved["f0.10/train_image"] == 99.0
+    assert set(saved) == {"cells/f0.10_real_s0/train", "cells/f0.10_real_s0/predict", "f0.10/train_image"}
+
+
 def test_reference_cell_is_fixed_whatever_seeds_a_run_asks_for():
     from nudiff.experiment import Cell, cell_fingerprint, reference_cell
 

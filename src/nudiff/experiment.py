@@ -271,6 +271,21 @@ def _committed(results_dir: Path | None, plan: Plan, cell: Cell, cell_dir: Path)
     return True
 
 
+def timed_step(path: Path, timings: dict, key: str, fn) -> None:
+    """Run one step of a run and record its wall time under ``key`` in ``timings`` and the
+    JSON file ``path`` (merged with the file: another process, ``--models-only``, may share the
+    run folder). The record never decides whether a step runs: every step is guarded by its
+    own outputs (a model folder, a cell's ``metrics.json``), so a step whose outputs are gone
+    while its time is still on file (a filter segmenter whose metrics came from ``--results``)
+    is run again, and its time replaced."""
+    t = time.time()
+    fn()
+    timings[key] = round(time.time() - t, 1)
+    if path.exists():
+        timings.update({k: v for k, v in read_json(path).items() if k not in timings})
+    write_json(path, timings)
+
+
 def run_experiment(plan: Plan, out: Path, test_dir: Path | None = None,
                    data_dirs: list[Path] | None = None, results_dir: Path | None = None,
                    models_only: bool = False) -> Path | None:
@@ -291,17 +306,7 @@ def run_experiment(plan: Plan, out: Path, test_dir: Path | None = None,
     plan.data.fractions = sorted(set(cfg.fractions))
     plan.data.seed = cfg.subset_seed
     timings = read_json(out / "timings.json") if (out / "timings.json").exists() else {}
-
-    def timed(key: str, fn):
-        if key in timings:
-            return
-        t = time.time()
-        fn()
-        timings[key] = round(time.time() - t, 1)
-        # merge with the file: another process (--models-only) may share this run folder
-        if (out / "timings.json").exists():
-            timings.update({k: v for k, v in read_json(out / "timings.json").items() if k not in timings})
-        write_json(out / "timings.json", timings)
+    timed = functools.partial(timed_step, out / "timings.json", timings)
 
     if not (data_dir / "manifest.json").exists():
         _log(f"preparing data from {', '.join(map(str, folders))}")
