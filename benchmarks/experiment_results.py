@@ -82,7 +82,7 @@ def main() -> None:
         (dest / "timings.json").unlink(missing_ok=True)
         return
     done = sum((args.run / "cells" / c.name / "metrics.json").exists() for c in cells)
-    write_text(dest / "timings.md", timings_markdown(read_json(args.run / "timings.json"), done, len(cells)))
+    write_text(dest / "timings.md", timings_markdown(timings, done, len(cells)))
     print((dest / "timings.md").read_text())
 
 
