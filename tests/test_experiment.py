@@ -160,6 +160,43 @@ def test_a_step_timed_before_runs_again_and_times_from_another_process_are_kept(
     assert set(saved) == {"cells/f0.10_real_s0/train", "cells/f0.10_real_s0/predict", "f0.10/train_image"}
 
 
+def test_a_retrained_filter_cell_keeps_its_committed_metrics(tmp_path, monkeypatch):
+    # the filter segmenter of a committed cell is retrained (no model in --results); its new
+    # scores once replaced the committed ones in the run folder, and a report built from it
+    # showed 0.5304 where 0.5289 was committed
+    import functools
+
+    import nudiff.data.prepare
+    import nudiff.metrics
+    import nudiff.segment.predict
+    import nudiff.segment.train
+    from nudiff.experiment import Cell, _committed, _run_cell, cell_fingerprint, timed_step
+    from nudiff.utils import read_json, write_json
+
+    plan, cell = _plan(), Cell(0.1, "real", 0)
+    results, out = tmp_path / "results", tmp_path / "run"
+    committed = {"mean": {"dice": 0.8, "aji": 0.5289, "pq": 0.4816}, "per_image": {}}
+    write_json(results / "cells" / f"{cell.name}.json",
+               {"cell": cell.name, "fingerprint": cell_fingerprint(plan, cell), **committed})
+    trained = []
+    monkeypatch.setattr(nudiff.data.prepare, "load_subset", lambda *a: ["patch"] * 4)
+    monkeypatch.setattr(nudiff.segment.train, "train_segmenter", lambda cfg, folder, *a, **k: (
+        trained.append(folder), (folder / "model").mkdir(parents=True)))
+    monkeypatch.setattr(nudiff.segment.predict, "predict_folder", lambda *a: None)
+    monkeypatch.setattr(nudiff.metrics, "evaluate_folders", lambda *a: {
+        "mean": {"dice": 0.8, "aji": 0.5304, "pq": 0.4830}, "per_image": {}})
+    timed = functools.partial(timed_step, out / "timings.json", {})
+    cell_dir = out / "cells" / cell.name
+
+    assert _committed(results, plan, cell, cell_dir)  # as run_experiment does for the filter cell
+    _run_cell(plan, out, tmp_path / "data", cell, None, None, None, timed, need_model=True)
+    assert trained == [cell_dir]
+    assert read_json(cell_dir / "metrics.json")["mean"]["aji"] == 0.5289
+    assert read_json(cell_dir / "metrics_retrained.json")["mean"]["aji"] == 0.5304
+    _run_cell(plan, out, tmp_path / "data", cell, None, None, None, timed, need_model=True)
+    assert trained == [cell_dir]  # model and metrics here: done
+
+
 def test_reference_cell_is_fixed_whatever_seeds_a_run_asks_for():
     from nudiff.experiment import Cell, cell_fingerprint, reference_cell
 
@@ -288,6 +325,21 @@ def test_demo_runs_the_real_label_recipe_in_three_cells():
     assert names == ["f0.10_real_s0", "f0.10_real+syn_s0", "f1.00_real_s0"]
     assert plan.synthesis.structures == "copypaste" and model_kinds(plan) == ("image",)
     assert plan.synthesis.filter.segmenter == "real"
+
+
+def test_status_says_when_this_machine_would_train_bf16_in_fp32(monkeypatch):
+    from nudiff import utils
+    from nudiff.experiment import precision_note
+
+    plan = _plan(overrides=["synthesis.structures=copypaste"])  # kumar-grid: all bf16
+    monkeypatch.setattr(utils, "native_bf16", lambda device: True)
+    assert precision_note(plan) == ""
+    monkeypatch.setattr(utils, "native_bf16", lambda device: False)
+    note = precision_note(plan)
+    assert "bf16 segmenter, image model would train in fp32" in note  # no structure model here
+    assert "segmenter, image model, structure model would" in precision_note(_plan())  # sampled labels
+    plan.segment.train.precision = plan.image.train.precision = "no"
+    assert precision_note(plan) == ""
 
 
 def test_grid_status_says_where_each_cell_stands(tmp_path, capsys):

@@ -55,6 +55,7 @@ from nudiff.metrics import METRICS
 from nudiff.utils import (
     NudiffError,
     read_json,
+    resolve_precision,
     seed_everything,
     set_threads,
     write_json,
@@ -343,6 +344,8 @@ def run_experiment(plan: Plan, out: Path, test_dir: Path | None = None,
             if plan.synthesis.filter.segmenter == REAL_CELL:
                 ref = reference_cell(cfg, fraction)
                 _log(f"the pair filter scores label fidelity with {ref.name}'s segmenter")
+                # its committed metrics, if any, stay its numbers (a retraining scores apart)
+                _committed(results_dir, plan, ref, out / "cells" / ref.name)
                 _run_cell(plan, out, data_dir, ref, val, test_images_dir, test_labels_dir, timed,
                           need_model=True)
                 if results_dir is not None and not (results_dir / "cells" / f"{ref.name}.json").exists():
@@ -369,6 +372,8 @@ def _commit_cell(results_dir: Path, plan: Plan, cell: Cell, out: Path, timings: 
     write_json(results_dir / "cells" / f"{cell.name}.json", {
         "cell": cell.name, "fraction": cell.fraction, "arm": cell.arm, "seed": cell.seed,
         "segment_steps": plan.segment.train.steps, "minutes": minutes,
+        # what ran: a CPU without native bf16 trains a bf16 configuration in fp32
+        "segment_precision": resolve_precision(plan.segment.train.precision),
         "fingerprint": cell_fingerprint(plan, cell), **report})
 
 
@@ -433,6 +438,25 @@ def status_markdown(rows: list[dict]) -> str:
     lines += [f"| {r['cell']} | {r['state']} | {r.get('pairs', '')} |" for r in rows]
     lines += ["", ", ".join(f"{n} {state}" for state, n in counts.items()) + f" (of {len(rows)} cells)"]
     return "\n".join(lines) + "\n"
+
+
+def precision_note(plan: Plan) -> str:
+    """A line for ``--status`` when this machine would not run the configured bf16 (a CPU that
+    only emulates it trains in fp32: other numbers than committed bf16 cells), else ''."""
+    from nudiff import utils
+    from nudiff.synthesis import REAL_STRUCTURES
+
+    trained = [("segmenter", plan.segment.train.precision)]
+    if any(arm in SYNTHETIC_ARMS for arm in plan.experiment.arms):
+        trained.append(("image model", plan.image.train.precision))
+        if plan.synthesis.structures not in REAL_STRUCTURES:
+            trained.append(("structure model", plan.structure.train.precision))
+    asked = [name for name, precision in trained if precision == "bf16"]
+    if not asked or utils.native_bf16(utils.default_device()):
+        return ""
+    return (f"Here, the bf16 {', '.join(asked)} would train in fp32: this "
+            f"{utils.default_device()} has no native bf16 (AVX512-BF16/AMX). Committed cells "
+            "record the precision their segmenter ran in (segment_precision).\n")
 
 
 def reference_cell(cfg: ExperimentConfig, fraction: float) -> Cell:
@@ -536,7 +560,9 @@ def _run_cell(plan, out, data_dir, cell: Cell, val, test_images_dir, test_labels
               need_model: bool = False) -> None:
     """Train, predict and score one cell; a finished cell is skipped (with ``need_model``, only
     when its model is here too: metrics taken from --results carry no model, so it is retrained,
-    identically for its seed)."""
+    identically for its seed at the same thread count). A retrained cell keeps the metrics it
+    has and writes its new scores to ``metrics_retrained.json``: a report built from the run
+    folder shows the committed numbers."""
     from nudiff.data.dataset import load_folder
     from nudiff.data.prepare import load_subset
     from nudiff.metrics import evaluate_folders
@@ -544,8 +570,10 @@ def _run_cell(plan, out, data_dir, cell: Cell, val, test_images_dir, test_labels
     from nudiff.segment.train import train_segmenter
 
     cell_dir = out / "cells" / cell.name
-    if (cell_dir / "metrics.json").exists() and (not need_model or (cell_dir / "model").is_dir()):
+    metrics_path = cell_dir / "metrics.json"
+    if metrics_path.exists() and (not need_model or (cell_dir / "model").is_dir()):
         return
+    retraining = metrics_path.exists()
     real = load_subset(data_dir, cell.fraction, plan.experiment.subset_seed)
     # Model selection and post-processing thresholds need labeled images the score is not
     # computed on: the validation images when a separate --test is given, else (test = the
@@ -570,9 +598,10 @@ def _run_cell(plan, out, data_dir, cell: Cell, val, test_images_dir, test_labels
         seg_cfg, cell_dir, real, synthetic, selection, resume=(cell_dir / "checkpoints").exists()))
     timed(f"cells/{cell.name}/predict", lambda: predict_folder(cell_dir, test_images_dir, cell_dir / "pred"))
     report = evaluate_folders(cell_dir / "pred", test_labels_dir)
-    write_json(cell_dir / "metrics.json", report)
+    write_json(cell_dir / ("metrics_retrained.json" if retraining else "metrics.json"), report)
     m = report["mean"]
-    _log(f"cell {cell.name}: Dice {m['dice']:.4f} AJI {m['aji']:.4f} PQ {m['pq']:.4f}")
+    _log(f"cell {cell.name}{' (retrained)' if retraining else ''}: "
+         f"Dice {m['dice']:.4f} AJI {m['aji']:.4f} PQ {m['pq']:.4f}")
 
 
 def collect_results(out: Path, cells: list[Cell]) -> list[dict]:
@@ -650,7 +679,7 @@ def _cmd_experiment(args) -> None:
     set_threads(args.threads)
     plan = load_plan(args.config, getattr(args, "set", None))
     if getattr(args, "status", False):
-        print(status_markdown(grid_status(plan, args.out, args.results)), end="")
+        print(status_markdown(grid_status(plan, args.out, args.results)) + precision_note(plan), end="")
         return
     data = args.data
     if data and len(data) == 1 and (data[0] / "train").is_dir() and not (data[0] / "images").is_dir():

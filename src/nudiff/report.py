@@ -493,14 +493,20 @@ def write_experiment_report(out, rows: list[dict], cfg=None, groups: dict[str, s
     fractions = sorted({float(r["fraction"]) for r in rows if float(r["fraction"]) < 1.0})
     # one per-image view per labeled fraction below 100 % that has arms beside its baseline
     per_image = [e for e in (per_image_gains(rows, f) for f in fractions) if e.get("arms")]
-    per_image_md = "".join("\n" + per_image_markdown(e) for e in per_image)
-    write_text(rep / "table.md", table + ("\n" + gains_markdown(gains) if gains else "")
-               + ("\n" + gains_markdown(versus_copypaste) if versus_copypaste else "")
-               + ("\n" + gaps_markdown(gaps) if gaps else "")
-               + ("\n" + group_markdown(by_group) if by_group else "")
-               + ("\n" + group_gains_markdown(gains_by_group) if gains_by_group else "")
-               + ("\n" + group_gains_markdown(versus_copypaste_by_group) if versus_copypaste_by_group else "")
-               + per_image_md)
+    # (HTML title, markdown) of each section that has rows, in the order of both outputs
+    sections = [(title, md) for title, md in [
+        ("Gain over real-only at the same fraction, paired by seed", gains_markdown(gains) if gains else ""),
+        ("Diffusion versus copy-paste, paired by seed",
+         gains_markdown(versus_copypaste) if versus_copypaste else ""),
+        ("Against 100 % labels, paired by test image and seed", gaps_markdown(gaps) if gaps else ""),
+        ("By group of test images", group_markdown(by_group) if by_group else ""),
+        ("Gain over real-only by group of test images",
+         group_gains_markdown(gains_by_group) if gains_by_group else ""),
+        ("Diffusion versus copy-paste by group of test images",
+         group_gains_markdown(versus_copypaste_by_group) if versus_copypaste_by_group else ""),
+    ] if md]
+    write_text(rep / "table.md", table + "".join("\n" + md for _, md in sections)
+               + "".join("\n" + per_image_markdown(e) for e in per_image))
     write_json(rep / "summary.json", {"cells": summary, "gains": gains, "versus_copypaste": versus_copypaste, "gaps_to_full": gaps,
                                       "groups": by_group, "group_gains": gains_by_group,
                                       "group_versus_copypaste": versus_copypaste_by_group,
@@ -530,17 +536,7 @@ def write_experiment_report(out, rows: list[dict], cfg=None, groups: dict[str, s
         "<p>Mean over test images, then mean ± sd over segmenter seeds. Paper: NuDiff Table 1 "
         "(HoVer-Net, MoNuSeg official test set — a different test set and a far larger budget).</p>",
         _markdown_table_html(table),
-        "<h3>Gain over real-only at the same fraction, paired by seed</h3>" + _markdown_table_html(gains_markdown(gains))
-        if gains else "",
-        "<h3>Diffusion versus copy-paste, paired by seed</h3>" + _markdown_table_html(gains_markdown(versus_copypaste))
-        if versus_copypaste else "",
-        "<h3>Against 100 % labels, paired by test image and seed</h3>" + _markdown_table_html(gaps_markdown(gaps))
-        if gaps else "",
-        "<h3>By group of test images</h3>" + _markdown_table_html(group_markdown(by_group)) if by_group else "",
-        "<h3>Gain over real-only by group of test images</h3>"
-        + _markdown_table_html(group_gains_markdown(gains_by_group)) if gains_by_group else "",
-        "<h3>Diffusion versus copy-paste by group of test images</h3>"
-        + _markdown_table_html(group_gains_markdown(versus_copypaste_by_group)) if versus_copypaste_by_group else "",
+        *(f"<h3>{html.escape(title)}</h3>" + _markdown_table_html(md) for title, md in sections),
         '<img src="chart.png" style="max-width:100%">' if summary else "<p>No finished cells yet.</p>",
         *(f"<h3>Per test image, {e['fraction']:.0%} labeled: what each arm gives against what more labels give</h3>"
           + _markdown_table_html(per_image_markdown(e)) + f'<img src="{per_image_chart_name(e)}">' for e in per_image),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import platform
 import random
 import sys
 import tempfile
@@ -94,8 +96,64 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def native_bf16(device) -> bool:
+    """Whether ``device`` computes bf16 in hardware. An x86 CPU needs AVX512-BF16 or AMX; an
+    Arm CPU its BF16 instructions, a GPU compute capability 8.0 or newer. Elsewhere bf16 is
+    emulated: a training step of the grid's networks ran 9-28x slower than fp32 on an AVX2-only
+    EPYC (benchmarks/results/precision_speed.md). A device this cannot tell about counts as
+    native (the configuration is followed)."""
+    import torch
+
+    device = torch.device(device)
+    try:
+        if device.type == "cuda":
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        if device.type != "cpu":
+            return True
+        if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
+            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError, TypeError):  # private torch checks moved or gone
+        return True
+
+
+@functools.cache
+def _warn_emulated_bf16(device: str) -> None:
+    print(f"nudiff: warning: precision bf16 asked for, but this {device} has no native bf16 "
+          "(a CPU needs AVX512-BF16 or AMX) and emulates it many times slower than fp32: running in fp32",
+          file=sys.stderr)
+
+
+def resolve_precision(precision: str, device=None) -> str:
+    """The precision to run: ``precision``, except ``"bf16"`` on a device without native bf16
+    (:func:`native_bf16`), which runs in fp32 (``"no"``) with a one-line warning per process.
+    Numbers then differ from a bf16 run as they do across thread counts; speed does not drop
+    by an order of magnitude."""
+    if precision != "bf16":
+        return precision
+    device = default_device() if device is None else device
+    if native_bf16(device):
+        return precision
+    _warn_emulated_bf16(str(device))
+    return "no"
+
+
+def autocast(device, precision: str) -> contextlib.AbstractContextManager:
+    """Autocast to ``precision`` ("bf16", "fp16"; "no": none) on ``device`` for inference,
+    resolved by :func:`resolve_precision`."""
+    import torch
+
+    device = torch.device(device)
+    precision = resolve_precision(precision, device)
+    if precision in ("bf16", "fp16"):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(device.type, dtype=dtype)
+    return contextlib.nullcontext()
+
+
 def make_accelerator(precision: str):
-    """An ``accelerate.Accelerator`` with this mixed precision ("no", "bf16", "fp16").
+    """An ``accelerate.Accelerator`` with this mixed precision ("no", "bf16", "fp16"), resolved
+    by :func:`resolve_precision` (bf16 on a CPU that only emulates it runs in fp32).
 
     accelerate keeps one process-wide state and refuses a second Accelerator with another
     precision (an experiment trains diffusion models and segmenters in one process): reset it,
@@ -104,6 +162,7 @@ def make_accelerator(precision: str):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
+    precision = resolve_precision(precision)
     if AcceleratorState._shared_state and AcceleratorState().mixed_precision != precision:
         AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(mixed_precision=precision)

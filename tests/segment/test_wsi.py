@@ -95,6 +95,37 @@ def test_a_nucleus_on_a_border_is_kept_by_one_tile():
     assert right.max() == 1 and (right > 0).sum() == 100  # the border nucleus, whole
 
 
+class Jitter:
+    """A stand-in whose n-th call shifts its nuclei ``shifts[n]`` px along x: two tiles that
+    disagree on where a border nucleus lies."""
+
+    def __init__(self, shifts):
+        self.shifts, self.calls = shifts, 0
+
+    def __call__(self, image):
+        dx = self.shifts[self.calls] if self.calls < len(self.shifts) else 0
+        self.calls += 1
+        return np.roll(threshold_predict(image), dx, axis=1)
+
+
+@pytest.mark.parametrize("dx, nuclei", [(2, 1), (5, 2)])
+def test_a_border_nucleus_two_tiles_both_claim_is_kept_once(tmp_path, dx, nuclei):
+    # disc centred on x = 64, the border of the first two cores; tile 0 sees it 2 px left
+    # (centroid in its core), tile 1 sees it 2 px right (centroid in its own): before the
+    # overlap check both kept it. At 5 px each way the two outlines share under half their
+    # area: two nuclei, as the check must not merge neighbours that merely touch.
+    yy, xx = np.mgrid[:64, :192]
+    img = np.full((64, 192, 3), (225, 170, 205), np.uint8)
+    img[(yy - 32) ** 2 + (xx - 64) ** 2 <= 7**2] = (70, 40, 120)
+    path = write_pyramid(tmp_path / "b.tif", img, mpp=0.25, levels=1, tile=32)
+    with open_slide(path) as view:
+        summary = run_tiles(view, settings(path, view), Jitter([-dx, dx]), tmp_path / "o", progress=False)
+    assert summary["n_nuclei"] == nuclei
+    geo = json.loads((tmp_path / "o" / "b.geojson").read_text())
+    xs = sorted(f["properties"]["measurements"]["centroid_x"] for f in geo["features"])
+    assert len(xs) == nuclei and xs[0] == pytest.approx(64.5 - dx, abs=0.01)  # the first tile's (pixel centres)
+
+
 @pytest.mark.parametrize("level", [0, 1])
 def test_stitched_slide_equals_one_image(tmp_path, level):
     img = disc_slide()

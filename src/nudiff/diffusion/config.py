@@ -117,7 +117,8 @@ class TrainConfig:
     grad_clip: max global gradient norm (0 disables).
     ema_decay: EMA of the weights, with warm-up ``min(decay, (1 + n) / (10 + n))``; samplers
         use the EMA weights.
-    precision: ``"bf16"`` / ``"fp16"`` autocast (through accelerate) or ``"no"`` (fp32).
+    precision: ``"bf16"`` / ``"fp16"`` autocast (through accelerate) or ``"no"`` (fp32); bf16
+        on a device without native bf16 runs fp32 (:func:`nudiff.utils.resolve_precision`).
     checkpoint_every / keep_checkpoints: save every N steps, keep the newest K.
     log_every: TensorBoard + CSV row every N steps. sample_every: sample-grid PNG every N steps
         (0 disables; a grid is always drawn at the end).

@@ -14,7 +14,6 @@ large job can be produced in resumable chunks with ``first_index``.
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 from nudiff.diffusion.config import DiffusionConfig
 from nudiff.diffusion.networks import Denoiser, condition_tensor, load_denoiser, null_condition
 from nudiff.diffusion.schedule import make_scheduler
-from nudiff.utils import DataError, default_device, progress_bar
+from nudiff.utils import DataError, autocast, default_device, progress_bar
 
 ModelArg = Denoiser | str | Path
 
@@ -92,7 +91,7 @@ def denoise(
     for t in scheduler.timesteps:
         tb = t.to(device=device, dtype=torch.long).expand(len(x))
         inp = scheduler.scale_model_input(x, t)
-        with _autocast(device, precision):
+        with autocast(device, precision):
             eps = guided_eps(model, inp, tb, cond, guidance_scale)
         x = scheduler.step(eps, t, x, generator=generators).prev_sample
     return x
@@ -120,7 +119,7 @@ def sample_structures(
         size: side in px (default: the training ``patch_size``; the U-Net is convolutional,
             any multiple of 2**(levels-1) works).
         first_index: index of the first sample (for chunked, resumable jobs).
-        precision: ``"bf16"`` for autocast, ``"no"`` for fp32.
+        precision: ``"bf16"`` for autocast (fp32 where bf16 is not native), ``"no"`` for fp32.
     Returns:
         float32 (n, 3, size, size) in codec ranges: semantic [0, 1], h and v [-1, 1].
     """
@@ -221,9 +220,3 @@ def _batches(n: int, batch_size: int, progress: bool, what: str) -> Iterator[tup
             bar.update(hi - lo)
 
 
-def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision == "fp16":
-        return torch.autocast(device.type, dtype=torch.float16)
-    return contextlib.nullcontext()

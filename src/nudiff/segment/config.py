@@ -85,7 +85,9 @@ class TrainConfig:
     lr / weight_decay / warmup_steps / schedule: AdamW, linear warm-up, then cosine to
         ``min_lr_ratio * lr`` (or constant).
     grad_clip: max global gradient norm (0 disables).
-    precision: ``"bf16"`` (autocast; the one switch that helps on CPU), ``"fp16"`` (GPU) or ``"no"``.
+    precision: ``"bf16"`` (autocast; the one switch that helps on a CPU with AVX512-BF16/AMX;
+        one that only emulates bf16 runs fp32: :func:`nudiff.utils.resolve_precision`),
+        ``"fp16"`` (GPU) or ``"no"``.
     seed: seeds weights, batch sampling and augmentation.
     real_ratio: probability that a batch item comes from the real samples rather than the
         synthetic ones, so every arm gets the same number of optimizer steps; ``None``: one

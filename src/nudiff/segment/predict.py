@@ -9,7 +9,6 @@ image give the same output, bit for bit.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from nudiff.report import overlay
 from nudiff.segment.config import SegmentConfig
 from nudiff.segment.model import HV, NP, build_segmenter, image_to_tensor
 from nudiff.structure import DecodeParams, decode, dihedral, dihedral_image
-from nudiff.utils import DataError, default_device, progress_bar
+from nudiff.utils import DataError, autocast, default_device, progress_bar
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
@@ -99,12 +98,7 @@ def predict_structure(
     def network(batch: torch.Tensor) -> torch.Tensor:
         if channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        autocast = (
-            torch.autocast(device.type, dtype=torch.bfloat16)
-            if precision == "bf16"
-            else contextlib.nullcontext()
-        )
-        with autocast:
+        with autocast(device, precision):
             out = model(batch)
         prob = torch.softmax(out[NP].float(), dim=1)[:, 1:2]
         return torch.cat([prob, out[HV].float()], dim=1).contiguous()

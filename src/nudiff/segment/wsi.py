@@ -5,7 +5,9 @@ predicted with a ``margin`` of context on every side (clipped to the region) by 
 per-image predictor (:func:`nudiff.segment.predict.predict_with_config`). A nucleus is kept
 by the one tile whose core holds its centroid, so a nucleus on a tile border is neither cut
 in two nor counted twice (it lies whole inside that tile's window as long as it reaches less
-than ``margin`` px out of the core). Window origins sit on the sliding-window inferer's
+than ``margin`` px out of the core). Two tiles that predict a border nucleus a little
+differently can both place its centroid in their own core: a nucleus lying for half its area
+or more on one an earlier neighbour kept is dropped (:func:`drop_claimed`). Window origins sit on the sliding-window inferer's
 stride, so that inside the core the network sees the same 256-px windows as it would on the
 region as one image.
 
@@ -86,6 +88,32 @@ def keep_core_instances(instance_map: np.ndarray, core: tuple[int, int, int, int
     x, y, w, h = core
     keep = ids[(cx >= x - 0.5) & (cx < x + w - 0.5) & (cy >= y - 0.5) & (cy < y + h - 0.5)]
     return relabel(np.where(np.isin(inst, keep), inst, 0))
+
+
+def drop_claimed(
+    kept: np.ndarray,
+    window: tuple[int, int, int, int],
+    claimed: list[tuple[np.ndarray, tuple[int, int, int, int]]],
+    min_overlap: float = 0.5,
+) -> np.ndarray:
+    """``kept`` (a tile's nuclei, ids 1..k, in ``window`` = x, y, w, h) without those that lie
+    for ``min_overlap`` or more of their area on nuclei already kept by earlier tiles
+    (``claimed``: their label crops and windows). Two tiles that predict one border nucleus a
+    little differently can each put its centroid in their own core; the first keeps it."""
+    x, y, w, h = window
+    taken = np.zeros(kept.shape, bool)
+    for labels, (cx, cy, cw, ch) in claimed:
+        x0, y0, x1, y1 = max(x, cx), max(y, cy), min(x + w, cx + cw), min(y + h, cy + ch)
+        if x0 < x1 and y0 < y1:
+            taken[y0 - y : y1 - y, x0 - x : x1 - x] |= labels[y0 - cy : y1 - cy, x0 - cx : x1 - cx] > 0
+    n = int(kept.max(initial=0))
+    if not n or not taken.any():
+        return kept
+    area = np.bincount(kept.ravel(), minlength=n + 1)
+    on_taken = np.bincount(kept[taken], minlength=n + 1)
+    drop = np.flatnonzero(on_taken >= min_overlap * np.maximum(area, 1))
+    drop = drop[drop > 0]
+    return relabel(np.where(np.isin(kept, drop), 0, kept)) if drop.size else kept
 
 
 def nucleus_features(
@@ -224,12 +252,16 @@ def run_tiles(
     todo = [k for k in tiles if _has_tissue(mask, t, k.core)]
     tile_dir = out / "tiles"
     pending = [k for k in todo if not (tile_dir / f"{k.name}.npz").exists()]
+    grid = {(k.row, k.col): k for k in tiles}
     bar = progress_bar(pending, desc="tiles", unit="tile", disable=not progress)
     for k in bar:
         image = view.read(*k.window)
         x, y, _, _ = k.window
         core = (k.core[0] - x, k.core[1] - y, k.core[2], k.core[3])
         kept = keep_core_instances(predict(image), core)
+        kept = drop_claimed(kept, k.window, [(load_tile(path)["labels"], k2.window)
+                                             for k2 in _earlier_neighbours(grid, k)
+                                             if (path := tile_dir / f"{k2.name}.npz").exists()])
         feats = nucleus_features(kept, (x, y), view.scale, view.mpp, Path(settings.slide).stem)
         patch = _overlay_patch(image, kept, core, k.core, t)
         _save_tile(tile_dir / f"{k.name}.npz", kept, k, feats, patch)
@@ -251,6 +283,14 @@ def run_tiles(
     }
     write_json(out / MANIFEST, summary)
     return summary
+
+
+def _earlier_neighbours(grid: dict[tuple[int, int], Tile], k: Tile) -> list[Tile]:
+    """The tiles before ``k`` (row by row) whose cores touch its core (``grid``: tiles by
+    (row, col)): the only ones that can hold a nucleus whose centroid ``k`` also places in its
+    own core."""
+    spots = [(k.row, k.col - 1), (k.row - 1, k.col - 1), (k.row - 1, k.col), (k.row - 1, k.col + 1)]
+    return [grid[rc] for rc in spots if rc in grid]
 
 
 def peak_rss_mib() -> float:
