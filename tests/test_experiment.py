@@ -115,6 +115,8 @@ def test_committed_cells_are_taken_or_refused(tmp_path):
     plan.segment.train.steps = 10
     with pytest.raises(NudiffError, match="another configuration"):
         _committed(results, plan, cell, tmp_path / "other" / "cells" / cell.name)
+    with pytest.raises(NudiffError, match="another configuration"):  # finished here as well
+        _committed(results, plan, cell, run / "cells" / cell.name)
 
 
 def test_overrides_set_nested_keys_and_are_checked():

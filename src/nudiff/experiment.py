@@ -254,19 +254,21 @@ def _committed(results_dir: Path | None, plan: Plan, cell: Cell, cell_dir: Path)
     """Take a cell's metrics from ``results_dir`` when they are there (same fingerprint).
 
     A cell finished in this run but not yet in ``results_dir`` (a run stopped between the two
-    writes) counts as not done, so the loop (which skips its training) commits it."""
+    writes) counts as not done, so the loop (which skips its training) commits it. A committed
+    cell of another configuration is refused, whether or not this run has finished the cell
+    too (the report would show one configuration's numbers, the results folder another's)."""
     if results_dir is None:
         return (cell_dir / "metrics.json").exists()
     path = results_dir / "cells" / f"{cell.name}.json"
     if not path.exists():
         return False
-    if (cell_dir / "metrics.json").exists():
-        return True
     saved = read_json(path)
     if saved.get("fingerprint") not in cell_fingerprints(plan, cell):
         raise NudiffError(f"{path}: computed with another configuration (fingerprint "
                           f"{saved.get('fingerprint')} != {cell_fingerprint(plan, cell)}); "
                           "move it away or use another --results folder")
+    if (cell_dir / "metrics.json").exists():
+        return True
     write_json(cell_dir / "metrics.json", saved)
     _log(f"cell {cell.name}: taken from {path}")
     return True
