@@ -140,7 +140,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             ema.update(accelerator.unwrap_model(model))
             if time_is_up(clock, accelerator):  # the budget is spent: this step is the last
-                end = step
+                end = bar.total = step
 
             running += loss.item()
             count += 1
