@@ -1,6 +1,8 @@
 """End to end on tiny models: train both diffusion models a few steps, synthesize, check the
 paired dataset, its manifest, determinism and resume."""
 
+import argparse
+
 import numpy as np
 import pytest
 import torch
@@ -358,3 +360,59 @@ def test_structures_copypaste_synthesizes_on_pasted_real_labels(models, tmp_path
     assert max(p.instance_map.max() for p in load_folder(tmp_path / "cli", progress=False)) == 1
     # a structure model the labels would not come from is an error, not silently ignored
     assert main([*argv[:-1], str(tmp_path / "cli2"), "--structure-model", str(i)]) == 2
+
+
+def test_synthesize_writes_each_format_with_the_same_pairs(models, tmp_path):
+    import scipy.io
+
+    from nudiff.data.formats import read_pair
+    from nudiff.structure import relabel
+
+    s, i = models
+    png = synthesize(s, i, tmp_path / "png", _syn_cfg(n=2))
+    hv = synthesize(s, i, tmp_path / "hv", _syn_cfg(n=2), pair_format="hovernet")
+    npy = synthesize(s, i, tmp_path / "npy", _syn_cfg(n=2), pair_format="npy")
+    assert (png["format"], hv["format"], npy["format"]) == ("png", "hovernet", "npy")
+    assert hv["samples"] == png["samples"] == npy["samples"]
+    for sample in png["samples"].values():
+        name = sample["name"]
+        image, inst, _ = read_pair(tmp_path / "png", name, "png")
+        mat = scipy.io.loadmat(tmp_path / "hv" / "Labels" / f"{name}.mat")
+        assert mat["inst_map"].dtype == np.int32 and (mat["inst_map"] == relabel(inst)).all()
+        assert mat["inst_centroid"].shape == (relabel(inst).max(), 2) and "type_map" not in mat
+        assert read_pair(tmp_path / "hv", name, "hovernet")[0].tolist() == image.tolist()
+        assert (np.load(tmp_path / "npy" / "images" / f"{name}.npy") == image).all()
+        assert (np.load(tmp_path / "npy" / "labels" / f"{name}.npy") == inst).all()
+    for out in ("hv", "npy"):
+        assert (tmp_path / out / "mosaic.png").exists() and not (tmp_path / out / "labels" / "syn_00000.png").exists()
+
+
+def test_synthesize_format_refusals_write_nothing(models, tmp_path):
+    from nudiff.synthesis import register
+
+    s, i = models
+    synthesize(s, i, tmp_path / "hv", _syn_cfg(n=1), pair_format="hovernet")
+    before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "hv").rglob("*"))
+    with pytest.raises(NudiffError, match="manifest.json: pairs written as hovernet, not npy"):
+        synthesize(s, i, tmp_path / "hv", _syn_cfg(n=2), pair_format="npy")  # resume in another format
+    assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "hv").rglob("*")) == before
+    filtered = _syn_cfg(n=1)
+    filtered.filter.real_percentiles = (5, 95)
+    with pytest.raises(NudiffError, match="pair filter reads and writes png pairs, not hovernet"):
+        synthesize(s, i, tmp_path / "f", filtered, real_dir=tmp_path, pair_format="hovernet")
+    with pytest.raises(NudiffError, match="unknown format 'tif'"):
+        synthesize(s, i, tmp_path / "g", _syn_cfg(n=1), pair_format="tif")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hv"]
+
+    parser = argparse.ArgumentParser(prog="nudiff")
+    register(parser.add_subparsers())
+    argv = ["synthesize", "--structure-model", str(s), "--image-model", str(i), "--out", str(tmp_path / "c")]
+    assert parser.parse_args(argv).pair_format == "png"
+    assert parser.parse_args(argv + ["--format", "npy"]).pair_format == "npy"
+    with pytest.raises(SystemExit):
+        parser.parse_args(argv + ["--format", "tif"])
+    args = parser.parse_args(["synthesize", "--filter-only", str(tmp_path / "hv"), "--out", str(tmp_path / "c"),
+                              "--format", "npy"])
+    with pytest.raises(NudiffError, match="pair filter reads and writes png pairs, not npy"):
+        args.func(args)
+    assert not (tmp_path / "c").exists()

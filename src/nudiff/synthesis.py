@@ -9,8 +9,13 @@ Output (the layout the data layer reads)::
     OUT/images/syn_00000.png   RGB uint8, at the source resolution (model output / data.scale)
     OUT/labels/syn_00000.png   16-bit instance map
     OUT/structures/syn_00000.npy  the raw sampled structure (float32 (3, h, w), model scale)
-    OUT/manifest.json          checkpoints, seed, sampler, steps, guidance, filter counts
+    OUT/manifest.json          checkpoints, seed, sampler, steps, guidance, filter counts, format
     OUT/mosaic.png             synthetic pairs (image | overlay) beside real ones
+
+``--format hovernet`` writes the pairs as OUT/Images/<name>.png + OUT/Labels/<name>.mat
+(``inst_map``, ``inst_centroid``), ``--format npy`` as OUT/images/<name>.npy (uint8 (H, W, 3))
++ OUT/labels/<name>.npy (int32 (H, W)); ``nudiff data convert OUT --to FORMAT --out DIR``
+turns one into another (docs/synthetic-formats.md). nudiff's own stages read the png layout.
 
 With a pair filter (``FilterConfig.segmenter`` / ``real_percentiles``; off by default), the
 sampled pairs go to ``OUT/unfiltered/`` (the layout above) and the kept ones to ``OUT``, with
@@ -33,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nudiff.data.formats import PAIR_FORMATS
 from nudiff.data.stain import STAIN_METHODS, normalize_stain
 from nudiff.structure import DecodeParams, decode, encode
 from nudiff.utils import DataError, NudiffError, progress_bar, read_json, write_json
@@ -249,14 +255,17 @@ def check_same_config(manifest_path: Path, cfg: SynthesisConfig, any_segmenter: 
 
 
 def synthesize(structure_run: Path | None, image_run: Path, out: Path, cfg: SynthesisConfig,
-               real_dir: Path | None = None) -> dict:
-    """Write ``cfg.n`` accepted synthetic pairs to ``out``; returns the manifest.
+               real_dir: Path | None = None, pair_format: str = "png") -> dict:
+    """Write ``cfg.n`` accepted synthetic pairs to ``out`` in ``pair_format`` (one of
+    :data:`nudiff.data.formats.PAIR_FORMATS`); returns the manifest.
 
     With a pair filter on (``cfg.filter.filters_pairs``), the sampled pairs go to
-    ``out/unfiltered`` and :func:`nudiff.quality.filter.filter_pairs` copies the kept ones to ``out``.
+    ``out/unfiltered`` and :func:`nudiff.quality.filter.filter_pairs` copies the kept ones to ``out``
+    (png only: convert the filtered folder with ``nudiff data convert``).
     """
+    _check_pair_format(pair_format, cfg.filter.filters_pairs)
     if not cfg.filter.filters_pairs:
-        return _sample_pairs(structure_run, image_run, Path(out), cfg, real_dir)
+        return _sample_pairs(structure_run, image_run, Path(out), cfg, real_dir, pair_format)
     from nudiff.quality.filter import check_filter, filter_pairs
 
     out = Path(out)
@@ -266,7 +275,8 @@ def synthesize(structure_run: Path | None, image_run: Path, out: Path, cfg: Synt
     raw_filter = replace(cfg.filter, segmenter=None, min_fidelity=None, keep_top=None, real_percentiles=None)
     raw = _sample_pairs(structure_run, image_run, out / "unfiltered", replace(cfg, n=n_sampled, filter=raw_filter),
                         real_dir)
-    header = {k: raw[k] for k in ("structure_model", "image_model", "scale", "structure_scale") if k in raw}
+    header = {k: raw[k] for k in ("structure_model", "image_model", "scale", "structure_scale", "format")
+              if k in raw}
     header |= {"config": asdict(cfg)}
     manifest = filter_pairs(out / "unfiltered", out, cfg.filter, real_dir, n_keep=cfg.n, header=header)
     if manifest["n_accepted"]:
@@ -274,15 +284,26 @@ def synthesize(structure_run: Path | None, image_run: Path, out: Path, cfg: Synt
     return manifest
 
 
+def _check_pair_format(pair_format: str, filtered: bool) -> None:
+    if pair_format not in PAIR_FORMATS:
+        raise NudiffError(f"synthesize: unknown format {pair_format!r}; use one of {', '.join(PAIR_FORMATS)}")
+    if filtered and pair_format != "png":
+        raise NudiffError(f"synthesize: the pair filter reads and writes png pairs, not {pair_format}; filter "
+                          f"with --format png, then `nudiff data convert OUT --to {pair_format} --out DIR`")
+
+
 def _sample_pairs(structure_run: Path | None, image_run: Path, out: Path, cfg: SynthesisConfig,
-                  real_dir: Path | None = None) -> dict:
+                  real_dir: Path | None = None, pair_format: str = "png") -> dict:
     """Sample, decode, check and write ``cfg.n`` pairs (the unfiltered synthesis)."""
-    from nudiff.data.io import write_image, write_instance_map
+    from nudiff.data.formats import write_pair
     from nudiff.diffusion.data import resize_images, resize_instance_maps
     from nudiff.diffusion.sample import load_model, sample_images, sample_structures
 
     manifest_path = out / "manifest.json"
     manifest = check_same_config(manifest_path, cfg)
+    if manifest is not None and manifest.get("format", "png") != pair_format:
+        raise NudiffError(f"{manifest_path}: pairs written as {manifest.get('format', 'png')}, not {pair_format}; "
+                          "use a new --out (or `nudiff data convert`)")
     normalizer = _stain_normalizer(cfg.stain, real_dir)
     image_model, i_cfg = load_model(image_run)
     from_subset = cfg.structures in REAL_STRUCTURES
@@ -303,7 +324,7 @@ def _sample_pairs(structure_run: Path | None, image_run: Path, out: Path, cfg: S
             draw_label = partial(subset_window, label_maps, full_side)
     header = {
         "structure_model": None if from_subset else str(structure_run), "image_model": str(image_run),
-        "config": asdict(cfg), "scale": image_scale, "structure_scale": scale,
+        "config": asdict(cfg), "scale": image_scale, "structure_scale": scale, "format": pair_format,
     }
     (out / "structures").mkdir(parents=True, exist_ok=True)
     samples: dict = dict(manifest["samples"]) if manifest else {}
@@ -349,8 +370,7 @@ def _sample_pairs(structure_run: Path | None, image_run: Path, out: Path, cfg: S
                 else:  # full-size labels already: the subset window's own, or upsampled structures
                     image_full, inst_full = resize_images(image[None], 1 / image_scale)[0], exact
                 image_full = normalize_stain(image_full, normalizer)
-                write_image(out / "images" / f"{name}.png", image_full)
-                write_instance_map(out / "labels" / f"{name}.png", inst_full)
+                write_pair(out, name, image_full, inst_full, pair_format)
                 # the sampled structure (subset windows: the condition the image was drawn on)
                 np.save(out / "structures" / f"{name}.npy", condition if raw is None else raw)
                 samples[str(i)] = {"name": name, "n_nuclei": int((inst if exact is None else exact).max())}
@@ -401,18 +421,19 @@ def _write_manifest(path: Path, header: dict, samples: dict, rejected: dict, sec
 
 
 def write_mosaic(out: Path, real_dir: Path | None = None, n: int = 8) -> Path:
-    """mosaic.png: rows of (image | overlay) for synthetic pairs, then real ones."""
+    """mosaic.png: rows of (image | overlay) for synthetic pairs (in any pair format), then real ones."""
     from nudiff.data.dataset import find_pairs, load_pair
+    from nudiff.data.formats import detect_pair_format, pair_names, read_pair
     from nudiff.data.io import write_image
     from nudiff.report import hstack, mosaic, overlay
 
     tiles = []
-    syn = find_pairs(out)[:n]
+    pair_format = detect_pair_format(out)
     size = None
-    for p in syn:
-        s = load_pair(p)
-        size = s.image.shape[0]
-        tiles.append(hstack([s.image, overlay(s.image, s.instance_map, (0, 255, 0))], gap=1))
+    for name in pair_names(out, pair_format)[:n]:
+        image, inst, _ = read_pair(out, name, pair_format)
+        size = image.shape[0]
+        tiles.append(hstack([image, overlay(image, inst, (0, 255, 0))], gap=1))
     if real_dir is not None and size is not None:
         for p in find_pairs(real_dir)[:n]:
             s = load_pair(p)
@@ -447,6 +468,10 @@ def register(sub) -> None:
     p.add_argument("-n", type=int, default=None, help="number of pairs (default: config)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--format", choices=PAIR_FORMATS, default="png", dest="pair_format",
+                   help="how the pairs are written: png (images/ + labels/, what nudiff reads), hovernet "
+                   "(Images/*.png + Labels/*.mat with inst_map, inst_centroid) or npy (images/*.npy + "
+                   "labels/*.npy); see docs/synthetic-formats.md")
     p.add_argument("--config", type=Path, default=None, help="YAML with a `synthesis` section")
     p.add_argument("--sampler", choices=("ddpm", "ddim", "dpmsolver++"), default=None)
     p.add_argument("--steps", type=int, default=None)
@@ -504,6 +529,7 @@ def _cmd_synthesize(args) -> None:
     if args.filter_only is not None:
         from nudiff.quality.filter import filter_pairs
 
+        _check_pair_format(args.pair_format, filtered=True)
         m = filter_pairs(args.filter_only, args.out, cfg.filter, args.real)
         if m["n_accepted"]:
             write_mosaic(args.out, args.real)
@@ -514,6 +540,6 @@ def _cmd_synthesize(args) -> None:
         raise NudiffError("synthesize: --structure-model and --image-model are required (--image-model "
                           "and --real with --structures subset or copypaste; or --filter-only SYN_DIR)")
     else:
-        m = synthesize(args.structure_model, args.image_model, args.out, cfg, args.real)
+        m = synthesize(args.structure_model, args.image_model, args.out, cfg, args.real, args.pair_format)
     print(f"{m['n_accepted']} pairs in {args.out} ({m['n_rejected']} rejected: "
           f"{m['rejected_by_reason']}); mosaic: {args.out / 'mosaic.png'}")

@@ -6,7 +6,7 @@ import pytest
 
 from nudiff.data.cli import register
 from nudiff.data.io import read_instance_map, write_image
-from nudiff.utils import DataError, read_json
+from nudiff.utils import DataError, NudiffError, read_json
 
 SUBCOMMANDS = ["prepare", "convert", "patches", "subset", "export-geojson"]
 
@@ -82,3 +82,37 @@ def test_convert_and_export_geojson(tmp_path):
     run(["data", "export-geojson", str(label), "--out", str(tmp_path / "gj")])
     data = json.loads((tmp_path / "gj/a.geojson").read_text())
     assert len(data["features"]) == 1
+
+
+def test_convert_a_paired_folder_to_another_format(tmp_path, make_folder, capsys):
+    import scipy.io
+
+    from nudiff.structure import relabel
+
+    src = make_folder(tmp_path / "png", ["a", "b"], shape=(40, 40), n_nuclei=4)
+    run(["data", "convert", str(src), "--to", "hovernet", "--out", str(tmp_path / "hv")])
+    assert "2 pairs" in capsys.readouterr().out
+    mat = scipy.io.loadmat(tmp_path / "hv/Labels/a.mat")
+    # ids renumbered 1..N (the fixture's discs may hide one), so that inst_centroid row k is id k + 1
+    assert (mat["inst_map"] == relabel(read_instance_map(src / "labels/a.png"))).all()
+    assert read_json(tmp_path / "hv/manifest.json")["format"] == "hovernet"
+    # the old modes are untouched, and the two do not mix
+    with pytest.raises(NudiffError, match="FOLDER --to FORMAT --out DIR, not --images"):
+        run(["data", "convert", str(src), "--to", "npy", "--images", str(src), "--out", str(tmp_path / "x")])
+    with pytest.raises(NudiffError, match="FOLDER --to FORMAT"):
+        run(["data", "convert", str(src), "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit):
+        parse(["data", "convert", str(src), "--to", "tiff", "--out", str(tmp_path / "x")])
+
+
+def test_convert_bad_pair_is_one_line_and_writes_nothing(tmp_path, make_folder):
+    import scipy.io
+
+    src = make_folder(tmp_path / "png", ["a"], shape=(40, 40), n_nuclei=4)
+    run(["data", "convert", str(src), "--to", "hovernet", "--out", str(tmp_path / "hv")])
+    scipy.io.savemat(tmp_path / "hv/Labels/a.mat", {"type_map": np.zeros((40, 40), np.int32)})
+    with pytest.raises(DataError) as e:  # the CLI prints a NudiffError as "nudiff: error: <message>"
+        run(["data", "convert", str(tmp_path / "hv"), "--to", "npy", "--out", str(tmp_path / "npy")])
+    assert "\n" not in str(e.value) and str(e.value).startswith(str(tmp_path / "hv/Labels/a.mat"))
+    assert "no 'inst_map' in .mat file" in str(e.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hv", "png"]

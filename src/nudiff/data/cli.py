@@ -12,7 +12,7 @@ from pathlib import Path
 
 from nudiff.config import load_config
 from nudiff.data.dataset import load_folders, raise_problems
-from nudiff.data.formats import read_monuseg_xml, write_geojson
+from nudiff.data.formats import PAIR_FORMATS, convert_pairs, read_monuseg_xml, write_geojson
 from nudiff.data.io import (
     IMAGE_SUFFIXES,
     read_image,
@@ -88,9 +88,15 @@ def run_prepare(args: argparse.Namespace) -> None:
 def _add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert",
-        help="MoNuSeg XML or QuPath GeoJSON + slide -> paired folder with 16-bit instance maps",
+        help="MoNuSeg XML or QuPath GeoJSON + slide -> paired folder with 16-bit instance maps; "
+        "a paired (e.g. synthetic) folder -> png, hovernet or npy pairs",
         formatter_class=RAW,
         description=(
+            "Paired folder (--to): copy FOLDER (a synthetic folder of any format, or images/ +\n"
+            "labels/) into the new folder --out as png (images/ + labels/), hovernet (Images/*.png\n"
+            "+ Labels/*.mat: inst_map, inst_centroid) or npy (images/*.npy + labels/*.npy) pairs,\n"
+            "keeping its manifest with the new format (docs/synthetic-formats.md). A problem names\n"
+            "the file in one line and leaves nothing behind.\n"
             "MoNuSeg/Kumar XML: rasterise <xml-dir>/<name>.xml for every <images>/<name>.*\n"
             "(later polygons overwrite earlier ones, ids 1..N).\n"
             "QuPath GeoJSON: for every annotated region (a top-level QuPath annotation around\n"
@@ -98,7 +104,8 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
             "rasterise the nuclei the same way; nucleus classes go to <out>/types.json.\n"
             "Both write <out>/images/<name>.png and <out>/labels/<name>.png. Every problem is\n"
             "listed, one line each, and then nothing is written.\n\n"
-            "example:\n  nudiff data convert --xml-dir MoNuSeg/Annotations "
+            "example:\n  nudiff data convert runs/syn10 --to hovernet --out runs/syn10-hovernet\n"
+            "  nudiff data convert --xml-dir MoNuSeg/Annotations "
             "--images MoNuSeg/Tissue_Images --out data/monuseg-train\n"
             "  nudiff data convert --geojson slide1.geojson --slide slide1.svs --out data/mine\n"
             "  nudiff data convert --geojson exports/ --slide slides/ --mpp 0.5 --out data/mine\n"
@@ -106,6 +113,9 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
             "--slide s.ndpi --out data/mine"
         ),
     )
+    p.add_argument("folder", nargs="?", type=Path, metavar="FOLDER",
+                   help="paired folder to convert (with --to)")
+    p.add_argument("--to", choices=PAIR_FORMATS, help="format to write FOLDER's pairs in")
     p.add_argument("--xml-dir", type=Path, help="MoNuSeg/Kumar XML folder (with --images)")
     p.add_argument("--images", type=Path, help="images annotated by --xml-dir")
     p.add_argument(
@@ -124,6 +134,8 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> None:
+    if args.folder is not None or args.to is not None:
+        return run_convert_pairs(args)
     if args.geojson is not None or args.slide is not None:
         return run_convert_geojson(args)
     if args.xml_dir is None or args.images is None:
@@ -149,6 +161,16 @@ def run_convert(args: argparse.Namespace) -> None:
         problems.append(f"{args.images}: no images found")
     raise_problems(args.images, problems)
     print(f"{len(images)} images converted -> {args.out}")
+
+
+def run_convert_pairs(args: argparse.Namespace) -> None:
+    others = [f"--{k.replace('_', '-')}" for k in ("xml_dir", "images", "geojson", "slide", "regions", "level", "mpp")
+              if getattr(args, k) is not None]
+    if args.folder is None or args.to is None or others:
+        raise NudiffError("data convert: a paired folder takes FOLDER --to FORMAT --out DIR"
+                          + (f", not {' '.join(others)}" if others else ""))
+    manifest = convert_pairs(args.folder, args.out, args.to)
+    print(f"{manifest['n_pairs']} pairs -> {args.out} ({args.to})")
 
 
 def run_convert_geojson(args: argparse.Namespace) -> None:
