@@ -28,7 +28,14 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from nudiff.experiment import cell_fingerprint, cells_of, load_plan, write_subset_folder
+from nudiff.experiment import (
+    ResultsLayout,
+    RunLayout,
+    cell_fingerprint,
+    cells_of,
+    load_plan,
+    write_subset_folder,
+)
 from nudiff.utils import read_json, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +75,7 @@ def prepare(data_out: Path, dest: Path, structure: Path | None = None, seg: Path
 
 
 def unpack(came_back: Path, run: Path, results: Path) -> None:
-    target = run / "diffusion" / "f0.10"
+    target = RunLayout(run).diffusion(0.1)
     target.mkdir(parents=True, exist_ok=True)
     for tar in sorted(came_back.glob("*.tar")):
         dest = results / "device" if tar.name == "logs.tar" else target
@@ -78,16 +85,16 @@ def unpack(came_back: Path, run: Path, results: Path) -> None:
     if (came_back / "run.log").exists():
         shutil.copy(came_back / "run.log", results / "device" / "run.log")
     grid, gpu = load_plan(GRID), load_plan(GPU)
-    cells = results / "cells"
-    cells.mkdir(parents=True, exist_ok=True)
+    grid_results, here = ResultsLayout(RESULTS / "kumar-grid"), ResultsLayout(results)
+    here.cells.mkdir(parents=True, exist_ok=True)
     for cell in cells_of(gpu.experiment):
         if cell.arm != "real":
             continue
-        src = RESULTS / "kumar-grid" / "cells" / f"{cell.name}.json"
+        src = grid_results.cell(cell)
         saved = read_json(src)
         if not saved["fingerprint"] == cell_fingerprint(grid, cell) == cell_fingerprint(gpu, cell):
             raise SystemExit(f"{src}: its fingerprint does not hold under {GPU.name}: the real cells differ")
-        write_json(cells / src.name, saved)
+        write_json(here.cell(cell), saved)
         print(f"{src.name}: the grid's cell, same fingerprint under {GPU.name}")
 
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pair_ablation import committed_rows, segmenter_columns  # sibling script
+from pair_ablation import segmenter_columns  # sibling script
 
-from nudiff.report import paired_gains
+from nudiff.experiment import ResultsLayout, committed_rows, paired_gains, paired_interval
 from nudiff.utils import read_json, write_json, write_text
 
 RESULTS = Path(__file__).parent / "results"
@@ -97,8 +97,6 @@ def arm_rows(results: Path, name: str) -> list[dict]:
 def contrasts(results: Path) -> list[dict]:
     """Each ``CONTRASTS`` pair over the (test image, seed) pairs both have: AJI and PQ of a − b,
     mean and 95 % interval, and the per-seed AJI differences."""
-    from nudiff.report import paired_interval
-
     out = []
     for a, b in CONTRASTS:
         rows_a, rows_b = arm_rows(results, a), arm_rows(results, b)
@@ -119,10 +117,11 @@ def collect(results: Path) -> dict[str, dict]:
     out = {}
     for name, (folder, arm, _) in RECIPES.items():
         quality = results / folder / "quality" / "quality.json"
+        has_cells = ResultsLayout(results / folder).cells.is_dir()
         row = {"folder": folder, "arm": arm,
                "quality": read_json(quality) if quality.exists() and arm == "real+syn" else {},
-               "gain": gain(results / folder, arm) if (results / folder / "cells").is_dir() else {}}
-        if arm == "real+syn" and (results / folder / "cells").is_dir():
+               "gain": gain(results / folder, arm) if has_cells else {}}
+        if arm == "real+syn" and has_cells:
             row["tstr_aji_ratio"] = segmenter_columns(results / folder).get("tstr_aji_ratio")
         if row["quality"] or row["gain"]:
             out[name] = row

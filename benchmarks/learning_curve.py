@@ -21,8 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from nudiff.experiment import load_plan, run_experiment
-from nudiff.report import paired_interval
+from nudiff.experiment import (
+    RunLayout,
+    committed_records,
+    load_plan,
+    paired_interval,
+    record_rows,
+    run_experiment,
+)
 from nudiff.utils import atomic_path, set_threads, write_json, write_text
 
 METRICS = ("dice", "aji", "pq")
@@ -36,11 +42,11 @@ def run_budget(config: Path, steps: int, fractions: list[float], seeds: list[int
     plan.experiment.seeds, plan.experiment.seeds_by_fraction = seeds, {}
     plan.segment.train.steps = steps
     plan.segment.train.val_every = plan.segment.train.checkpoint_every = min(500, steps // 2)
-    run = out / f"steps{steps}"
-    if data is not None and not (run / "data").exists():
-        run.mkdir(parents=True, exist_ok=True)
-        os.symlink(data.resolve(), run / "data")
-    run_experiment(plan, run, results_dir=results / f"steps{steps}")
+    run = RunLayout(out / f"steps{steps}")
+    if data is not None and not run.data.exists():
+        run.root.mkdir(parents=True, exist_ok=True)
+        os.symlink(data.resolve(), run.data)
+    run_experiment(plan, run.root, results_dir=results / f"steps{steps}")
 
 
 def summarise(rows: list[dict], low: float, high: float) -> list[dict]:
@@ -129,18 +135,9 @@ def main() -> None:
 
 
 def all_committed_rows(results: Path) -> list[dict]:
-    return [r for folder in sorted(results.glob("steps*")) for r in committed_rows(folder)]
-
-
-def committed_rows(folder: Path) -> list[dict]:
-    from nudiff.utils import read_json
-
-    rows = []
-    for path in sorted((folder / "cells").glob("*.json")):
-        c = read_json(path)
-        rows += [{"fraction": c["fraction"], "arm": c["arm"], "seed": c["seed"], "image": image,
-                  "steps": c["segment_steps"]} | m for image, m in c["per_image"].items()]
-    return rows
+    """The committed per-image rows of every budget's results folder, each with its ``steps``."""
+    return [row | {"steps": cell["segment_steps"]} for folder in sorted(results.glob("steps*"))
+            for cell in committed_records(folder) for row in record_rows(cell)]
 
 
 def write_summary(rows: list[dict], low: float, high: float, args) -> None:

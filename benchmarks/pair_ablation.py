@@ -27,7 +27,7 @@ import shutil
 import time
 from pathlib import Path
 
-from nudiff.experiment import load_plan
+from nudiff.experiment import committed_rows, load_plan, paired_gains
 from nudiff.utils import read_json, set_threads, write_json, write_text
 
 # name -> how it is made: synthesis overrides, or a post-pass over another variant's set
@@ -125,19 +125,8 @@ def assess_variant(name: str, folder: Path, minutes: float, args) -> dict:
     return a.metrics
 
 
-def committed_rows(results_dir: Path, fraction: float = 0.1) -> list[dict]:
-    """One row per (cell, test image) of the committed cells at ``fraction`` of an experiment's
-    ``--results`` folder (``cells/*.json``), as ``nudiff.report.paired_gains`` takes them."""
-    rows = []
-    for path in sorted((results_dir / "cells").glob(f"f{fraction:.2f}_*.json")):
-        cell = read_json(path)
-        rows += [{"fraction": cell["fraction"], "arm": cell["arm"], "seed": cell["seed"], "image": image} | m
-                 for image, m in cell["per_image"].items()]
-    return rows
-
-
 def gain_columns(g: dict) -> dict:
-    """One ``nudiff.report.paired_gains`` entry as the tables' gain columns (AJI, PQ, intervals)."""
+    """One ``nudiff.experiment.paired_gains`` entry as the tables' gain columns (AJI, PQ, intervals)."""
     return {"gain_aji": g["aji"], "gain_pq": g["pq"],
             "gain_aji_ci": [g["ci"]["aji"]["lo"], g["ci"]["aji"]["hi"]],
             "gain_pq_ci": [g["ci"]["pq"]["lo"], g["ci"]["pq"]["hi"]]}
@@ -146,8 +135,6 @@ def gain_columns(g: dict) -> dict:
 def segmenter_columns(results_dir: Path, fraction: float = 0.1) -> dict:
     """Gain of real+syn over real (paired by seed and test image) and TSTR from the committed
     cells of an experiment's ``--results`` folder."""
-    from nudiff.report import paired_gains
-
     rows = committed_rows(results_dir, fraction)
     out: dict = {}
     for g in paired_gains(rows, arms=("real+syn", "syn-only")):

@@ -33,15 +33,23 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
-from pair_ablation import committed_rows, gain_columns  # sibling script
+from pair_ablation import gain_columns  # sibling script
 
-from nudiff.experiment import load_plan, run_experiment
-from nudiff.report import paired_gains, paired_interval
+from nudiff.experiment import (
+    Cell,
+    ResultsLayout,
+    RunLayout,
+    committed_rows,
+    load_plan,
+    paired_gains,
+    paired_interval,
+    run_experiment,
+)
 from nudiff.utils import NudiffError, read_json, set_threads, write_json, write_text
 
 RESULTS = Path(__file__).parent / "results"
 GRID_RESULTS = RESULTS / "kumar-grid"
-FRACTION = "f0.10"
+FRACTION = 0.1
 
 
 class Variant(NamedTuple):
@@ -88,8 +96,10 @@ CONTRASTS = (("copypaste+syn", "copypaste-512"), ("copypaste+syn", "copypaste-25
 
 def link_grid_run(grid_run: Path, run: Path, own_pairs: bool) -> None:
     """Link what a variant shares with the grid run into its run folder (nothing is copied)."""
-    shared = ["data", f"cells/{FRACTION}_real_s0", *(f"diffusion/{FRACTION}/{kind}" for kind in
-              ("structure", "image", "subset", *(() if own_pairs else ("synthetic",))))]
+    rel = RunLayout(Path())  # paths relative to a run folder
+    shared = [rel.data, rel.cell(Cell(FRACTION, "real", 0)), rel.model_run(FRACTION, "structure"),
+              rel.model_run(FRACTION, "image"), rel.subset(FRACTION),
+              *(() if own_pairs else (rel.synthetic(FRACTION),))]
     for rel in shared:
         target, link = grid_run / rel, run / rel
         if link.exists() or link.is_symlink():
@@ -118,17 +128,17 @@ def variant_folder(results: Path, name: str) -> Path:
 def variant_rows(results: Path, name: str) -> list[dict]:
     """The committed per-image rows of one variant's cells (empty when none has run)."""
     folder, arm = variant_folder(results, name), VARIANTS[name].arm
-    return [r for r in committed_rows(folder) if r["arm"] == arm] if folder.is_dir() else []
+    return [r for r in committed_rows(folder, FRACTION) if r["arm"] == arm] if folder.is_dir() else []
 
 
 def summarise(results: Path) -> dict[str, dict]:
-    real = [r for r in committed_rows(GRID_RESULTS) if r["arm"] == "real"]
+    real = [r for r in committed_rows(GRID_RESULTS, FRACTION) if r["arm"] == "real"]
     out = {}
     for name, (what, overrides, _, arm) in VARIANTS.items():
         folder = variant_folder(results, name)
         syn = variant_rows(results, name)
         for g in paired_gains(real + syn, arms=(arm,)):
-            cells = [read_json(folder / "cells" / f"{FRACTION}_{arm}_s{s}.json") for s in g["seeds"]]
+            cells = [read_json(ResultsLayout(folder).cell(Cell(FRACTION, arm, s))) for s in g["seeds"]]
             out[name] = {"what": what, "overrides": overrides, "seeds": g["seeds"],
                          "aji": sum(c["mean"]["aji"] for c in cells) / len(cells),
                          "pq": sum(c["mean"]["pq"] for c in cells) / len(cells),

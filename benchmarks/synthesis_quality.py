@@ -28,6 +28,7 @@ import numpy as np
 
 from nudiff.data.prepare import load_subset, load_val
 from nudiff.diffusion.sample import load_model, sample_images, sample_structures
+from nudiff.experiment import RunLayout
 from nudiff.quality.report import histograms
 from nudiff.quality.stats import STRUCTURE_STATS as STATS
 from nudiff.quality.stats import agreement, distances, h_threshold, statistics, windows
@@ -48,10 +49,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=64, help="samples per sampler setting")
     ap.add_argument("--skip-ddpm", action="store_true", help="skip the 1000-step sampler (slow)")
     args = ap.parse_args()
-    root = args.run / "diffusion" / f"f{args.fraction:.2f}"
-    data = args.data or args.run / "data"
-    s_model, s_cfg = load_model(args.structure_model or root / "structure")
-    i_model, _ = load_model(args.image_model or root / "image")
+    run = RunLayout(args.run)
+    data = args.data or run.data
+    models = {kind: getattr(args, f"{kind}_model") or run.model_run(args.fraction, kind)
+              for kind in ("structure", "image")}
+    s_model, s_cfg = load_model(models["structure"])
+    i_model, _ = load_model(models["image"])
     scale, size = s_cfg.data.scale, s_cfg.data.patch_size
     min_area = round(30 * scale**2) if s_cfg.data.min_area is None else s_cfg.data.min_area
 
@@ -98,8 +101,7 @@ def main() -> None:
         if (sampler, g) == ("dpmsolver++", 2.0):
             last = imgs
     result["images"]["shuffled labels (floor)"] = agreement(last, np.roll(insts, 1, axis=0), thr)
-    result["models"] = {"structure": str(args.structure_model or root / "structure"),
-                        "image": str(args.image_model or root / "image")}
+    result["models"] = {kind: str(path) for kind, path in models.items()}
     write_json(RESULTS / f"synthesis_quality{args.tag}.json", result)
     write_text(RESULTS / f"synthesis_quality{args.tag}.md", to_markdown(result, f"synthesis_histograms{args.tag}.png"))
     histograms({"real (training subset)": real, "synthetic (DPM-Solver++ 20)": statistics(decoded[("dpmsolver++", 20)])},

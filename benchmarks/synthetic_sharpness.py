@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from nudiff.data.prepare import subset_filename
+from nudiff.experiment import RunLayout
 from nudiff.quality.stats import laplacian_variance
 from nudiff.utils import read_json, write_json, write_text
 
@@ -34,9 +36,10 @@ def main() -> None:
     ap.add_argument("--fraction", type=float, default=0.1)
     ap.add_argument("--subset-seed", type=int, default=0)
     args = ap.parse_args()
-    syn = sorted((args.run / "diffusion" / f"f{args.fraction:.2f}" / "synthetic" / "images").glob("*.png"))
-    subset = read_json(args.run / "data" / "subsets" / f"frac{args.fraction:.2f}_seed{args.subset_seed}.json")
-    real = [args.run / "data" / "patches" / "images" / f"{n}.png" for n in subset["patches"]]
+    run = RunLayout(args.run)
+    syn = sorted((run.synthetic(args.fraction) / "images").glob("*.png"))
+    subset = read_json(run.data / "subsets" / subset_filename(args.fraction, args.subset_seed))
+    real = [run.data / "patches" / "images" / f"{n}.png" for n in subset["patches"]]
     grey = {"synthetic": [np.asarray(Image.open(p).convert("L")) for p in syn],
             "real": [np.asarray(Image.open(p).convert("L")) for p in real],
             "real, 0.5x down / 2x up": [down_up(Image.open(p).convert("L")) for p in real]}

@@ -1,0 +1,143 @@
+"""The results folder (``--results``): committed cells, and where each cell of a grid stands.
+
+Every finished cell's per-image metrics are committed to ``RESULTS/cells/<cell>.json`` with the
+fingerprint of the configuration that computed them. A later run (another session, another
+machine, a scheduler's ``--cell`` job) takes a cell from there instead of recomputing it, and
+refuses one computed with another configuration. Committing that folder is how a grid longer
+than a session is run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nudiff import utils
+from nudiff.experiment.fingerprint import cell_fingerprint, cell_fingerprints
+from nudiff.experiment.grid import ARMS, Cell, Plan, cells_of
+from nudiff.experiment.layout import ResultsLayout, RunLayout, fraction_tag
+from nudiff.experiment.training_data import log, pairs_state
+from nudiff.synthesis import REAL_STRUCTURES
+from nudiff.utils import NudiffError, read_json, resolve_precision, write_json
+
+STATES = ("committed", "committed elsewhere", "finished", "started", "to run")
+
+
+def take_committed(results_dir: Path | None, plan: Plan, cell: Cell, run: RunLayout) -> bool:
+    """Whether the cell is done: without ``results_dir``, finished in the run folder; with it,
+    committed there with this configuration's fingerprint, and then its metrics are taken into
+    the run folder (unless the run has finished the cell itself).
+
+    A cell finished in this run but not yet in ``results_dir`` (a run stopped between the two
+    writes) counts as not done, so the loop (which skips its training) commits it. A committed
+    cell of another configuration is refused, whether or not this run has finished the cell
+    too (the report would show one configuration's numbers, the results folder another's)."""
+    if results_dir is None:
+        return run.metrics(cell).exists()
+    path = ResultsLayout(Path(results_dir)).cell(cell)
+    if not path.exists():
+        return False
+    saved = read_json(path)
+    if saved.get("fingerprint") not in cell_fingerprints(plan, cell):
+        raise NudiffError(f"{path}: computed with another configuration (fingerprint "
+                          f"{saved.get('fingerprint')} != {cell_fingerprint(plan, cell)}); "
+                          "move it away or use another --results folder")
+    if run.metrics(cell).exists():
+        return True
+    write_json(run.metrics(cell), saved)
+    log(f"cell {cell.name}: taken from {path}")
+    return True
+
+
+def commit_cell(results_dir: Path, plan: Plan, cell: Cell, run: RunLayout, timings: dict) -> None:
+    """Write the run's finished cell to ``results_dir`` with its fingerprint, steps, minutes
+    and the precision its segmenter ran in."""
+    report = read_json(run.metrics(cell))
+    minutes = {k.rsplit("/", 1)[-1]: round(v / 60, 2) for k, v in timings.items()
+               if k.startswith(f"cells/{cell.name}/")}
+    write_json(ResultsLayout(Path(results_dir)).cell(cell), {
+        "cell": cell.name, "fraction": cell.fraction, "arm": cell.arm, "seed": cell.seed,
+        "segment_steps": plan.segment.train.steps, "minutes": minutes,
+        # what ran: a CPU without native bf16 trains a bf16 configuration in fp32
+        "segment_precision": resolve_precision(plan.segment.train.precision),
+        "fingerprint": cell_fingerprint(plan, cell), **report})
+
+
+def committed_records(results_dir: Path, fraction: float | None = None) -> list[dict]:
+    """The committed cells of a results folder (their JSON records), by name; ``fraction``:
+    only that fraction's."""
+    pattern = "*.json" if fraction is None else f"{fraction_tag(fraction)}_*.json"
+    return [read_json(p) for p in sorted(ResultsLayout(Path(results_dir)).cells.glob(pattern))]
+
+
+def committed_cells(results_dir: Path) -> list[Cell]:
+    """The cells committed in a results folder, by name."""
+    return [Cell(r["fraction"], r["arm"], r["seed"]) for r in committed_records(results_dir)]
+
+
+def committed_rows(results_dir: Path, fraction: float | None = None) -> list[dict]:
+    """One row per (committed cell, test image): fraction, arm, seed, image and the metrics,
+    as :func:`nudiff.experiment.stats.paired_gains` takes them."""
+    return [row for r in committed_records(results_dir, fraction) for row in record_rows(r)]
+
+
+def record_rows(record: dict) -> list[dict]:
+    """The per-image rows of one committed cell's record."""
+    return [{"fraction": record["fraction"], "arm": record["arm"], "seed": record["seed"], "image": image} | m
+            for image, m in record["per_image"].items()]
+
+
+def cell_state(plan: Plan, cell: Cell, run: RunLayout, results_dir: Path | None = None) -> str:
+    """One of :data:`STATES`: ``committed`` (in ``results_dir`` with this configuration's
+    fingerprint), ``committed elsewhere`` (there with another one, which a run refuses),
+    ``finished`` (done in the run folder but not in ``results_dir``), ``started`` (a segmenter
+    checkpoint in the run folder), ``to run``."""
+    saved = ResultsLayout(Path(results_dir)).cell(cell) if results_dir else None
+    if saved is not None and saved.is_file():
+        same = read_json(saved).get("fingerprint") in cell_fingerprints(plan, cell)
+        return "committed" if same else "committed elsewhere"
+    if run.metrics(cell).exists():
+        return "finished"
+    if (run.cell(cell) / "checkpoints").exists():
+        return "started"
+    return "to run"
+
+
+def grid_status(plan: Plan, out: Path, results_dir: Path | None = None,
+                cells: list[Cell] | None = None) -> list[dict]:
+    """Where each cell of the grid (or ``cells``) stands, without running or writing anything:
+    one dict per cell with ``cell``, ``state`` (:func:`cell_state`) and, for arms that need
+    pairs, ``pairs`` (what the fraction's synthetic set still needs:
+    :func:`~nudiff.experiment.training_data.pairs_state`)."""
+    run = RunLayout(Path(out))
+    rows = []
+    for cell in cells_of(plan.experiment) if cells is None else cells:
+        row = {"cell": cell.name, "state": cell_state(plan, cell, run, results_dir)}
+        if cell.needs.pairs:
+            row["pairs"] = pairs_state(plan, run, cell.fraction)
+        rows.append(row)
+    return rows
+
+
+def status_markdown(rows: list[dict]) -> str:
+    counts = {state: n for state in STATES if (n := sum(r["state"] == state for r in rows))}
+    lines = ["| cell | state | pairs |", "|---|---|---|"]
+    lines += [f"| {r['cell']} | {r['state']} | {r.get('pairs', '')} |" for r in rows]
+    lines += ["", ", ".join(f"{n} {state}" for state, n in counts.items()) + f" (of {len(rows)} cells)"]
+    return "\n".join(lines) + "\n"
+
+
+def precision_note(plan: Plan) -> str:
+    """A line for ``--status`` when this machine would not run the configured bf16 (a CPU that
+    only emulates it trains in fp32: other numbers than committed bf16 cells), else ''."""
+    trained = [("segmenter", plan.segment.train.precision)]
+    if any(ARMS[arm].pairs for arm in plan.experiment.arms):
+        trained.append(("image model", plan.image.train.precision))
+        if plan.synthesis.structures not in REAL_STRUCTURES:
+            trained.append(("structure model", plan.structure.train.precision))
+    asked = [name for name, precision in trained if precision == "bf16"]
+    if not asked or utils.native_bf16(utils.default_device()):
+        return ""
+    return (f"Here, the bf16 {', '.join(asked)} would train in fp32: this "
+            f"{utils.default_device()} has no native bf16 (AVX512-BF16/AMX). Committed cells "
+            "record the precision their segmenter ran in (segment_precision).\n")
+

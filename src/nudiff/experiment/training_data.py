@@ -1,0 +1,151 @@
+"""What a cell trains on: the fraction's labeled subset and the extra patches its arm adds.
+
+Per fraction, shared by its seeds: the diffusion models (trained on the fraction's own subset),
+the synthetic pairs they make, and the copy-paste patches. Each is made once, guarded by its
+own outputs (a model folder, a manifest with the configuration that made it) and by a lock of
+the run folder, so a stopped run resumes and two processes never make one thing twice.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from nudiff.config import to_dict
+from nudiff.data.copypaste import copy_paste_set
+from nudiff.data.dataset import load_folder
+from nudiff.data.io import write_image, write_instance_map
+from nudiff.data.prepare import load_subset
+from nudiff.diffusion.train import train as train_diffusion
+from nudiff.experiment.grid import Cell, Plan, model_kinds
+from nudiff.experiment.layout import RunLayout, fraction_tag
+from nudiff.report import mosaic, overlay
+from nudiff.synthesis import check_same_config, synthesize
+from nudiff.utils import NudiffError, read_json, write_json
+
+Timed = Callable[[str, Callable[[], object]], None]
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def training_data(plan: Plan, run: RunLayout, cell: Cell, real: list) -> tuple[list, list | None]:
+    """The cell's (real-role, synthetic-role) patches: its arm composes the labeled subset
+    ``real`` with the fraction's copy-paste patches, then its synthetic pairs, as it needs them
+    (the pairs must be there: :func:`make_pairs`)."""
+    arm = cell.needs
+    extra = None
+    if arm.copypaste:
+        extra = copypaste_set(plan, run, real, cell.fraction)
+    if arm.pairs:
+        extra = (extra or []) + load_folder(run.synthetic(cell.fraction), progress=False)
+    return arm.compose(real, extra)
+
+
+def missing_models(plan: Plan, run: RunLayout, fraction: float) -> list[str]:
+    """The fraction's diffusion models not finished yet (no ``model/`` folder)."""
+    return [kind for kind in model_kinds(plan) if not run.model(fraction, kind).exists()]
+
+
+def train_models(plan: Plan, run: RunLayout, data_dir: Path, fraction: float, timed: Timed) -> list:
+    """Train (or resume) the fraction's diffusion models on its labeled subset, unless they
+    exist; returns the subset's samples."""
+    samples = load_subset(data_dir, fraction, plan.experiment.subset_seed)
+    todo = missing_models(plan, run, fraction)
+    images, insts = _arrays(samples) if todo else (None, None)
+    for kind in todo:
+        with run.lock(f"{fraction_tag(fraction)}_{kind}"):
+            if run.model(fraction, kind).exists():  # another process finished it meanwhile
+                continue
+            folder = run.model_run(fraction, kind)
+            log(f"training the {kind} model on the {fraction:.0%} subset ({len(samples)} patches)")
+            timed(f"{fraction_tag(fraction)}/train_{kind}", functools.partial(
+                train_diffusion, getattr(plan, kind), folder, images if kind == "image" else None,
+                insts, resume=(folder / "checkpoints").exists()))
+    return samples
+
+
+def _arrays(samples) -> tuple[np.ndarray, np.ndarray]:
+    return np.stack([s.image for s in samples]), np.stack([s.instance_map for s in samples])
+
+
+def synthetic_done(plan: Plan, run: RunLayout, fraction: float) -> bool:
+    """Whether the fraction's synthetic folder holds its ``n_synthetic`` pairs, made with this
+    plan's synthesis section (another one is an error naming the keys that differ)."""
+    syn_cfg = replace(plan.synthesis, n=plan.experiment.n_synthetic)
+    manifest = check_same_config(run.synthetic(fraction) / "manifest.json", syn_cfg, any_segmenter=True)
+    return manifest is not None and manifest["n_accepted"] >= syn_cfg.n
+
+
+def make_pairs(plan: Plan, run: RunLayout, data_dir: Path, fraction: float, timed: Timed,
+               segmenter: Path | None = None) -> Path:
+    """The fraction's synthetic pairs (made unless they are there): its diffusion models
+    trained if need be, then ``n_synthetic`` pairs synthesized, filtered by ``segmenter``
+    when the config says ``real``."""
+    syn = run.synthetic(fraction)
+    syn_cfg = replace(plan.synthesis, n=plan.experiment.n_synthetic)
+    if segmenter is not None:  # "real" -> this run's folder (the fingerprint keeps "real")
+        syn_cfg = replace(syn_cfg, filter=replace(syn_cfg.filter, segmenter=str(segmenter)))
+    if synthetic_done(plan, run, fraction):
+        return syn
+    samples = train_models(plan, run, data_dir, fraction, timed)
+    # The real images synthesis may look at (mosaic, stain reference, filter percentiles) are
+    # the labeled subset's: never the held-out images, which may be the test images.
+    subset_dir = write_subset_folder(samples, run.subset(fraction))
+    log(f"synthesizing {syn_cfg.n} pairs for {fraction:.0%}")
+    timed(f"{fraction_tag(fraction)}/synthesize", lambda: synthesize(
+        run.model_run(fraction, "structure"), run.model_run(fraction, "image"), syn, syn_cfg,
+        real_dir=subset_dir))
+    return syn
+
+
+def pairs_state(plan: Plan, run: RunLayout, fraction: float) -> str:
+    """What the fraction's pairs still need: ``done`` / ``synthesis`` / ``models: ...`` /
+    ``another synthesis configuration``."""
+    try:
+        if synthetic_done(plan, run, fraction):
+            return "done"
+    except NudiffError:
+        return "another synthesis configuration"
+    missing = missing_models(plan, run, fraction)
+    if not missing:
+        return "synthesis"
+    started = [k for k in missing if (run.model_run(fraction, k) / "checkpoints").exists()]
+    return "models: " + ", ".join(k + (" (started)" if k in started else "") for k in missing)
+
+
+def write_subset_folder(samples: list, folder: Path) -> Path:
+    """The labeled subset as a paired folder (what synthesis may compare with)."""
+    for s in samples:
+        if not (folder / "labels" / f"{s.name}.png").exists():
+            write_image(folder / "images" / f"{s.name}.png", s.image)
+            write_instance_map(folder / "labels" / f"{s.name}.png", s.instance_map)
+    return folder
+
+
+def copypaste_set(plan: Plan, run: RunLayout, real: list, fraction: float) -> list:
+    """The fraction's copy-paste patches (one set per fraction, shared by its seeds), written
+    once to the run's ``copypaste/f{fraction}/`` as a paired folder with manifest and mosaic."""
+    cfg, n = plan.experiment.copypaste, plan.experiment.n_synthetic
+    folder = run.copypaste(fraction)
+    manifest = folder / "manifest.json"
+    with run.lock(f"{fraction_tag(fraction)}_copypaste"):
+        if manifest.exists() and read_json(manifest).get("config") == to_dict(cfg) | {"n": n}:
+            return load_folder(folder, progress=False)
+        t = time.time()
+        samples, counts = copy_paste_set(real, n, cfg)
+        for s in samples:
+            write_image(folder / "images" / f"{s.name}.png", s.image)
+            write_instance_map(folder / "labels" / f"{s.name}.png", s.instance_map)
+        tiles = [t for s in samples[:8] for t in (s.image, overlay(s.image, s.instance_map))]
+        write_image(folder / "mosaic.png", mosaic(tiles, ncols=8))
+        write_json(manifest, {"config": to_dict(cfg) | {"n": n}, "pasted": counts,
+                              "mean_pasted": float(np.mean(counts)), "seconds": round(time.time() - t, 1)})
+    log(f"copy-paste: {n} patches for {fraction:.0%}, {np.mean(counts):.1f} nuclei pasted on average")
+    return samples

@@ -1,0 +1,138 @@
+"""The loop (timings, cells, --cell), the run folder's locks and the CLI's grid commands."""
+
+import functools
+import os
+from pathlib import Path
+
+import pytest
+
+import nudiff.experiment.loop as loop
+from nudiff.cli import main
+from nudiff.experiment.fingerprint import cell_fingerprint
+from nudiff.experiment.grid import Cell, cells_of, load_plan
+from nudiff.experiment.layout import RunLayout
+from nudiff.experiment.loop import RunContext, run_cell, run_experiment, timed_step
+from nudiff.experiment.store import take_committed
+from nudiff.metrics import METRICS
+from nudiff.utils import NudiffError, read_json, write_json
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _plan(name: str = "kumar-grid.yaml", overrides: list[str] | None = None):
+    return load_plan(CONFIGS / name, overrides)
+
+
+def test_a_step_timed_before_runs_again_and_times_from_another_process_are_kept(tmp_path):
+    # a filter segmenter whose metrics came from --results has its train time on file but no
+    # model: the time must not stop it from being trained again (it once did, silently)
+    path = tmp_path / "timings.json"
+    write_json(path, {"cells/f0.10_real_s0/train": 6248.4})
+    timings = read_json(path)
+    ran = []
+    timed_step(path, timings, "cells/f0.10_real_s0/train", lambda: ran.append(1))
+    write_json(path, {**read_json(path), "f0.10/train_image": 99.0})  # --models-only, meanwhile
+    timed_step(path, timings, "cells/f0.10_real_s0/predict", lambda: ran.append(2))
+    assert ran == [1, 2]
+    saved = read_json(path)
+    assert saved["cells/f0.10_real_s0/train"] < 6248.4 and saved["f0.10/train_image"] == 99.0
+    assert set(saved) == {"cells/f0.10_real_s0/train", "cells/f0.10_real_s0/predict", "f0.10/train_image"}
+
+
+def _context(plan, out: Path) -> RunContext:
+    run = RunLayout(out)
+    return RunContext(plan, run, out / "data", test_images=out / "test" / "images", test_labels=out / "test",
+                      val=None, timed=functools.partial(timed_step, run.timings, {}))
+
+
+def test_a_retrained_filter_cell_keeps_its_committed_metrics(tmp_path, monkeypatch):
+    # the filter segmenter of a committed cell is retrained (no model in --results); its new
+    # scores once replaced the committed ones in the run folder, and a report built from it
+    # showed 0.5304 where 0.5289 was committed
+    plan, cell = _plan(), Cell(0.1, "real", 0)
+    results, out = tmp_path / "results", tmp_path / "run"
+    committed = {"mean": {"dice": 0.8, "aji": 0.5289, "pq": 0.4816}, "per_image": {}}
+    write_json(results / "cells" / f"{cell.name}.json",
+               {"cell": cell.name, "fingerprint": cell_fingerprint(plan, cell), **committed})
+    trained, seeds = [], []
+    monkeypatch.setattr(loop, "load_subset", lambda *a: ["patch"] * 4)
+    monkeypatch.setattr(loop, "train_segmenter", lambda cfg, folder, *a, **k: (
+        trained.append(folder), seeds.append(cfg.train.seed), (folder / "model").mkdir(parents=True)))
+    monkeypatch.setattr(loop, "predict_folder", lambda *a: None)
+    monkeypatch.setattr(loop, "evaluate_folders", lambda *a: {
+        "mean": {"dice": 0.8, "aji": 0.5304, "pq": 0.4830}, "per_image": {}})
+    ctx = _context(plan, out)
+    cell_dir = ctx.run.cell(cell)
+
+    assert take_committed(results, plan, cell, ctx.run)  # as run_experiment does for the filter cell
+    run_cell(ctx, cell, need_model=True)
+    assert trained == [cell_dir]
+    assert read_json(cell_dir / "metrics.json")["mean"]["aji"] == 0.5289
+    assert read_json(cell_dir / "metrics_retrained.json")["mean"]["aji"] == 0.5304
+    run_cell(ctx, cell, need_model=True)
+    assert trained == [cell_dir]  # model and metrics here: done
+    run_cell(ctx, Cell(0.1, "real", 7))
+    assert seeds == [0, 7] and plan.segment.train.seed != 7  # the cell's seed, on a copy of the plan
+
+
+def test_a_cell_job_refuses_a_cell_whose_models_are_not_finished(tmp_path, monkeypatch):
+    plan = _plan("demo.yaml")  # real labels: the image model alone
+    out = tmp_path / "run"
+    monkeypatch.setattr(loop, "_context", lambda plan, run, *a: _context(plan, run.root))
+    ran = []
+    monkeypatch.setattr(loop, "run_cell", lambda ctx, cell, need_model=False: ran.append(cell.name))
+    syn = Cell(0.1, "real+syn", 0)
+    with pytest.raises(NudiffError, match=r"f0.10_real\+syn_s0 needs the f0.10 diffusion models \(image\).*--models-only"):
+        run_experiment(plan, out, cells=[syn])
+    assert ran == []
+    assert run_experiment(plan, out, cells=[Cell(0.1, "real", 0)]) is None  # needs no pairs: runs
+    assert ran == ["f0.10_real_s0"] and not RunLayout(out).report.exists()  # no report: built apart
+    RunLayout(out).model(0.1, "image").mkdir(parents=True)  # --models-only has finished it
+    monkeypatch.setattr(loop, "make_pairs", lambda *a: ran.append("pairs"))
+    run_experiment(plan, out, cells=[syn])
+    assert ran[1:] == ["f0.10_real_s0", "pairs", syn.name]  # the filter's reference cell, the pairs, the cell
+
+
+def test_the_run_folder_lock_is_exclusive_and_goes_with_its_holder(tmp_path):
+    fcntl = pytest.importorskip("fcntl")
+    run = RunLayout(tmp_path)
+    path = tmp_path / "locks" / "f0.10_image.lock"
+    with run.lock("f0.10_image"):
+        fd = os.open(path, os.O_RDWR)
+        with pytest.raises(BlockingIOError):  # another process (another open file) must wait
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.close(fd)
+    fd = os.open(path, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released
+    os.close(fd)
+
+
+def test_list_cells_prints_the_grid_one_per_line(capsys):
+    config = str(CONFIGS / "kumar-grid.yaml")
+    assert main(["experiment", "--config", config, "--list-cells"]) == 0
+    assert capsys.readouterr().out.split() == [c.name for c in cells_of(_plan().experiment)]
+    assert main(["experiment", "--config", config, "--list-cells", "--set", "experiment.fractions=[1.0]"]) == 0
+    assert capsys.readouterr().out.split() == ["f1.00_real_s0", "f1.00_real_s1", "f1.00_real_s2"]
+    assert main(["experiment", "--config", config, "--cell", "f0.10_real_s9", "--out", "x"]) == 2  # not a cell
+    assert "--list-cells" in capsys.readouterr().err
+
+
+def test_the_report_command_publishes_committed_cells(tmp_path, capsys):
+    """`nudiff experiment report` (once benchmarks/experiment_results.py): a report built from
+    committed cells alone, copied into the results folder."""
+    config = CONFIGS / "cpu-grid.yaml"
+    overrides = ["experiment.fractions=[0.1]", "experiment.arms=[real, real+syn]", "experiment.seeds_by_fraction={}"]
+    plan = _plan("cpu-grid.yaml", overrides)
+    results = tmp_path / "results"
+    for cell, aji in ((Cell(0.1, "real", 0), 0.5), (Cell(0.1, "real+syn", 0), 0.6)):
+        per_image = {i: {m: aji + d for m in METRICS} for i, d in (("a", 0.0), ("b", 0.02))}
+        write_json(results / "cells" / f"{cell.name}.json",
+                   {"cell": cell.name, "fraction": 0.1, "arm": cell.arm, "seed": 0,
+                    "fingerprint": cell_fingerprint(plan, cell), "per_image": per_image, "mean": {}})
+    args = ["experiment", "report", "--config", str(config), "--out", str(tmp_path / "run"),
+            "--results", str(results), *(a for o in overrides for a in ("--set", o))]
+    assert main(args) == 0
+    assert "| 10% | real+syn | 1 | 0.6100" in capsys.readouterr().out
+    assert {p.name for p in results.iterdir()} == {"cells", "table.md", "summary.json", "chart.png", "results.csv"}
+    assert main([*args, "--set", "segment.train.steps=7"]) == 2  # cells of another configuration
+    assert "computed with another configuration" in capsys.readouterr().err
