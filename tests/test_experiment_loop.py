@@ -136,3 +136,63 @@ def test_the_report_command_publishes_committed_cells(tmp_path, capsys):
     assert {p.name for p in results.iterdir()} == {"cells", "table.md", "summary.json", "chart.png", "results.csv"}
     assert main([*args, "--set", "segment.train.steps=7"]) == 2  # cells of another configuration
     assert "computed with another configuration" in capsys.readouterr().err
+
+
+def test_a_grid_runs_as_models_then_one_cell_then_the_rest_then_the_report(tmp_path, monkeypatch):
+    """The loop's order with every training stubbed: --models-only trains the diffusion models
+    only; a --cell job trains the filter's reference cell, makes the pairs, runs its cell and
+    writes no report; the full run takes what is done and runs the rest; each arm trains on
+    what the arm table says; `report` publishes it all."""
+    import copy
+    from dataclasses import asdict
+
+    import numpy as np
+    import yaml
+    from test_end_to_end import TINY, _dataset  # the tiny grid of the slow end-to-end tests
+
+    import nudiff.experiment.training_data as td
+    from nudiff.data.io import write_image, write_instance_map
+
+    calls = []
+
+    def train_segmenter(cfg, folder, real, synthetic, selection, resume=False):
+        calls.append((folder.name, len(real), len(synthetic or [])))
+        (folder / "model").mkdir(parents=True, exist_ok=True)
+
+    def synthesize(structure, image, out, cfg, real_dir=None):
+        calls.append(("pairs filtered by", Path(cfg.filter.segmenter).name))
+        inst = np.zeros((64, 64), np.int32)
+        inst[10:20, 10:20] = 1
+        for k in range(cfg.n):
+            write_image(Path(out) / "images" / f"s{k}.png", np.full((64, 64, 3), 200, np.uint8))
+            write_instance_map(Path(out) / "labels" / f"s{k}.png", inst)
+        write_json(Path(out) / "manifest.json", {"config": asdict(cfg), "n_accepted": cfg.n})
+
+    per_image = {"img0": dict.fromkeys(METRICS, 0.5)}
+    monkeypatch.setattr(loop, "train_segmenter", train_segmenter)
+    monkeypatch.setattr(loop, "predict_folder", lambda model, images, out: None)
+    monkeypatch.setattr(loop, "evaluate_folders", lambda pred, labels: {"mean": per_image["img0"], "per_image": per_image})
+    monkeypatch.setattr(td, "train_diffusion", lambda cfg, folder, *a, **k: (
+        calls.append(cfg.model.kind), (Path(folder) / "model").mkdir(parents=True)))
+    monkeypatch.setattr(td, "synthesize", synthesize)
+    plan = copy.deepcopy(TINY)
+    plan["synthesis"]["filter"] |= {"segmenter": "real", "keep_top": 0.5}
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(plan))
+    out, results = tmp_path / "out", tmp_path / "results"
+    args = ["experiment", "--config", str(config), "--data", str(_dataset(tmp_path / "data")),
+            "--out", str(out), "--results", str(results)]
+
+    assert main([*args, "--models-only"]) == 0
+    assert calls == ["structure", "image"] and not (out / "cells").exists()
+    calls.clear()
+    assert main([*args, "--cell", "f0.50_real+syn_s0"]) == 0
+    assert calls == [("f0.50_real_s0", 6, 0), ("pairs filtered by", "f0.50_real_s0"), ("f0.50_real+syn_s0", 6, 4)]
+    assert sorted(p.name for p in (results / "cells").iterdir()) == ["f0.50_real+syn_s0.json", "f0.50_real_s0.json"]
+    assert not (out / "report").exists()
+    calls.clear()
+    assert main(args) == 0
+    assert calls == [("f0.50_real+copypaste+syn_s0", 6, 8), ("f0.50_syn-only_s0", 4, 0), ("f1.00_real_s0", 12, 0)]
+    assert len((out / "results.csv").read_text().splitlines()) == 1 + 5 and (out / "report" / "index.html").exists()
+    assert main(["experiment", "report", *args[1:3], *args[5:]]) == 0
+    assert {"table.md", "timings.md", "results.csv"} <= {p.name for p in results.iterdir()}

@@ -36,7 +36,7 @@ def register(sub) -> None:
         description=nudiff.experiment.__doc__,
         epilog=EXAMPLES,
     )
-    p.add_argument("action", nargs="?", choices=["report"], default=None,
+    p.add_argument("action", nargs="?", choices=["report"], default=None, metavar="report",
                    help="report: rebuild the report of --out from its cells and those committed in "
                    "--results, and copy it (table, chart, mosaics, CSV, timings) into --results")
     p.add_argument("--config", type=Path, required=True)
