@@ -77,6 +77,14 @@ class RunLayout:
     def copypaste(self, fraction: float) -> Path:
         return self.root / "copypaste" / fraction_tag(fraction)
 
+    def synthetic_mosaics(self) -> list[Path]:
+        """Every fraction's ``diffusion/f*/synthetic/mosaic.png``, by fraction."""
+        return sorted((self.root / "diffusion").glob("f*/synthetic/mosaic.png"))
+
+    def copypaste_mosaics(self) -> list[Path]:
+        """Every fraction's ``copypaste/f*/mosaic.png``, by fraction."""
+        return sorted((self.root / "copypaste").glob("f*/mosaic.png"))
+
     @property
     def cells(self) -> Path:
         return self.root / "cells"

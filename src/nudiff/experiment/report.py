@@ -247,12 +247,12 @@ def write_experiment_report(out, rows: list[dict], cfg=None, groups: dict[str, s
     for e in per_image:
         per_image_chart(e, rep / per_image_chart_name(e))
     pictures = []
-    for mosaic_path in sorted((run.root / "diffusion").glob("f*/synthetic/mosaic.png")):
+    for mosaic_path in run.synthetic_mosaics():
         target = rep / f"mosaic_{mosaic_path.parts[-3]}.png"
         shutil.copyfile(mosaic_path, target)
         pictures.append((f"Synthetic pairs (top) beside real validation patches (bottom), {mosaic_path.parts[-3]}",
                          target.name))
-    for mosaic_path in sorted((run.root / "copypaste").glob("f*/mosaic.png")):
+    for mosaic_path in run.copypaste_mosaics():
         target = rep / f"copypaste_{mosaic_path.parts[-2]}.png"
         shutil.copyfile(mosaic_path, target)
         pictures.append((f"Copy-paste patches (image, then labels), {mosaic_path.parts[-2]}", target.name))
