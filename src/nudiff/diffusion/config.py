@@ -44,6 +44,10 @@ class ModelConfig:
     norm_num_groups: GroupNorm groups (must divide every width).
     spade_channels: hidden width of each SPADE block's condition encoder (MONAI default 128;
         at full resolution it dominates the cost of a small network).
+    self_condition: the network also sees its own previous estimate of the clean sample (3 more
+        input channels; Chen et al., "Analog Bits", 2023): in training, half the batches first
+        estimate x_0 without gradient and feed it back; in sampling, each step feeds the
+        previous step's estimate. Known to help near-discrete data such as the semantic channel.
     flash_attention: self-attention through ``torch.nn.functional.scaled_dot_product_attention``
         (MONAI's ``use_flash_attention``): the same weights and, up to rounding, the same output
         (tested); for GPUs, where the plain attention over 32x32 maps is slow and memory-hungry.
@@ -57,6 +61,7 @@ class ModelConfig:
     conditioning: str = "spade"
     norm_num_groups: int = 32
     spade_channels: int = 32
+    self_condition: bool = False
     flash_attention: bool = False
 
     def __post_init__(self) -> None:
@@ -124,6 +129,9 @@ class TrainConfig:
         (0 disables; a grid is always drawn at the end).
     cond_drop_prob: image model: probability that a sample's condition is replaced by the null
         condition (classifier-free guidance).
+    min_snr_gamma: Min-SNR-gamma loss weighting (Hang et al. 2023): each sample's loss is
+        weighted by min(SNR_t, gamma) / SNR_t (epsilon) or / (SNR_t + 1) (v), so the many
+        easy low-noise timesteps stop dominating the gradient; ``None``: plain MSE (the method's).
     max_minutes: wall-clock budget (``None``: none). The cosine schedule then advances by the
         larger of ``step / steps`` and ``minutes / max_minutes``, and training ends (checkpoint
         and ``model/``) when either reaches 1: a run sized for a machine whose speed is not
@@ -155,6 +163,7 @@ class TrainConfig:
     log_every: int = 50
     sample_every: int = 1000
     cond_drop_prob: float = 0.2
+    min_snr_gamma: float | None = None
     max_minutes: float | None = None
     num_workers: int = 0
     compile: str | None = None
@@ -171,6 +180,7 @@ class TrainConfig:
         )
         _check(0 <= self.cond_drop_prob <= 1, "train.cond_drop_prob must be in [0, 1]")
         _check(0 <= self.ema_decay < 1, "train.ema_decay must be in [0, 1)")
+        _check(self.min_snr_gamma is None or self.min_snr_gamma > 0, "train.min_snr_gamma must be > 0")
 
 
 @dataclass

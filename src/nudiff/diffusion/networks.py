@@ -74,24 +74,27 @@ def build_network(model: ModelConfig) -> nn.Module:
         "num_head_channels": model.num_head_channels,
         "use_flash_attention": model.flash_attention,
     }
+    extra = 3 if model.self_condition else 0  # the previous estimate of x_0
     if model.kind == "structure":
-        return DiffusionModelUNet(in_channels=STRUCTURE_CHANNELS, **common)
+        return DiffusionModelUNet(in_channels=STRUCTURE_CHANNELS + extra, **common)
     if model.conditioning == "spade":
         return SPADEDiffusionModelUNet(
-            in_channels=IMAGE_CHANNELS,
+            in_channels=IMAGE_CHANNELS + extra,
             label_nc=CONDITION_CHANNELS,
             spade_intermediate_channels=model.spade_channels,
             **common,
         )
-    return DiffusionModelUNet(in_channels=IMAGE_CHANNELS + CONDITION_CHANNELS, **common)
+    return DiffusionModelUNet(in_channels=IMAGE_CHANNELS + CONDITION_CHANNELS + extra, **common)
 
 
 class Denoiser(nn.Module):
-    """eps = Denoiser(x_t, t, cond): one interface for both models and both conditionings.
+    """eps = Denoiser(x_t, t, cond, x0_prev): one interface for both models and conditionings.
 
     ``x``: float (B, 3, H, W) noisy sample; ``t``: int64 (B,) timesteps in [0, T);
     ``cond``: the image model's condition (B, 4, H, W) from :func:`condition_tensor`, ``None``
-    for the null condition; ignored by the structure model. Returns eps (B, 3, H, W).
+    for the null condition; ignored by the structure model. ``x0_prev``: with
+    ``model.self_condition``, the previous estimate of x_0 (B, 3, H, W); ``None`` = zeros (no
+    estimate yet); ignored otherwise. Returns eps (or v) (B, 3, H, W).
     ``config`` travels with the module so that samplers know the schedule and sizes.
     """
 
@@ -104,9 +107,19 @@ class Denoiser(nn.Module):
     def conditional(self) -> bool:
         return self.config.model.kind == "image"
 
+    @property
+    def self_conditioned(self) -> bool:
+        return self.config.model.self_condition
+
     def forward(
-        self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        cond: torch.Tensor | None = None,
+        x0_prev: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        if self.self_conditioned:
+            x = torch.cat([x, torch.zeros_like(x) if x0_prev is None else x0_prev.to(x.dtype)], 1)
         if not self.conditional:
             return self.net(x, t)
         if cond is None:

@@ -23,7 +23,7 @@ import torch
 
 from nudiff.diffusion.config import DiffusionConfig
 from nudiff.diffusion.networks import Denoiser, condition_tensor, load_denoiser, null_condition
-from nudiff.diffusion.schedule import make_scheduler
+from nudiff.diffusion.schedule import make_scheduler, predicted_x0
 from nudiff.utils import DataError, autocast, default_device, progress_bar
 
 ModelArg = Denoiser | str | Path
@@ -51,16 +51,19 @@ def guided_eps(
     t: torch.Tensor,
     cond: torch.Tensor | None,
     guidance_scale: float,
+    x0_prev: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The model's output (eps, or v for ``prediction_type: v_prediction``) for x (B, 3, H, W)
     at timesteps t (B,), with classifier-free guidance (linear in the output either way).
 
     ``cond`` (B, 4, H, W) or ``None`` (unconditional model, or the null condition). With
-    ``guidance_scale == 1`` or no condition, a single conditional pass.
+    ``guidance_scale == 1`` or no condition, a single conditional pass. ``x0_prev``: the
+    previous estimate of x_0 for a self-conditioned model (``None``: none yet).
     """
     if cond is None or guidance_scale == 1:
-        return model(x, t, cond).float()
-    both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, null_condition(cond)]))
+        return model(x, t, cond, x0_prev).float()
+    prev = None if x0_prev is None else torch.cat([x0_prev, x0_prev])
+    both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, null_condition(cond)]), prev)
     eps_c, eps_u = both.float().chunk(2)
     return eps_u + guidance_scale * (eps_c - eps_u)
 
@@ -88,11 +91,15 @@ def denoise(
     x = x * scheduler.init_noise_sigma
     if cond is not None:
         cond = cond.to(device)
+    x0_prev = None
     for t in scheduler.timesteps:
         tb = t.to(device=device, dtype=torch.long).expand(len(x))
         inp = scheduler.scale_model_input(x, t)
         with autocast(device, precision):
-            eps = guided_eps(model, inp, tb, cond, guidance_scale)
+            eps = guided_eps(model, inp, tb, cond, guidance_scale, x0_prev)
+        if model.self_conditioned:
+            x0_prev = predicted_x0(eps, inp, tb, scheduler.alphas_cumprod, model.config.prediction_type)
+            x0_prev = x0_prev.clamp(-1, 1)
         x = scheduler.step(eps, t, x, generator=generators).prev_sample
     return x
 

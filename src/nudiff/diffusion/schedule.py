@@ -23,6 +23,7 @@ the noise level of the initial Gaussian sample; DPM-Solver++ keeps its ``"linspa
 
 from __future__ import annotations
 
+import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
@@ -63,3 +64,26 @@ def make_scheduler(cfg: DiffusionConfig, sampler: str, clip_x0: bool = True) -> 
             sample_max_value=1.0,
         )
     raise NudiffError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+
+
+def predicted_x0(
+    output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor,
+    prediction_type: str,
+) -> torch.Tensor:
+    """The clean sample implied by a network output (eps or v) at x_t (B, C, H, W), t (B,):
+    x_0 = (x_t - sqrt(1 - a) eps) / sqrt(a), or sqrt(a) x_t - sqrt(1 - a) v."""
+    a = alphas_cumprod.to(x_t.device)[t].float().view(-1, 1, 1, 1)
+    if prediction_type == "epsilon":
+        return (x_t - (1 - a).sqrt() * output) / a.sqrt()
+    return a.sqrt() * x_t - (1 - a).sqrt() * output
+
+
+def min_snr_weights(
+    t: torch.Tensor, alphas_cumprod: torch.Tensor, gamma: float, prediction_type: str
+) -> torch.Tensor:
+    """Min-SNR-gamma loss weights (B,) for timesteps t (B,): min(SNR, gamma) / SNR for eps
+    targets, min(SNR, gamma) / (SNR + 1) for v targets (Hang et al., ICCV 2023)."""
+    a = alphas_cumprod.to(t.device)[t].double()
+    snr = a / (1 - a).clamp_min(1e-12)
+    base = snr if prediction_type == "epsilon" else snr + 1
+    return (snr.clamp(max=gamma) / base).float()

@@ -3,7 +3,9 @@
 Per step: draw windows (:class:`PatchSampler`), build the model input (structure model:
 [2 sem - 1, h, v]; image model: image / 127.5 - 1 with the condition of the structure, dropped
 with probability ``cond_drop_prob``), noise it at a uniform timestep (diffusers' DDPM
-forward process), regress the noise (or v, ``prediction_type``; MSE), AdamW step with clipping, cosine LR, EMA update.
+forward process), regress the noise (or v, ``prediction_type``; MSE, optionally Min-SNR-gamma
+weighted), AdamW step with clipping, cosine LR, EMA update. With ``model.self_condition``, half
+the steps first estimate x_0 without gradient and feed it back to the network.
 
 Runs on CPU, one GPU or many (``accelerate launch``) unchanged; mixed precision through
 ``accelerate``. Several CPU processes (DDP over gloo) need ``ACCELERATE_USE_CPU=true`` with
@@ -39,7 +41,7 @@ from nudiff.diffusion.data import PatchSampler
 from nudiff.diffusion.ema import EMA
 from nudiff.diffusion.networks import Denoiser, condition_tensor, save_denoiser, state_dict_cpu
 from nudiff.diffusion.sample import sample_images, sample_structures
-from nudiff.diffusion.schedule import training_scheduler
+from nudiff.diffusion.schedule import min_snr_weights, predicted_x0, training_scheduler
 from nudiff.report import mosaic, structure_rgb
 from nudiff.utils import DataError, NudiffError, make_accelerator, progress_bar, seed_everything
 
@@ -107,6 +109,7 @@ def train(
         writer = SummaryWriter(out_dir / "tb", purge_step=start + 1)
         log_file, csv_writer = _open_csv(out_dir / "train_log.csv", start)
     noise_schedule = training_scheduler(cfg)
+    alphas = noise_schedule.alphas_cumprod
     T = cfg.num_train_timesteps
     bar = progress_bar(total=end, initial=start, desc=f"train {cfg.model.kind}", disable=not main)
     running, count, tick = 0.0, 0, time.perf_counter()
@@ -128,9 +131,17 @@ def train(
             target = noise if cfg.prediction_type == "epsilon" else noise_schedule.get_velocity(x0, noise, t)
             xt, target, t = (v.to(accelerator.device) for v in (xt, target, t))
 
+            x0_prev = None
+            if cfg.model.self_condition and bool(torch.rand(1, generator=gen) < 0.5):
+                with torch.no_grad(), accelerator.autocast():  # the network's own first estimate
+                    first = model(xt, t, cond).float()
+                x0_prev = predicted_x0(first, xt, t, alphas, cfg.prediction_type).clamp(-1, 1)
             with accelerator.autocast():
-                pred = model(xt, t, cond)
-            loss = F.mse_loss(pred.float(), target)
+                pred = model(xt, t, cond, x0_prev)
+            per_sample = F.mse_loss(pred.float(), target, reduction="none").mean(dim=(1, 2, 3))
+            if tc.min_snr_gamma is not None:
+                per_sample = per_sample * min_snr_weights(t, alphas, tc.min_snr_gamma, cfg.prediction_type)
+            loss = per_sample.mean()
             accelerator.backward(loss)
             if tc.grad_clip > 0:
                 accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
