@@ -8,6 +8,7 @@ import pytest
 
 import nudiff.experiment.loop as loop
 from nudiff.cli import main
+from nudiff.config import to_dict
 from nudiff.experiment.fingerprint import cell_fingerprint
 from nudiff.experiment.grid import Cell, cells_of, load_plan
 from nudiff.experiment.layout import RunLayout
@@ -138,11 +139,12 @@ def test_the_report_command_publishes_committed_cells(tmp_path, capsys):
     assert "computed with another configuration" in capsys.readouterr().err
 
 
-def test_a_grid_runs_as_models_then_one_cell_then_the_rest_then_the_report(tmp_path, monkeypatch):
+def test_a_grid_runs_as_models_then_one_cell_then_the_rest_then_the_report(tmp_path, monkeypatch, capsys):
     """The loop's order with every training stubbed: --models-only trains the diffusion models
     only; a --cell job trains the filter's reference cell, makes the pairs, runs its cell and
     writes no report; the full run takes what is done and runs the rest; each arm trains on
-    what the arm table says; `report` publishes it all."""
+    what the arm table says; the results folder keeps the config they ran; `report` (its
+    config by default) publishes it all."""
     import copy
     from dataclasses import asdict
 
@@ -190,9 +192,15 @@ def test_a_grid_runs_as_models_then_one_cell_then_the_rest_then_the_report(tmp_p
     assert calls == [("f0.50_real_s0", 6, 0), ("pairs filtered by", "f0.50_real_s0"), ("f0.50_real+syn_s0", 6, 4)]
     assert sorted(p.name for p in (results / "cells").iterdir()) == ["f0.50_real+syn_s0.json", "f0.50_real_s0.json"]
     assert not (out / "report").exists()
+    # beside the committed cells, the resolved configuration they ran
+    assert to_dict(load_plan(results / "config.yaml")) == to_dict(load_plan(config))
+    written = (results / "config.yaml").read_text()
     calls.clear()
     assert main(args) == 0
     assert calls == [("f0.50_real+copypaste+syn_s0", 6, 8), ("f0.50_syn-only_s0", 4, 0), ("f1.00_real_s0", 12, 0)]
     assert len((out / "results.csv").read_text().splitlines()) == 1 + 5 and (out / "report" / "index.html").exists()
-    assert main(["experiment", "report", *args[1:3], *args[5:]]) == 0
+    assert (results / "config.yaml").read_text() == written
+    assert main(["experiment", "report", *args[5:]]) == 0  # --config: the results folder's config.yaml
     assert {"table.md", "timings.md", "results.csv"} <= {p.name for p in results.iterdir()}
+    assert main(["experiment", "report", "--out", str(out), "--results", str(tmp_path)]) == 2
+    assert "config.yaml: not found" in capsys.readouterr().err

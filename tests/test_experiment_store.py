@@ -4,12 +4,14 @@ from pathlib import Path
 
 import pytest
 
+from nudiff.config import to_dict
 from nudiff.experiment.fingerprint import cell_fingerprint, cell_fingerprints
 from nudiff.experiment.grid import Cell, load_plan
 from nudiff.experiment.layout import RunLayout
 from nudiff.experiment.store import (
     commit_cell,
     committed_cells,
+    committed_plan,
     committed_rows,
     grid_status,
     precision_note,
@@ -119,61 +121,60 @@ def test_a_finished_but_uncommitted_cell_is_not_counted_as_committed(tmp_path):
     assert not take_committed(tmp_path / "results", plan, cell, run)  # the loop will commit it
 
 
-# Every results folder of committed cells, with the config its README's command ran (the
-# learning curve's budgets and pair_use's variants: as those scripts set them).
-K = "kumar-grid.yaml"
-ONE_SYN_CELL = ["experiment.fractions=[0.1]", "experiment.arms=[real+syn]",
-                "experiment.seeds_by_fraction={0.1: [0]}"]
+def test_a_commit_keeps_the_configuration_the_folder_ran(tmp_path, capsys):
+    """RESULTS/config.yaml: the resolved plan of the first committed cell, never replaced; a
+    later cell that file does not describe is warned about."""
+    plan = _plan(overrides=["segment.train.real_ratio=0.5"])
+    run, results = RunLayout(tmp_path / "run"), tmp_path / "results"
+    cells = [Cell(0.1, "real", s) for s in range(4)]
+    for cell in cells:
+        write_json(run.metrics(cell), {"per_image": {}, "mean": {}, "n_images": 0})
+    commit_cell(results, plan, cells[0], run, {})
+    config = results / "config.yaml"
+    assert to_dict(committed_plan(results)) == to_dict(plan)  # the whole plan, --set applied
+    written = config.read_text()
+
+    other_grid = _plan(overrides=["segment.train.real_ratio=0.5", "experiment.arms=[real]"])
+    other_grid.image.train.steps += 1  # decides no real cell's numbers
+    commit_cell(results, other_grid, cells[1], run, {})
+    assert config.read_text() == written and "warning" not in capsys.readouterr().out
+
+    commit_cell(results, _plan(), cells[2], run, {})  # another real_ratio: other numbers
+    out = capsys.readouterr().out
+    assert config.read_text() == written
+    assert out.count("\n") == 1 and f"warning: {config} is not the configuration f0.10_real_s2" in out
+    assert str(run.root / "config") in out
+
+    config.write_text(written.replace("real_ratio:", "old_name:"))  # an option renamed since
+    commit_cell(results, plan, cells[3], run, {})
+    assert "(unreadable: " in capsys.readouterr().out
 
 
-def _budget(steps: int) -> list[str]:  # benchmarks/learning_curve.py run_budget
-    every = min(500, steps // 2)
-    return [f"segment.train.steps={steps}", f"segment.train.val_every={every}",
-            f"segment.train.checkpoint_every={every}", "experiment.arms=[real]"]
+def test_a_folder_of_committed_cells_without_its_config_fails(tmp_path):
+    write_json(tmp_path / "cells" / "f0.10_real_s0.json", {"fingerprint": "abc"})
+    with pytest.raises(NudiffError, match="config.yaml: not found"):
+        committed_plan(tmp_path)
 
 
-COMMITTED_GRIDS = {
-    "kumar-grid": (K, []),
-    "kumar-grid-each": (K, ["synthesis.stain=reinhard-each", *ONE_SYN_CELL]),
-    "kumar-grid-img3k": (K, ["image.train.steps=3000", *ONE_SYN_CELL]),
-    "kumar-grid-native": (K, ["image.prediction_type=v_prediction", "image.zero_terminal_snr=true",
-                              "image.data.scale=1", *ONE_SYN_CELL]),
-    "kumar-grid-paste": (K, ["synthesis.structures=copypaste"]),
-    "kumar-grid-paste512": (K, ["synthesis.structures=copypaste", "experiment.n_synthetic=512", *ONE_SYN_CELL]),
-    "kumar-grid-subset": (K, ["synthesis.structures=subset", *ONE_SYN_CELL]),
-    "kumar-grid-subset-w05": (K, ["synthesis.structures=subset", "segment.train.synthetic_weight=0.5",
-                                  *ONE_SYN_CELL]),
-    "kumar-grid-zsnr": (K, ["image.prediction_type=v_prediction", "image.zero_terminal_snr=true", *ONE_SYN_CELL]),
-    "monuseg-grid": ("cpu-grid.yaml", []),
-    **{f"learning_curve/steps{n}": (K, _budget(n)) for n in (700, 1500, 3000)},
-    # benchmarks/pair_use.py VARIANTS (the others' cells are kumar-grid's own)
-    "pair_use/half": (K, ["segment.train.real_ratio=0.5"]),
-    "pair_use/tenth": (K, ["segment.train.real_ratio=0.9"]),
-    "pair_use/union": (K, ["segment.train.real_ratio=null"]),
-    "pair_use/pretrain-750": (K, ["segment.train.real_ratio=0", "segment.train.synthetic_until=750"]),
-    "pair_use/copypaste-512": (K, ["experiment.n_synthetic=512"]),
-    "pair_use/copypaste+syn-half": (K, ["segment.train.real_ratio=0.5"]),
-    "pair_use/copypaste-512-half": (K, ["experiment.n_synthetic=512", "segment.train.real_ratio=0.5"]),
-}
-# Committed with a fingerprint from before two segmenter options (the copy kumar-grid/ holds was
-# refreshed in 0bed997, this one was not): a run of that folder refuses it. Refresh its
-# fingerprint from ../kumar-grid/cells/ (same metrics) and drop it from this list.
+# Every results folder of committed cells (each keeps the config its cells ran, config.yaml)
+COMMITTED_GRIDS = sorted(str(p.parent.relative_to(RESULTS)) for p in RESULTS.glob("**/cells"))
+# Folders holding a cell committed with a fingerprint from before an option was added (none now):
+# a run of that folder refuses it. Refresh its fingerprint and drop it from this list.
 STALE: dict[str, set[str]] = {}
 
 
-def test_every_committed_grid_is_listed():
-    folders = {str(p.parent.relative_to(RESULTS)) for p in RESULTS.glob("**/cells")}
-    assert folders == set(COMMITTED_GRIDS)
+def test_committed_grids_are_found():
+    assert {"kumar-grid", "monuseg-grid", "pair_use/half"} <= set(COMMITTED_GRIDS)
 
 
-@pytest.mark.parametrize("folder", sorted(COMMITTED_GRIDS))
+@pytest.mark.parametrize("folder", COMMITTED_GRIDS)
 def test_committed_cells_are_committed_under_the_config_they_ran(folder, tmp_path):
-    """A code change that moved the fingerprint of an unchanged configuration (a new option
-    with its default, say) would make a run refuse every committed cell: the store's status
-    must find each committed cell of each results folder committed under its config."""
-    config, overrides = COMMITTED_GRIDS[folder]
-    plan = _plan(config, overrides)
+    """Each folder of committed cells keeps the configuration they ran (config.yaml; a folder
+    without one fails). A code change that moved the fingerprint of an unchanged configuration
+    (a new option with its default, say) would make a run refuse every committed cell: the
+    store's status must find each committed cell committed under its folder's config."""
     results = RESULTS / folder
+    plan = committed_plan(results)
     cells = committed_cells(results)
     assert cells
     states = {r["cell"]: r["state"] for r in grid_status(plan, tmp_path, results, cells=cells)}

@@ -9,7 +9,7 @@ import nudiff.experiment
 from nudiff.experiment.grid import cells_of, find_cells, load_plan
 from nudiff.experiment.loop import run_experiment
 from nudiff.experiment.report import publish_report
-from nudiff.experiment.store import grid_status, precision_note, status_markdown
+from nudiff.experiment.store import committed_plan, grid_status, precision_note, status_markdown
 from nudiff.utils import NudiffError, set_threads
 
 THREADS_HELP = "torch CPU threads (default: all cores); use 1 when other jobs share the cores"
@@ -21,7 +21,7 @@ examples:
   nudiff experiment --config configs/kumar-grid.yaml --out runs/kumar --results benchmarks/results/kumar-grid   (resumable across sessions)
   nudiff experiment --config configs/kumar-grid.yaml --out runs/k-r90 --set segment.train.real_ratio=0.9 --set experiment.arms=[real+syn]
   nudiff experiment --config configs/kumar-grid.yaml --out runs/kumar --results benchmarks/results/kumar-grid --status
-  nudiff experiment report --config configs/kumar-grid.yaml --out runs/kumar --results benchmarks/results/kumar-grid
+  nudiff experiment report --out runs/kumar --results benchmarks/results/kumar-grid   (its config.yaml)
 on a cluster (docs/cluster.md): --models-only once, then one job per line of --list-cells:
   nudiff experiment --config configs/kumar-grid.yaml --list-cells
   nudiff experiment --config configs/kumar-grid.yaml --out /shared/run --results /shared/results --cell f0.10_real_s0
@@ -39,7 +39,9 @@ def register(sub) -> None:
     p.add_argument("action", nargs="?", choices=["report"], default=None, metavar="report",
                    help="report: rebuild the report of --out from its cells and those committed in "
                    "--results, and copy it (table, chart, mosaics, CSV, timings) into --results")
-    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--config", type=Path, default=None,
+                   help="the experiment config (required; with report: default RESULTS/config.yaml, "
+                   "the configuration the committed cells ran)")
     p.add_argument("--out", type=Path, default=None, help="the run folder (required but with --list-cells)")
     p.add_argument("--test", type=Path, default=None,
                    help="test folder with images/ and labels/ (default: the validation images)")
@@ -85,13 +87,17 @@ def register(sub) -> None:
 
 def _cmd_experiment(args) -> None:
     set_threads(args.threads)
-    plan = load_plan(args.config, getattr(args, "set", None))
+    report = getattr(args, "action", None) == "report"
+    if args.config is None and not (report and args.results is not None):
+        raise NudiffError("nudiff experiment: --config is required")
+    plan = (committed_plan(args.results, args.set) if args.config is None
+            else load_plan(args.config, getattr(args, "set", None)))
     if getattr(args, "list_cells", False):
         print("\n".join(c.name for c in cells_of(plan.experiment)))
         return
     if args.out is None:
         raise NudiffError("nudiff experiment: --out is required (the run folder)")
-    if getattr(args, "action", None) == "report":
+    if report:
         if args.results is None:
             raise NudiffError("nudiff experiment report: --results is required (where the report goes)")
         for path in publish_report(plan, args.out, args.results):

@@ -127,11 +127,16 @@ class RunLayout:
 @dataclass(frozen=True)
 class ResultsLayout:
     """A results folder (``--results``): ``cells/<cell>.json`` per committed cell (per-image
-    metrics + the fingerprint of the configuration that computed them), and, once a report is
-    published there, ``table.md``, ``summary.json``, ``chart.png``, ``results.csv``, ...
+    metrics + the fingerprint of the configuration that computed them), ``config.yaml`` (the
+    resolved configuration they ran), and, once a report is published there, ``table.md``,
+    ``summary.json``, ``chart.png``, ``results.csv``, ...
     """
 
     root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
 
     @property
     def cells(self) -> Path:

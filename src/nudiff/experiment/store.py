@@ -4,7 +4,8 @@ Every finished cell's per-image metrics are committed to ``RESULTS/cells/<cell>.
 fingerprint of the configuration that computed them. A later run (another session, another
 machine, a scheduler's ``--cell`` job) takes a cell from there instead of recomputing it, and
 refuses one computed with another configuration. Committing that folder is how a grid longer
-than a session is run.
+than a session is run. Beside the cells, ``RESULTS/config.yaml`` keeps the resolved
+configuration they ran (:func:`record_config`), so a reader knows which recipe made the numbers.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from nudiff import utils
+from nudiff.config import save_config
 from nudiff.experiment.fingerprint import cell_fingerprint, cell_fingerprints
-from nudiff.experiment.grid import ARMS, Cell, Plan, cells_of
+from nudiff.experiment.grid import ARMS, Cell, Plan, cells_of, load_plan
 from nudiff.experiment.layout import ResultsLayout, RunLayout, fraction_tag
 from nudiff.experiment.training_data import log, pairs_state
 from nudiff.synthesis import REAL_STRUCTURES
@@ -50,7 +52,8 @@ def take_committed(results_dir: Path | None, plan: Plan, cell: Cell, run: RunLay
 
 def commit_cell(results_dir: Path, plan: Plan, cell: Cell, run: RunLayout, timings: dict) -> None:
     """Write the run's finished cell to ``results_dir`` with its fingerprint, steps, minutes
-    and the precision its segmenter ran in."""
+    and the precision its segmenter ran in, and the plan to ``config.yaml``
+    (:func:`record_config`)."""
     report = read_json(run.metrics(cell))
     minutes = {k.rsplit("/", 1)[-1]: round(v / 60, 2) for k, v in timings.items()
                if k.startswith(f"cells/{cell.name}/")}
@@ -60,6 +63,43 @@ def commit_cell(results_dir: Path, plan: Plan, cell: Cell, run: RunLayout, timin
         # what ran: a CPU without native bf16 trains a bf16 configuration in fp32
         "segment_precision": resolve_precision(plan.segment.train.precision),
         "fingerprint": cell_fingerprint(plan, cell), **report})
+    record_config(results_dir, plan, cell, run)
+
+
+def record_config(results_dir: Path, plan: Plan, cell: Cell, run: RunLayout) -> None:
+    """Keep the resolved configuration (the whole plan, ``--set`` overrides applied) that
+    ``cell`` was committed under as ``results_dir/config.yaml``, written atomically.
+
+    The rule: written only when the folder has none, so it is the configuration of the folder's
+    first committed cell, and never silently replaced. A later cell whose numbers that file
+    does not describe (its fingerprint under it differs: another segmenter setting, say) leaves
+    it as it is and prints one warning line naming it and this run's configuration
+    (``OUT/config/``). A run that differs only in what decides no cell's numbers (which
+    fractions, arms or seeds it runs; speed options) prints nothing: the cells' own
+    fingerprints guard the numbers, ``config.yaml`` tells a reader which recipe made them."""
+    path = ResultsLayout(Path(results_dir)).config
+    if not path.exists():
+        save_config(plan, path)
+        return
+    try:
+        same = cell_fingerprint(plan, cell) in cell_fingerprints(load_plan(path), cell)
+    except NudiffError as e:  # e.g. an option renamed since it was written
+        same, why = False, f" (unreadable: {e})"
+    else:
+        why = ""
+    if not same:
+        log(f"warning: {path}{why} is not the configuration {cell.name} was committed under "
+            f"({run.root / 'config'}); kept it: a results folder should hold one configuration's cells")
+
+
+def committed_plan(results_dir: Path, overrides: list[str] | None = None) -> Plan:
+    """The plan a results folder's cells ran: its ``config.yaml`` (with ``--set``-style
+    ``overrides``); an error when the folder has none."""
+    path = ResultsLayout(Path(results_dir)).config
+    if not path.is_file():
+        raise NudiffError(f"{path}: not found (the configuration {results_dir}'s cells ran); "
+                          "give --config")
+    return load_plan(path, overrides)
 
 
 def committed_records(results_dir: Path, fraction: float | None = None) -> list[dict]:
