@@ -16,7 +16,6 @@ Writes ``benchmarks/results/diffusion_speed.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import platform
 import tempfile
@@ -30,6 +29,7 @@ from nudiff.diffusion.config import DataConfig, DiffusionConfig, ModelConfig, Tr
 from nudiff.diffusion.networks import Denoiser, condition_tensor
 from nudiff.diffusion.sample import denoise, sample_generator, sample_images, sample_structures
 from nudiff.diffusion.train import train
+from nudiff.training import read_log
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -79,8 +79,7 @@ def make_config(variant: str, args, precision: str) -> DiffusionConfig:
 def time_training(cfg: DiffusionConfig, images, inst) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         train(cfg, tmp, images if cfg.model.kind == "image" else None, inst)
-        with open(Path(tmp) / "train_log.csv") as f:
-            rates = [float(r["it_per_s"]) for r in csv.DictReader(f)][1:]
+        rates = [float(r["steps_per_s"]) for r in read_log(tmp)][1:]
     # median: robust to other jobs on a shared CPU; min: the machine's uncontended speed
     s_per_step = float(np.median([1 / r for r in rates]))
     return {

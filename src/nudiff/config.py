@@ -21,6 +21,10 @@ from nudiff.utils import DataError, NudiffError, write_text
 
 T = TypeVar("T")
 
+# metadata of a dataclass field that changes how fast a result comes, not the result (beyond
+# float rounding): ``field(default=..., metadata=SPEED_ONLY)``; :func:`differences` skips it
+SPEED_ONLY = {"speed_only": True}
+
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:
     """Build dataclass ``cls`` from a (nested) mapping; unknown keys raise ``DataError``."""

@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+TMP_PREFIX = ".tmp-"  # temporary files and folders that atomic writes leave after a crash
 
 
 class NudiffError(Exception):
@@ -50,6 +53,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new empty folder beside ``path``; on success it replaces ``path`` as a whole.
+
+    A reader sees the old folder or the complete new one, never a mix; a crash leaves the old
+    folder and a hidden ``.tmp-<name>-*`` folder (which :func:`nudiff.checkpoint.remove_partial`
+    deletes among checkpoints), nothing half-written under ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{TMP_PREFIX}{path.name}-"))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it owner-only
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{TMP_PREFIX}old-{path.name}-"))
+            os.replace(path, old / path.name)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _umask() -> int:

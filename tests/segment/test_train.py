@@ -11,7 +11,7 @@ from nudiff.utils import NudiffError
 
 
 def _log(run):
-    with (run / "log.csv").open() as f:
+    with (run / "train_log.csv").open() as f:
         return list(csv.DictReader(f))
 
 
@@ -41,9 +41,10 @@ def test_real_ratio_sampling_proportion():
 
 def test_warmup_then_cosine(make_config):
     cfg = make_config(steps=100, warmup_steps=10)
-    assert lr_factor(0, cfg) == pytest.approx(0.1)
-    assert lr_factor(10, cfg) == pytest.approx(1.0)
-    assert lr_factor(100, cfg) == pytest.approx(0.0, abs=1e-9)
+    f = lr_factor(cfg)
+    assert f(0) == pytest.approx(0.1)
+    assert f(10) == pytest.approx(1.0)
+    assert f(100) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_exact_resume(tmp_path, make_toy, make_config, monkeypatch):

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nudiff.utils import NudiffError
+from nudiff.config import SPEED_ONLY
+from nudiff.training import TrainConfig as BaseTrainConfig
+from nudiff.training import check
 
 KINDS = ("structure", "image")
 CONDITIONINGS = ("spade", "concat")
-PRECISIONS = ("no", "bf16", "fp16")
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune")
 SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
 SCHEDULES = ("linear_beta",)
@@ -62,25 +63,25 @@ class ModelConfig:
     norm_num_groups: int = 32
     spade_channels: int = 32
     self_condition: bool = False
-    flash_attention: bool = False
+    flash_attention: bool = field(default=False, metadata=SPEED_ONLY)
 
     def __post_init__(self) -> None:
-        _check(self.kind in KINDS, f"model.kind must be one of {KINDS}, got {self.kind!r}")
-        _check(
+        check(self.kind in KINDS, f"model.kind must be one of {KINDS}, got {self.kind!r}")
+        check(
             self.conditioning in CONDITIONINGS,
             f"model.conditioning must be one of {CONDITIONINGS}, got {self.conditioning!r}",
         )
         self.channels = tuple(int(c) for c in self.channels)
         self.attention_levels = tuple(bool(a) for a in self.attention_levels)
-        _check(
+        check(
             len(self.attention_levels) == len(self.channels),
             "model.attention_levels needs one entry per model.channels level",
         )
-        _check(
+        check(
             all(c % self.norm_num_groups == 0 for c in self.channels),
             f"model.norm_num_groups={self.norm_num_groups} must divide every width {self.channels}",
         )
-        _check(
+        check(
             all(
                 c % self.num_head_channels == 0
                 for c, a in zip(self.channels, self.attention_levels)
@@ -107,26 +108,21 @@ class DataConfig:
     min_area: int | None = None
 
     def __post_init__(self) -> None:
-        _check(self.patch_size >= 8, "data.patch_size must be >= 8")
-        _check(0 < self.scale <= 4, "data.scale must be in (0, 4]")
+        check(self.patch_size >= 8, "data.patch_size must be >= 8")
+        check(0 < self.scale <= 4, "data.scale must be in (0, 4]")
 
 
 @dataclass
-class TrainConfig:
-    """Optimisation, checkpointing and logging of the one training loop.
+class TrainConfig(BaseTrainConfig):
+    """Optimisation, checkpointing and logging of the one training loop: the fields of
+    :class:`nudiff.training.TrainConfig` (steps, batch_size, lr, warmup_steps, weight_decay,
+    grad_clip, precision, seed, checkpoint_every, keep_checkpoints, log_every), then:
 
-    steps: optimizer steps in total (the cosine schedule spans them).
     batch_size: windows per step and process (under ``accelerate launch`` with P processes
-        an optimizer step sees P x batch_size windows).
-    lr / warmup_steps / weight_decay: AdamW with linear warm-up then cosine decay to 0.
-    grad_clip: max global gradient norm (0 disables).
+        an optimizer step sees P x batch_size windows). The LR decays to 0 (cosine).
     ema_decay: EMA of the weights, with warm-up ``min(decay, (1 + n) / (10 + n))``; samplers
         use the EMA weights.
-    precision: ``"bf16"`` / ``"fp16"`` autocast (through accelerate) or ``"no"`` (fp32); bf16
-        on a device without native bf16 runs fp32 (:func:`nudiff.utils.resolve_precision`).
-    checkpoint_every / keep_checkpoints: save every N steps, keep the newest K.
-    log_every: TensorBoard + CSV row every N steps. sample_every: sample-grid PNG every N steps
-        (0 disables; a grid is always drawn at the end).
+    sample_every: sample-grid PNG every N steps (0 disables; a grid is always drawn at the end).
     cond_drop_prob: image model: probability that a sample's condition is replaced by the null
         condition (classifier-free guidance).
     min_snr_gamma: Min-SNR-gamma loss weighting (Hang et al. 2023): each sample's loss is
@@ -149,38 +145,22 @@ class TrainConfig:
         checkpoints and the EMA copy (the samplers' model, eager) are unchanged.
     """
 
-    steps: int = 3000
-    batch_size: int = 16
-    lr: float = 2e-4
-    warmup_steps: int = 200
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
     ema_decay: float = 0.999
-    precision: str = "bf16"
-    seed: int = 0
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 3
-    log_every: int = 50
     sample_every: int = 1000
     cond_drop_prob: float = 0.2
     min_snr_gamma: float | None = None
     max_minutes: float | None = None
-    num_workers: int = 0
-    compile: str | None = None
+    num_workers: int = field(default=0, metadata=SPEED_ONLY)
+    compile: str | None = field(default=None, metadata=SPEED_ONLY)
 
     def __post_init__(self) -> None:
-        _check(self.compile in COMPILE_MODES, f"train.compile must be one of {COMPILE_MODES}")
-        _check(self.max_minutes is None or self.max_minutes > 0, "train.max_minutes must be > 0")
-        _check(self.num_workers >= 0, "train.num_workers must be >= 0")
-        _check(self.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}")
-        _check(self.steps >= 1 and self.batch_size >= 1, "train.steps and batch_size must be >= 1")
-        _check(
-            self.checkpoint_every >= 1 and self.keep_checkpoints >= 1,
-            "train.checkpoint_every and keep_checkpoints must be >= 1",
-        )
-        _check(0 <= self.cond_drop_prob <= 1, "train.cond_drop_prob must be in [0, 1]")
-        _check(0 <= self.ema_decay < 1, "train.ema_decay must be in [0, 1)")
-        _check(self.min_snr_gamma is None or self.min_snr_gamma > 0, "train.min_snr_gamma must be > 0")
+        super().__post_init__()
+        check(self.compile in COMPILE_MODES, f"train.compile must be one of {COMPILE_MODES}")
+        check(self.max_minutes is None or self.max_minutes > 0, "train.max_minutes must be > 0")
+        check(self.num_workers >= 0, "train.num_workers must be >= 0")
+        check(0 <= self.cond_drop_prob <= 1, "train.cond_drop_prob must be in [0, 1]")
+        check(0 <= self.ema_decay < 1, "train.ema_decay must be in [0, 1)")
+        check(self.min_snr_gamma is None or self.min_snr_gamma > 0, "train.min_snr_gamma must be > 0")
 
 
 @dataclass
@@ -203,7 +183,7 @@ class SampleConfig:
     clip_x0: bool = True
 
     def __post_init__(self) -> None:
-        _check(self.sampler in SAMPLERS, f"sample.sampler must be one of {SAMPLERS}")
+        check(self.sampler in SAMPLERS, f"sample.sampler must be one of {SAMPLERS}")
 
 
 @dataclass
@@ -236,13 +216,8 @@ class DiffusionConfig:
     zero_terminal_snr: bool = False
 
     def __post_init__(self) -> None:
-        _check(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}")
-        _check(self.prediction_type in PREDICTION_TYPES, f"prediction_type must be one of {PREDICTION_TYPES}")
-        _check(not self.zero_terminal_snr or self.prediction_type == "v_prediction",
+        check(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}")
+        check(self.prediction_type in PREDICTION_TYPES, f"prediction_type must be one of {PREDICTION_TYPES}")
+        check(not self.zero_terminal_snr or self.prediction_type == "v_prediction",
                "zero_terminal_snr needs prediction_type: v_prediction (epsilon is undefined at zero SNR)")
-        _check(self.num_train_timesteps >= 2, "num_train_timesteps must be >= 2")
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise NudiffError(message)
+        check(self.num_train_timesteps >= 2, "num_train_timesteps must be >= 2")

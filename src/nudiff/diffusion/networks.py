@@ -25,6 +25,7 @@ from monai.networks.nets import DiffusionModelUNet, SPADEDiffusionModelUNet
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from nudiff.checkpoint import state_dict_cpu
 from nudiff.config import from_dict, to_dict
 from nudiff.diffusion.config import DiffusionConfig, ModelConfig
 from nudiff.utils import DataError, read_json, write_json
@@ -150,8 +151,3 @@ def load_denoiser(directory: str | Path) -> Denoiser:
     model = Denoiser(cfg)
     model.load_state_dict(load_file(str(weights)))
     return model.eval()
-
-
-def state_dict_cpu(module: nn.Module) -> dict[str, torch.Tensor]:
-    """Contiguous CPU copies of a state dict (what safetensors wants)."""
-    return {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}

@@ -13,17 +13,13 @@ Runs on CPU, one GPU or many (``accelerate launch``) unchanged; mixed precision 
 (seed, step, process), so a resumed run continues exactly as an uninterrupted one.
 
 Writes into ``out_dir``: ``config.yaml`` (at start), ``train_log.csv`` and ``tb/``
-(TensorBoard), ``samples/step_*.png`` grids, ``checkpoints/step_*`` (see
-:mod:`nudiff.checkpoint`) and ``model/`` (EMA weights + config.json, what the
-samplers load).
+(:class:`nudiff.training.RunLog`), ``samples/step_*.png`` grids, ``checkpoints/step_*`` (see
+:mod:`nudiff.checkpoint`) and ``model/`` (EMA weights + config.yaml, a
+:mod:`nudiff.model_folder`: what the samplers load).
 """
 
 from __future__ import annotations
 
-import csv
-import math
-import shutil
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -31,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.tensorboard import SummaryWriter
 
 from nudiff import checkpoint as ckpt
 from nudiff.config import load_config, save_config, to_dict
@@ -39,15 +34,22 @@ from nudiff.data.io import write_image
 from nudiff.diffusion.config import DiffusionConfig, TrainConfig
 from nudiff.diffusion.data import PatchSampler
 from nudiff.diffusion.ema import EMA
-from nudiff.diffusion.networks import Denoiser, condition_tensor, save_denoiser, state_dict_cpu
+from nudiff.diffusion.networks import Denoiser, condition_tensor, save_denoiser
 from nudiff.diffusion.sample import sample_images, sample_structures
 from nudiff.diffusion.schedule import min_snr_weights, predicted_x0, training_scheduler
 from nudiff.report import mosaic, structure_rgb
-from nudiff.utils import DataError, NudiffError, make_accelerator, progress_bar, seed_everything
+from nudiff.training import RunLog, warmup_cosine
+from nudiff.utils import (
+    DataError,
+    NudiffError,
+    atomic_folder,
+    make_accelerator,
+    progress_bar,
+    seed_everything,
+)
 
 GRID_SAMPLES = 8
 GRID_STEPS = 20
-CSV_FIELDS = ["step", "loss", "lr", "it_per_s"]
 
 
 def train(
@@ -87,7 +89,8 @@ def train(
     ema = EMA(model, tc.ema_decay)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     clock = WallClock(tc.max_minutes)
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(tc, clock))
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(tc.steps, tc.warmup_steps, progress=clock.fraction))
 
     start = 0
     if resume and existing:
@@ -102,12 +105,10 @@ def train(
     if time_is_up(clock, accelerator):  # a resumed run whose time budget was spent: no step
         end = start
 
-    writer = log_file = None
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "config.yaml")
-        writer = SummaryWriter(out_dir / "tb", purge_step=start + 1)
-        log_file, csv_writer = _open_csv(out_dir / "train_log.csv", start)
+    log = RunLog(out_dir, start_step=start, enabled=main)
     noise_schedule = training_scheduler(cfg)
     alphas = noise_schedule.alphas_cumprod
     T = cfg.num_train_timesteps
@@ -159,16 +160,7 @@ def train(
             bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
             if main and (step % tc.log_every == 0 or step == end):
                 now = time.perf_counter()
-                row = {
-                    "step": step,
-                    "loss": running / count,
-                    "lr": lr,
-                    "it_per_s": count / (now - tick),
-                }
-                csv_writer.writerow(row)
-                log_file.flush()
-                for key in ("loss", "lr", "it_per_s"):
-                    writer.add_scalar(f"train/{key}", row[key], step)
+                log.write(step, {"loss": running / count, "lr": lr, "steps_per_s": count / (now - tick)})
                 running, count, tick = 0.0, 0, now
             # other processes need no barrier here: they wait in the next gradient all-reduce
             if main and (step % tc.checkpoint_every == 0 or step == end):
@@ -183,9 +175,7 @@ def train(
         accelerator.wait_for_everyone()
     finally:
         bar.close()
-        if writer is not None:
-            writer.close()
-            log_file.close()
+        log.close()
         accelerator.end_training()
     return out_dir / "model"
 
@@ -218,21 +208,6 @@ def time_is_up(clock: WallClock, accelerator) -> bool:
         flag = torch.tensor([float(up)], device=accelerator.device)
         up = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
     return up
-
-
-def warmup_cosine(tc: TrainConfig, clock: WallClock | None = None):
-    """LR factor after ``step`` optimizer steps: linear warm-up, then cosine to 0 at the end
-    (the end of ``tc.steps`` or, with a ``clock``, of ``tc.max_minutes`` if that comes first)."""
-
-    def factor(step: int) -> float:
-        if step < tc.warmup_steps:
-            return (step + 1) / tc.warmup_steps
-        progress = (step - tc.warmup_steps) / max(1, tc.steps - tc.warmup_steps)
-        if clock is not None:
-            progress = max(progress, clock.fraction())
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
 
 
 class StepWindows(torch.utils.data.Dataset):
@@ -280,45 +255,26 @@ def step_generators(
 
 def save_training_state(out_dir, step, accelerator, model, ema, optimizer, lr_schedule,
                         clock: WallClock | None = None) -> Path:
-    tensors, meta = ckpt.flatten_optimizer(optimizer.state_dict())
+    """Checkpoint ``step`` (:func:`nudiff.checkpoint.save_training_state`) with the EMA weights,
+    its update count, the minutes spent and the grad scaler."""
     scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
     state = {
-        "step": step,
-        "lr_scheduler": lr_schedule.state_dict(),
         "ema_updates": ema.num_updates,
         "elapsed_s": round(clock.elapsed_s(), 1) if clock is not None else None,
         "grad_scaler": scaler,
-        "rng": ckpt.rng_state(),
         "data_sampler": {"seeding": "SeedSequence([seed, step, process])", "next_step": step + 1},
     }
-    return ckpt.write_checkpoint(
-        out_dir,
-        step,
-        {
-            "model.safetensors": state_dict_cpu(accelerator.unwrap_model(model)),
-            "ema.safetensors": state_dict_cpu(ema.model),
-            "optimizer.safetensors": tensors,
-            "optimizer.json": meta,
-            "state.json": state,
-        },
-    )
+    weights = {"model": accelerator.unwrap_model(model), "ema": ema.model}
+    return ckpt.save_training_state(out_dir, step, weights, optimizer, lr_schedule, state)
 
 
 def load_training_state(path: Path, model: Denoiser, ema: EMA, optimizer, lr_schedule,
                         clock: WallClock | None = None) -> int:
     """Load a checkpoint into un-prepared objects; restores the global RNGs; returns its step."""
-    files = ckpt.read_checkpoint(path)
-    state = files["state.json"]
+    state = ckpt.load_training_state(path, {"model": model, "ema": ema.model}, optimizer, lr_schedule)
     if clock is not None:
         clock.before_s = float(state.get("elapsed_s") or 0.0)
-    model.load_state_dict(files["model.safetensors"])
-    ema.model.load_state_dict(files["ema.safetensors"])
     ema.num_updates = state["ema_updates"]
-    optimizer.load_state_dict(
-        ckpt.unflatten_optimizer(files["optimizer.safetensors"], files["optimizer.json"])
-    )
-    lr_schedule.load_state_dict(state["lr_scheduler"])
-    ckpt.set_rng_state(state["rng"])
     return int(state["step"])
 
 
@@ -349,32 +305,9 @@ def write_sample_grid(
 
 
 def _save_final(model: Denoiser, directory: Path) -> None:
-    """``directory`` = EMA weights + config.json, replaced atomically."""
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".tmp-{directory.name}-"))
-    try:
+    """``directory`` = EMA weights + config, replaced atomically."""
+    with atomic_folder(directory) as tmp:
         save_denoiser(model, tmp)
-        if directory.exists():
-            old = directory.parent / f".tmp-old-{directory.name}"
-            directory.rename(old)
-            shutil.rmtree(old, ignore_errors=True)
-        tmp.rename(directory)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _open_csv(path: Path, start: int):
-    """Open the CSV log for appending; rows after ``start`` (from a killed run) are dropped."""
-    rows = []
-    if start and path.is_file():
-        with path.open(newline="") as f:
-            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
-    f = path.open("w", newline="")
-    writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    f.flush()
-    return f, writer
 
 
 def _check_same_model(cfg: DiffusionConfig, out_dir: Path) -> None:

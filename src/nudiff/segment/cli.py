@@ -18,7 +18,7 @@ examples:
   accelerate launch -m nudiff.cli segment train --config configs/paper.yaml --real ... --out runs/seg
 
 Each DIR is a paired folder: DIR/images/<name>.png + DIR/labels/<name>.png (instance map).
-Writes RUN_DIR/model/ (best validation PQ), checkpoints/, log.csv, tb/, config.yaml.
+Writes RUN_DIR/model/ (best validation PQ), checkpoints/, train_log.csv, tb/, config.yaml.
 """
 
 PREDICT_EXAMPLES = """\

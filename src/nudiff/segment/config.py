@@ -19,17 +19,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from nudiff.structure import DecodeParams
-from nudiff.utils import NudiffError
+from nudiff.training import TrainConfig as BaseTrainConfig
+from nudiff.training import check
 
 ARCHS = ("unet", "hovernet")
-PRECISIONS = ("no", "bf16", "fp16")
 SCHEDULES = ("cosine", "constant")
 BLENDS = ("gaussian", "constant")
 
 
 def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise NudiffError(f"segment config: {message}")
+    check(ok, f"segment config: {message}")
 
 
 @dataclass
@@ -77,17 +76,15 @@ class ModelConfig:
 
 
 @dataclass
-class TrainConfig:
-    """The training loop.
+class TrainConfig(BaseTrainConfig):
+    """The training loop: the fields of :class:`nudiff.training.TrainConfig` (steps,
+    batch_size, lr, warmup_steps, weight_decay, grad_clip, precision, seed, checkpoint_every,
+    keep_checkpoints, log_every) with the segmenter's defaults, then:
 
-    steps / batch_size / crop_size: optimizer steps, crops per batch, crop side (px; a
-        multiple of the model's ``multiple``; smaller samples are reflect-padded).
-    lr / weight_decay / warmup_steps / schedule: AdamW, linear warm-up, then cosine to
-        ``min_lr_ratio * lr`` (or constant).
-    grad_clip: max global gradient norm (0 disables).
-    precision: ``"bf16"`` (autocast; the one switch that helps on a CPU with AVX512-BF16/AMX;
-        one that only emulates bf16 runs fp32: :func:`nudiff.utils.resolve_precision`),
-        ``"fp16"`` (GPU) or ``"no"``.
+    batch_size / crop_size: crops per batch, crop side (px; a multiple of the model's
+        ``multiple``; smaller samples are reflect-padded).
+    schedule / min_lr_ratio: after the warm-up, cosine to ``min_lr_ratio * lr`` (or constant).
+    precision: ``"bf16"`` is the one switch that helps on a CPU with AVX512-BF16/AMX.
     seed: seeds weights, batch sampling and augmentation.
     real_ratio: probability that a batch item comes from the real samples rather than the
         synthetic ones, so every arm gets the same number of optimizer steps; ``None``: one
@@ -98,54 +95,44 @@ class TrainConfig:
         fine-tuning on real, in the same number of optimizer steps.
     synthetic_weight: weight of the synthetic crops' loss relative to the real ones' (1: plain
         mean over the batch; the loss is then computed on the two parts of a batch apart).
-    val_every / checkpoint_every / keep_checkpoints / log_every: in steps.
+    val_every: validation (and model selection) every N steps.
     target_context: h/v targets are computed on the augmented crop plus this margin (px),
         then cropped, so a nucleus cut by the crop edge keeps its true centre where known.
     tune_post: after training, choose the post-processing thresholds (``post``) of the
         selected model on the validation images by a small grid search (mean PQ); the
-        choice is written into ``model/config.yaml``.
+        choice is written into the model folder's ``config.yaml``.
     """
 
     steps: int = 3900
     batch_size: int = 8
-    crop_size: int = 256
     lr: float = 1.0e-3
-    weight_decay: float = 1.0e-4
     warmup_steps: int = 100
-    schedule: str = "cosine"
-    min_lr_ratio: float = 0.0
+    weight_decay: float = 1.0e-4
     grad_clip: float = 5.0
-    precision: str = "bf16"
-    seed: int = 0
-    real_ratio: float | None = 0.5
-    val_every: int = 500
-    checkpoint_every: int = 500
     keep_checkpoints: int = 2
     log_every: int = 20
+    crop_size: int = 256
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.0
+    real_ratio: float | None = 0.5
+    val_every: int = 500
     target_context: int = 16
     tune_post: bool = True
     synthetic_until: int | None = None
     synthetic_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(self.synthetic_weight >= 0, "train.synthetic_weight must be >= 0")
         _check(self.synthetic_until is None or self.synthetic_until >= 0,
                "train.synthetic_until must be >= 0")
-        _check(self.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}")
         _check(self.schedule in SCHEDULES, f"train.schedule must be one of {SCHEDULES}")
-        _check(
-            self.steps >= 1 and self.batch_size >= 1,
-            "train.steps and train.batch_size must be >= 1",
-        )
         _check(self.crop_size >= 16, "train.crop_size must be >= 16")
         _check(
             self.real_ratio is None or 0.0 <= self.real_ratio <= 1.0,
             "train.real_ratio must be in [0, 1]",
         )
-        _check(
-            min(self.val_every, self.checkpoint_every, self.keep_checkpoints, self.log_every) >= 1,
-            "train.val_every, checkpoint_every, keep_checkpoints and log_every must be >= 1",
-        )
+        _check(self.val_every >= 1, "train.val_every must be >= 1")
 
 
 @dataclass

@@ -11,17 +11,15 @@ validation images, the final weights). Layout of ``out_dir``::
 
     model/            model.safetensors, config.yaml, info.json (step, validation metrics)
     checkpoints/      step_0000500/ ... (newest ``keep_checkpoints``), for --resume
-    log.csv           step, loss parts, lr, steps/s, val_* metrics
+    train_log.csv     step, loss, lr, steps/s, loss parts, val_* metrics
     tb/               TensorBoard events
     config.yaml       the full configuration of the run
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import itertools
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -31,18 +29,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from nudiff import checkpoint as shared_ckpt
+from nudiff import checkpoint as ckpt
 from nudiff.config import save_config
 from nudiff.metrics import METRICS, instance_metrics, mean_metrics
-from nudiff.segment import checkpoint as ckpt
 from nudiff.segment.augment import augmented_crop, color_augment
+from nudiff.segment.checkpoint import save_model
 from nudiff.segment.config import SegmentConfig
 from nudiff.segment.loss import HoVerNetLossParts, structure_targets
 from nudiff.segment.model import build_segmenter, image_to_tensor
+from nudiff.training import RunLog, warmup_cosine
 from nudiff.utils import NudiffError, make_accelerator, seed_everything
 
 LOSS_PARTS = ("np_dice", "np_ce", "hv_mse", "hv_msge")
-LOG_FIELDS = ("step", "loss", *LOSS_PARTS, "lr", "steps_per_s", *(f"val_{m}" for m in METRICS))
+LOG_FIELDS = (*LOSS_PARTS, *(f"val_{m}" for m in METRICS))  # after step, loss, lr, steps_per_s
 
 
 # --- sampling ----------------------------------------------------------------------------
@@ -185,62 +184,14 @@ def tune_post_processing(run_dir: str | os.PathLike, val: Sequence) -> dict[str,
     return info["post_tuning"]
 
 
-# --- logging -------------------------------------------------------------------------------
-
-
-class TrainLog:
-    """CSV (``log.csv``) + TensorBoard (``tb/``); on resume, rows after the resumed step are dropped."""
-
-    def __init__(self, out: Path, start_step: int, enabled: bool = True):
-        self.path = out / "log.csv"
-        self.enabled = enabled
-        self.tb = None
-        if not enabled:
-            return
-        rows = []
-        if start_step > 0 and self.path.exists():
-            with self.path.open(newline="") as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start_step]
-        with self.path.open("w", newline="") as f:
-            w = csv.DictWriter(f, LOG_FIELDS)
-            w.writeheader()
-            w.writerows(rows)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(
-                str(out / "tb"), purge_step=start_step + 1 if start_step else None
-            )
-        except ImportError:  # tensorboard is optional at run time
-            self.tb = None
-
-    def write(self, step: int, values: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, LOG_FIELDS).writerow({"step": step, **values})
-        if self.tb is not None:
-            for k, v in values.items():
-                group = "val" if k.startswith("val_") else "train"
-                self.tb.add_scalar(f"{group}/{k.removeprefix('val_')}", v, step)
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
-
-
 # --- optimisation ----------------------------------------------------------------------------
 
 
-def lr_factor(step: int, cfg: SegmentConfig) -> float:
-    """Multiplier of ``train.lr`` after ``step`` optimizer steps: linear warm-up, then cosine."""
+def lr_factor(cfg: SegmentConfig):
+    """Multiplier of ``train.lr`` after ``step`` optimizer steps (a function of ``step``):
+    linear warm-up, then cosine to ``min_lr_ratio`` (or constant)."""
     t = cfg.train
-    if step < t.warmup_steps:
-        return (step + 1) / t.warmup_steps
-    if t.schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps))
-    return t.min_lr_ratio + (1 - t.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return warmup_cosine(t.steps, t.warmup_steps, t.min_lr_ratio, constant=t.schedule == "constant")
 
 
 def weighted_loss_parts(loss_fn, prediction: dict, target: dict, synthetic: list[bool],
@@ -291,8 +242,8 @@ def train_segmenter(
         raise NudiffError("no real training samples")
     _check_samples(real, "real")
     _check_samples(synthetic or [], "synthetic")
-    shared_ckpt.remove_partial(out)
-    existing = ckpt.list_checkpoints(out)
+    ckpt.remove_partial(out)
+    existing = [p for _, p in ckpt.list_checkpoints(out)]
     if existing and not resume:
         raise NudiffError(f"{out} already holds checkpoints; pass --resume or choose another --out")
 
@@ -302,23 +253,20 @@ def train_segmenter(
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg))
     # each process draws its own batches (data parallel); the first one's stream is the reference
     rng = np.random.default_rng([t.seed, accelerator.process_index])
     state: dict[str, Any] = {"best_pq": -1.0, "best_step": None, "log_sums": {}, "log_count": 0}
     step = 0
     if resume and existing:
-        state = ckpt.load_checkpoint(existing[-1], model, optimizer)
+        state = ckpt.load_training_state(existing[-1], {"model": model}, optimizer, scheduler, rng)
         step = state.pop("step")
-        scheduler.load_state_dict(state.pop("scheduler"))
-        rng.bit_generator.state = state.pop("numpy_rng")
-        ckpt.torch_rng_from_json(state.pop("torch_rng"))
     model, optimizer = accelerator.prepare(model, optimizer)
     main = accelerator.is_main_process
     if main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
-    log = TrainLog(out, step, enabled=main)
+    log = RunLog(out, LOG_FIELDS, start_step=step, enabled=main)
     loss_fn = HoVerNetLossParts()
     pools = {"real": real, "synthetic": synthetic or []}
     real_areas, syn_areas = _areas(real), _areas(synthetic or [])
@@ -381,21 +329,11 @@ def train_segmenter(
         if step % t.checkpoint_every == 0 or step == t.steps:
             accelerator.wait_for_everyone()
             if main:
-                ckpt.save_checkpoint(
-                    out,
-                    step,
-                    accelerator.unwrap_model(model),
-                    optimizer,
-                    {
-                        **{k: v for k, v in state.items() if k not in ("log_sums", "log_count")},
-                        "log_sums": {k: float(v) for k, v in sums.items()},
-                        "log_count": count,
-                        "scheduler": scheduler.state_dict(),
-                        "numpy_rng": rng.bit_generator.state,
-                        "torch_rng": ckpt.torch_rng_to_json(),
-                    },
-                )
-                shared_ckpt.prune(out, t.keep_checkpoints)
+                kept = {k: v for k, v in state.items() if k not in ("log_sums", "log_count")}
+                kept |= {"log_sums": {k: float(v) for k, v in sums.items()}, "log_count": count}
+                ckpt.save_training_state(out, step, {"model": accelerator.unwrap_model(model)},
+                                         optimizer, scheduler, kept, generator=rng)
+                ckpt.prune(out, t.keep_checkpoints)
             tick = time.perf_counter()  # checkpoint time is not training speed
     bar.close()
     if main and (not val or not (out / "model").exists()):
@@ -410,7 +348,7 @@ def train_segmenter(
 def _export(
     out: Path, model: torch.nn.Module, cfg: SegmentConfig, step: int, metrics: dict | None
 ) -> None:
-    ckpt.save_model(
+    save_model(
         out / "model",
         model,
         lambda p: save_config(cfg, p),
