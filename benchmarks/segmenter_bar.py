@@ -34,8 +34,9 @@ import torch
 
 from nudiff.config import load_config, to_dict
 from nudiff.metrics import METRICS, instance_metrics, mean_metrics
+from nudiff.model_folder import read_info
 from nudiff.segment.config import SegmentConfig
-from nudiff.utils import read_json, write_json, write_text
+from nudiff.utils import write_json, write_text
 
 RESULTS = Path(__file__).parent / "results"
 BAR = {"dice": 0.80, "aji": 0.62, "pq": 0.59}
@@ -237,7 +238,7 @@ def main() -> None:
         "n_test": len(test),
         "test_names": [s.name for s in test],
         "config": to_dict(cfg),
-        "post_tuning": read_json(run / "model" / "info.json").get("post_tuning"),
+        "post_tuning": read_info(run / "model").get("post_tuning"),
     }
     report["metrics"] = evaluate(run, test)
     report["bar"] = BAR

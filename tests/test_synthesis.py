@@ -102,15 +102,15 @@ def test_filter_counts_rejections(models, tmp_path):
 @pytest.fixture(scope="module")
 def untrained_segmenter(tmp_path_factory):
     """A segmenter run folder (untrained weights: the filter's plumbing, not its judgement)."""
-    from nudiff.config import from_dict, save_config
-    from nudiff.segment import checkpoint as ckpt
+    from nudiff.config import from_dict
+    from nudiff.model_folder import save_model_folder
     from nudiff.segment.config import SegmentConfig
     from nudiff.segment.model import build_segmenter
 
     cfg = from_dict(SegmentConfig, {"model": {"widths": [8, 16]}, "infer": {"tile": 32}})
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("seg")
-    ckpt.save_model(root / "model", build_segmenter(cfg), lambda p: save_config(cfg, p), {"step": 0})
+    save_model_folder(root / "model", build_segmenter(cfg), cfg, "segmenter", {"step": 0})
     return root
 
 

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from nudiff.config import save_config
-from nudiff.segment import checkpoint as ckpt
+from nudiff.model_folder import read_info, save_model_folder
 from nudiff.segment.cli import register
 from nudiff.segment.model import build_segmenter
 from nudiff.segment.predict import load_segmenter, predict_folder
@@ -27,9 +26,7 @@ def run_dir(tmp_path, make_config):
     cfg = make_config()
     torch.manual_seed(0)
     model = build_segmenter(cfg)
-    return ckpt.save_model(
-        tmp_path / "run" / "model", model, lambda p: save_config(cfg, p), {"step": 0}
-    ).parent
+    return save_model_folder(tmp_path / "run" / "model", model, cfg, "segmenter", {"step": 0}).parent
 
 
 def test_load_segmenter(run_dir, make_config):
@@ -106,7 +103,7 @@ def test_cli_train_then_predict(tmp_path, make_toy):
         ]
     )
     args.func(args)
-    assert json.loads((tmp_path / "run" / "model" / "info.json").read_text())["step"] == 2
+    assert read_info(tmp_path / "run" / "model")["step"] == 2
     args = _parser().parse_args(
         [
             "segment",

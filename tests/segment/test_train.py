@@ -1,11 +1,11 @@
 import csv
-import json
 
 import numpy as np
 import pytest
 from safetensors.torch import load_file
 
 import nudiff.segment.train as train_mod
+from nudiff.model_folder import read_info
 from nudiff.segment.train import choose_items, lr_factor, train_segmenter
 from nudiff.utils import NudiffError
 
@@ -23,7 +23,7 @@ def test_loss_decreases(tmp_path, make_toy, make_config):
     assert len(losses) == 6
     assert losses[-1] < 0.8 * losses[0]
     assert (run / "model" / "model.safetensors").exists()
-    assert json.loads((run / "model" / "info.json").read_text())["selected_by"] == "final"
+    assert read_info(run / "model")["selected_by"] == "final"
 
 
 def test_real_ratio_sampling_proportion():
@@ -98,7 +98,7 @@ def test_model_selection_keeps_best_val(tmp_path, make_toy, make_config, monkeyp
     monkeypatch.setattr(train_mod, "validate", fake_validate)
     cfg = make_config(steps=6, val_every=2, checkpoint_every=2, keep_checkpoints=3)
     run = train_segmenter(cfg, tmp_path / "run", [make_toy(0)], None, [make_toy(1)], progress=False)
-    info = json.loads((run / "model" / "info.json").read_text())
+    info = read_info(run / "model")
     assert info["step"] == 4 and info["selected_by"] == "val_pq" and info["val"]["pq"] == 0.7
     best, ckpt4 = (
         load_file(run / "model/model.safetensors"),
@@ -123,7 +123,7 @@ def test_post_processing_tuned_on_val(tmp_path, make_toy, make_config):
     run = train_segmenter(
         cfg, tmp_path / "run", toys, None, [make_toy(7, (64, 96))], progress=False
     )
-    tuning = json.loads((run / "model" / "info.json").read_text())["post_tuning"]
+    tuning = read_info(run / "model")["post_tuning"]
     assert tuning["val_after"]["pq"] >= tuning["val_before"]["pq"]
     _, loaded = load_segmenter(run)
     for k, v in (tuning["chosen"] or {}).items():

@@ -8,10 +8,9 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
-from nudiff.config import save_config
 from nudiff.data.slide import open_slide, write_pyramid
 from nudiff.metrics import panoptic_quality
-from nudiff.segment import checkpoint as ckpt
+from nudiff.model_folder import save_model_folder
 from nudiff.segment.cli import register
 from nudiff.segment.model import build_segmenter
 from nudiff.segment.wsi import (
@@ -210,9 +209,7 @@ def run_dir(tmp_path, make_config):
     cfg = make_config()
     torch.manual_seed(0)
     model = build_segmenter(cfg)
-    return ckpt.save_model(
-        tmp_path / "run" / "model", model, lambda p: save_config(cfg, p), {"step": 0}
-    ).parent
+    return save_model_folder(tmp_path / "run" / "model", model, cfg, "segmenter", {"step": 0}).parent
 
 
 def _cli(argv):

@@ -22,13 +22,11 @@ from pathlib import Path
 
 import torch
 from monai.networks.nets import DiffusionModelUNet, SPADEDiffusionModelUNet
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from nudiff.checkpoint import state_dict_cpu
-from nudiff.config import from_dict, to_dict
 from nudiff.diffusion.config import DiffusionConfig, ModelConfig
-from nudiff.utils import DataError, read_json, write_json
+from nudiff.model_folder import DIFFUSION_KINDS, read_model_folder, save_model_folder
+from nudiff.utils import DataError
 
 STRUCTURE_CHANNELS = 3
 IMAGE_CHANNELS = 3
@@ -131,23 +129,23 @@ class Denoiser(nn.Module):
         return self.net(torch.cat([x, cond], dim=1), t)
 
 
-def save_denoiser(model: Denoiser, directory: str | Path) -> None:
-    """Write ``model.safetensors`` + ``config.json`` into ``directory`` (created)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file(state_dict_cpu(model), str(directory / "model.safetensors"))
-    write_json(directory / "config.json", to_dict(model.config))
+def save_denoiser(model: Denoiser, directory: str | Path, info: dict | None = None) -> Path:
+    """Write ``model`` as a model folder (:mod:`nudiff.model_folder`: ``model.safetensors`` +
+    ``config.yaml`` of kind ``structure`` or ``image``), replacing ``directory`` atomically."""
+    return save_model_folder(directory, model, model.config, model.config.model.kind, info)
 
 
-def load_denoiser(directory: str | Path) -> Denoiser:
-    """Read a folder written by :func:`save_denoiser`; CPU, eval mode."""
-    directory = Path(directory)
-    weights = directory / "model.safetensors"
-    if not weights.is_file():
-        raise DataError(directory, "no model.safetensors here (not a trained model folder)")
-    cfg = from_dict(
-        DiffusionConfig, read_json(directory / "config.json"), str(directory / "config.json")
-    )
-    model = Denoiser(cfg)
-    model.load_state_dict(load_file(str(weights)))
+def load_denoiser(directory: str | Path, kind: str | None = None) -> Denoiser:
+    """Read a model folder written by :func:`save_denoiser` (or a diffusion model folder of an
+    earlier version: ``config.json``); CPU, eval mode. ``kind``: ``"structure"`` or ``"image"``
+    (``None``: either); a folder of another kind is a :class:`DataError` naming it."""
+    folder = read_model_folder(directory, DiffusionConfig, DIFFUSION_KINDS if kind is None else (kind,))
+    if folder.config.model.kind != folder.kind:
+        raise DataError(folder.path, f"holds a model of kind {folder.kind!r} whose config says "
+                        f"model.kind {folder.config.model.kind!r}")
+    model = Denoiser(folder.config)
+    try:
+        model.load_state_dict(folder.weights)
+    except RuntimeError as e:
+        raise DataError(folder.path, f"the weights do not fit the config ({str(e).splitlines()[0]})") from None
     return model.eval()

@@ -29,13 +29,15 @@ from nudiff.utils import DataError, autocast, default_device, progress_bar
 ModelArg = Denoiser | str | Path
 
 
-def load_model(run_dir: str | Path, device: str | torch.device | None = None) -> tuple[Denoiser, DiffusionConfig]:
-    """The EMA model of a training run (``run_dir/model/``, or that folder itself), in eval mode,
-    on ``device`` (default: the GPU when there is one -- a model loaded to the CPU and handed to
-    the samplers would be sampled there, on any machine)."""
+def load_model(run_dir: str | Path, device: str | torch.device | None = None,
+               kind: str | None = None) -> tuple[Denoiser, DiffusionConfig]:
+    """The EMA model of a training run (``run_dir/model/``, or a model folder itself), in eval
+    mode, on ``device`` (default: the GPU when there is one -- a model loaded to the CPU and
+    handed to the samplers would be sampled there, on any machine). ``kind``: ``"structure"``
+    or ``"image"`` (``None``: either); a folder of another kind is a one-line error naming it."""
     run_dir = Path(run_dir)
     directory = run_dir / "model" if (run_dir / "model").is_dir() else run_dir
-    model = load_denoiser(directory).to(device or default_device()).eval()
+    model = load_denoiser(directory, kind).to(device or default_device()).eval()
     return model, model.config
 
 

@@ -42,7 +42,6 @@ from nudiff.training import RunLog, warmup_cosine
 from nudiff.utils import (
     DataError,
     NudiffError,
-    atomic_folder,
     make_accelerator,
     progress_bar,
     seed_everything,
@@ -170,8 +169,8 @@ def train(
                 write_sample_grid(out_dir, step, ema.model, data, tc.seed)
             if step == end:
                 break
-        if main:
-            _save_final(ema.model, out_dir / "model")
+        if main:  # the EMA weights + config, replaced atomically: what the samplers load
+            save_denoiser(ema.model, out_dir / "model", info={"step": end})
         accelerator.wait_for_everyone()
     finally:
         bar.close()
@@ -302,12 +301,6 @@ def write_sample_grid(
         grid = mosaic([structure_rgb(c[i]) if c is structures else c[i]
                        for i in range(len(structures)) for c in columns], ncols=len(columns))
     write_image(out_dir / "samples" / f"step_{step:07d}.png", grid)
-
-
-def _save_final(model: Denoiser, directory: Path) -> None:
-    """``directory`` = EMA weights + config, replaced atomically."""
-    with atomic_folder(directory) as tmp:
-        save_denoiser(model, tmp)
 
 
 def _check_same_model(cfg: DiffusionConfig, out_dir: Path) -> None:

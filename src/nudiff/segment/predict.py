@@ -16,40 +16,33 @@ import numpy as np
 import torch
 from monai.inferers import SlidingWindowInferer
 
-from nudiff.config import load_config
+from nudiff.model_folder import WEIGHTS_FILE, read_model_folder
 from nudiff.report import overlay
 from nudiff.segment.config import SegmentConfig
 from nudiff.segment.model import HV, NP, build_segmenter, image_to_tensor
 from nudiff.structure import DecodeParams, decode, dihedral, dihedral_image
 from nudiff.utils import DataError, autocast, default_device, progress_bar
 
-MODEL_FILE = "model.safetensors"
-CONFIG_FILE = "config.yaml"
-
 
 def model_dir(run_dir: str | os.PathLike) -> Path:
     """``run_dir/model`` when it exists, else ``run_dir`` itself (a model folder)."""
     run_dir = Path(run_dir)
-    return run_dir / "model" if (run_dir / "model" / MODEL_FILE).exists() else run_dir
+    return run_dir / "model" if (run_dir / "model" / WEIGHTS_FILE).exists() else run_dir
 
 
 def load_segmenter(
     run_dir: str | os.PathLike, device: str | torch.device | None = None
 ) -> tuple[torch.nn.Module, SegmentConfig]:
-    """A trained segmenter (eval mode) and its config from a run folder (or its ``model/``),
-    on ``device`` (default: the GPU when there is one)."""
-    from safetensors.torch import load_file
-
-    folder = model_dir(run_dir)
-    weights, config = folder / MODEL_FILE, folder / CONFIG_FILE
-    for path in (weights, config):
-        if not path.exists():
-            raise DataError(
-                path, "not found: not a segmenter run (train one with `nudiff segment train`)"
-            )
-    cfg = load_config(SegmentConfig, config)
+    """A trained segmenter (eval mode) and its config from a run folder (or its ``model/``, a
+    :mod:`nudiff.model_folder` of kind ``segmenter``), on ``device`` (default: the GPU when
+    there is one). Another folder is a one-line :class:`DataError` naming it."""
+    folder = read_model_folder(model_dir(run_dir), SegmentConfig, ("segmenter",))
+    cfg = folder.config
     model = build_segmenter(cfg)
-    model.load_state_dict(load_file(weights))
+    try:
+        model.load_state_dict(folder.weights)
+    except RuntimeError as e:
+        raise DataError(folder.path, f"the weights do not fit the config ({str(e).splitlines()[0]})") from None
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model.to(device or default_device()).eval(), cfg

@@ -9,7 +9,8 @@ images are segmented with the tiled predictor and scored; the checkpoint with th
 PQ is exported as ``out_dir/model/`` (model selection on validation only; without
 validation images, the final weights). Layout of ``out_dir``::
 
-    model/            model.safetensors, config.yaml, info.json (step, validation metrics)
+    model/            model.safetensors + config.yaml (a nudiff.model_folder: the config, and
+                      its info: step, validation metrics, the post-processing search)
     checkpoints/      step_0000500/ ... (newest ``keep_checkpoints``), for --resume
     train_log.csv     step, loss, lr, steps/s, loss parts, val_* metrics
     tb/               TensorBoard events
@@ -32,13 +33,20 @@ import torch
 from nudiff import checkpoint as ckpt
 from nudiff.config import save_config
 from nudiff.metrics import METRICS, instance_metrics, mean_metrics
+from nudiff.model_folder import read_model_folder, save_model_folder
 from nudiff.segment.augment import augmented_crop, color_augment
-from nudiff.segment.checkpoint import save_model
 from nudiff.segment.config import SegmentConfig
 from nudiff.segment.loss import HoVerNetLossParts, structure_targets
 from nudiff.segment.model import build_segmenter, image_to_tensor
+from nudiff.segment.predict import (
+    load_segmenter,
+    model_dir,
+    predict_with_config,
+    structure_with_config,
+)
+from nudiff.structure import decode
 from nudiff.training import RunLog, warmup_cosine
-from nudiff.utils import NudiffError, make_accelerator, seed_everything
+from nudiff.utils import NudiffError, make_accelerator, progress_bar, seed_everything
 
 LOSS_PARTS = ("np_dice", "np_ce", "hv_mse", "hv_msge")
 LOG_FIELDS = (*LOSS_PARTS, *(f"val_{m}" for m in METRICS))  # after step, loss, lr, steps_per_s
@@ -105,8 +113,6 @@ def make_batch(
 
 def validate(model: torch.nn.Module, cfg: SegmentConfig, val: Sequence) -> dict[str, float]:
     """Mean of the per-image metrics (Dice, AJI, AJI+, DQ, SQ, PQ) on whole validation images."""
-    from nudiff.segment.predict import predict_with_config
-
     per_image = {}
     for i, s in enumerate(val):
         pred, _ = predict_with_config(model, cfg, s.image)
@@ -137,18 +143,10 @@ def tune_post_processing(run_dir: str | os.PathLike, val: Sequence) -> dict[str,
     :func:`post_candidates`.
 
     The network runs once per image; only :func:`nudiff.structure.decode` is repeated. The
-    best thresholds, if they beat the configured ones, are written into the model's
-    ``config.yaml`` (``post`` section); ``info.json`` records the search.
+    best thresholds, if they beat the configured ones, are written into the model folder's
+    config (``post`` section); its ``info`` records the search (``post_tuning``).
     """
-    from nudiff.segment.predict import (
-        CONFIG_FILE,
-        load_segmenter,
-        model_dir,
-        structure_with_config,
-    )
-    from nudiff.structure import decode
-    from nudiff.utils import read_json, write_json
-
+    folder = read_model_folder(model_dir(run_dir), SegmentConfig, ("segmenter",))
     model, cfg = load_segmenter(run_dir)
     structures = [structure_with_config(model, cfg, s.image) for s in val]
 
@@ -167,21 +165,18 @@ def tune_post_processing(run_dir: str | os.PathLike, val: Sequence) -> dict[str,
         m = score(dataclasses.replace(current, **candidate))
         if m["pq"] > best["pq"]:
             best_post, best = candidate, m
-    folder = model_dir(run_dir)
     if best_post is not None:
         for k, v in best_post.items():
             setattr(cfg.post, k, v)
-        save_config(cfg, folder / CONFIG_FILE)
-    info = read_json(folder / "info.json")
-    info["post_tuning"] = {
+    tuning = {
         "grid": POST_GRID,
         "hovernet_sobel": POST_SOBEL,
         "chosen": best_post,
         "val_before": baseline,
         "val_after": best,
     }
-    write_json(folder / "info.json", info)
-    return info["post_tuning"]
+    save_model_folder(folder.path, folder.weights, cfg, "segmenter", folder.info | {"post_tuning": tuning})
+    return tuning
 
 
 # --- optimisation ----------------------------------------------------------------------------
@@ -273,8 +268,6 @@ def train_segmenter(
     sums: dict[str, Any] = dict(state["log_sums"])  # part -> running sum (tensor or float)
     count, tick = state["log_count"], time.perf_counter()
 
-    from nudiff.utils import progress_bar
-
     bar = progress_bar(
         total=t.steps, initial=step, desc="segment", unit="step", disable=not (progress and main)
     )
@@ -348,12 +341,9 @@ def train_segmenter(
 def _export(
     out: Path, model: torch.nn.Module, cfg: SegmentConfig, step: int, metrics: dict | None
 ) -> None:
-    save_model(
-        out / "model",
-        model,
-        lambda p: save_config(cfg, p),
-        {"step": step, "selected_by": "val_pq" if metrics else "final", "val": metrics},
-    )
+    """``out/model``: a model folder of kind ``segmenter`` (:mod:`nudiff.model_folder`)."""
+    info = {"step": step, "selected_by": "val_pq" if metrics else "final", "val": metrics}
+    save_model_folder(out / "model", model, cfg, "segmenter", info)
 
 
 def _check_samples(samples: Sequence, what: str) -> None:
