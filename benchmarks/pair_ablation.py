@@ -33,10 +33,10 @@ from nudiff.utils import read_json, set_threads, write_json, write_text
 # name -> how it is made: synthesis overrides, or a post-pass over another variant's set
 VARIANTS: dict[str, dict] = {
     "base": {"synthesis": {}},
-    "guidance1.5": {"synthesis": {"guidance_scale": 1.5}},
-    "guidance3": {"synthesis": {"guidance_scale": 3.0}},
+    "guidance1.5": {"synthesis": {"image_sample": {"guidance_scale": 1.5}}},
+    "guidance3": {"synthesis": {"image_sample": {"guidance_scale": 3.0}}},
     "fp32": {"synthesis": {"precision": "no"}},
-    "sampler50": {"synthesis": {"structure_steps": 50, "image_steps": 50}},
+    "sampler50": {"synthesis": {"structure_sample": {"steps": 50}, "image_sample": {"steps": 50}}},
     "size128": {"synthesis": {"size": 128}},  # 256-px pairs from the 64-px-trained U-Nets
     "reinhard": {"from": "base", "stain": "reinhard"},
     "macenko": {"from": "base", "stain": "macenko"},
@@ -79,6 +79,10 @@ def make_variant(name: str, args, plan, done: dict) -> tuple[Path, float]:
                                            keep_top=None, real_percentiles=None)
         cfg = dataclasses.replace(plan.synthesis, n=args.n, seed=args.seed, decode=decode,
                                   label_upsampling="nearest", filter=plain_filter)
+        for model in ("structure", "image"):  # a model's sampling: its own, with the variant's changes
+            if f"{model}_sample" in overrides:
+                own = getattr(plan.synthesis, f"{model}_sample") or getattr(plan, model).sample
+                overrides[f"{model}_sample"] = dataclasses.replace(own, **overrides[f"{model}_sample"])
         cfg = dataclasses.replace(cfg, **overrides)
         real_dir = _subset_folder(args) if cfg.structures == "subset" else None
         synthesize(args.models / "structure", args.models / "image", out, cfg, real_dir=real_dir)

@@ -47,7 +47,7 @@ def main() -> None:
     _, _, test = split(samples, args.test, args.val, args.seed)
     from dataclasses import replace
 
-    chosen = cfg.post.decode_params()
+    chosen = cfg.post
     tuned = chosen if chosen.method == "nudiff" else DecodeParams()
     ours = "nudiff (tuned)" if chosen.method == "nudiff" else "nudiff (defaults)"
     medians = (5, 9, 15)

@@ -37,12 +37,12 @@ from nudiff.utils import read_json, set_threads, write_json, write_text
 SETTINGS: dict[str, dict] = {
     "base": {},
     "fp32": {"precision": "no"},
-    "s1": {"guidance_scale": 1.0},
-    "s1.5": {"guidance_scale": 1.5},
-    "s3": {"guidance_scale": 3.0},
-    "dpm50": {"image_steps": 50},
-    "ddim50": {"image_sampler": "ddim", "image_steps": 50},
-    "ddpm250": {"image_sampler": "ddpm", "image_steps": 250},
+    "s1": {"image_sample": {"guidance_scale": 1.0}},
+    "s1.5": {"image_sample": {"guidance_scale": 1.5}},
+    "s3": {"image_sample": {"guidance_scale": 3.0}},
+    "dpm50": {"image_sample": {"steps": 50}},
+    "ddim50": {"image_sample": {"sampler": "ddim", "steps": 50}},
+    "ddpm250": {"image_sample": {"sampler": "ddpm", "steps": 250}},
     # diagnostic, not a recipe: each sample's initial noise with its per-channel means removed
     # (if colour drift comes from the noise's mean, it goes; see zero_mean_noise)
     "zero-mean-noise": {},
@@ -56,6 +56,9 @@ def sample_setting(name: str, args, plan) -> tuple[Path, float]:
     out = args.out / name
     model = args.image_model
     overrides = dict(SETTINGS.get(name, {}))
+    if "image_sample" in overrides:  # the image model's sampling, with this setting's changes
+        own = plan.synthesis.image_sample or plan.image.sample
+        overrides["image_sample"] = dataclasses.replace(own, **overrides["image_sample"])
     if name.startswith("ckpt"):  # an earlier checkpoint of the same run, as a model folder
         model = checkpoint_model(args.image_model, int(name[4:]), args.out / "models" / name)
     accept_all = FilterConfig(min_nuclei=0, min_mean_area=None, max_mean_area=None, max_foreground=1.0)

@@ -24,7 +24,7 @@ TINY = {
               "data": {"patch_size": 16, "scale": 0.5},
               "train": {"steps": 4, "batch_size": 2, "checkpoint_every": 2, "sample_every": 0,
                         "precision": "no"}},
-    "synthesis": {"structure_steps": 2, "image_steps": 2, "batch_size": 2, "precision": "no",
+    "synthesis": {"structure_sample": {"steps": 2}, "image_sample": {"steps": 2}, "batch_size": 2, "precision": "no",
                   "max_attempts_factor": 2.0,
                   "filter": {"min_nuclei": 0, "min_mean_area": None, "max_mean_area": None, "max_foreground": 1.0}},
     "segment": {"model": {"base": 8, "channels_last": False},

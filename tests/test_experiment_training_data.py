@@ -41,8 +41,8 @@ def test_a_synthetic_set_made_with_another_configuration_is_refused(tmp_path):
     write_json(syn / "manifest.json", {"config": config, "n_accepted": 256})
     # same recipe (the segmenter folder may have moved): the set is used as it is
     assert make_pairs(plan, run, tmp_path / "data", 0.1, None, seg) == syn == run.synthetic(0.1)
-    plan.synthesis.guidance_scale = 3.0
-    with pytest.raises(NudiffError, match=r"another synthesis configuration .*guidance_scale"):
+    plan.synthesis.image_sample = replace(plan.image.sample, guidance_scale=3.0)
+    with pytest.raises(NudiffError, match=r"another synthesis configuration .*image_sample.guidance_scale"):
         make_pairs(plan, run, tmp_path / "data", 0.1, None, seg)
 
 

@@ -45,7 +45,8 @@ def models(tmp_path_factory):
 
 def _syn_cfg(n=5, **kw) -> SynthesisConfig:
     # an untrained model's structures are noise: accept anything so the plumbing is tested
-    return SynthesisConfig(n=n, structure_steps=2, image_steps=2, batch_size=2, precision="no",
+    kw = {"structure_sample": SampleConfig(steps=2), "image_sample": SampleConfig(steps=2)} | kw
+    return SynthesisConfig(n=n, batch_size=2, precision="no",
                            filter=FilterConfig(min_nuclei=0, min_mean_area=None, max_mean_area=None,
                                                max_foreground=1.0), **kw)
 
@@ -60,7 +61,7 @@ def test_synthesize_writes_a_readable_paired_dataset(models, tmp_path):
     assert pairs[0].image.shape == (32, 32, 3) and pairs[0].instance_map.shape == (32, 32)
     assert (tmp_path / "syn" / "mosaic.png").exists()
     manifest = read_json(tmp_path / "syn" / "manifest.json")
-    assert manifest["config"]["guidance_scale"] == 2.0 and manifest["structure_model"] == str(s)
+    assert manifest["config"]["image_sample"]["guidance_scale"] == 2.0 and manifest["structure_model"] == str(s)
     assert len(list((tmp_path / "syn" / "structures").glob("*.npy"))) == 5
 
 
@@ -69,7 +70,8 @@ def test_deterministic_and_resumable(models, tmp_path):
     synthesize(s, i, tmp_path / "a", _syn_cfg(n=4))
     synthesize(s, i, tmp_path / "b", _syn_cfg(n=2))  # a shorter run ...
     with pytest.raises(NudiffError, match="different configuration"):
-        synthesize(s, i, tmp_path / "b", _syn_cfg(n=4, guidance_scale=3.0))  # ... cannot silently change its config
+        synthesize(s, i, tmp_path / "b", _syn_cfg(n=4, image_sample=SampleConfig(steps=2, guidance_scale=3.0)))
+        # ... cannot silently change its config
     with pytest.raises(NudiffError, match=r"configuration of \['n'\]"):
         synthesize(s, i, tmp_path / "a", _syn_cfg(n=2))  # nor hold more pairs than asked
     a = load_folder(tmp_path / "a", progress=False)
@@ -298,8 +300,15 @@ def test_image_model_at_full_resolution_on_half_resolution_structures(models, tm
         structure = np.load(tmp_path / "syn" / "structures" / f"{pair.name}.npy")  # as sampled, 16 px
         assert structure.shape[-1] == 16
         assert (pair.instance_map == upsample_labels(decode(structure, m_decode(m)), 2, "smooth")).all()
+    from nudiff.diffusion.networks import Denoiser, save_denoiser
+
+    s1 = _cfg("structure")
+    s1.data = DataConfig(patch_size=32, scale=1.0)
+    save_denoiser(Denoiser(s1), tmp_path / "s1")  # untrained: refused before sampling
     with pytest.raises(NudiffError, match="below the structure model"):
-        synthesize(tmp_path / "i1", i_half, tmp_path / "bad", _syn_cfg(n=1))
+        synthesize(tmp_path / "s1", i_half, tmp_path / "bad", _syn_cfg(n=1))
+    with pytest.raises(NudiffError, match="i1/model: holds an image diffusion model, not a structure"):
+        synthesize(tmp_path / "i1", i_half, tmp_path / "bad", _syn_cfg(n=1))  # the models swapped
 
 
 def m_decode(manifest):
@@ -416,3 +425,37 @@ def test_synthesize_format_refusals_write_nothing(models, tmp_path):
     with pytest.raises(NudiffError, match="pair filter reads and writes png pairs, not npy"):
         args.func(args)
     assert not (tmp_path / "c").exists()
+
+
+def test_each_model_is_sampled_with_its_own_settings_unless_synthesis_says_otherwise(models, tmp_path):
+    s, i = models  # both trained with sample: {sampler: ddim, steps: 2}
+    m = synthesize(s, i, tmp_path / "own", _syn_cfg(n=2, structure_sample=None, image_sample=None))
+    assert m["config"]["structure_sample"]["steps"] == 2 and m["config"]["image_sample"]["steps"] == 2
+    same = synthesize(s, i, tmp_path / "explicit", _syn_cfg(n=2))  # the same settings written out
+    for a, b in zip(load_folder(tmp_path / "own", progress=False), load_folder(tmp_path / "explicit", progress=False)):
+        np.testing.assert_array_equal(a.image, b.image)
+    assert same["config"] == m["config"]
+    # the manifest records what was resolved: a rerun with the settings written out is the same set
+    synthesize(s, i, tmp_path / "own", _syn_cfg(n=2))
+
+
+def test_flat_sampler_keys_of_earlier_versions_are_read_with_a_warning(tmp_path, capsys):
+    from nudiff.config import from_dict
+
+    cfg = from_dict(SynthesisConfig, {"structure_steps": 20, "image_sampler": "dpmsolver++", "guidance_scale": 1.5},
+                    "old.yaml")
+    assert cfg.structure_sample == SampleConfig(sampler="ddim", steps=20)
+    assert cfg.image_sample == SampleConfig(sampler="dpmsolver++", steps=50, guidance_scale=1.5)
+    assert "old.yaml: synthesis keys structure_steps, image_sampler, guidance_scale are deprecated" in capsys.readouterr().err
+    assert from_dict(SynthesisConfig, {}).image_sample is None
+    with pytest.raises(NudiffError, match="image_steps and image_sample both given"):
+        from_dict(SynthesisConfig, {"image_steps": 5, "image_sample": {"steps": 5}}, "both.yaml")
+
+
+def test_one_min_area_rule_for_training_windows_and_conditions():
+    from nudiff.diffusion.data import PatchSampler
+
+    assert DataConfig(scale=0.5).hv_min_area == 8 and DataConfig(scale=1).hv_min_area == 30
+    assert DataConfig(scale=0.5, min_area=3).hv_min_area == 3
+    inst = np.stack([disk_instance_map((32, 32), ((10, 10),), 4)])
+    assert PatchSampler(DataConfig(patch_size=16, scale=0.5), inst).min_area == 8

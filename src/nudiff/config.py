@@ -9,7 +9,9 @@ error that names the file and the key, so a typo never silently falls back to a 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import sys
 import types
 import typing
 from pathlib import Path
@@ -27,8 +29,14 @@ SPEED_ONLY = {"speed_only": True}
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:
-    """Build dataclass ``cls`` from a (nested) mapping; unknown keys raise ``DataError``."""
+    """Build dataclass ``cls`` from a (nested) mapping; unknown keys raise ``DataError``, and so
+    does a value the class refuses (a ``ValueError`` of its checks).
+
+    A class whose keys changed may define ``upgrade_keys(data, where) -> data`` (a classmethod
+    or staticmethod): it maps keys written by earlier versions onto the current ones first."""
     data = dict(data or {})
+    if hasattr(cls, "upgrade_keys"):
+        data = cls.upgrade_keys(data, where)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
@@ -37,7 +45,10 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(hints[name], value, f"{where}:{name}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as e:
+        raise DataError(where, str(e)) from None
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
@@ -60,6 +71,40 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
 
 def to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
+
+
+def differences(made: Any, wanted: Any, prefix: str = "") -> list[str]:
+    """The dotted names of the fields in which two configurations (dataclasses of one class)
+    differ, field by field through nested dataclasses, leaving out the fields declared
+    speed-only where they are defined (``metadata=SPEED_ONLY``): the one "same configuration?"
+    rule. ``[]``: the same configuration."""
+    if type(made) is not type(wanted) or not dataclasses.is_dataclass(made):
+        return [] if made == wanted else [prefix.rstrip(".") or "(the whole configuration)"]
+    out = []
+    for f in dataclasses.fields(made):
+        if f.metadata.get("speed_only"):
+            continue
+        a, b = getattr(made, f.name), getattr(wanted, f.name)
+        if dataclasses.is_dataclass(a) and dataclasses.is_dataclass(b):
+            out += differences(a, b, f"{prefix}{f.name}.")
+        elif _plain_value(a) != _plain_value(b):
+            out.append(prefix + f.name)
+    return out
+
+
+def _plain_value(value: Any) -> Any:
+    """Tuples as lists, nested dataclasses as dicts: what a config looks like once written."""
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain_value(v) for v in value]
+    return value
+
+
+@functools.cache
+def warn_deprecated(what: str) -> None:
+    """A one-line deprecation warning on stderr, once per process and message."""
+    print(f"nudiff: warning: {what}", file=sys.stderr)
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:

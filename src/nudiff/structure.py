@@ -121,6 +121,12 @@ def dihedral_image(image: np.ndarray, k: int = 0, flip: bool = False, channel_ax
 DECODE_METHODS = ("nudiff", "hovernet")
 
 
+def min_area_at_scale(scale: float, min_area: int | None = None) -> int:
+    """Nuclei smaller than this get h = v = 0 (:func:`encode`) in a map resized by ``scale``:
+    ``min_area`` if given, else HoVer-Net's rule scaled, ``round(HOVERNET_MIN_AREA * scale**2)``."""
+    return int(min_area) if min_area is not None else round(HOVERNET_MIN_AREA * scale**2)
+
+
 @dataclass(frozen=True)
 class DecodeParams:
     """Thresholds of :func:`decode` (chosen on training images; see benchmarks/structure_roundtrip).

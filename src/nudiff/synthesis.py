@@ -38,8 +38,10 @@ from pathlib import Path
 
 import numpy as np
 
+from nudiff.config import differences, from_dict, warn_deprecated
 from nudiff.data.formats import PAIR_FORMATS
 from nudiff.data.stain import STAIN_METHODS, normalize_stain
+from nudiff.diffusion.config import SampleConfig
 from nudiff.structure import DecodeParams, decode, encode
 from nudiff.utils import DataError, NudiffError, progress_bar, read_json, write_json
 
@@ -95,8 +97,15 @@ REAL_STRUCTURES = ("subset", "copypaste")  # sources that need no structure mode
 
 @dataclass
 class SynthesisConfig:
-    """How pairs are synthesized (YAML section ``synthesis``): how many, seed, samplers and
-    their steps, ``guidance_scale`` s (see the README's convention), precision, the filter;
+    """How pairs are synthesized (YAML section ``synthesis``): how many, seed, how each model
+    is sampled, precision, the filter;
+    ``structure_sample`` / ``image_sample``: the :class:`nudiff.diffusion.config.SampleConfig`
+    (sampler, steps, ``guidance_scale`` s of the image model: see the README's convention,
+    ``clip_x0``) each model is sampled with; ``null`` (the default): the model's own ``sample``
+    settings, saved in its folder. Their ``batch_size`` is not used: ``batch_size`` here is the
+    pairs per chunk and network call. (The flat keys of earlier versions, ``structure_sampler``,
+    ``structure_steps``, ``image_sampler``, ``image_steps``, ``guidance_scale``, are still read,
+    with a warning.)
     ``stain``: ``none`` | ``reinhard`` | ``macenko`` | ``reinhard-each`` — every image is stain-normalised to the
     real images (``real_dir``: the labeled subset in an experiment) as it is written;
     ``size``: side of the sampled windows in model pixels (default: the models' training
@@ -120,11 +129,8 @@ class SynthesisConfig:
 
     n: int = 256
     seed: int = 0
-    structure_sampler: str = "ddim"
-    structure_steps: int = 50
-    image_sampler: str = "ddim"
-    image_steps: int = 50
-    guidance_scale: float = 2.0
+    structure_sample: SampleConfig | None = None
+    image_sample: SampleConfig | None = None
     batch_size: int = 16
     precision: str = "bf16"
     max_attempts_factor: float = 3.0
@@ -144,6 +150,40 @@ class SynthesisConfig:
         if self.label_upsampling not in LABEL_UPSAMPLING:
             raise NudiffError(f"synthesis.label_upsampling must be one of {LABEL_UPSAMPLING}, "
                               f"got {self.label_upsampling!r}")
+
+    @staticmethod
+    def upgrade_keys(data: dict, where: str) -> dict:
+        """The flat sampler keys of earlier versions -> ``structure_sample`` / ``image_sample``
+        (a key left out had the default of those versions: ddim, 50 steps, guidance 2)."""
+        flat = {k: data.pop(k) for k in [*FLAT_SAMPLE_KEYS["structure"], *FLAT_SAMPLE_KEYS["image"]] if k in data}
+        if not flat:
+            return data
+        for model, keys in FLAT_SAMPLE_KEYS.items():
+            given = {field: flat[key] for key, field in keys.items() if key in flat}
+            if given:
+                if data.get(f"{model}_sample") is not None:
+                    raise DataError(where, f"{', '.join(k for k in keys if k in flat)} and {model}_sample "
+                                f"both given; keep {model}_sample")
+                data[f"{model}_sample"] = {"sampler": "ddim", "steps": 50, "guidance_scale": 2.0} | given
+        warn_deprecated(f"{where}: synthesis keys {', '.join(flat)} are deprecated (read as "
+                        "structure_sample: {sampler, steps} and image_sample: {sampler, steps, guidance_scale})")
+        return data
+
+
+# the flat keys of earlier versions: model -> {key: SampleConfig field}
+FLAT_SAMPLE_KEYS = {
+    "structure": {"structure_sampler": "sampler", "structure_steps": "steps"},
+    "image": {"image_sampler": "sampler", "image_steps": "steps", "guidance_scale": "guidance_scale"},
+}
+
+
+def resolve_sampling(cfg: SynthesisConfig, structure: SampleConfig | None, image: SampleConfig) -> SynthesisConfig:
+    """``cfg`` with each model's sampling settled: a ``null`` ``structure_sample`` /
+    ``image_sample`` becomes that model's own settings (``structure`` / ``image``: the
+    ``sample`` section of its config); with labels from the subset no structure model is
+    sampled (``structure_sample`` is then ``None``). What a manifest records and compares."""
+    s = None if cfg.structures in REAL_STRUCTURES else (cfg.structure_sample or structure)
+    return replace(cfg, structure_sample=s, image_sample=cfg.image_sample or image)
 
 
 def check_structure(instance_map: np.ndarray, cfg: FilterConfig) -> str | None:
@@ -229,29 +269,38 @@ def _subset_labels(real_dir: Path | None, side: int, source: str = "subset") -> 
     return maps
 
 
-def check_same_config(manifest_path: Path, cfg: SynthesisConfig, any_segmenter: bool = False) -> dict | None:
-    """The manifest at ``manifest_path`` (``None`` if absent); an error naming the keys that
-    differ if it was written with another configuration (keys added since it was written count
-    as their defaults). ``any_segmenter``: the filter's segmenter folder may have moved.
+def check_same_config(manifest_path: Path, cfg: SynthesisConfig, any_segmenter: bool = False,
+                      models: tuple[SampleConfig | None, SampleConfig] | None = None) -> dict | None:
+    """The manifest at ``manifest_path`` (``None`` if absent); an error naming the fields that
+    differ (:func:`nudiff.config.differences`) if it was written with another configuration
+    (keys added since it was written count as their defaults). ``models``: the models' own
+    ``sample`` settings (structure, image), which a ``null`` sampling on either side stands for
+    (:func:`resolve_sampling`). ``any_segmenter``: the filter's segmenter folder may have moved.
     A larger ``n`` is the same configuration: pair ``i`` is drawn from ``(seed, i)`` alone, so
     more pairs extend the set exactly as a fresh run of the larger ``n`` would draw it (a smaller
     ``n`` is an error: the set would hold pairs the configuration does not)."""
-    from nudiff.config import from_dict
-
     manifest = read_json(manifest_path) if manifest_path.exists() else None
     if manifest is None:
         return None
     made = from_dict(SynthesisConfig, manifest.get("config"), str(manifest_path))
+    made, cfg = (resolve_sampling(c, *(models or (None, None))) for c in (made, cfg))
     if made.n < cfg.n:
         made = replace(made, n=cfg.n)
     if any_segmenter:
         made = replace(made, filter=replace(made.filter, segmenter=cfg.filter.segmenter))
-    made, wanted = asdict(made), asdict(cfg)
-    if made != wanted:
-        diff = sorted(k for k in wanted if made[k] != wanted[k])
+    diff = differences(made, cfg)
+    if diff:
         raise NudiffError(f"{manifest_path}: made with another synthesis configuration (a different "
                           f"configuration of {diff}); use a new --out")
     return manifest
+
+
+def model_sampling(structure_run: Path | None, image_run: Path) -> tuple[SampleConfig | None, SampleConfig]:
+    """The ``sample`` settings saved in the models' folders (``None`` without a structure model)."""
+    from nudiff.diffusion.sample import read_model_config
+
+    structure = None if structure_run is None else read_model_config(structure_run, "structure").sample
+    return structure, read_model_config(image_run, "image").sample
 
 
 def synthesize(structure_run: Path | None, image_run: Path, out: Path, cfg: SynthesisConfig,
@@ -270,14 +319,15 @@ def synthesize(structure_run: Path | None, image_run: Path, out: Path, cfg: Synt
 
     out = Path(out)
     check_filter(cfg.filter, real_dir)
-    check_same_config(out / "manifest.json", cfg)
+    structure = None if cfg.structures in REAL_STRUCTURES else structure_run
+    check_same_config(out / "manifest.json", cfg, models=model_sampling(structure, image_run))
     n_sampled = math.ceil(cfg.n / cfg.filter.keep_top) if cfg.filter.keep_top else cfg.n
     raw_filter = replace(cfg.filter, segmenter=None, min_fidelity=None, keep_top=None, real_percentiles=None)
     raw = _sample_pairs(structure_run, image_run, out / "unfiltered", replace(cfg, n=n_sampled, filter=raw_filter),
                         real_dir)
     header = {k: raw[k] for k in ("structure_model", "image_model", "scale", "structure_scale", "format")
               if k in raw}
-    header |= {"config": asdict(cfg)}
+    header |= {"config": raw["config"] | {"n": cfg.n, "filter": asdict(cfg.filter)}}
     manifest = filter_pairs(out / "unfiltered", out, cfg.filter, real_dir, n_keep=cfg.n, header=header)
     if manifest["n_accepted"]:
         write_mosaic(out, real_dir)
@@ -299,15 +349,17 @@ def _sample_pairs(structure_run: Path | None, image_run: Path, out: Path, cfg: S
     from nudiff.diffusion.data import resize_images, resize_instance_maps
     from nudiff.diffusion.sample import load_model, sample_images, sample_structures
 
+    image_model, i_cfg = load_model(image_run, kind="image")
+    from_subset = cfg.structures in REAL_STRUCTURES
+    structure_model, s_cfg = (None, i_cfg) if from_subset else load_model(structure_run, kind="structure")
+    cfg = resolve_sampling(cfg, s_cfg.sample, i_cfg.sample)
     manifest_path = out / "manifest.json"
-    manifest = check_same_config(manifest_path, cfg)
+    manifest = check_same_config(manifest_path, cfg, models=(s_cfg.sample, i_cfg.sample))
     if manifest is not None and manifest.get("format", "png") != pair_format:
         raise NudiffError(f"{manifest_path}: pairs written as {manifest.get('format', 'png')}, not {pair_format}; "
                           "use a new --out (or `nudiff data convert`)")
     normalizer = _stain_normalizer(cfg.stain, real_dir)
-    image_model, i_cfg = load_model(image_run)
-    from_subset = cfg.structures in REAL_STRUCTURES
-    structure_model, s_cfg = (None, i_cfg) if from_subset else load_model(structure_run)
+    s_sample, i_sample = cfg.structure_sample, cfg.image_sample
     # the structure model may work below the image model's resolution (e.g. structures at 0.5,
     # images at 1): its decoded labels are then upsampled to full size and taken to the image scale
     scale, image_scale = float(s_cfg.data.scale), float(i_cfg.data.scale)
@@ -342,8 +394,8 @@ def _sample_pairs(structure_run: Path | None, image_run: Path, out: Path, cfg: S
             drawn = [(resize_instance_maps(f[None], scale)[0], f, None) for f in full]
         else:
             structures = sample_structures(structure_model, chunk, seed=cfg.seed, first_index=index,
-                                           size=cfg.size, sampler=cfg.structure_sampler,
-                                           steps=cfg.structure_steps, batch_size=cfg.batch_size,
+                                           size=cfg.size, sampler=s_sample.sampler, steps=s_sample.steps,
+                                           batch_size=cfg.batch_size, clip_x0=s_sample.clip_x0,
                                            precision=cfg.precision, progress=False)
             drawn = [(decode(s, decode_params), None, s) for s in structures]
         kept = []
@@ -358,11 +410,11 @@ def _sample_pairs(structure_run: Path | None, image_run: Path, out: Path, cfg: S
             kept = [(i, *_to_image_scale(inst, scale, image_scale, cfg.label_upsampling), raw)
                     for i, inst, _, raw in kept]
         if kept:
-            conditions = np.stack([encode(inst, min_area=_min_area(i_cfg)) for _, inst, _, _ in kept])
+            conditions = np.stack([encode(inst, min_area=i_cfg.data.hv_min_area) for _, inst, _, _ in kept])
             images = sample_images(image_model, conditions, seed=cfg.seed + 1, first_index=index,
-                                   sampler=cfg.image_sampler, steps=cfg.image_steps,
-                                   guidance_scale=cfg.guidance_scale, batch_size=cfg.batch_size,
-                                   precision=cfg.precision, progress=False)
+                                   sampler=i_sample.sampler, steps=i_sample.steps,
+                                   guidance_scale=i_sample.guidance_scale, batch_size=cfg.batch_size,
+                                   clip_x0=i_sample.clip_x0, precision=cfg.precision, progress=False)
             for (i, inst, exact, raw), condition, image in zip(kept, conditions, images):
                 name = f"syn_{i:05d}"
                 if exact is None:
@@ -396,12 +448,6 @@ def _stain_normalizer(method: str, real_dir: Path | None):
     from nudiff.data.stain import fit_stain_normalizer
 
     return fit_stain_normalizer([s.image for s in load_folder(real_dir, progress=False)], method)
-
-
-def _min_area(cfg) -> int:
-    if cfg.data.min_area is not None:
-        return int(cfg.data.min_area)
-    return round(30 * cfg.data.scale**2)
 
 
 def _counts(rejected: dict) -> dict:
@@ -508,21 +554,35 @@ def register(sub) -> None:
     p.set_defaults(func=_cmd_synthesize)
 
 
+def _set_sampling(cfg: SynthesisConfig, args) -> None:
+    """--sampler / --steps (both models) and --guidance-scale (the image model) on top of the
+    config's sampling, or of the model's own where the config leaves it to the model."""
+    runs = {"structure": args.structure_model, "image": args.image_model}
+    for kind, run in runs.items():
+        given = {"sampler": args.sampler, "steps": args.steps}
+        if kind == "image":
+            given["guidance_scale"] = args.guidance_scale
+        given = {k: v for k, v in given.items() if v is not None}
+        if not given or run is None:
+            continue
+        from nudiff.diffusion.sample import read_model_config
+
+        base = getattr(cfg, f"{kind}_sample") or read_model_config(run, kind).sample
+        setattr(cfg, f"{kind}_sample", replace(base, **given))
+
+
 def _cmd_synthesize(args) -> None:
     from nudiff.config import load_config
 
     cfg = load_config(SynthesisConfig, args.config, section="synthesis")
-    for key, value in (("n", args.n), ("seed", args.seed), ("guidance_scale", args.guidance_scale),
+    for key, value in (("n", args.n), ("seed", args.seed),
                        ("stain", args.stain), ("label_upsampling", args.label_upsampling),
                        ("structures", args.structures), ("pasted_nuclei", args.pasted_nuclei)):
         if value is not None:
             setattr(cfg, key, value)
     if args.min_marker is not None:
         cfg.decode = replace(cfg.decode, min_marker=args.min_marker)
-    if args.sampler:
-        cfg.structure_sampler = cfg.image_sampler = args.sampler
-    if args.steps:
-        cfg.structure_steps = cfg.image_steps = args.steps
+    _set_sampling(cfg, args)
     for key in ("segmenter", "fidelity_metric", "min_fidelity", "keep_top", "real_percentiles"):
         if getattr(args, key) is not None:
             setattr(cfg.filter, key, tuple(args.real_percentiles) if key == "real_percentiles" else getattr(args, key))

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nudiff.config import SPEED_ONLY
+from nudiff.structure import min_area_at_scale
 from nudiff.training import TrainConfig as BaseTrainConfig
 from nudiff.training import check
 
@@ -111,6 +112,12 @@ class DataConfig:
         check(self.patch_size >= 8, "data.patch_size must be >= 8")
         check(0 < self.scale <= 4, "data.scale must be in (0, 4]")
 
+    @property
+    def hv_min_area(self) -> int:
+        """The ``min_area`` of :func:`nudiff.structure.encode` for windows at this scale: the
+        training windows' and the conditions synthesis encodes."""
+        return min_area_at_scale(self.scale, self.min_area)
+
 
 @dataclass
 class TrainConfig(BaseTrainConfig):
@@ -171,7 +178,7 @@ class SampleConfig:
     steps: network evaluations (times two with guidance).
     guidance_scale: s in eps_u + s (eps_c - eps_u); s = 1 is conditional only (no null pass);
         the paper's w is s - 1 (its code uses s = 2).
-    batch_size: samples per network call.
+    batch_size: samples per network call (speed only: a sample's noise is its own).
     clip_x0: clip the predicted clean sample to [-1, 1] at every step (the reference's
         ``clip_denoised=True``), for all three samplers.
     """
@@ -179,7 +186,7 @@ class SampleConfig:
     sampler: str = "ddim"
     steps: int = 50
     guidance_scale: float = 2.0
-    batch_size: int = 16
+    batch_size: int = field(default=16, metadata=SPEED_ONLY)
     clip_x0: bool = True
 
     def __post_init__(self) -> None:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from nudiff.diffusion.config import DataConfig
-from nudiff.structure import HOVERNET_MIN_AREA, dihedral, dihedral_image, encode
+from nudiff.structure import dihedral, dihedral_image, encode
 from nudiff.utils import DataError
 
 
@@ -133,9 +133,7 @@ class PatchSampler:
                 f"patches of {inst.shape[1:]} px resized by {cfg.scale} are smaller than "
                 f"patch_size {p}",
             )
-        self.min_area = (
-            cfg.min_area if cfg.min_area is not None else round(HOVERNET_MIN_AREA * cfg.scale**2)
-        )
+        self.min_area = cfg.hv_min_area
 
     def __len__(self) -> int:
         return len(self.instance_maps)

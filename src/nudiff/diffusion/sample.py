@@ -24,6 +24,7 @@ import torch
 from nudiff.diffusion.config import DiffusionConfig
 from nudiff.diffusion.networks import Denoiser, condition_tensor, load_denoiser, null_condition
 from nudiff.diffusion.schedule import make_scheduler, predicted_x0
+from nudiff.model_folder import DIFFUSION_KINDS, read_model_folder
 from nudiff.utils import DataError, autocast, default_device, progress_bar
 
 ModelArg = Denoiser | str | Path
@@ -39,6 +40,14 @@ def load_model(run_dir: str | Path, device: str | torch.device | None = None,
     directory = run_dir / "model" if (run_dir / "model").is_dir() else run_dir
     model = load_denoiser(directory, kind).to(device or default_device()).eval()
     return model, model.config
+
+
+def read_model_config(run_dir: str | Path, kind: str | None = None) -> DiffusionConfig:
+    """The config of a training run's model (or of a model folder), without its weights."""
+    run_dir = Path(run_dir)
+    directory = run_dir / "model" if (run_dir / "model").is_dir() else run_dir
+    return read_model_folder(directory, DiffusionConfig, DIFFUSION_KINDS if kind is None else (kind,),
+                             weights=False).config
 
 
 def sample_generator(seed: int, index: int) -> torch.Generator:
@@ -118,6 +127,7 @@ def sample_structures(
     size: int | None = None,
     first_index: int = 0,
     precision: str = "no",
+    clip_x0: bool | None = None,
     progress: bool = True,
 ) -> np.ndarray:
     """Sample ``n`` nuclei structures from a structure model.
@@ -129,6 +139,7 @@ def sample_structures(
             any multiple of 2**(levels-1) works).
         first_index: index of the first sample (for chunked, resumable jobs).
         precision: ``"bf16"`` for autocast (fp32 where bf16 is not native), ``"no"`` for fp32.
+        clip_x0: clip the predicted x_0 at every step (default: the model's ``sample.clip_x0``).
     Returns:
         float32 (n, 3, size, size) in codec ranges: semantic [0, 1], h and v [-1, 1].
     """
@@ -148,7 +159,7 @@ def sample_structures(
             sampler or cfg.sample.sampler,
             steps or cfg.sample.steps,
             precision=precision,
-            clip_x0=cfg.sample.clip_x0,
+            clip_x0=cfg.sample.clip_x0 if clip_x0 is None else clip_x0,
         )
         x = x.clamp(-1, 1).cpu().numpy()
         x[:, 0] = (x[:, 0] + 1) / 2
@@ -168,6 +179,7 @@ def sample_images(
     *,
     first_index: int = 0,
     precision: str = "no",
+    clip_x0: bool | None = None,
     progress: bool = True,
 ) -> np.ndarray:
     """Sample one RGB image per structure from an image model.
@@ -204,7 +216,7 @@ def sample_images(
             cond=cond,
             guidance_scale=scale,
             precision=precision,
-            clip_x0=cfg.sample.clip_x0,
+            clip_x0=cfg.sample.clip_x0 if clip_x0 is None else clip_x0,
         )
         x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         out[lo:hi] = x.permute(0, 2, 3, 1).cpu().numpy()

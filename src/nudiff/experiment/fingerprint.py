@@ -15,7 +15,8 @@ import json
 
 from nudiff.config import to_dict
 from nudiff.experiment.grid import Cell, Plan
-from nudiff.synthesis import REAL_STRUCTURES
+from nudiff.structure import DecodeParams
+from nudiff.synthesis import FLAT_SAMPLE_KEYS, REAL_STRUCTURES
 
 # options added after cells were committed: left out of a cell's fingerprint at these defaults
 # (dotted keys reach into subsections)
@@ -46,13 +47,14 @@ def cell_fingerprint(plan: Plan, cell: Cell, legacy: bool = False) -> str:
     (``LATER_OPTIONS``, and ``filter_seed``), or every committed cell is refused.
     ``legacy``: the hash as it was before real-label cells left the unused ``structure``
     section out (:func:`cell_fingerprints` accepts both)."""
-    parts = {"data": to_dict(plan.data), "segment": to_dict(plan.segment), "cell": cell.name,
+    parts = {"data": to_dict(plan.data), "segment": _segment_as_hashed(plan), "cell": cell.name,
              "subset_seed": plan.experiment.subset_seed}
     for key in ("fractions", "seed"):
         parts["data"].pop(key, None)  # set per run from the grid; the cell name holds them
     parts["segment"]["train"].pop("seed", None)
     if cell.needs.pairs:
-        parts |= {k: to_dict(getattr(plan, k)) for k in ("structure", "image", "synthesis")}
+        parts |= {k: to_dict(getattr(plan, k)) for k in ("structure", "image")}
+        parts["synthesis"] = _synthesis_as_hashed(plan)
         for section, defaults in LATER_OPTIONS.items():  # at their defaults: fingerprints from before hold
             for key, default in defaults.items():
                 _pop_dotted(parts[section], key, lambda value, d=default: value == d)
@@ -76,3 +78,29 @@ def cell_fingerprints(plan: Plan, cell: Cell) -> tuple[str, ...]:
     the legacy one of real-label cells committed before their hash left ``structure`` out."""
     current, legacy = cell_fingerprint(plan, cell), cell_fingerprint(plan, cell, legacy=True)
     return (current,) if legacy == current else (current, legacy)
+
+
+def _segment_as_hashed(plan: Plan) -> dict:
+    """The segment section as it was hashed when ``post`` held optional copies of the
+    ``DecodeParams`` fields: a value equal to ``DecodeParams``' default as ``None``."""
+    segment = to_dict(plan.segment)
+    default = to_dict(DecodeParams())
+    segment["post"] = {k: None if v == default[k] else v for k, v in segment["post"].items()}
+    return segment
+
+
+def _synthesis_as_hashed(plan: Plan) -> dict:
+    """The synthesis section as it was hashed when it repeated the samplers' fields:
+    ``structure_sampler``, ``structure_steps``, ``image_sampler``, ``image_steps`` and
+    ``guidance_scale`` of the sampling each model gets (its own ``sample`` section where
+    synthesis leaves it to the model); ``<model>_clip_x0`` only where synthesis overrides the
+    model's own clipping (which the model's section, hashed too, holds)."""
+    synthesis = to_dict(plan.synthesis)
+    flat = {}
+    for model, keys in FLAT_SAMPLE_KEYS.items():
+        own = getattr(plan, model).sample
+        sample = synthesis.pop(f"{model}_sample") or to_dict(own)
+        flat |= {key: sample[field] for key, field in keys.items()}
+        if sample["clip_x0"] != own.clip_x0:
+            flat[f"{model}_clip_x0"] = sample["clip_x0"]
+    return flat | synthesis

@@ -79,7 +79,8 @@ def synthetic_done(plan: Plan, run: RunLayout, fraction: float) -> bool:
     """Whether the fraction's synthetic folder holds its ``n_synthetic`` pairs, made with this
     plan's synthesis section (another one is an error naming the keys that differ)."""
     syn_cfg = replace(plan.synthesis, n=plan.experiment.n_synthetic)
-    manifest = check_same_config(run.synthetic(fraction) / "manifest.json", syn_cfg, any_segmenter=True)
+    manifest = check_same_config(run.synthetic(fraction) / "manifest.json", syn_cfg, any_segmenter=True,
+                                 models=(plan.structure.sample, plan.image.sample))  # as they are trained
     return manifest is not None and manifest["n_accepted"] >= syn_cfg.n
 
 

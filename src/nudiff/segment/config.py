@@ -6,7 +6,7 @@
       model:   {arch: unet, base: 16, depth: 4}
       train:   {steps: 3900, batch_size: 8, crop_size: 256, lr: 1.0e-3, real_ratio: 0.5}
       augment: {scale: [0.8, 1.2], rotate: 179, hed_scale: 0.05}
-      post:    {center_threshold: 0.3}          # any nudiff.structure.DecodeParams field
+      post:    {center_threshold: 0.3}          # a nudiff.structure.DecodeParams
       infer:   {tile: 256, overlap: 0.5}
 
 ``load_config(SegmentConfig, path, section="segment")`` reads it; unknown keys are errors.
@@ -16,7 +16,7 @@ U-Net, bf16, batch 8 of 256-px crops.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 
 from nudiff.structure import DecodeParams
 from nudiff.training import TrainConfig as BaseTrainConfig
@@ -175,25 +175,6 @@ class AugmentConfig:
 
 
 @dataclass
-class PostConfig:
-    """Post-processing: fields of :class:`nudiff.structure.DecodeParams` (``None`` = its default)."""
-
-    fg_threshold: float | None = None
-    median_size: int | None = None
-    center_threshold: float | None = None
-    edge_threshold: float | None = None
-    min_marker: int | None = None
-    min_size: int | None = None
-    method: str | None = None
-    sobel_size: int | None = None
-
-    def decode_params(self) -> DecodeParams:
-        given = {k: v for k, v in asdict(self).items() if v is not None}
-        known = {f.name for f in fields(DecodeParams)}
-        return DecodeParams(**{k: v for k, v in given.items() if k in known})
-
-
-@dataclass
 class InferConfig:
     """Tiled inference (``monai.inferers.SlidingWindowInferer``).
 
@@ -220,13 +201,21 @@ class InferConfig:
 
 @dataclass
 class SegmentConfig:
-    """All of the segmentation stage (YAML section ``segment``)."""
+    """All of the segmentation stage (YAML section ``segment``). ``post``: the post-processing
+    (:class:`nudiff.structure.DecodeParams`; tuned on the validation images after training)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    post: PostConfig = field(default_factory=PostConfig)
+    post: DecodeParams = field(default_factory=DecodeParams)
     infer: InferConfig = field(default_factory=InferConfig)
+
+    @staticmethod
+    def upgrade_keys(data: dict, where: str) -> dict:
+        """``post`` written before it was a ``DecodeParams``: ``null`` meant "the default"."""
+        if isinstance(data.get("post"), dict):
+            data["post"] = {k: v for k, v in data["post"].items() if v is not None}
+        return data
 
     def __post_init__(self) -> None:
         m = self.model.multiple if self.model.arch == "unet" else 32

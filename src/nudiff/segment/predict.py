@@ -153,7 +153,7 @@ def predict_with_config(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`predict_instances` with the tiling and post-processing of ``cfg``."""
     structure = structure_with_config(model, cfg, image)
-    return decode(structure, cfg.post.decode_params()), structure
+    return decode(structure, cfg.post), structure
 
 
 def list_images(images_dir: str | os.PathLike) -> list[Path]:

@@ -158,16 +158,14 @@ def tune_post_processing(run_dir: str | os.PathLike, val: Sequence) -> dict[str,
             }
         )
 
-    current = cfg.post.decode_params()
-    best_post, best = None, score(current)
+    best_post, best = None, score(cfg.post)
     baseline = best
     for candidate in post_candidates():
-        m = score(dataclasses.replace(current, **candidate))
+        m = score(dataclasses.replace(cfg.post, **candidate))
         if m["pq"] > best["pq"]:
             best_post, best = candidate, m
     if best_post is not None:
-        for k, v in best_post.items():
-            setattr(cfg.post, k, v)
+        cfg.post = dataclasses.replace(cfg.post, **best_post)
     tuning = {
         "grid": POST_GRID,
         "hovernet_sobel": POST_SOBEL,
