@@ -51,7 +51,8 @@ KEYS = ("colour_w1_mean", "laplacian_variance_ratio", "visible_fraction")
 
 
 def sample_setting(name: str, args, plan) -> tuple[Path, float]:
-    from nudiff.synthesis import FilterConfig, synthesize
+    from nudiff.quality.filter import FilterConfig
+    from nudiff.synthesis import synthesize
 
     out = args.out / name
     model = args.image_model
@@ -122,8 +123,8 @@ def measure(folder: Path, real: Path, seed: int) -> dict:
 def mosaic(folders: dict[str, Path], path: Path, k: int = 6) -> None:
     from nudiff.data.dataset import load_folder
     from nudiff.data.io import write_image
-    from nudiff.report import hstack
-    from nudiff.report import mosaic as grid
+    from nudiff.pictures import hstack
+    from nudiff.pictures import mosaic as grid
 
     rows = []
     for folder in folders.values():

@@ -143,7 +143,7 @@ def match(whole: np.ndarray, tiled: np.ndarray) -> dict:
 
 def picture(slide_img: np.ndarray, tiled: np.ndarray, overview: Path, roi, tile: int) -> np.ndarray:
     """Overview overlay (left) and a 640-px crop across a tile corner with tile borders."""
-    from nudiff.report import overlay
+    from nudiff.pictures import overlay
 
     x0, y0 = roi[0], roi[1]
     cx, cy = tile, tile  # a tile corner, in region coordinates

@@ -17,7 +17,8 @@ from nudiff.diffusion.config import (
     TrainConfig,
 )
 from nudiff.diffusion.train import train
-from nudiff.synthesis import FilterConfig, SynthesisConfig, synthesize
+from nudiff.quality.filter import FilterConfig
+from nudiff.synthesis import SynthesisConfig, synthesize
 from nudiff.utils import NudiffError, read_json
 
 
@@ -198,7 +199,7 @@ def test_larger_windows_than_the_models_were_trained_on(models, tmp_path):
 
 
 def test_decode_and_label_upsampling_are_configurable(models, tmp_path):
-    from nudiff.diffusion.data import upsample_instance_map_smooth
+    from nudiff.data.resize import upsample_instance_map_smooth
     from nudiff.structure import DecodeParams, decode
 
     s, i = models
@@ -283,7 +284,7 @@ def test_cli_structures_subset_needs_no_structure_model(models, tmp_path):
 def test_image_model_at_full_resolution_on_half_resolution_structures(models, tmp_path):
     """Structures sampled at scale 0.5, images at scale 1: the decoded labels are upsampled to
     full size first and the image is sampled there (no upsampled, blurred image)."""
-    from nudiff.diffusion.data import upsample_labels
+    from nudiff.data.resize import upsample_labels
     from nudiff.structure import decode
 
     s, i_half = models

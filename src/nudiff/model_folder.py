@@ -19,6 +19,7 @@ A model folder holds::
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from nudiff.checkpoint import state_dict_cpu
 from nudiff.config import from_dict, load_yaml, to_dict
-from nudiff.utils import DataError, atomic_folder, read_json, write_text
+from nudiff.utils import DataError, NudiffError, atomic_folder, read_json, write_text
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -177,10 +178,6 @@ def _plain(obj: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m nudiff.model_folder FOLDER ...``: upgrade each model folder in place."""
-    import sys
-
-    from nudiff.utils import NudiffError
-
     folders = sys.argv[1:] if argv is None else argv
     if not folders:
         print("usage: python -m nudiff.model_folder FOLDER [FOLDER ...]  (rewrites each model folder "

@@ -35,57 +35,27 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+from skimage.segmentation import relabel_sequential
 
-from nudiff.config import differences, from_dict, warn_deprecated
-from nudiff.data.formats import PAIR_FORMATS
-from nudiff.data.stain import STAIN_METHODS, normalize_stain
+from nudiff.config import differences, from_dict, load_config, warn_deprecated
+from nudiff.data.copypaste import CopyPasteConfig, donors_of, paste_nuclei
+from nudiff.data.dataset import find_pairs, load_folder, load_pair
+from nudiff.data.formats import PAIR_FORMATS, detect_pair_format, pair_names, read_pair, write_pair
+from nudiff.data.io import read_instance_map, write_image
+from nudiff.data.resize import resize_images, resize_instance_maps, upsample_labels
+from nudiff.data.stain import STAIN_METHODS, fit_stain_normalizer, normalize_stain
 from nudiff.diffusion.config import SampleConfig
+from nudiff.diffusion.sample import load_model, read_model_config, sample_images, sample_structures
+from nudiff.pictures import hstack, mosaic, overlay
+from nudiff.quality.filter import FilterConfig, check_filter, filter_pairs
 from nudiff.structure import DecodeParams, decode, encode
 from nudiff.utils import DataError, NudiffError, progress_bar, read_json, write_json
 
-
-@dataclass
-class FilterConfig:
-    """Rejects degenerate sampled structures, then (optionally) weak pairs; counted in the manifest.
-
-    Structures (before an image is sampled):
-    min_nuclei: fewer decoded nuclei than this -> rejected (an empty structure teaches nothing).
-    max_mean_area / min_mean_area: mean nucleus area (px at the model's scale) outside this
-        range -> rejected (implausible blobs or dust); ``None`` disables a bound.
-    max_foreground: foreground fraction above this -> rejected.
-
-    Pairs (after; :mod:`nudiff.quality.filter`; all off by default):
-    segmenter: run folder of a segmenter trained on real data: scores every pair's label
-        fidelity (its prediction against the label, ``fidelity_metric``: pq, aji or dice).
-    min_fidelity: pairs scoring below -> rejected.
-    keep_top: keep only this best fraction by fidelity; ``ceil(n / keep_top)`` pairs are
-        sampled so that ``n`` remain.
-    real_percentiles: (lo, hi), e.g. (5, 95): a pair whose ``real_statistics`` (per-window
-        count, mean area, mean solidity, ...) fall outside these percentiles of real windows
-        of its size -> rejected (needs the real data: ``--real``).
-    """
-
-    min_nuclei: int = 1
-    min_mean_area: float | None = 4.0
-    max_mean_area: float | None = 2000.0
-    max_foreground: float = 0.9
-    segmenter: str | None = None
-    fidelity_metric: str = "pq"
-    min_fidelity: float | None = None
-    keep_top: float | None = None
-    real_percentiles: tuple[float, float] | None = None
-    real_statistics: tuple[str, ...] = ("count", "mean_area", "mean_solidity")
-
-    def __post_init__(self) -> None:
-        if self.fidelity_metric not in ("pq", "aji", "dice"):
-            raise NudiffError(f"synthesis.filter.fidelity_metric must be pq, aji or dice, got {self.fidelity_metric!r}")
-
-    @property
-    def filters_pairs(self) -> bool:
-        """Whether any pair-level check (or scoring) is on."""
-        return bool(self.segmenter) or self.real_percentiles is not None
+__all__ = ["FilterConfig", "SynthesisConfig", "check_same_config", "check_structure", "resolve_sampling",
+           "synthesize"]  # FilterConfig: with its filter, in nudiff.quality.filter
 
 
 LABEL_UPSAMPLING = ("nearest", "smooth")
@@ -205,9 +175,7 @@ def check_structure(instance_map: np.ndarray, cfg: FilterConfig) -> str | None:
 def _resize(image: np.ndarray, inst: np.ndarray, factor: float,
             labels: str = "nearest") -> tuple[np.ndarray, np.ndarray]:
     """Back to the source resolution: bilinear for the image; for the labels, nearest or
-    ``"smooth"`` (:func:`nudiff.diffusion.data.upsample_instance_map_smooth`, sigma 1 px)."""
-    from nudiff.diffusion.data import resize_images, upsample_labels
-
+    ``"smooth"`` (:func:`nudiff.data.resize.upsample_instance_map_smooth`, sigma 1 px)."""
     return resize_images(image[None], factor)[0], upsample_labels(inst, factor, labels)
 
 
@@ -215,8 +183,6 @@ def _to_image_scale(inst: np.ndarray, scale: float, image_scale: float,
                     labels: str) -> tuple[np.ndarray, np.ndarray]:
     """Labels decoded at the structure model's ``scale`` -> (labels at ``image_scale``, the
     full-size labels), upsampled as ``labels`` says (nearest or smooth)."""
-    from nudiff.diffusion.data import resize_instance_maps, upsample_labels
-
     full = upsample_labels(inst, 1 / scale, labels) if scale != 1 else inst
     at_image = full if image_scale == 1 else resize_instance_maps(full[None], image_scale)[0]
     return at_image, full
@@ -225,8 +191,6 @@ def _to_image_scale(inst: np.ndarray, scale: float, image_scale: float,
 def subset_window(label_maps: list[np.ndarray], side: int, rng: np.random.Generator) -> np.ndarray:
     """A random ``side``-px window of one of ``label_maps`` under one of the 8 flips/rotations,
     relabelled 1..n (int32)."""
-    from skimage.segmentation import relabel_sequential
-
     m = label_maps[int(rng.integers(len(label_maps)))]
     y, x = int(rng.integers(m.shape[0] - side + 1)), int(rng.integers(m.shape[1] - side + 1))
     window = np.rot90(m[y:y + side, x:x + side], int(rng.integers(4)))
@@ -239,25 +203,17 @@ def pasted_window(label_maps: list[np.ndarray], donors: list, side: int, rng: np
                   cfg) -> np.ndarray:
     """:func:`subset_window` with up to ``cfg.nuclei`` of ``donors`` (label-only
     :class:`nudiff.data.copypaste.Donor`) pasted at free positions, ids max+1… (int32)."""
-    from nudiff.data.copypaste import paste_nuclei
-
     return paste_nuclei(None, subset_window(label_maps, side, rng), donors, rng, cfg)[1]
 
 
 def _label_donors(label_maps: list[np.ndarray], nuclei: int) -> tuple[list, object]:
     """Label-only donors of the subset's maps and the paste configuration."""
-    from types import SimpleNamespace
-
-    from nudiff.data.copypaste import CopyPasteConfig, donors_of
-
     cfg = CopyPasteConfig(nuclei=nuclei)
     maps = [SimpleNamespace(image=None, instance_map=m) for m in label_maps]
     return donors_of(maps, cfg, pad=cfg.margin), cfg
 
 
 def _subset_labels(real_dir: Path | None, side: int, source: str = "subset") -> list[np.ndarray]:
-    from nudiff.data.io import read_instance_map
-
     if real_dir is None:
         raise NudiffError(f"synthesis.structures '{source}' needs the labeled subset's folder (--real)")
     paths = sorted((Path(real_dir) / "labels").glob("*.png"))
@@ -297,8 +253,6 @@ def check_same_config(manifest_path: Path, cfg: SynthesisConfig, any_segmenter: 
 
 def model_sampling(structure_run: Path | None, image_run: Path) -> tuple[SampleConfig | None, SampleConfig]:
     """The ``sample`` settings saved in the models' folders (``None`` without a structure model)."""
-    from nudiff.diffusion.sample import read_model_config
-
     structure = None if structure_run is None else read_model_config(structure_run, "structure").sample
     return structure, read_model_config(image_run, "image").sample
 
@@ -315,8 +269,6 @@ def synthesize(structure_run: Path | None, image_run: Path, out: Path, cfg: Synt
     _check_pair_format(pair_format, cfg.filter.filters_pairs)
     if not cfg.filter.filters_pairs:
         return _sample_pairs(structure_run, image_run, Path(out), cfg, real_dir, pair_format)
-    from nudiff.quality.filter import check_filter, filter_pairs
-
     out = Path(out)
     check_filter(cfg.filter, real_dir)
     structure = None if cfg.structures in REAL_STRUCTURES else structure_run
@@ -345,10 +297,6 @@ def _check_pair_format(pair_format: str, filtered: bool) -> None:
 def _sample_pairs(structure_run: Path | None, image_run: Path, out: Path, cfg: SynthesisConfig,
                   real_dir: Path | None = None, pair_format: str = "png") -> dict:
     """Sample, decode, check and write ``cfg.n`` pairs (the unfiltered synthesis)."""
-    from nudiff.data.formats import write_pair
-    from nudiff.diffusion.data import resize_images, resize_instance_maps
-    from nudiff.diffusion.sample import load_model, sample_images, sample_structures
-
     image_model, i_cfg = load_model(image_run, kind="image")
     from_subset = cfg.structures in REAL_STRUCTURES
     structure_model, s_cfg = (None, i_cfg) if from_subset else load_model(structure_run, kind="structure")
@@ -444,9 +392,6 @@ def _stain_normalizer(method: str, real_dir: Path | None):
         return None
     if real_dir is None:
         raise NudiffError(f"synthesis.stain {method!r} needs real images to normalise to (--real)")
-    from nudiff.data.dataset import load_folder
-    from nudiff.data.stain import fit_stain_normalizer
-
     return fit_stain_normalizer([s.image for s in load_folder(real_dir, progress=False)], method)
 
 
@@ -468,11 +413,6 @@ def _write_manifest(path: Path, header: dict, samples: dict, rejected: dict, sec
 
 def write_mosaic(out: Path, real_dir: Path | None = None, n: int = 8) -> Path:
     """mosaic.png: rows of (image | overlay) for synthetic pairs (in any pair format), then real ones."""
-    from nudiff.data.dataset import find_pairs, load_pair
-    from nudiff.data.formats import detect_pair_format, pair_names, read_pair
-    from nudiff.data.io import write_image
-    from nudiff.report import hstack, mosaic, overlay
-
     tiles = []
     pair_format = detect_pair_format(out)
     size = None
@@ -565,15 +505,11 @@ def _set_sampling(cfg: SynthesisConfig, args) -> None:
         given = {k: v for k, v in given.items() if v is not None}
         if not given or run is None:
             continue
-        from nudiff.diffusion.sample import read_model_config
-
         base = getattr(cfg, f"{kind}_sample") or read_model_config(run, kind).sample
         setattr(cfg, f"{kind}_sample", replace(base, **given))
 
 
 def _cmd_synthesize(args) -> None:
-    from nudiff.config import load_config
-
     cfg = load_config(SynthesisConfig, args.config, section="synthesis")
     for key, value in (("n", args.n), ("seed", args.seed),
                        ("stain", args.stain), ("label_upsampling", args.label_upsampling),
@@ -587,8 +523,6 @@ def _cmd_synthesize(args) -> None:
         if getattr(args, key) is not None:
             setattr(cfg.filter, key, tuple(args.real_percentiles) if key == "real_percentiles" else getattr(args, key))
     if args.filter_only is not None:
-        from nudiff.quality.filter import filter_pairs
-
         _check_pair_format(args.pair_format, filtered=True)
         m = filter_pairs(args.filter_only, args.out, cfg.filter, args.real)
         if m["n_accepted"]:

@@ -4,8 +4,7 @@ import pytest
 
 from nudiff.cli import main
 from nudiff.data.dataset import load_folder
-from nudiff.quality.filter import filter_pairs, n_to_keep, select_pairs
-from nudiff.synthesis import FilterConfig
+from nudiff.quality.filter import FilterConfig, filter_pairs, n_to_keep, select_pairs
 from nudiff.utils import NudiffError, read_json, write_json
 
 

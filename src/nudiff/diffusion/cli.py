@@ -5,6 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
+from nudiff.config import load_config
+from nudiff.data.dataset import load_folders
+from nudiff.data.prepare import load_subset
+from nudiff.diffusion.config import DiffusionConfig
+from nudiff.diffusion.train import train
+from nudiff.utils import NudiffError, set_threads
+
 EXAMPLES = """\
 examples:
   nudiff train structure --config configs/cpu.yaml --data runs/data --fraction 0.1 --out runs/s10
@@ -51,13 +60,6 @@ def register(sub) -> None:
 
 
 def _cmd_train(args) -> None:
-    import numpy as np
-
-    from nudiff.config import load_config
-    from nudiff.diffusion.config import DiffusionConfig
-    from nudiff.diffusion.train import train
-    from nudiff.utils import NudiffError, set_threads
-
     set_threads(args.threads)
     cfg = load_config(DiffusionConfig, args.config, section=args.kind, overrides=args.set)
     cfg.model.kind = args.kind
@@ -68,12 +70,8 @@ def _cmd_train(args) -> None:
     if args.max_minutes:
         cfg.train.max_minutes = args.max_minutes
     if args.folder:
-        from nudiff.data.dataset import load_folders
-
         samples = load_folders(args.folder)
     elif args.data:
-        from nudiff.data.prepare import load_subset
-
         samples = load_subset(args.data, args.fraction, args.subset_seed)
     else:
         raise NudiffError("give --data (a prepared folder) or --folder (paired folders)")

@@ -37,7 +37,7 @@ from nudiff.diffusion.ema import EMA
 from nudiff.diffusion.networks import Denoiser, condition_tensor, save_denoiser
 from nudiff.diffusion.sample import sample_images, sample_structures
 from nudiff.diffusion.schedule import min_snr_weights, predicted_x0, training_scheduler
-from nudiff.report import mosaic, structure_rgb
+from nudiff.pictures import mosaic, structure_rgb
 from nudiff.training import RunLog, warmup_cosine
 from nudiff.utils import (
     DataError,

@@ -24,7 +24,7 @@ from nudiff.data.prepare import load_subset
 from nudiff.diffusion.train import train as train_diffusion
 from nudiff.experiment.grid import Cell, Plan, model_kinds
 from nudiff.experiment.layout import RunLayout, fraction_tag
-from nudiff.report import mosaic, overlay
+from nudiff.pictures import mosaic, overlay
 from nudiff.synthesis import check_same_config, synthesize
 from nudiff.utils import NudiffError, read_json, write_json
 

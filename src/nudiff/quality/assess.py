@@ -198,7 +198,7 @@ def synthesis_scale(syn_dir: str | os.PathLike) -> float:
 def at_scale(images: np.ndarray, scale: float) -> np.ndarray:
     """Square uint8 windows (N, S, S, 3) as a model working at ``scale`` sees them: taken down
     by area averaging and back up bilinearly to S (what synthesis does to its own images)."""
-    from nudiff.diffusion.data import resize_images
+    from nudiff.data.resize import resize_images
 
     if scale >= 1:
         return images

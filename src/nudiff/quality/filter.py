@@ -1,6 +1,6 @@
 """Keep the synthetic pairs that look real enough: a post-pass over a synthetic folder.
 
-Two checks, each optional (``nudiff.synthesis.FilterConfig``):
+Two checks, each optional (:class:`FilterConfig`, the ``filter`` of ``nudiff.synthesis``):
 
 - **nucleus statistics**: a pair whose nuclei count, mean area, ... (:data:`PAIR_STATS`) lies
   outside the ``real_percentiles`` (e.g. 5-95th) of the same statistic over real windows of
@@ -18,13 +18,58 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from nudiff.data.dataset import find_pairs, load_folder, load_pair
+from nudiff.quality.fidelity import load, pair_fidelity
 from nudiff.quality.stats import PAIR_STATS, pair_statistics, tiled_windows
 from nudiff.utils import NudiffError, atomic_path, progress_bar, read_json, write_json
+
+
+@dataclass
+class FilterConfig:
+    """Rejects degenerate sampled structures, then (optionally) weak pairs; counted in the manifest.
+
+    Structures (before an image is sampled):
+    min_nuclei: fewer decoded nuclei than this -> rejected (an empty structure teaches nothing).
+    max_mean_area / min_mean_area: mean nucleus area (px at the model's scale) outside this
+        range -> rejected (implausible blobs or dust); ``None`` disables a bound.
+    max_foreground: foreground fraction above this -> rejected.
+
+    Pairs (after; :mod:`nudiff.quality.filter`; all off by default):
+    segmenter: run folder of a segmenter trained on real data: scores every pair's label
+        fidelity (its prediction against the label, ``fidelity_metric``: pq, aji or dice).
+    min_fidelity: pairs scoring below -> rejected.
+    keep_top: keep only this best fraction by fidelity; ``ceil(n / keep_top)`` pairs are
+        sampled so that ``n`` remain.
+    real_percentiles: (lo, hi), e.g. (5, 95): a pair whose ``real_statistics`` (per-window
+        count, mean area, mean solidity, ...) fall outside these percentiles of real windows
+        of its size -> rejected (needs the real data: ``--real``).
+    """
+
+    min_nuclei: int = 1
+    min_mean_area: float | None = 4.0
+    max_mean_area: float | None = 2000.0
+    max_foreground: float = 0.9
+    segmenter: str | None = None
+    fidelity_metric: str = "pq"
+    min_fidelity: float | None = None
+    keep_top: float | None = None
+    real_percentiles: tuple[float, float] | None = None
+    real_statistics: tuple[str, ...] = ("count", "mean_area", "mean_solidity")
+
+    def __post_init__(self) -> None:
+        if self.fidelity_metric not in ("pq", "aji", "dice"):
+            raise NudiffError(f"synthesis.filter.fidelity_metric must be pq, aji or dice, got {self.fidelity_metric!r}")
+
+    @property
+    def filters_pairs(self) -> bool:
+        """Whether any pair-level check (or scoring) is on."""
+        return bool(self.segmenter) or self.real_percentiles is not None
+
 
 
 def real_bounds(real_samples, size: int, percentiles: tuple[float, float], keys, max_windows: int = 2000,
@@ -112,12 +157,10 @@ def filter_pairs(syn_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg, re
                  n_keep: int | None = None, header: dict | None = None, progress: bool = True) -> dict:
     """Score every pair of ``syn_dir``, copy the kept ones to ``out_dir``; returns the manifest.
 
-    ``cfg``: a ``nudiff.synthesis.FilterConfig``; ``n_keep`` overrides ``cfg.keep_top``'s
+    ``cfg``: a :class:`FilterConfig`; ``n_keep`` overrides ``cfg.keep_top``'s
     count; ``header`` replaces the source manifest's header (``nudiff synthesize`` passes its
     own). Pairs are keyed as in the source manifest (sample index), else by name.
     """
-    from nudiff.data.dataset import find_pairs, load_folder, load_pair
-
     syn_dir, out_dir = Path(syn_dir), Path(out_dir)
     check_filter(cfg, real_dir)
     if out_dir.resolve() == syn_dir.resolve():
@@ -132,8 +175,6 @@ def filter_pairs(syn_dir: str | os.PathLike, out_dir: str | os.PathLike, cfg, re
     keys = [key_of.get(s.name, s.name) for s in samples]
     scores = {k: pair_statistics(s.instance_map) for k, s in zip(keys, samples)}
     if cfg.segmenter:
-        from nudiff.quality.fidelity import load, pair_fidelity
-
         model, seg_cfg = load(cfg.segmenter)
         fid = pair_fidelity(model, seg_cfg, [s.image for s in samples], [s.instance_map for s in samples], progress)
         for k, f in zip(keys, fid):

@@ -33,7 +33,7 @@ def windows(samples, scale: float, size: int) -> tuple[np.ndarray, np.ndarray]:
     samples: objects with ``image`` uint8 (H, W, 3) and ``instance_map`` int (H, W).
     Returns uint8 (N, size, size, 3) images and int32 (N, size, size) relabelled maps.
     """
-    from nudiff.diffusion.data import resize_images, resize_instance_maps
+    from nudiff.data.resize import resize_images, resize_instance_maps
 
     out_i, out_l = [], []
     for s in samples:

@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nudiff.config import load_config
+from nudiff.data.dataset import load_folder, load_folders
+from nudiff.segment.config import SegmentConfig
+from nudiff.segment.predict import predict_folder
+from nudiff.segment.train import train_segmenter
+from nudiff.segment.wsi import predict_slide
 from nudiff.utils import set_threads
 
 TRAIN_EXAMPLES = """\
@@ -142,11 +148,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersActi
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from nudiff.config import load_config
-    from nudiff.data.dataset import load_folder, load_folders
-    from nudiff.segment.config import SegmentConfig
-    from nudiff.segment.train import train_segmenter
-
     set_threads(args.threads)
     cfg = load_config(SegmentConfig, args.config, section="segment")
     if args.steps is not None:
@@ -171,8 +172,6 @@ def _roi(text: str) -> tuple[int, int, int, int]:
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
-    from nudiff.segment.predict import predict_folder
-
     set_threads(args.threads)
     if args.slide is not None:
         return _cmd_predict_slide(args)
@@ -181,8 +180,6 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict_slide(args: argparse.Namespace) -> None:
-    from nudiff.segment.wsi import predict_slide
-
     summary = predict_slide(
         args.model,
         args.slide,

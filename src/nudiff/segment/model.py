@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from monai.networks.nets import HoVerNet
 from monai.utils.enums import HoVerNetBranch
 from torch import nn
 
@@ -99,8 +100,6 @@ class HoVerNetSegmenter(nn.Module):
 
     def __init__(self, hv_activation: str = "linear"):
         super().__init__()
-        from monai.networks.nets import HoVerNet
-
         self.net = HoVerNet(
             mode="fast",
             in_channels=3,

@@ -16,8 +16,10 @@ import numpy as np
 import torch
 from monai.inferers import SlidingWindowInferer
 
+from nudiff.data.formats import write_geojson
+from nudiff.data.io import IMAGE_SUFFIXES, read_image, write_image, write_instance_map
 from nudiff.model_folder import WEIGHTS_FILE, read_model_folder
-from nudiff.report import overlay
+from nudiff.pictures import overlay
 from nudiff.segment.config import SegmentConfig
 from nudiff.segment.model import HV, NP, build_segmenter, image_to_tensor
 from nudiff.structure import DecodeParams, decode, dihedral, dihedral_image
@@ -158,8 +160,6 @@ def predict_with_config(
 
 def list_images(images_dir: str | os.PathLike) -> list[Path]:
     """Image files of a folder (sorted; hidden files ignored)."""
-    from nudiff.data.io import IMAGE_SUFFIXES
-
     folder = Path(images_dir)
     if not folder.is_dir():
         raise DataError(folder, "folder not found")
@@ -186,9 +186,6 @@ def predict_folder(
     A file that is not a readable RGB image raises ``DataError`` naming it. ``tta``
     overrides the model's ``infer.tta`` (test-time augmentation, 1-8).
     """
-    from nudiff.data.formats import write_geojson
-    from nudiff.data.io import read_image, write_image, write_instance_map
-
     model, cfg = load_segmenter(run_dir, device)
     if tta is not None:
         cfg.infer.tta = tta

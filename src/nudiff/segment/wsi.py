@@ -35,8 +35,10 @@ from scipy import ndimage as ndi
 from skimage.measure import regionprops
 
 from nudiff.data.formats import nucleus_feature
+from nudiff.data.io import write_image
 from nudiff.data.slide import SlideView, open_slide, tissue_mask
-from nudiff.report import overlay
+from nudiff.pictures import overlay
+from nudiff.segment.predict import load_segmenter, predict_with_config
 from nudiff.structure import relabel
 from nudiff.utils import DataError, atomic_path, progress_bar, read_json, write_json
 
@@ -184,8 +186,6 @@ def predict_slide(
     Returns the summary also written to ``OUT/wsi.json``. ``tile`` and ``margin`` are in
     working pixels (rounded up to the inferer's stride); ``tissue=False`` predicts every tile.
     """
-    from nudiff.segment.predict import load_segmenter, predict_with_config
-
     model, cfg = load_segmenter(run_dir, device)
     if tta is not None:
         cfg.infer.tta = tta
@@ -407,8 +407,6 @@ def _write_overlay(
     tiles: list[Tile],
 ) -> None:
     """The region's thumbnail with each predicted tile's overlay patch pasted in."""
-    from nudiff.data.io import write_image
-
     canvas = thumb.copy()
     for k in tiles:
         file = tile_dir / f"{k.name}.npz"

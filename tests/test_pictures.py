@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from helpers import disk_instance_map
-from nudiff.report import mosaic, overlay, structure_picture
+from nudiff.pictures import mosaic, overlay, structure_picture
 from nudiff.structure import encode
 
 
