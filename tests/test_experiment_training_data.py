@@ -2,6 +2,7 @@
 
 from dataclasses import asdict, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from nudiff.experiment.grid import Cell, load_plan
 from nudiff.experiment.layout import RunLayout
 from nudiff.experiment.training_data import make_pairs, synthetic_done, training_data
 from nudiff.synthesis import FilterConfig, check_structure
-from nudiff.utils import NudiffError, write_json
+from nudiff.utils import NudiffError, read_json, write_json
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -73,3 +74,27 @@ def test_each_arm_composes_the_subset_with_the_extra_sets_it_needs(tmp_path, mon
         "real": (real, None), "real+syn": (real, ["s"] * 4), "real+copypaste": (real, ["c"] * 2),
         "real+copypaste+syn": (real, ["c", "c", "s", "s", "s", "s"]),
         "real-dup": (["r"] * 7, None), "syn-only": (["s"] * 4, None)}
+
+
+def test_a_copy_paste_set_is_reused_only_under_its_configuration(tmp_path, monkeypatch):
+    import nudiff.experiment.training_data as td
+
+    plan, run = _plan(), RunLayout(tmp_path)
+    plan.experiment.n_synthetic = 2
+    made = []
+
+    def fake_set(real, n, cfg):
+        made.append(cfg)
+        return real[:n], [1] * n
+
+    monkeypatch.setattr(td, "copy_paste_set", fake_set)
+    real = [SimpleNamespace(name=f"r{i}", image=np.zeros((8, 8, 3), np.uint8),
+                            instance_map=disk_instance_map((8, 8), ((4, 4),), 2)) for i in range(2)]
+    td.copypaste_set(plan, run, real, 0.1)
+    config = read_json(run.copypaste(0.1) / "manifest.json")["config"]
+    del config["margin"]  # a manifest from before the key existed: counts as its default
+    write_json(run.copypaste(0.1) / "manifest.json", {"config": config})
+    assert len(td.copypaste_set(plan, run, real, 0.1)) == 2 and len(made) == 1  # reused
+    plan.experiment.copypaste.nuclei += 1
+    td.copypaste_set(plan, run, real, 0.1)
+    assert len(made) == 2  # another configuration: made again

@@ -23,9 +23,13 @@ from nudiff.utils import DataError, NudiffError, write_text
 
 T = TypeVar("T")
 
-# metadata of a dataclass field that changes how fast a result comes, not the result (beyond
-# float rounding): ``field(default=..., metadata=SPEED_ONLY)``; :func:`differences` skips it
+# Field metadata, declared where an option is defined (``field(default=..., metadata=...)``):
+# SPEED_ONLY: the option changes how fast a result comes, not the result (beyond float
+# rounding): :func:`differences` and experiment fingerprints leave it out;
+# ADDED_LATER: added after experiment results were committed: a cell's fingerprint leaves it
+# out while it has its default, so the cells committed before it still match
 SPEED_ONLY = {"speed_only": True}
+ADDED_LATER = {"added_later": True}
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:

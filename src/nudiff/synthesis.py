@@ -40,7 +40,7 @@ from types import SimpleNamespace
 import numpy as np
 from skimage.segmentation import relabel_sequential
 
-from nudiff.config import differences, from_dict, load_config, warn_deprecated
+from nudiff.config import ADDED_LATER, differences, from_dict, load_config, warn_deprecated
 from nudiff.data.copypaste import CopyPasteConfig, donors_of, paste_nuclei
 from nudiff.data.dataset import find_pairs, load_folder, load_pair
 from nudiff.data.formats import PAIR_FORMATS, detect_pair_format, pair_names, read_pair, write_pair
@@ -109,8 +109,8 @@ class SynthesisConfig:
     size: int | None = None
     decode: DecodeParams = field(default_factory=DecodeParams)
     label_upsampling: str = "nearest"
-    structures: str = "sampled"
-    pasted_nuclei: int = 3
+    structures: str = field(default="sampled", metadata=ADDED_LATER)
+    pasted_nuclei: int = field(default=3, metadata=ADDED_LATER)
 
     def __post_init__(self) -> None:
         if self.structures not in STRUCTURE_SOURCES:

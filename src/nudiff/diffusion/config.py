@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nudiff.config import SPEED_ONLY
+from nudiff.config import ADDED_LATER, SPEED_ONLY
 from nudiff.structure import min_area_at_scale
 from nudiff.training import TrainConfig as BaseTrainConfig
 from nudiff.training import check
@@ -63,7 +63,7 @@ class ModelConfig:
     conditioning: str = "spade"
     norm_num_groups: int = 32
     spade_channels: int = 32
-    self_condition: bool = False
+    self_condition: bool = field(default=False, metadata=ADDED_LATER)
     flash_attention: bool = field(default=False, metadata=SPEED_ONLY)
 
     def __post_init__(self) -> None:
@@ -155,8 +155,8 @@ class TrainConfig(BaseTrainConfig):
     ema_decay: float = 0.999
     sample_every: int = 1000
     cond_drop_prob: float = 0.2
-    min_snr_gamma: float | None = None
-    max_minutes: float | None = None
+    min_snr_gamma: float | None = field(default=None, metadata=ADDED_LATER)
+    max_minutes: float | None = field(default=None, metadata=ADDED_LATER)
     num_workers: int = field(default=0, metadata=SPEED_ONLY)
     compile: str | None = field(default=None, metadata=SPEED_ONLY)
 
@@ -219,8 +219,8 @@ class DiffusionConfig:
     schedule: str = "linear_beta"
     beta_start: float = 1e-4
     beta_end: float = 0.02
-    prediction_type: str = "epsilon"
-    zero_terminal_snr: bool = False
+    prediction_type: str = field(default="epsilon", metadata=ADDED_LATER)
+    zero_terminal_snr: bool = field(default=False, metadata=ADDED_LATER)
 
     def __post_init__(self) -> None:
         check(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}")

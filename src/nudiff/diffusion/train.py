@@ -21,7 +21,6 @@ Writes into ``out_dir``: ``config.yaml`` (at start), ``train_log.csv`` and ``tb/
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from nudiff import checkpoint as ckpt
-from nudiff.config import load_config, save_config, to_dict
+from nudiff.config import differences, load_config, save_config
 from nudiff.data.io import write_image
 from nudiff.diffusion.config import DiffusionConfig, TrainConfig
 from nudiff.diffusion.data import PatchSampler
@@ -304,9 +303,11 @@ def write_sample_grid(
 
 
 def _check_same_model(cfg: DiffusionConfig, out_dir: Path) -> None:
+    """A resumed run must build the network it saved (speed-only options, such as
+    ``model.flash_attention``, may change: :func:`nudiff.config.differences`)."""
     saved_path = out_dir / "config.yaml"
     if saved_path.is_file():
-        saved = load_config(DiffusionConfig, saved_path)
-        # flash_attention changes how attention is computed, not the weights: either resumes
-        if to_dict(replace(saved.model, flash_attention=False)) != to_dict(replace(cfg.model, flash_attention=False)):
-            raise NudiffError(f"{saved_path}: the run was trained with another model config")
+        diff = differences(load_config(DiffusionConfig, saved_path).model, cfg.model)
+        if diff:
+            raise NudiffError(f"{saved_path}: the run was trained with another model config "
+                              f"(model.{', model.'.join(diff)})")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nudiff.config import to_dict
-from nudiff.data.copypaste import copy_paste_set
+from nudiff.config import differences, from_dict, to_dict
+from nudiff.data.copypaste import CopyPasteConfig, copy_paste_set
 from nudiff.data.dataset import load_folder
 from nudiff.data.io import write_image, write_instance_map
 from nudiff.data.prepare import load_subset
@@ -26,7 +26,7 @@ from nudiff.experiment.grid import Cell, Plan, model_kinds
 from nudiff.experiment.layout import RunLayout, fraction_tag
 from nudiff.pictures import mosaic, overlay
 from nudiff.synthesis import check_same_config, synthesize
-from nudiff.utils import NudiffError, read_json, write_json
+from nudiff.utils import DataError, NudiffError, read_json, write_json
 
 Timed = Callable[[str, Callable[[], object]], None]
 
@@ -121,6 +121,17 @@ def pairs_state(plan: Plan, run: RunLayout, fraction: float) -> str:
     return "models: " + ", ".join(k + (" (started)" if k in started else "") for k in missing)
 
 
+def _made_with(saved: dict | None, cfg: CopyPasteConfig, n: int, where: Path) -> bool:
+    """Whether a copy-paste set's manifest ``config`` is ``n`` patches of ``cfg`` (field by
+    field, :func:`nudiff.config.differences`; keys added since count as their defaults)."""
+    saved = dict(saved or {})
+    try:
+        made = from_dict(CopyPasteConfig, {k: v for k, v in saved.items() if k != "n"}, str(where))
+    except DataError:  # a key this version no longer has: made otherwise
+        return False
+    return saved.get("n") == n and not differences(made, cfg)
+
+
 def write_subset_folder(samples: list, folder: Path) -> Path:
     """The labeled subset as a paired folder (what synthesis may compare with)."""
     for s in samples:
@@ -137,7 +148,7 @@ def copypaste_set(plan: Plan, run: RunLayout, real: list, fraction: float) -> li
     folder = run.copypaste(fraction)
     manifest = folder / "manifest.json"
     with run.lock(f"{fraction_tag(fraction)}_copypaste"):
-        if manifest.exists() and read_json(manifest).get("config") == to_dict(cfg) | {"n": n}:
+        if manifest.exists() and _made_with(read_json(manifest).get("config"), cfg, n, manifest):
             return load_folder(folder, progress=False)
         t = time.time()
         samples, counts = copy_paste_set(real, n, cfg)

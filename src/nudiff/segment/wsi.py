@@ -34,6 +34,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 from skimage.measure import regionprops
 
+from nudiff.config import differences, from_dict
 from nudiff.data.formats import nucleus_feature
 from nudiff.data.io import write_image
 from nudiff.data.slide import SlideView, open_slide, tissue_mask
@@ -307,15 +308,18 @@ def peak_rss_mib() -> float:
 
 
 def _check_resume(out: Path, settings: WsiSettings) -> None:
-    """Refuse an ``out`` whose saved tiles come from other settings; record the settings."""
+    """Refuse an ``out`` whose saved tiles come from other settings (field by field:
+    :func:`nudiff.config.differences`); record the settings."""
     path = out / MANIFEST
     now = json.loads(json.dumps(asdict(settings)))
     if path.exists():
-        saved = read_json(path).get("settings", {})
-        if saved == now:
+        try:
+            diff = differences(from_dict(WsiSettings, read_json(path).get("settings"), str(path)), settings)
+        except (DataError, TypeError):  # written by a version with other settings
+            diff = ["settings"]
+        if not diff:
             return
         if any((out / "tiles").glob("*.npz")):
-            diff = sorted(k for k in now if saved.get(k) != now[k])
             raise DataError(
                 out,
                 f"holds tiles of a run with other settings ({', '.join(diff)}); use another --out",
