@@ -42,7 +42,7 @@ from nudiff.diffusion.config import DiffusionConfig
 from nudiff.diffusion.data import resize_instance_maps
 from nudiff.diffusion.networks import Denoiser
 from nudiff.diffusion.sample import sample_structures
-from nudiff.quality.stats import STRUCTURE_STATS, distances, statistics
+from nudiff.quality.stats import STRUCTURE_STATS, distances, pair_statistics, statistics
 from nudiff.report import mosaic, structure_rgb
 from nudiff.structure import DecodeParams, decode, encode, relabel
 from nudiff.utils import read_json, set_threads, write_json, write_text
@@ -82,23 +82,41 @@ def raw_measures(structures: np.ndarray) -> dict[str, float]:
             "haze_fraction": float(((sem >= 0.05) & (sem <= 0.2)).mean())}
 
 
+FILTER_STATS = ("count", "mean_area", "mean_solidity")
+
+
+def percentile_bounds(maps: np.ndarray, q: tuple[float, float] = (5, 95)) -> dict[str, tuple[float, float]]:
+    """The real-percentile filter's bounds (``FilterConfig.real_percentiles``) over windows."""
+    per = [pair_statistics(m) for m in maps]
+    return {k: tuple(float(np.nanpercentile([p[k] for p in per], x)) for x in q) for k in FILTER_STATS}
+
+
+def filter_keep(maps: np.ndarray, bounds: dict) -> float:
+    """Share of windows whose count, mean area and mean solidity all lie within ``bounds``
+    (what the synthesis filter with ``real_percentiles: [5, 95]`` keeps)."""
+    per = [pair_statistics(m) for m in maps]
+    return float(np.mean([all(bounds[k][0] <= p[k] <= bounds[k][1] for k in FILTER_STATS) for p in per]))
+
+
 def decoded_measures(maps: np.ndarray, reference: dict) -> dict[str, float]:
-    """Per-window nucleus statistics of instance maps and their W1 to ``reference``."""
+    """Per-window nucleus statistics of instance maps, their W1 to ``reference`` (the real
+    windows' :func:`statistics`, with their filter ``bounds``) and the filter's keep rate."""
     st = statistics(maps)
-    w1 = distances(reference, st, normalise=True)
+    w1 = distances(reference, st, STRUCTURE_STATS, normalise=True)
     out = {"structure_w1_mean": float(np.nanmean(list(w1.values())))}
     out |= {f"structure_w1_{k}": w1[k] for k in STRUCTURE_STATS}
     out["nuclei_per_window"] = float(st["count"].mean())
     out["mean_area"] = float(st["area"].mean()) if len(st["area"]) else float("nan")
     out["mean_solidity"] = float(st["solidity"].mean()) if len(st["solidity"]) else float("nan")
     out["decoded_foreground_fraction"] = float((maps > 0).mean())
+    out["real_filter_keep"] = filter_keep(maps, reference["bounds"])
     return out
 
 
 def references(data: str, fraction: float, scale: float, size: int, n: int) -> tuple[dict, list[dict]]:
     """The real statistics samples are compared with, and the reference rows."""
     real = real_windows(data, fraction, scale, size, n, seed=1)
-    ref = statistics(real)
+    ref = statistics(real) | {"bounds": percentile_bounds(real)}
     other = real_windows(data, fraction, scale, size, n, seed=2)
     codec = np.stack([decode(encode(m, min_area=round(30 * scale**2)), DECODE) for m in other])
     full = real_windows(data, 1.0, scale, size, n, seed=3)
@@ -138,7 +156,7 @@ def score_run(run: Path, ref: dict, variants: list[str], n: int, seed: int, step
             row |= raw_measures(s) | decoded_measures(maps, ref)
             rows.append(row)
             print({k: (round(x, 3) if isinstance(x, float) else x) for k, x in row.items()}, flush=True)
-            np.save(run / f"samples_{step}_{v}.npy", s[:32].astype(np.float16))
+            np.save(run / f"samples_{step}_{v}.npy", s.astype(np.float16))
     return rows
 
 
@@ -167,7 +185,7 @@ def chart(rows: list[dict], refs: list[dict], path: Path) -> None:
 
 def table(rows: list[dict], refs: list[dict]) -> str:
     cols = ("setting", "variant", "steps", "minutes", "structure_w1_mean", "foreground_fraction",
-            "haze_fraction", "nuclei_per_window", "mean_area", "mean_solidity")
+            "haze_fraction", "nuclei_per_window", "mean_area", "mean_solidity", "real_filter_keep")
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in refs[:3] + sorted([r for r in rows if r.get("steps") is not None],
                                key=lambda r: (r["setting"], r["variant"], r["steps"])):
@@ -217,6 +235,37 @@ def x0_bias(run: Path, step: int, data: str, fraction: float, n: int = 64, seed:
     return rows
 
 
+DECODE_LEVERS = {
+    "configs (min_marker 2)": DECODE,
+    "median 5": DecodeParams(min_marker=2, median_size=5),
+    "fg_threshold 0.6": DecodeParams(min_marker=2, fg_threshold=0.6),
+    "fg_threshold 0.4": DecodeParams(min_marker=2, fg_threshold=0.4),
+    "semantic smoothed (sigma 1)": "smooth",
+    "hovernet watershed (Sobel 21)": DecodeParams(method="hovernet"),
+}
+
+
+def decode_levers(spec: str, data: str, fraction: float, n: int) -> list[dict]:
+    """The decode side: one saved sample set (``RUN:STEP:VARIANT``) decoded several ways."""
+    from scipy import ndimage as ndi
+
+    run, step, variant = spec.split(":")
+    samples = np.load(Path(run) / f"samples_{step}_{variant}.npy").astype(np.float32)
+    ref = references(data, fraction, 0.5, samples.shape[-1], n)[0]
+    rows = []
+    for name, params in DECODE_LEVERS.items():
+        if params == "smooth":
+            sm = samples.copy()
+            sm[:, 0] = ndi.gaussian_filter(sm[:, 0], (0, 1, 1))
+            maps = np.stack([decode(x, DECODE) for x in sm])
+        else:
+            maps = np.stack([decode(x, params) for x in samples])
+        rows.append({"setting": Path(run).name, "steps": int(step), "variant": variant, "decode": name}
+                    | decoded_measures(maps, ref))
+        print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
+    return rows
+
+
 def picture(rows: list[str], data: str, fraction: float, path: Path, n: int = 8) -> None:
     """One row of ``n`` structures per ``RUN:STEP:VARIANT`` (samples saved by the scoring), under
     a row of real windows: semantic in red, h and v in green and blue."""
@@ -239,6 +288,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--decode-levers", metavar="RUN:STEP:VARIANT",
+                    help="only decode one scored sample set several ways (decode_levers.json)")
     ap.add_argument("--bias", action="store_true",
                     help="only measure each run's x0 estimate at high noise (x0_bias.json)")
     ap.add_argument("--picture", nargs="+", metavar="RUN:STEP:VARIANT",
@@ -247,6 +298,10 @@ def main() -> None:
     set_threads(args.threads)
     if args.picture:
         picture(args.picture, args.data, args.fraction, args.results / "samples.png")
+        return
+    if args.decode_levers:
+        rows = decode_levers(args.decode_levers, args.data, args.fraction, args.n)
+        write_json(args.results / "decode_levers.json", rows)
         return
     if args.bias:
         rows = [r for run in args.runs for step in args.steps for r in x0_bias(run, step, args.data, args.fraction)]

@@ -93,6 +93,9 @@ class ExperimentConfig:
         depend on which seeds a run asks for (that cell is trained first if need be).
     copypaste: settings of the ``real+copypaste`` arm (``nudiff.data.copypaste``).
     paper: which column of NuDiff's Table 1 the report shows beside ours: monuseg | kumar.
+    shipped_models: take a fraction's diffusion model from the repository's ``models/`` when one
+        was trained with the same config on the same subset (``nudiff.models.find_shipped``),
+        instead of training it; ``false`` trains every model from the data.
     selection_patches: without a separate --test folder, segmenter model selection and
         post-processing tuning use about this many of the labeled subset's own patches
         (the validation images are then the test images and are never used for selection).
@@ -113,6 +116,7 @@ class ExperimentConfig:
     selection_patches: int = 16
     copypaste: CopyPasteConfig = field(default_factory=CopyPasteConfig)
     paper: str = "monuseg"
+    shipped_models: bool = True
 
     def __post_init__(self) -> None:
         bad = [a for a in [*self.arms, *self.arm_fractions, *self.arm_seeds] if a not in ARMS]

@@ -9,6 +9,7 @@ the run folder, so a stopped run resumes and two processes never make one thing 
 from __future__ import annotations
 
 import functools
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -24,9 +25,10 @@ from nudiff.data.prepare import load_subset
 from nudiff.diffusion.train import train as train_diffusion
 from nudiff.experiment.grid import Cell, Plan, model_kinds
 from nudiff.experiment.layout import RunLayout, fraction_tag
+from nudiff.models import find_shipped
 from nudiff.pictures import mosaic, overlay
 from nudiff.synthesis import check_same_config, synthesize
-from nudiff.utils import DataError, NudiffError, read_json, write_json
+from nudiff.utils import DataError, NudiffError, atomic_folder, read_json, write_json
 
 Timed = Callable[[str, Callable[[], object]], None]
 
@@ -63,12 +65,27 @@ def train_models(plan: Plan, run: RunLayout, data_dir: Path, fraction: float, ti
         with run.lock(f"{fraction_tag(fraction)}_{kind}"):
             if run.model(fraction, kind).exists():  # another process finished it meanwhile
                 continue
+            ready = find_shipped(kind, getattr(plan, kind), data_dir, fraction, plan.experiment.subset_seed) \
+                if plan.experiment.shipped_models else None
+            if ready is not None:
+                log(f"the {kind} model of the {fraction:.0%} subset: shipped {ready} (same config and subset; "
+                    "experiment.shipped_models=false trains it)")
+                copy_folder(ready, run.model(fraction, kind))
+                continue
             folder = run.model_run(fraction, kind)
             log(f"training the {kind} model on the {fraction:.0%} subset ({len(samples)} patches)")
             timed(f"{fraction_tag(fraction)}/train_{kind}", functools.partial(
                 train_diffusion, getattr(plan, kind), folder, images if kind == "image" else None,
                 insts, resume=(folder / "checkpoints").exists()))
     return samples
+
+
+def copy_folder(src: Path, dst: Path) -> None:
+    """``src``'s files into ``dst``, replaced atomically."""
+    with atomic_folder(dst) as tmp:
+        for f in src.iterdir():
+            if f.is_file():
+                shutil.copy2(f, tmp / f.name)
 
 
 def _arrays(samples) -> tuple[np.ndarray, np.ndarray]:

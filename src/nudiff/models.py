@@ -1,0 +1,149 @@
+"""The shipped model collection (``models/`` in the repository): trained models a user can
+sample from a fresh clone, each a model folder (:mod:`nudiff.model_folder`) with a card.
+
+A shipped model is ``models/<dataset>-f<fraction>/<kind>/``::
+
+    model.safetensors   EMA weights
+    config.yaml         format_version, kind, config, and ``info.card``: what it was trained on
+                        (dataset, split, labeled fraction, subset seed and the sha256 of the
+                        subset's patch names), its steps and minutes, the machine, its quality
+                        numbers and where they come from
+    README.md           the card, for people
+
+:func:`ship` writes one from a training run; :func:`shipped` lists the collection;
+:func:`check_card` is what the tests hold every shipped model to. From a shell::
+
+    python -m nudiff.models ship runs/sm/v-base models/kumar-f0.10/structure --card card.yaml
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+from nudiff.config import differences, load_yaml
+from nudiff.diffusion.config import DiffusionConfig
+from nudiff.model_folder import DIFFUSION_KINDS, read_model_folder, save_model_folder
+from nudiff.utils import DataError, NudiffError, read_json, write_text
+
+#: the collection, beside the package in a clone (src/nudiff/ -> ../../models)
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+#: what every card states
+CARD_KEYS = ("dataset", "fraction", "subset_seed", "subset_sha256", "steps", "minutes", "machine", "quality",
+             "quality_source", "command")
+
+
+def subset_sha256(data_dir: str | os.PathLike, fraction: float, seed: int = 0) -> str:
+    """The sha256 of a prepared subset's sorted patch names: the same subset, the same hash."""
+    from nudiff.data.subsets import subset_filename
+
+    path = Path(data_dir) / "subsets" / subset_filename(fraction, seed)
+    if not path.is_file():
+        raise DataError(path, "no such subset (run `nudiff data prepare` first)")
+    names = sorted(read_json(path)["patches"])
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()
+
+
+def machine() -> str:
+    """A line naming this machine's CPU and core count."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def check_card(card: dict[str, Any], where: str | os.PathLike) -> None:
+    """Every key of :data:`CARD_KEYS` is there (one-line :class:`DataError` otherwise)."""
+    missing = [k for k in CARD_KEYS if k not in card]
+    if missing:
+        raise DataError(where, f"model card lacks {', '.join(missing)}")
+
+
+def ship(run_dir: str | os.PathLike, out: str | os.PathLike, card: dict[str, Any]) -> Path:
+    """Copy a diffusion run's EMA model (``run_dir/model`` or a model folder) to ``out`` in the
+    current folder format, with ``card`` in its ``info`` and as ``README.md``."""
+    run_dir = Path(run_dir)
+    src = run_dir / "model" if (run_dir / "model").is_dir() else run_dir
+    m = read_model_folder(src, DiffusionConfig, DIFFUSION_KINDS)
+    card = {"kind": m.kind, "steps": m.info.get("step"), "machine": machine()} | card
+    check_card(card, out)
+    folder = save_model_folder(out, m.weights, m.config, m.kind, m.info | {"card": card})
+    write_text(Path(out) / "README.md", card_markdown(card, m.config))
+    return folder
+
+
+def card_markdown(card: dict[str, Any], config: DiffusionConfig) -> str:
+    """The card as a short markdown page."""
+    model = config.model
+    lines = [f"# {card['kind']} model: {card['dataset']}, {card['fraction']:.0%} of the labels", "",
+             f"- Trained on: {card['dataset']} labeled subset {card['fraction']:.2f} (subset seed "
+             f"{card['subset_seed']}, sha256 of its patch names `{card['subset_sha256'][:16]}…`)",
+             f"- Network: MONAI U-Net, widths {list(model.channels)}, {model.num_res_blocks} res block(s), "
+             f"self-conditioning {model.self_condition}; {config.prediction_type}; windows "
+             f"{config.data.patch_size} px at scale {config.data.scale}",
+             f"- Budget: {card['steps']} steps, {card['minutes']} min on {card['machine']}",
+             f"- Command: `{card['command']}`",
+             f"- Quality ({card['quality_source']}):", ""]
+    lines += [f"  - {k}: {v}" for k, v in card["quality"].items()]
+    lines += ["", "Sample from it: `nudiff synthesize --structure-model <this folder> --image-model ... "
+              "--out runs/syn` (see docs/models.md)."]
+    return "\n".join(lines) + "\n"
+
+
+def shipped(root: str | os.PathLike = MODELS_DIR) -> list[Path]:
+    """The model folders of the collection (folders holding a ``config.yaml``), sorted."""
+    return sorted(p.parent for p in Path(root).glob("*/*/config.yaml"))
+
+
+#: fields that do not decide a model's weights: a shipped model made with other values is the same model
+WEIGHT_NEUTRAL = ("train.checkpoint_every", "train.keep_checkpoints", "train.log_every", "train.sample_every")
+
+
+def find_shipped(kind: str, config: DiffusionConfig, data_dir: str | os.PathLike, fraction: float,
+                 subset_seed: int = 0, root: str | os.PathLike = MODELS_DIR) -> Path | None:
+    """A shipped ``kind`` model trained with ``config`` on exactly this subset (same patch names),
+    or ``None``. Sampler settings and the fields in :data:`WEIGHT_NEUTRAL` may differ."""
+    try:
+        sha = subset_sha256(data_dir, fraction, subset_seed)
+    except DataError:
+        return None
+    for folder in shipped(root):
+        if folder.name != kind:
+            continue
+        m = read_model_folder(folder, DiffusionConfig, (kind,), weights=False)
+        card = m.info.get("card", {})
+        if card.get("subset_sha256") != sha:
+            continue
+        diff = [d for d in differences(m.config, config)
+                if d not in WEIGHT_NEUTRAL and not d.startswith("sample.")]
+        if not diff:
+            return folder
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m nudiff.models ship RUN OUT --card CARD.yaml``."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 5 or args[0] != "ship" or args[3] != "--card":
+        print("usage: python -m nudiff.models ship RUN OUT --card CARD.yaml", file=sys.stderr)
+        return 2
+    try:
+        folder = ship(args[1], args[2], load_yaml(args[4]))
+    except NudiffError as e:
+        print(f"nudiff: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{folder}: shipped")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
