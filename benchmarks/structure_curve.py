@@ -240,29 +240,26 @@ DECODE_LEVERS = {
     "median 5": DecodeParams(min_marker=2, median_size=5),
     "fg_threshold 0.6": DecodeParams(min_marker=2, fg_threshold=0.6),
     "fg_threshold 0.4": DecodeParams(min_marker=2, fg_threshold=0.4),
-    "semantic smoothed (sigma 1)": "smooth",
+    "semantic_sigma 1": DecodeParams(min_marker=2, semantic_sigma=1.0),
+    "semantic_sigma 1.5": DecodeParams(min_marker=2, semantic_sigma=1.5),
+    "semantic_sigma 2": DecodeParams(min_marker=2, semantic_sigma=2.0),
     "hovernet watershed (Sobel 21)": DecodeParams(method="hovernet"),
 }
 
 
 def decode_levers(spec: str, data: str, fraction: float, n: int) -> list[dict]:
-    """The decode side: one saved sample set (``RUN:STEP:VARIANT``) decoded several ways."""
-    from scipy import ndimage as ndi
-
+    """The decode side: one saved sample set (``RUN:STEP:VARIANT``) decoded several ways, and
+    real windows through the same decodes (what each costs a perfect structure)."""
     run, step, variant = spec.split(":")
     samples = np.load(Path(run) / f"samples_{step}_{variant}.npy").astype(np.float32)
     ref = references(data, fraction, 0.5, samples.shape[-1], n)[0]
+    real = [encode(m, min_area=8) for m in real_windows(data, fraction, 0.5, samples.shape[-1], n, seed=2)]
     rows = []
     for name, params in DECODE_LEVERS.items():
-        if params == "smooth":
-            sm = samples.copy()
-            sm[:, 0] = ndi.gaussian_filter(sm[:, 0], (0, 1, 1))
-            maps = np.stack([decode(x, DECODE) for x in sm])
-        else:
-            maps = np.stack([decode(x, params) for x in samples])
-        rows.append({"setting": Path(run).name, "steps": int(step), "variant": variant, "decode": name}
-                    | decoded_measures(maps, ref))
-        print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
+        for what, structures in ((f"{Path(run).name} {step} {variant}", samples), ("real windows (codec)", real)):
+            maps = np.stack([decode(x, params) for x in structures])
+            rows.append({"structures": what, "decode": name} | decoded_measures(maps, ref))
+            print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
     return rows
 
 

@@ -25,11 +25,13 @@ convention and no orientation search is ever needed at decode time.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
+
+from nudiff.config import ADDED_LATER
 
 HOVERNET_MIN_AREA = 30
 
@@ -145,6 +147,10 @@ class DecodeParams:
         benchmarks/results/structure_roundtrip.md); on a segmenter's soft maps of whole
         images ``"hovernet"`` can be (benchmarks/results/post_compare.md).
     sobel_size: Sobel kernel (px) of ``method="hovernet"``.
+    semantic_sigma: Gaussian smoothing (px) of the semantic channel before ``fg_threshold``;
+        0 disables it. Sampled semantic channels have ragged, pixel-noisy outlines: sigma 1.5
+        raises sampled nuclei's solidity 0.851 -> 0.887 (real 0.940) and costs real structures
+        almost nothing (benchmarks/results/structure-model/).
     """
 
     fg_threshold: float = 0.5
@@ -155,6 +161,7 @@ class DecodeParams:
     min_size: int = 10
     method: str = "nudiff"
     sobel_size: int = 21
+    semantic_sigma: float = field(default=0.0, metadata=ADDED_LATER)
 
     def __post_init__(self) -> None:
         if self.method not in DECODE_METHODS:
@@ -179,6 +186,9 @@ def decode(structure: np.ndarray, params: DecodeParams | None = None) -> np.ndar
     s = np.asarray(structure, dtype=np.float32)
     if s.ndim != 3 or s.shape[0] < 3:
         raise ValueError(f"structure must be (3, H, W), got shape {s.shape}")
+    if p.semantic_sigma > 0:
+        s = s.copy()
+        s[0] = ndi.gaussian_filter(s[0], p.semantic_sigma)
     if p.method == "hovernet":
         return _decode_hovernet(s, p)
     fg = s[0] >= p.fg_threshold
