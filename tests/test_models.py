@@ -11,12 +11,17 @@ from nudiff.diffusion.config import DataConfig, DiffusionConfig, ModelConfig
 from nudiff.diffusion.networks import Denoiser, save_denoiser
 from nudiff.diffusion.sample import load_model, sample_images, sample_structures
 from nudiff.model_folder import read_info
-from nudiff.models import CARD_KEYS, check_card, ship, shipped
+from nudiff.models import CARD_KEYS, MODELS_DIR, check_card, ship, shipped
 from nudiff.utils import DataError
 
 SHIPPED = shipped()
 CARD = {"dataset": "toy", "fraction": 0.1, "subset_seed": 0, "subset_sha256": "0" * 64, "minutes": 0.1,
         "quality": {"foreground_fraction": 0.3}, "quality_source": "none", "command": "made in a test"}
+
+
+def test_the_collection_is_there():
+    assert SHIPPED, f"no shipped models under {MODELS_DIR}"
+    assert (MODELS_DIR / "README.md").is_file()
 
 
 @pytest.mark.parametrize("folder", SHIPPED, ids=[f"{p.parent.name}/{p.name}" for p in SHIPPED])
@@ -107,3 +112,17 @@ def test_find_shipped_matches_config_and_subset_only(tmp_path):
     write_json(data / "subsets" / subset_filename(0.1, 0), {"patches": ["a", "c"]})  # another subset
     assert find_shipped("structure", cfg, data, 0.1, root=root) is None
     assert find_shipped("structure", cfg, tmp_path / "nowhere", 0.1, root=root) is None
+
+
+def test_the_kumar_grid_config_takes_the_shipped_structure_model():
+    """configs/kumar-grid.yaml trains exactly the shipped Kumar 10 % structure model, so its runs
+    take it instead of training (the subset is checked at run time by its sha256)."""
+    from pathlib import Path
+
+    from nudiff.config import differences, load_config
+    from nudiff.models import WEIGHT_NEUTRAL
+
+    shipped_cfg = load_model(MODELS_DIR / "kumar-f0.10" / "structure", device="cpu")[1]
+    grid = load_config(DiffusionConfig, Path(__file__).parents[1] / "configs" / "kumar-grid.yaml", section="structure")
+    diff = [d for d in differences(shipped_cfg, grid) if d not in WEIGHT_NEUTRAL and not d.startswith("sample.")]
+    assert diff == []

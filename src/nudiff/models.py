@@ -28,7 +28,7 @@ from typing import Any
 from nudiff.config import differences, load_yaml
 from nudiff.diffusion.config import DiffusionConfig
 from nudiff.model_folder import DIFFUSION_KINDS, read_model_folder, save_model_folder
-from nudiff.utils import DataError, NudiffError, read_json, write_text
+from nudiff.utils import DataError, NudiffError, native_bf16, read_json, write_text
 
 #: the collection, beside the package in a clone (src/nudiff/ -> ../../models)
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
@@ -58,7 +58,8 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores"
+    bf16 = "native bf16" if native_bf16("cpu") else "no native bf16: fp32"
+    return f"{cpu}, {os.cpu_count()} cores ({bf16})"
 
 
 def check_card(card: dict[str, Any], where: str | os.PathLike) -> None:
@@ -74,7 +75,8 @@ def ship(run_dir: str | os.PathLike, out: str | os.PathLike, card: dict[str, Any
     run_dir = Path(run_dir)
     src = run_dir / "model" if (run_dir / "model").is_dir() else run_dir
     m = read_model_folder(src, DiffusionConfig, DIFFUSION_KINDS)
-    card = {"kind": m.kind, "steps": m.info.get("step"), "machine": machine()} | card
+    steps = m.info.get("step") or m.config.train.steps  # folders before format 1 do not record it
+    card = {"kind": m.kind, "steps": steps, "machine": machine()} | card
     check_card(card, out)
     folder = save_model_folder(out, m.weights, m.config, m.kind, m.info | {"card": card})
     write_text(Path(out) / "README.md", card_markdown(card, m.config))
