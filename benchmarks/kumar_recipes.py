@@ -99,15 +99,10 @@ def contrasts(results: Path) -> list[dict]:
     mean and 95 % interval, and the per-seed AJI differences."""
     out = []
     for a, b in CONTRASTS:
-        rows_a, rows_b = arm_rows(results, a), arm_rows(results, b)
-        seeds = sorted({int(r["seed"]) for r in rows_a} & {int(r["seed"]) for r in rows_b})
-        if not seeds:
+        ci = paired_interval(arm_rows(results, a), arm_rows(results, b), ("aji", "pq"), by_seed=True)
+        if not ci["seeds"]:
             continue
-        ci = paired_interval(rows_a, rows_b, metrics=("aji", "pq"))
-        per_seed = [paired_interval([r for r in rows_a if int(r["seed"]) == k],
-                                    [r for r in rows_b if int(r["seed"]) == k], metrics=("aji",))["aji"]["mean"]
-                    for k in seeds]
-        out.append({"a": a, "b": b, "seeds": seeds, "pairs": ci["n"], "aji_per_seed": per_seed,
+        out.append({"a": a, "b": b, "seeds": ci["seeds"], "pairs": ci["n"], "aji_per_seed": ci["aji"]["per_seed"],
                     **{m: ci[m]["mean"] for m in ("aji", "pq")},
                     **{f"{m}_ci": [ci[m]["lo"], ci[m]["hi"]] for m in ("aji", "pq")}})
     return out

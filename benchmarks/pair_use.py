@@ -153,12 +153,10 @@ def contrasts(results: Path) -> list[dict]:
     pairs both have, mean and 95 % interval of AJI and PQ."""
     out = []
     for a, b in CONTRASTS:
-        rows_a, rows_b = variant_rows(results, a), variant_rows(results, b)
-        seeds = sorted({int(r["seed"]) for r in rows_a} & {int(r["seed"]) for r in rows_b})
-        if not seeds:
+        ci = paired_interval(variant_rows(results, a), variant_rows(results, b), ("aji", "pq"), by_seed=True)
+        if not ci["seeds"]:
             continue
-        ci = paired_interval(rows_a, rows_b, metrics=("aji", "pq"))
-        out.append({"a": a, "b": b, "seeds": seeds, "pairs": ci["n"],
+        out.append({"a": a, "b": b, "seeds": ci["seeds"], "pairs": ci["n"],
                     **{f"gain_{m}": ci[m]["mean"] for m in ("aji", "pq")},
                     **{f"gain_{m}_ci": [ci[m]["lo"], ci[m]["hi"]] for m in ("aji", "pq")}})
     return out

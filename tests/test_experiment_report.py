@@ -82,6 +82,27 @@ def test_paired_interval_by_image_and_seed():
     assert out["aji"]["lo"] < out["aji"]["mean"] < out["aji"]["hi"]
 
 
+def test_paired_interval_by_seed_is_the_head_to_head_of_two_arms():
+    # arm a vs arm b of any folders: differences a - b per (image, seed): seed 0: x .1, y .3;
+    # seed 2: x .2, y .0 (z and q have no partner; seed 1 only in b)
+    a = [{"image": i, "seed": s, "aji": 0.5 + d, "pq": 0.4 + 2 * d} for (i, s), d in
+         zip([("x", 0), ("y", 0), ("x", 2), ("y", 2), ("z", 2)], [0.1, 0.3, 0.2, 0.0, 0.9])]
+    b = [{"image": i, "seed": s, "aji": 0.5, "pq": 0.4} for i, s in
+         [("x", 0), ("y", 0), ("x", 2), ("y", 2), ("q", 2), ("x", 1)]]
+    out = paired_interval(a, b, ("aji", "pq"), by_seed=True)
+    assert out["n"] == 4 and out["seeds"] == [0, 2]
+    assert out["aji"]["mean"] == pytest.approx(0.15) and out["pq"]["mean"] == pytest.approx(0.3)
+    assert out["aji"]["per_seed"] == pytest.approx([0.2, 0.1])  # (.1 + .3) / 2, (.2 + .0) / 2
+    assert out["pq"]["per_seed"] == pytest.approx([0.4, 0.2])
+    # sd of (.1, .3, .2, 0) = 0.1291; t(0.975, 3) = 3.1824; half width 3.1824 * 0.1291 / 2
+    assert out["aji"]["hi"] - out["aji"]["mean"] == pytest.approx(3.1824 * 0.129099 / 2, rel=1e-3)
+    # without by_seed the entry is as the reports store it
+    assert set(paired_interval(a, b, ("aji",))) == {"n", "aji"}
+    assert set(paired_interval(a, b, ("aji",))["aji"]) == {"mean", "lo", "hi"}
+    none = paired_interval(a, [], ("aji",), by_seed=True)  # nothing in common: no seeds
+    assert none["n"] == 0 and none["seeds"] == [] and none["aji"]["per_seed"] == []
+
+
 def test_gains_carry_an_interval_and_groups_are_summarised(tmp_path):
     (g,) = paired_gains(_rows(), paper="kumar")
     assert g["ci"]["n"] == 6 and g["ci"]["aji"]["mean"] == pytest.approx(0.1)

@@ -7,8 +7,9 @@ import math
 import pytest
 
 from nudiff.cli import main
+from nudiff.experiment import Cell, RunLayout
 from nudiff.quality.assess import assess, tstr
-from nudiff.utils import write_json
+from nudiff.utils import DataError, write_json
 
 
 @pytest.fixture(scope="module")
@@ -85,14 +86,19 @@ def test_help_has_an_example(capsys):
 
 
 def test_tstr_reads_syn_only_beside_real(tmp_path):
-    cells = tmp_path / "cells"
-    write_json(cells / "f0.10_syn-only_s0" / "metrics.json", {"mean": {"aji": 0.3, "pq": 0.25}})
-    write_json(cells / "f0.10_real_s0" / "metrics.json", {"mean": {"aji": 0.5, "pq": 0.4}})
-    write_json(cells / "f0.10_real+syn_s0" / "metrics.json", {"mean": {"aji": 0.45, "pq": 0.4}})
+    run = RunLayout(tmp_path)  # the experiment's own run-folder layout
+    for cell, mean in ((Cell(0.1, "syn-only", 0), {"aji": 0.3, "pq": 0.25}),
+                       (Cell(0.1, "real", 0), {"aji": 0.5, "pq": 0.4}),
+                       (Cell(0.1, "real+syn", 0), {"aji": 0.45, "pq": 0.4}),
+                       (Cell(0.2, "syn-only", 1), {"aji": 0.2, "pq": 0.1})):  # no real cell beside it
+        write_json(run.metrics(cell), {"mean": mean})
     t = tstr(tmp_path)
     assert t["tstr_f0.10_s0_aji"] == 0.3 and t["tstr_f0.10_s0_aji_real"] == 0.5
     assert math.isclose(t["tstr_f0.10_s0_pq_ratio"], 0.625)
-    assert len(t) == 6
+    assert t["tstr_f0.20_s1_aji"] == 0.2 and "tstr_f0.20_s1_aji_ratio" not in t
+    assert len(t) == 8
+    with pytest.raises(DataError, match="not a `nudiff experiment` run"):
+        tstr(tmp_path / "elsewhere")
 
 
 def test_half_resolution_set_is_compared_with_real_at_its_scale(quality_data, tmp_path):

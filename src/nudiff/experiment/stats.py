@@ -80,9 +80,12 @@ def paired_gains(rows: list[dict], paper: str = "monuseg", baseline: str = "real
 
 
 def paired_interval(rows_a: list[dict], rows_b: list[dict], metrics=REPORT_METRICS,
-                    confidence: float = 0.95) -> dict:
+                    confidence: float = 0.95, by_seed: bool = False) -> dict:
     """Differences a − b over the (test image, seed) pairs both have: per metric the mean and
     a Student-t ``confidence`` interval ``{"mean", "lo", "hi"}``; ``"n"``: the number of pairs.
+    With ``by_seed`` also ``"seeds"``, the seeds of those pairs (sorted), and per metric
+    ``"per_seed"``, the mean difference over each seed's pairs (in that order): a head to head
+    of two arms of any folders, e.g. ``benchmarks/kumar_recipes.py``'s.
 
     Pairs share a test image across seeds, so the interval treats them as independent, which
     they are not quite; it says whether a gain is distinguishable from the pair-to-pair noise.
@@ -90,13 +93,19 @@ def paired_interval(rows_a: list[dict], rows_b: list[dict], metrics=REPORT_METRI
     b = {(r["image"], int(r["seed"])): r for r in rows_b}
     pairs = [(r, b[(r["image"], int(r["seed"]))]) for r in rows_a if (r["image"], int(r["seed"])) in b]
     out: dict = {"n": len(pairs)}
+    seed_of = np.array([int(x["seed"]) for x, _ in pairs])
+    seeds = sorted(set(seed_of.tolist()))
+    if by_seed:
+        out["seeds"] = seeds
     for m in metrics:
         d = np.array([float(x[m]) - float(y[m]) for x, y in pairs])
         if len(d) < 2:
             out[m] = {"mean": float(d.mean()) if len(d) else float("nan"), "lo": float("nan"), "hi": float("nan")}
-            continue
-        half = t.ppf(0.5 + confidence / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
-        out[m] = {"mean": float(d.mean()), "lo": float(d.mean() - half), "hi": float(d.mean() + half)}
+        else:
+            half = t.ppf(0.5 + confidence / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+            out[m] = {"mean": float(d.mean()), "lo": float(d.mean() - half), "hi": float(d.mean() + half)}
+        if by_seed:
+            out[m]["per_seed"] = [float(d[seed_of == k].mean()) for k in seeds]
     return out
 
 

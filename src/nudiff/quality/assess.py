@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nudiff.experiment import Cell, RunLayout
 from nudiff.quality import stats
 from nudiff.utils import DataError, NudiffError, progress_bar, read_json
 
@@ -164,14 +165,13 @@ def segmenter_measures(w: dict[str, Windows], metrics: dict, pairs: list[dict], 
 def tstr(experiment: str | os.PathLike) -> dict[str, float]:
     """Train-on-synthetic, test-on-real: AJI / PQ of each ``syn-only`` cell of a ``nudiff
     experiment`` run beside its ``real`` cell (same fraction and seed) and their ratio."""
-    cells = Path(experiment) / "cells"
-    if not cells.is_dir():
-        raise DataError(cells, "folder not found: not a `nudiff experiment` run")
+    run = RunLayout(Path(experiment))
+    if not run.cells.is_dir():
+        raise DataError(run.cells, "folder not found: not a `nudiff experiment` run")
     out: dict[str, float] = {}
-    for path in sorted(cells.glob("*_syn-only_s*/metrics.json")):
-        name = path.parent.name
-        frac, seed = name.split("_syn-only_")
-        real_path = cells / f"{frac}_real_{seed}" / "metrics.json"
+    for path in sorted(run.cells.glob("*_syn-only_s*/metrics.json")):
+        frac, seed = path.parent.name.split("_syn-only_")  # f0.10, s0
+        real_path = run.metrics(Cell(float(frac[1:]), "real", int(seed[1:])))
         syn_mean = read_json(path)["mean"]
         real_mean = read_json(real_path)["mean"] if real_path.exists() else None
         for m in ("aji", "pq"):
