@@ -99,13 +99,15 @@ def checkpoint_model(run: Path, step: int, folder: Path) -> Path:
     """``run/checkpoints/step_N``'s EMA weights as a model folder ``load_model`` reads."""
     from safetensors.torch import load_file
 
-    from nudiff.diffusion.networks import load_denoiser, save_denoiser
+    from nudiff.config import load_config
+    from nudiff.diffusion.config import DiffusionConfig
+    from nudiff.diffusion.networks import Denoiser, save_denoiser
 
     ckpt = run / "checkpoints" / f"step_{step:07d}"
     if not ckpt.is_dir():
         raise SystemExit(f"{ckpt}: no such checkpoint")
-    if not (folder / "model.safetensors").exists():
-        model = load_denoiser(run / "model")  # the run's config; strict load checks the keys
+    if not (folder / "model.safetensors").exists():  # the run's config (it may still be training)
+        model = Denoiser(load_config(DiffusionConfig, run / "config.yaml"))  # strict load checks the keys
         model.load_state_dict(load_file(str(ckpt / "ema.safetensors")))
         save_denoiser(model, folder)
     return folder
@@ -150,6 +152,29 @@ def table(rows: dict[str, dict], n: int, threads: int | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def curve(results: Path, run: Path) -> list[dict]:
+    """The checkpoint settings (``ckptN``; ``base`` = the finished model) as a learning curve in
+    the form of ``benchmarks/results/image-model/curve.json``: measures this script does not
+    take (C2ST, KID, label fidelity: ``nudiff quality``) are ``None``."""
+    from nudiff.checkpoint import list_checkpoints
+
+    rows = read_json(results / "sampling_levers.json")["settings"]
+    checkpoints = dict(list_checkpoints(run))
+    entries = []
+    for name, m in rows.items():
+        if name != "base" and not name.startswith("ckpt"):
+            continue
+        step = int(name[4:]) if name.startswith("ckpt") else max(checkpoints)
+        state = read_json(checkpoints[step] / "state.json") if step in checkpoints else {}
+        entries.append({"setting": run.name, "steps": step,
+                        "minutes": round((state.get("elapsed_s") or float("nan")) / 60, 1),
+                        "colour_w1_mean": m["colour_w1_mean"],
+                        "laplacian_variance_ratio": m["laplacian_variance_ratio"],
+                        "visible_fraction": m["visible_fraction"],
+                        "c2st_accuracy": None, "kid": None, "fidelity_pq": None})
+    return sorted(entries, key=lambda e: e["steps"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--image-model", type=Path, required=True, help="an image-model training run")
@@ -163,8 +188,16 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/sampling_levers"))
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results/sampling_levers"))
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--curve", action="store_true",
+                    help="only write curve.json from the ckptN / base settings already measured")
     args = ap.parse_args()
     set_threads(args.threads)
+    if args.curve:
+        write_json(args.results / "curve.json", {"entries": curve(args.results, args.image_model),
+                                                 "floors": {k: v for k, v in read_json(
+                                                     args.results / "sampling_levers.json")["settings"]
+                                                     .popitem()[1].items() if k.endswith("_floor")}})
+        return
     plan = load_plan(args.config)
     summary = args.results / "sampling_levers.json"
     rows = read_json(summary)["settings"] if summary.exists() else {}
