@@ -193,10 +193,9 @@ def main() -> None:
     args = ap.parse_args()
     set_threads(args.threads)
     if args.curve:
-        write_json(args.results / "curve.json", {"entries": curve(args.results, args.image_model),
-                                                 "floors": {k: v for k, v in read_json(
-                                                     args.results / "sampling_levers.json")["settings"]
-                                                     .popitem()[1].items() if k.endswith("_floor")}})
+        some = next(iter(read_json(args.results / "sampling_levers.json")["settings"].values()))
+        floors = {k: v for k, v in some.items() if k.endswith("_floor")}  # the same for every setting
+        write_json(args.results / "curve.json", {"entries": curve(args.results, args.image_model), "floors": floors})
         return
     plan = load_plan(args.config)
     summary = args.results / "sampling_levers.json"

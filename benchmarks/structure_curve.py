@@ -27,6 +27,7 @@ already there are kept, the same key is replaced), with a chart ``curve.png`` an
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from pathlib import Path
 
@@ -44,7 +45,7 @@ from nudiff.diffusion.networks import Denoiser
 from nudiff.diffusion.sample import sample_structures
 from nudiff.quality.stats import STRUCTURE_STATS, distances, pair_statistics, statistics
 from nudiff.report import mosaic, structure_rgb
-from nudiff.structure import DecodeParams, decode, encode, relabel
+from nudiff.structure import DecodeParams, decode, encode, min_area_at_scale, relabel
 from nudiff.utils import read_json, set_threads, write_json, write_text
 
 matplotlib.use("Agg")
@@ -63,9 +64,15 @@ VARIANTS = {
 }
 
 
+@functools.lru_cache(maxsize=4)
+def subset_maps(data: str, fraction: float, scale: float) -> np.ndarray:
+    """The subset's instance maps resized by ``scale`` (read once per process)."""
+    return resize_instance_maps(np.stack([s.instance_map for s in load_subset(data, fraction)]), scale)
+
+
 def real_windows(data: str, fraction: float, scale: float, size: int, n: int, seed: int) -> np.ndarray:
     """``n`` random ``size`` windows (int32, relabelled) of the subset's patches resized by ``scale``."""
-    inst = resize_instance_maps(np.stack([s.instance_map for s in load_subset(data, fraction)]), scale)
+    inst = subset_maps(data, fraction, scale)
     rng = np.random.default_rng(seed)
     _, h, w = inst.shape
     out = []
@@ -113,12 +120,17 @@ def decoded_measures(maps: np.ndarray, reference: dict) -> dict[str, float]:
     return out
 
 
+def reference_stats(real: np.ndarray) -> dict:
+    """What samples are compared with: the real windows' statistics and filter bounds."""
+    return statistics(real) | {"bounds": percentile_bounds(real)}
+
+
 def references(data: str, fraction: float, scale: float, size: int, n: int) -> tuple[dict, list[dict]]:
     """The real statistics samples are compared with, and the reference rows."""
     real = real_windows(data, fraction, scale, size, n, seed=1)
-    ref = statistics(real) | {"bounds": percentile_bounds(real)}
+    ref = reference_stats(real)
     other = real_windows(data, fraction, scale, size, n, seed=2)
-    codec = np.stack([decode(encode(m, min_area=round(30 * scale**2)), DECODE) for m in other])
+    codec = np.stack([decode(encode(m, min_area=min_area_at_scale(scale)), DECODE) for m in other])
     full = real_windows(data, 1.0, scale, size, n, seed=3)
     rows = []
     for name, maps in (("real windows (other draw)", other),
@@ -216,7 +228,7 @@ def x0_bias(run: Path, step: int, data: str, fraction: float, n: int = 64, seed:
     model.load_state_dict(ckpt.read_checkpoint(dict(ckpt.list_checkpoints(run))[step])["ema.safetensors"])
     model.eval()
     maps = real_windows(data, fraction, cfg.data.scale, cfg.data.patch_size, n, seed)
-    enc = np.stack([encode(m, min_area=round(30 * cfg.data.scale**2)) for m in maps])
+    enc = np.stack([encode(m, min_area=min_area_at_scale(cfg.data.scale)) for m in maps])
     x0 = torch.from_numpy(np.concatenate([2 * enc[:, :1] - 1, enc[:, 1:]], 1))
     sched = training_scheduler(cfg)
     g = torch.Generator().manual_seed(seed)
@@ -252,8 +264,9 @@ def decode_levers(spec: str, data: str, fraction: float, n: int) -> list[dict]:
     real windows through the same decodes (what each costs a perfect structure)."""
     run, step, variant = spec.split(":")
     samples = np.load(Path(run) / f"samples_{step}_{variant}.npy").astype(np.float32)
-    ref = references(data, fraction, 0.5, samples.shape[-1], n)[0]
-    real = [encode(m, min_area=8) for m in real_windows(data, fraction, 0.5, samples.shape[-1], n, seed=2)]
+    size = samples.shape[-1]
+    ref = reference_stats(real_windows(data, fraction, 0.5, size, n, seed=1))
+    real = [encode(m, min_area=min_area_at_scale(0.5)) for m in real_windows(data, fraction, 0.5, size, n, seed=2)]
     rows = []
     for name, params in DECODE_LEVERS.items():
         for what, structures in ((f"{Path(run).name} {step} {variant}", samples), ("real windows (codec)", real)):
@@ -267,7 +280,7 @@ def picture(rows: list[str], data: str, fraction: float, path: Path, n: int = 8)
     """One row of ``n`` structures per ``RUN:STEP:VARIANT`` (samples saved by the scoring), under
     a row of real windows: semantic in red, h and v in green and blue."""
     real = real_windows(data, fraction, 0.5, 64, n, seed=4)
-    tiles = [structure_rgb(encode(m, min_area=8)) for m in real]
+    tiles = [structure_rgb(encode(m, min_area=min_area_at_scale(0.5))) for m in real]
     for spec in rows:
         run, step, variant = spec.split(":")
         tiles += [structure_rgb(x.astype(np.float32)) for x in np.load(Path(run) / f"samples_{step}_{variant}.npy")[:n]]

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from nudiff.config import differences, load_yaml
+from nudiff.data.subsets import subset_filename
 from nudiff.diffusion.config import DiffusionConfig
 from nudiff.model_folder import DIFFUSION_KINDS, read_model_folder, save_model_folder
 from nudiff.utils import DataError, NudiffError, native_bf16, read_json, write_text
@@ -39,8 +40,6 @@ CARD_KEYS = ("dataset", "fraction", "subset_seed", "subset_sha256", "steps", "mi
 
 def subset_sha256(data_dir: str | os.PathLike, fraction: float, seed: int = 0) -> str:
     """The sha256 of a prepared subset's sorted patch names: the same subset, the same hash."""
-    from nudiff.data.subsets import subset_filename
-
     path = Path(data_dir) / "subsets" / subset_filename(fraction, seed)
     if not path.is_file():
         raise DataError(path, "no such subset (run `nudiff data prepare` first)")
