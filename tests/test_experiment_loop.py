@@ -204,3 +204,83 @@ def test_a_grid_runs_as_models_then_one_cell_then_the_rest_then_the_report(tmp_p
     assert {"table.md", "timings.md", "results.csv"} <= {p.name for p in results.iterdir()}
     assert main(["experiment", "report", "--out", str(out), "--results", str(tmp_path)]) == 2
     assert "config.yaml: not found" in capsys.readouterr().err
+
+
+def test_a_machine_of_the_other_precision_adds_the_cells_of_other_seeds(tmp_path, monkeypatch, capsys):
+    """The precision rule: a seed's cells share one precision. A bf16 machine commits seed 0;
+    a machine without native bf16 (fp32) skips seed 0's remaining cell, refuses it by name,
+    adds seed 1, and the report pairs 100 % − 50 % within each seed and says which ran how."""
+    import copy
+
+    import yaml
+    from test_end_to_end import TINY, _dataset
+
+    from nudiff import utils
+
+    def train_segmenter(cfg, folder, real, synthetic, selection, resume=False):
+        trained.append(folder.name)
+        (folder / "model").mkdir(parents=True, exist_ok=True)
+
+    # 100 % beats 50 % by 0.10 on seed 0 (bf16) and by 0.02 on seed 1 (fp32); image b by 0.01 more
+    aji = {("f0.50", "s0"): 0.50, ("f1.00", "s0"): 0.60, ("f0.50", "s1"): 0.52, ("f1.00", "s1"): 0.54}
+    monkeypatch.setattr(loop, "train_segmenter", train_segmenter)
+    monkeypatch.setattr(loop, "predict_folder", lambda model, images, out: None)
+
+    def evaluate(pred, labels):
+        fraction, _, seed = pred.parent.name.split("_")
+        a = aji[(fraction, seed)]
+        per_image = {"a": dict.fromkeys(METRICS, a), "b": dict.fromkeys(METRICS, a + (0.01 if fraction == "f1.00" else 0))}
+        return {"mean": per_image["a"], "per_image": per_image}
+
+    monkeypatch.setattr(loop, "evaluate_folders", evaluate)
+    plan = copy.deepcopy(TINY)
+    plan["experiment"] |= {"arms": ["real"], "seeds": [0, 1]}
+    plan["segment"]["train"]["precision"] = "bf16"
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(plan))
+    out, results = tmp_path / "out", tmp_path / "results"
+    args = ["experiment", "--config", str(config), "--data", str(_dataset(tmp_path / "data")),
+            "--out", str(out), "--results", str(results)]
+    trained = []
+
+    monkeypatch.setattr(utils, "native_bf16", lambda device: True)
+    assert main([*args, "--cell", "f0.50_real_s0"]) == 0
+    assert read_json(results / "cells" / "f0.50_real_s0.json")["segment_precision"] == "bf16"
+
+    monkeypatch.setattr(utils, "native_bf16", lambda device: False)  # an AVX2-only CPU
+    capsys.readouterr()
+    assert main([*args, "--status"]) == 0
+    status = capsys.readouterr().out
+    assert "| f1.00_real_s0 | to run elsewhere |" in status and "| f1.00_real_s1 | to run |" in status
+    assert "Committed seeds ran in: s0 bf16; this machine trains in fp32" in status
+    assert main([*args, "--cell", "f1.00_real_s0"]) == 2
+    assert "seed 0's committed cells ran in bf16 and this machine trains in fp32" in capsys.readouterr().err
+    assert main(args) == 0
+    assert trained == ["f0.50_real_s0", "f0.50_real_s1", "f1.00_real_s1"]
+    assert "cell f1.00_real_s0 skipped: seed 0's committed cells ran in bf16" in capsys.readouterr().out
+    assert read_json(results / "cells" / "f1.00_real_s1.json")["segment_precision"] == "no"
+    # a cell of seed 0 finished in fp32 some other way is never committed beside the bf16 ones
+    from nudiff.experiment.store import commit_cell
+
+    cell = Cell(1.0, "real", 0)
+    write_json(RunLayout(out).metrics(cell), evaluate(RunLayout(out).cell(cell) / "pred", None))
+    with pytest.raises(NudiffError, match="not committed"):
+        commit_cell(results, load_plan(config), cell, RunLayout(out), {})
+    RunLayout(out).metrics(cell).unlink()
+
+    monkeypatch.setattr(utils, "native_bf16", lambda device: True)  # back on a bf16 machine
+    trained.clear()
+    assert main(args) == 0
+    assert trained == ["f1.00_real_s0"]
+    capsys.readouterr()
+    assert main(["experiment", "report", *args[5:]]) == 0
+    table = (results / "table.md").read_text()
+    assert "Segmenter precision by seed: s0 bf16, s1 fp32" in table
+    # 100 % − 50 % per seed: s0 +0.105, s1 +0.025 (pairs never cross seeds): mean +0.065
+    from nudiff.experiment import committed_rows, paired_interval
+
+    rows = committed_rows(results)
+    gap = paired_interval([r for r in rows if r["fraction"] == 1.0], [r for r in rows if r["fraction"] == 0.5],
+                          ("aji",), by_seed=True)
+    assert gap["seeds"] == [0, 1] and gap["aji"]["per_seed"] == pytest.approx([0.105, 0.025])
+    assert gap["aji"]["mean"] == pytest.approx(0.065)

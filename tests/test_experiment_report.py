@@ -213,3 +213,23 @@ def test_gap_to_full_labels_pairs_by_image_and_seed(tmp_path):
     write_experiment_report(tmp_path, _rows() + full)
     assert "arm − 100% real" in (tmp_path / "report" / "table.md").read_text()
     assert read_json(tmp_path / "report" / "summary.json")["gaps_to_full"][0]["ci"]["n"] == 2
+
+
+def test_the_answer_opens_the_report_with_gain_and_share_of_the_gap(tmp_path):
+    """10 % real .52 (per-seed .51/.52/.53), 10 % real+syn .62, 100 % real .72: the pairs
+    gain +0.10 and close half of the +0.20 gap; the answer table opens table.md."""
+    from nudiff.experiment.stats import answer
+
+    rows = _rows() + [r | {"fraction": 1.0, "arm": "real", "aji": r["aji"] + 0.2}
+                      for r in _rows() if r["arm"] == "real"]
+    entries = answer(rows, "kumar")
+    assert [(e["fraction"], e["arm"]) for e in entries] == [(0.1, "real"), (0.1, "real+syn"), (1.0, "real")]
+    syn = entries[1]
+    assert syn["aji"] == pytest.approx(0.62) and syn["gain_aji"]["mean"] == pytest.approx(0.1)
+    assert syn["share_of_gap"] == pytest.approx(0.5)
+    assert list(syn["paper"]) == [0.8049, 0.6161] and "gain_aji" not in entries[0]
+    assert answer(_rows()) == []  # no 100 % real: no answer
+    write_experiment_report(tmp_path, rows, None)
+    table = (tmp_path / "report" / "table.md").read_text()
+    assert table.startswith("| labeled | training data | seeds | Dice | AJI | PQ | AJI gain over real")
+    assert "| 10% | real+syn | 3 | 0.6200 | 0.6200 | 0.6200 | +0.1000 [+0.1000, +0.1000] | 50% |" in table

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import platform
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from nudiff.config import differences, load_yaml
 from nudiff.data.subsets import subset_filename
 from nudiff.diffusion.config import DiffusionConfig
 from nudiff.model_folder import DIFFUSION_KINDS, read_model_folder, save_model_folder
-from nudiff.utils import DataError, NudiffError, native_bf16, read_json, write_text
+from nudiff.utils import DataError, NudiffError, machine, read_json, write_text
 
 #: the collection, beside the package in a clone (src/nudiff/ -> ../../models)
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
@@ -45,20 +44,6 @@ def subset_sha256(data_dir: str | os.PathLike, fraction: float, seed: int = 0) -
         raise DataError(path, "no such subset (run `nudiff data prepare` first)")
     names = sorted(read_json(path)["patches"])
     return hashlib.sha256("\n".join(names).encode()).hexdigest()
-
-
-def machine() -> str:
-    """A line naming this machine's CPU and core count."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    bf16 = "native bf16" if native_bf16("cpu") else "no native bf16: fp32"
-    return f"{cpu}, {os.cpu_count()} cores ({bf16})"
 
 
 def check_card(card: dict[str, Any], where: str | os.PathLike) -> None:

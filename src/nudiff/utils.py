@@ -144,6 +144,20 @@ def native_bf16(device) -> bool:
         return True
 
 
+def machine() -> str:
+    """A line naming this machine's CPU and core count."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    bf16 = "native bf16" if native_bf16("cpu") else "no native bf16: fp32"
+    return f"{cpu}, {os.cpu_count()} cores ({bf16})"
+
+
 @functools.cache
 def _warn_emulated_bf16(device: str) -> None:
     print(f"nudiff: warning: precision bf16 asked for, but this {device} has no native bf16 "

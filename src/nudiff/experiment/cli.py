@@ -9,7 +9,13 @@ import nudiff.experiment
 from nudiff.experiment.grid import cells_of, find_cells, load_plan
 from nudiff.experiment.loop import run_experiment
 from nudiff.experiment.report import publish_report
-from nudiff.experiment.store import committed_plan, grid_status, precision_note, status_markdown
+from nudiff.experiment.store import (
+    committed_plan,
+    grid_status,
+    precision_note,
+    seeds_note,
+    status_markdown,
+)
 from nudiff.utils import NudiffError, set_threads
 
 THREADS_HELP = "torch CPU threads (default: all cores); use 1 when other jobs share the cores"
@@ -104,7 +110,8 @@ def _cmd_experiment(args) -> None:
             print(path.read_text())
         return
     if getattr(args, "status", False):
-        print(status_markdown(grid_status(plan, args.out, args.results)) + precision_note(plan), end="")
+        print(status_markdown(grid_status(plan, args.out, args.results)) + precision_note(plan)
+              + seeds_note(args.results, plan), end="")
         return
     cells = find_cells(plan.experiment, args.cell) if getattr(args, "cell", None) else None
     if cells is not None and args.models_only:

@@ -20,7 +20,7 @@ from nudiff.data.prepare import load_subset, load_val, prepare, subset_filename
 from nudiff.experiment.grid import REAL_CELL, SECTIONS, Cell, Plan, cells_of, reference_cell
 from nudiff.experiment.layout import ResultsLayout, RunLayout, fraction_tag
 from nudiff.experiment.report import collect_results, write_experiment_report
-from nudiff.experiment.store import commit_cell, take_committed
+from nudiff.experiment.store import commit_cell, precision_refusal, seed_precisions, take_committed
 from nudiff.experiment.training_data import (
     Timed,
     log,
@@ -91,7 +91,16 @@ def run_experiment(plan: Plan, out: Path, test_dir: Path | None = None,
     grid = cells_of(cfg) if cells is None else cells
 
     def unfinished(some: list[Cell]) -> list[Cell]:
-        return [c for c in some if not take_committed(results_dir, plan, c, run)]
+        """The cells to run here: not committed, and of a seed this machine may add to
+        (the precision rule, :mod:`nudiff.experiment.store`)."""
+        todo = [c for c in some if not take_committed(results_dir, plan, c, run)]
+        seeds = seed_precisions(results_dir, plan)
+        for c in [c for c in todo if precision_refusal(results_dir, plan, c, seeds)]:
+            if cells is not None:  # asked for by name
+                raise NudiffError(f"cell {c.name}: {precision_refusal(results_dir, plan, c, seeds)}")
+            log(f"cell {c.name} skipped: {precision_refusal(results_dir, plan, c, seeds)}")
+            todo.remove(c)
+        return todo
 
     if models_only:
         for fraction in sorted({c.fraction for c in unfinished(grid) if c.needs.pairs}):

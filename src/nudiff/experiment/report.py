@@ -22,6 +22,7 @@ from nudiff.experiment.layout import ResultsLayout, RunLayout
 from nudiff.experiment.stats import (
     PAPER_TABLES,
     REPORT_METRICS,
+    answer,
     gaps_to_full,
     group_gains,
     group_summary,
@@ -29,7 +30,7 @@ from nudiff.experiment.stats import (
     per_image_gains,
     summarise_results,
 )
-from nudiff.experiment.store import take_committed
+from nudiff.experiment.store import seed_precisions, take_committed
 from nudiff.metrics import METRICS
 from nudiff.utils import atomic_path, read_json, write_json, write_text
 
@@ -45,6 +46,27 @@ def _cells_table(header: str, entries: list[dict], spec: str, n_seeds, paper) ->
                 for m in REPORT_METRICS]
         lines.append(f"| {e['fraction']:.0%} | {e['arm']} | {n_seeds(e)} | " + " | ".join(cols) + f" | {pd} | {pa} |")
     return "\n".join(lines) + "\n"
+
+
+def answer_markdown(entries: list[dict]) -> str:
+    """The answer first: each cell's Dice / AJI / PQ, its AJI gain over real at its fraction
+    (95 % interval over test image × seed pairs), the share of the gap to 100 % real it
+    closes, and the paper's Table 1 beside."""
+    if not entries:
+        return ""
+    lines = ["| labeled | training data | seeds | Dice | AJI | PQ | AJI gain over real, 95 % interval "
+             "| share of the gap to 100 % closed | paper Dice | paper AJI |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for e in entries:
+        gain = _interval(e["gain_aji"]) if "gain_aji" in e else "–"
+        share = f"{e['share_of_gap']:.0%}" if e.get("share_of_gap") is not None else "–"
+        paper = [f"{v:.4f}" for v in e["paper"]] if e["paper"] else ["–", "–"]
+        lines.append(f"| {e['fraction']:.0%} | {e['arm']} | {e['n_seeds']} | {e['dice']:.4f} | {e['aji']:.4f} "
+                     f"| {e['pq']:.4f} | {gain} | {share} | {paper[0]} | {paper[1]} |")
+    return "\n".join(lines) + "\n"
+
+
+def _interval(ci: dict) -> str:
+    return f"{ci['mean']:+.4f} [{ci['lo']:+.4f}, {ci['hi']:+.4f}]"
 
 
 def results_markdown(summary: list[dict], paper: str = "monuseg") -> str:
@@ -212,6 +234,7 @@ def write_experiment_report(out, rows: list[dict], cfg=None, groups: dict[str, s
     paper = getattr(cfg, "paper", "monuseg")
     summary = summarise_results(rows)
     table = results_markdown(summary, paper)
+    answered = answer(rows, paper)  # the main job's one table, when it has 100 % real
     gains = paired_gains(rows, paper)
     # the reviewer's question: does diffusion beat copy-paste (same real subset, same steps)?
     with_pairs = tuple(name for name, arm in ARMS.items() if arm.versus_copypaste)
@@ -236,9 +259,10 @@ def write_experiment_report(out, rows: list[dict], cfg=None, groups: dict[str, s
         ("Diffusion versus copy-paste by group of test images",
          group_gains_markdown(versus_copypaste_by_group) if versus_copypaste_by_group else ""),
     ] if md]
-    write_text(rep / "table.md", table + "".join("\n" + md for _, md in sections)
+    opening = answer_markdown(answered) + "\n" if answered else ""
+    write_text(rep / "table.md", opening + table + "".join("\n" + md for _, md in sections)
                + "".join("\n" + per_image_markdown(e) for e in per_image))
-    write_json(rep / "summary.json", {"cells": summary, "gains": gains, "versus_copypaste": versus_copypaste, "gaps_to_full": gaps,
+    write_json(rep / "summary.json", {"answer": answered, "cells": summary, "gains": gains, "versus_copypaste": versus_copypaste, "gaps_to_full": gaps,
                                       "groups": by_group, "group_gains": gains_by_group,
                                       "group_versus_copypaste": versus_copypaste_by_group,
                                       "per_image": per_image})
@@ -266,6 +290,8 @@ def write_experiment_report(out, rows: list[dict], cfg=None, groups: dict[str, s
         "<h1>nudiff experiment</h1>",
         "<p>Mean over test images, then mean ± sd over segmenter seeds. Paper: NuDiff Table 1 "
         "(HoVer-Net, MoNuSeg official test set — a different test set and a far larger budget).</p>",
+        *(["<h3>The answer: each arm, its gain over real-only and the share of the gap to 100 % "
+           "labels it closes</h3>", _markdown_table_html(answer_markdown(answered))] if answered else []),
         _markdown_table_html(table),
         *(f"<h3>{html.escape(title)}</h3>" + _markdown_table_html(md) for title, md in sections),
         '<img src="chart.png" style="max-width:100%">' if summary else "<p>No finished cells yet.</p>",
@@ -353,6 +379,11 @@ def publish_report(plan: Plan, out: Path, results_dir: Path) -> list[Path]:
         groups = split_groups(split)
     write_experiment_report(run.root, rows, plan.experiment, groups=groups)
     rep = run.report
+    seeds = seed_precisions(dest.root, plan)  # an error for a seed whose cells mix precisions
+    if len(set(seeds.values())) > 1:  # the precision rule: contrasts pair cells of one seed only
+        ran = ", ".join(f"s{k} {'fp32' if p == 'no' else p}" for k, p in sorted(seeds.items()))
+        write_text(rep / "table.md", (rep / "table.md").read_text() + f"\nSegmenter precision by seed: {ran}; "
+                   "every paired contrast compares cells of one seed, so of one precision.\n")
     for f in [rep / "table.md", rep / "summary.json", rep / "chart.png", *sorted(rep.glob("per_image_f*.png")),
               *sorted(rep.glob("mosaic_*.png")), run.results_csv, run.timings]:
         if f.exists():

@@ -109,6 +109,34 @@ def paired_interval(rows_a: list[dict], rows_b: list[dict], metrics=REPORT_METRI
     return out
 
 
+def answer(rows: list[dict], paper: str = "monuseg", full: float = 1.0) -> list[dict]:
+    """The main job's answer, one entry per cell (fraction, arm): Dice / AJI / PQ (mean over
+    test images and seeds); below ``full``, for arms other than real, the AJI gain over real at
+    the same fraction with its 95 % interval (:func:`paired_gains`) and the share of the
+    real ``fraction`` → real ``full`` AJI gap that the arm closes, over the seeds all three
+    have; the paper's (Dice, AJI). Empty unless the rows hold ``full`` real and a lower fraction."""
+    summary = {(e["fraction"], e["arm"]): e for e in summarise_results(rows)}
+    if (full, "real") not in summary or not any(f < full for f, _ in summary):
+        return []
+    gains = {(g["fraction"], g["arm"]): g for g in paired_gains(rows, paper)}
+    means = _per_seed_means(rows)
+    out = []
+    for (fraction, arm), e in sorted(summary.items(), key=lambda kv: (kv[0][0] == full, kv[0])):
+        entry = {"fraction": fraction, "arm": arm, "n_seeds": e["n_seeds"],
+                 **{m: e[m] for m in ("dice", "aji", "pq")},
+                 "paper": PAPER_TABLES[paper].get((round(fraction, 2), arm))}
+        if (g := gains.get((fraction, arm))) is not None:
+            entry["gain_aji"] = g["ci"]["aji"]
+            real, top, arm_means = means[(fraction, "real")], means[(full, "real")], means[(fraction, arm)]
+            seeds = sorted(set(real) & set(top) & set(arm_means))
+            if seeds:
+                gap = np.mean([top[s]["aji"] - real[s]["aji"] for s in seeds])
+                gain = np.mean([arm_means[s]["aji"] - real[s]["aji"] for s in seeds])
+                entry["share_of_gap"] = float(gain / gap) if gap > 0 else None
+        out.append(entry)
+    return out
+
+
 def gaps_to_full(rows: list[dict], full: float = 1.0) -> list[dict]:
     """Per fraction below ``full`` and arm: arm − ``full`` real over the (test image, seed)
     pairs both have (``paired_interval`` of AJI and PQ): what all the labels still add, i.e. how

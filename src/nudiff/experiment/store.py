@@ -19,9 +19,53 @@ from nudiff.experiment.grid import ARMS, Cell, Plan, cells_of, load_plan
 from nudiff.experiment.layout import ResultsLayout, RunLayout, fraction_tag
 from nudiff.experiment.training_data import log, pairs_state
 from nudiff.synthesis import REAL_STRUCTURES
-from nudiff.utils import NudiffError, read_json, resolve_precision, write_json
+from nudiff.utils import NudiffError, read_json, write_json
 
-STATES = ("committed", "committed elsewhere", "finished", "started", "to run")
+STATES = ("committed", "committed elsewhere", "finished", "started", "to run",
+          "to run elsewhere")
+
+# The precision rule. A CPU without native bf16 trains a bf16 configuration in fp32
+# (utils.resolve_precision); its numbers differ from a bf16 cell's about as a thread count's do.
+# So that no contrast mixes the two, every committed cell of one seed (all arms, all fractions)
+# ran in one precision: the first cell committed for a seed sets it, a machine of the other kind
+# adds cells of the other seeds only, and the report pairs cells within a seed only.
+# Records from before they held ``segment_precision`` ran the configured precision.
+
+
+def this_precision(plan: Plan) -> str:
+    """The precision this machine trains the plan's segmenters in (no warning printed)."""
+    asked = plan.segment.train.precision
+    return "no" if asked == "bf16" and not utils.native_bf16(utils.default_device()) else asked
+
+
+def seed_precisions(results_dir: Path | None, plan: Plan) -> dict[int, str]:
+    """The precision each seed's committed cells ran in; an error naming the folder when a
+    seed's cells ran in two (a folder that broke the rule)."""
+    out: dict[int, str] = {}
+    if results_dir is None:
+        return out
+    for r in committed_records(results_dir):
+        if "seed" not in r:  # not a cell record of commit_cell's
+            continue
+        ran = r.get("segment_precision") or plan.segment.train.precision
+        if out.setdefault(int(r["seed"]), ran) != ran:
+            raise NudiffError(f"{results_dir}: seed {r['seed']}'s committed cells ran in two precisions "
+                              f"({out[int(r['seed'])]} and {ran}, {r['cell']}); a seed's cells must share one")
+    return out
+
+
+def precision_refusal(results_dir: Path | None, plan: Plan, cell: Cell,
+                      seeds: dict[int, str] | None = None) -> str | None:
+    """Why this machine may not add ``cell`` to ``results_dir`` (``None``: it may): its seed's
+    committed cells ran in another precision. ``seeds``: :func:`seed_precisions`, if at hand."""
+    seeds = seed_precisions(results_dir, plan) if seeds is None else seeds
+    ran, here = seeds.get(cell.seed), this_precision(plan)
+    if ran is None or ran == here:
+        return None
+    name = {"no": "fp32"}
+    return (f"seed {cell.seed}'s committed cells ran in {name.get(ran, ran)} and this machine trains in "
+            f"{name.get(here, here)}: left to a machine that trains in {name.get(ran, ran)} "
+            "(docs/reproducing.md, the precision rule)")
 
 
 def take_committed(results_dir: Path | None, plan: Plan, cell: Cell, run: RunLayout) -> bool:
@@ -54,6 +98,8 @@ def commit_cell(results_dir: Path, plan: Plan, cell: Cell, run: RunLayout, timin
     """Write the run's finished cell to ``results_dir`` with its fingerprint, steps, minutes
     and the precision its segmenter ran in, and the plan to ``config.yaml``
     (:func:`record_config`)."""
+    if why := precision_refusal(results_dir, plan, cell):
+        raise NudiffError(f"cell {cell.name} not committed to {results_dir}: {why}")
     report = read_json(run.metrics(cell))
     minutes = {k.rsplit("/", 1)[-1]: round(v / 60, 2) for k, v in timings.items()
                if k.startswith(f"cells/{cell.name}/")}
@@ -61,9 +107,16 @@ def commit_cell(results_dir: Path, plan: Plan, cell: Cell, run: RunLayout, timin
         "cell": cell.name, "fraction": cell.fraction, "arm": cell.arm, "seed": cell.seed,
         "segment_steps": plan.segment.train.steps, "minutes": minutes,
         # what ran: a CPU without native bf16 trains a bf16 configuration in fp32
-        "segment_precision": resolve_precision(plan.segment.train.precision),
+        "segment_precision": this_precision(plan),
+        "machine": utils.machine(), "threads": _threads(),
         "fingerprint": cell_fingerprint(plan, cell), **report})
     record_config(results_dir, plan, cell, run)
+
+
+def _threads() -> int:
+    import torch  # the store is read by --status, which needs no torch; a commit follows training
+
+    return torch.get_num_threads()
 
 
 def record_config(results_dir: Path, plan: Plan, cell: Cell, run: RunLayout) -> None:
@@ -126,11 +179,13 @@ def record_rows(record: dict) -> list[dict]:
             for image, m in record["per_image"].items()]
 
 
-def cell_state(plan: Plan, cell: Cell, run: RunLayout, results_dir: Path | None = None) -> str:
+def cell_state(plan: Plan, cell: Cell, run: RunLayout, results_dir: Path | None = None,
+               seeds: dict[int, str] | None = None) -> str:
     """One of :data:`STATES`: ``committed`` (in ``results_dir`` with this configuration's
     fingerprint), ``committed elsewhere`` (there with another one, which a run refuses),
     ``finished`` (done in the run folder but not in ``results_dir``), ``started`` (a segmenter
-    checkpoint in the run folder), ``to run``."""
+    checkpoint in the run folder), ``to run``, or ``to run elsewhere`` (its seed's committed
+    cells ran in another precision than this machine's: :func:`precision_refusal`)."""
     saved = ResultsLayout(Path(results_dir)).cell(cell) if results_dir else None
     if saved is not None and saved.is_file():
         same = read_json(saved).get("fingerprint") in cell_fingerprints(plan, cell)
@@ -139,7 +194,7 @@ def cell_state(plan: Plan, cell: Cell, run: RunLayout, results_dir: Path | None 
         return "finished"
     if (run.cell(cell) / "checkpoints").exists():
         return "started"
-    return "to run"
+    return "to run elsewhere" if precision_refusal(results_dir, plan, cell, seeds) else "to run"
 
 
 def grid_status(plan: Plan, out: Path, results_dir: Path | None = None,
@@ -149,9 +204,9 @@ def grid_status(plan: Plan, out: Path, results_dir: Path | None = None,
     pairs, ``pairs`` (what the fraction's synthetic set still needs:
     :func:`~nudiff.experiment.training_data.pairs_state`)."""
     run = RunLayout(Path(out))
-    rows = []
+    seeds, rows = seed_precisions(results_dir, plan), []
     for cell in cells_of(plan.experiment) if cells is None else cells:
-        row = {"cell": cell.name, "state": cell_state(plan, cell, run, results_dir)}
+        row = {"cell": cell.name, "state": cell_state(plan, cell, run, results_dir, seeds)}
         if cell.needs.pairs:
             row["pairs"] = pairs_state(plan, run, cell.fraction)
         rows.append(row)
@@ -164,6 +219,18 @@ def status_markdown(rows: list[dict]) -> str:
     lines += [f"| {r['cell']} | {r['state']} | {r.get('pairs', '')} |" for r in rows]
     lines += ["", ", ".join(f"{n} {state}" for state, n in counts.items()) + f" (of {len(rows)} cells)"]
     return "\n".join(lines) + "\n"
+
+
+def seeds_note(results_dir: Path | None, plan: Plan) -> str:
+    """A line for ``--status``: the precision each committed seed ran in and this machine's."""
+    seeds = seed_precisions(results_dir, plan)
+    if not seeds:
+        return ""
+    name = {"no": "fp32"}
+    ran = ", ".join(f"s{seed} {name.get(p, p)}" for seed, p in sorted(seeds.items()))
+    here = name.get(p := this_precision(plan), p)
+    return (f"Committed seeds ran in: {ran}; this machine trains in {here}, so it adds cells of "
+            f"the seeds in {here} and of new seeds only.\n")
 
 
 def precision_note(plan: Plan) -> str:
