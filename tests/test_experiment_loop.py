@@ -284,3 +284,13 @@ def test_a_machine_of_the_other_precision_adds_the_cells_of_other_seeds(tmp_path
                           ("aji",), by_seed=True)
     assert gap["seeds"] == [0, 1] and gap["aji"]["per_seed"] == pytest.approx([0.105, 0.025])
     assert gap["aji"]["mean"] == pytest.approx(0.065)
+
+
+def test_the_run_says_which_diffusion_models_were_shipped_and_which_trained(tmp_path):
+    run = RunLayout(tmp_path)
+    run.model(0.1, "image").mkdir(parents=True)
+    run.model(0.1, "structure").mkdir(parents=True)
+    run.model_run(0.2, "image").mkdir(parents=True)  # not finished: not listed
+    write_json(run.shipped_record(0.1, "image"), {"from": "models/kumar-f0.10/image"})
+    assert run.model_sources() == ["f0.10 image model: shipped, models/kumar-f0.10/image",
+                                   "f0.10 structure model: trained in this run"]

@@ -228,7 +228,9 @@ def test_the_answer_opens_the_report_with_gain_and_share_of_the_gap(tmp_path):
     assert syn["aji"] == pytest.approx(0.62) and syn["gain_aji"]["mean"] == pytest.approx(0.1)
     assert syn["share_of_gap"] == pytest.approx(0.5)
     assert list(syn["paper"]) == [0.8049, 0.6161] and "gain_aji" not in entries[0]
-    assert answer(_rows()) == []  # no 100 % real: no answer
+    only_10 = answer(_rows())  # no 100 % real: gains, no share of a gap
+    assert only_10[1]["gain_aji"]["mean"] == pytest.approx(0.1) and "share_of_gap" not in only_10[1]
+    assert answer([r for r in _rows() if r["arm"] == "real"]) == []  # one cell: nothing to answer
     write_experiment_report(tmp_path, rows, None)
     table = (tmp_path / "report" / "table.md").read_text()
     assert table.startswith("| labeled | training data | seeds | Dice | AJI | PQ | AJI gain over real")

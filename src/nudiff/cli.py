@@ -14,6 +14,8 @@ from nudiff import __version__
 from nudiff.utils import NudiffError
 
 EPILOG = """\
+your own labeled images, in one command:
+  nudiff augment my_labels --out runs/mine
 pipeline:
   nudiff data prepare ../shared/datasets/monuseg/train ../shared/datasets/monuseg/train-recovered --out runs/data
   nudiff data show runs/data/val --out runs/show
@@ -63,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     from nudiff.experiment import register as register_experiment
 
     register_experiment(sub)
+    from nudiff.augment import register as register_augment
+
+    register_augment(sub)
     return parser
 
 

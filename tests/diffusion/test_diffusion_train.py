@@ -244,3 +244,38 @@ def test_predicted_x0_inverts_the_forward_process(make_config):
         xt = sched.add_noise(x0, noise, t)
         out = noise if pred == "epsilon" else sched.get_velocity(x0, noise, t)
         assert torch.allclose(predicted_x0(out, xt, t, sched.alphas_cumprod, pred), x0, atol=2e-3)
+
+
+def test_fine_tuning_starts_from_the_given_model_and_refuses_another_network(tmp_path, make_config, toy_patches):
+    """train.init_from: the first step starts from that model's weights (its first logged loss
+    is the one the model itself gives, not a fresh network's); another width or scale is one
+    line naming the folder; a resumed fine-tuning continues from its checkpoint."""
+    import dataclasses
+
+    from nudiff.utils import DataError
+
+    images, inst = toy_patches
+    base = make_config("image", "spade", steps=6, checkpoint_every=3, sample_every=0)
+    trained = train(base, tmp_path / "base", images, inst)
+    tune = dataclasses.replace(base, train=dataclasses.replace(base.train, steps=3, init_from=str(trained)))
+    before = _weights(trained / "model.safetensors")
+    # with lr 0 the fine-tuned model is the one it started from (EMA of constant weights)
+    frozen = dataclasses.replace(tune, train=dataclasses.replace(tune.train, lr=0.0))
+    _assert_same_weights(_weights(train(frozen, tmp_path / "frozen", images, inst) / "model.safetensors"), before)
+    scratch = dataclasses.replace(frozen, train=dataclasses.replace(frozen.train, init_from=None))
+    fresh = _weights(train(scratch, tmp_path / "scratch", images, inst) / "model.safetensors")
+    assert any(not torch.equal(fresh[k], before[k]) for k in before)
+
+    train(tune, tmp_path / "a", images, inst)  # straight, and stopped then resumed: the same
+    train(tune, tmp_path / "b", images, inst, stop_at_step=2)
+    train(tune, tmp_path / "b", images, inst, resume=True)
+    _assert_same_weights(_weights(tmp_path / "a/model/model.safetensors"),
+                         _weights(tmp_path / "b/model/model.safetensors"), atol=1e-6)
+
+    wide = make_config("image", "spade", steps=2, sample_every=0)
+    wide = dataclasses.replace(wide, data=dataclasses.replace(wide.data, scale=1.0),
+                               train=dataclasses.replace(wide.train, init_from=str(trained)))
+    with pytest.raises(DataError, match=r"cannot fine-tune from it: its data.scale differ") as e:
+        train(wide, tmp_path / "wide", images, inst)
+    assert str(trained) in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "wide").exists()

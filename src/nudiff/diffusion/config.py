@@ -150,6 +150,9 @@ class TrainConfig(BaseTrainConfig):
         35 ms on a forward pass whatever the batch: benchmarks/results/kumar-grid-gpu/);
         compiling costs minutes up front (on CPU too, for no gain). In place: the weights, the
         checkpoints and the EMA copy (the samplers' model, eager) are unchanged.
+    init_from: a model folder of the same kind, network, windows and noise schedule (a shipped
+        model, ``models/kumar-f0.10/image``) whose weights start the training: fine-tuning
+        (``None``: from scratch). Another network or scale is a one-line error naming it.
     """
 
     ema_decay: float = 0.999
@@ -159,6 +162,7 @@ class TrainConfig(BaseTrainConfig):
     max_minutes: float | None = field(default=None, metadata=ADDED_LATER)
     num_workers: int = field(default=0, metadata=SPEED_ONLY)
     compile: str | None = field(default=None, metadata=SPEED_ONLY)
+    init_from: str | None = field(default=None, metadata=ADDED_LATER)
 
     def __post_init__(self) -> None:
         super().__post_init__()

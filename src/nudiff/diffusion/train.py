@@ -35,6 +35,7 @@ from nudiff.diffusion.data import PatchSampler
 from nudiff.diffusion.ema import EMA
 from nudiff.diffusion.networks import Denoiser, condition_tensor, save_denoiser
 from nudiff.diffusion.sample import sample_images, sample_structures
+from nudiff.model_folder import read_model_folder
 from nudiff.diffusion.schedule import min_snr_weights, predicted_x0, training_scheduler
 from nudiff.pictures import mosaic, structure_rgb
 from nudiff.training import RunLog, warmup_cosine
@@ -48,6 +49,23 @@ from nudiff.utils import (
 
 GRID_SAMPLES = 8
 GRID_STEPS = 20
+
+
+# what a model to fine-tune must share with the configuration (its training and sampling may differ)
+INIT_SECTIONS = ("model", "data", "num_train_timesteps", "schedule", "beta_start", "beta_end",
+                 "prediction_type", "zero_terminal_snr")
+
+
+def init_weights(cfg: DiffusionConfig, folder: str | Path) -> dict:
+    """The weights of the model folder ``folder`` (a shipped model) to fine-tune from, checked
+    against ``cfg``: same kind, network, windows and noise schedule; else a one-line
+    :class:`DataError` naming the folder and what differs."""
+    m = read_model_folder(Path(folder), DiffusionConfig, (cfg.model.kind,))
+    differ = [d for d in differences(m.config, cfg) if d.split(".")[0] in INIT_SECTIONS]
+    if differ:
+        raise DataError(folder, f"cannot fine-tune from it: its {', '.join(differ)} differ from the "
+                        "configuration's (another network or scale)")
+    return m.weights
 
 
 def train(
@@ -84,6 +102,8 @@ def train(
     seed_everything(tc.seed)
     data = PatchSampler(cfg.data, instance_maps, images if conditional else None)
     model = Denoiser(cfg)
+    if tc.init_from and not (resume and existing):
+        model.load_state_dict(init_weights(cfg, tc.init_from))
     ema = EMA(model, tc.ema_decay)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     clock = WallClock(tc.max_minutes)

@@ -92,7 +92,8 @@ class ExperimentConfig:
         cell whose segmenter scores the pairs. Fixed, so a fraction's synthetic set does not
         depend on which seeds a run asks for (that cell is trained first if need be).
     copypaste: settings of the ``real+copypaste`` arm (``nudiff.data.copypaste``).
-    paper: which column of NuDiff's Table 1 the report shows beside ours: monuseg | kumar.
+    paper: which column of NuDiff's Table 1 the report shows beside ours: monuseg | kumar |
+        none (other data: no column).
     shipped_models: take a fraction's diffusion model from the repository's ``models/`` when one
         was trained with the same config on the same subset (``nudiff.models.find_shipped``),
         instead of training it; ``false`` trains every model from the data.
@@ -122,8 +123,8 @@ class ExperimentConfig:
         bad = [a for a in [*self.arms, *self.arm_fractions, *self.arm_seeds] if a not in ARMS]
         if bad:
             raise NudiffError(f"experiment.arms: unknown {bad}; choose from {tuple(ARMS)}")
-        if self.paper not in ("monuseg", "kumar"):
-            raise NudiffError(f"experiment.paper: {self.paper!r}; choose monuseg or kumar")
+        if self.paper not in ("monuseg", "kumar", "none"):
+            raise NudiffError(f"experiment.paper: {self.paper!r}; choose monuseg, kumar or none")
 
 
 @dataclass

@@ -8,6 +8,7 @@ name a fraction's models or a cell's metrics the same way. A layout with a relat
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -67,6 +68,20 @@ class RunLayout:
     def model(self, fraction: float, kind: str) -> Path:
         """The finished model: it exists only once training has finished."""
         return self.model_run(fraction, kind) / "model"
+
+    def shipped_record(self, fraction: float, kind: str) -> Path:
+        """Beside a model taken from ``models/`` (JSON: where it came from)."""
+        return self.model_run(fraction, kind) / "shipped.json"
+
+    def model_sources(self) -> list[str]:
+        """One line per finished diffusion model of the run: shipped (from where) or trained here."""
+        lines = []
+        for model in sorted(self.root.glob("diffusion/*/*/model")):
+            record = model.parent / "shipped.json"
+            source = (f"shipped, {json.loads(record.read_text())['from']}" if record.is_file()
+                      else "trained in this run")
+            lines.append(f"{model.parts[-3]} {model.parts[-2]} model: {source}")
+        return lines
 
     def subset(self, fraction: float) -> Path:
         return self.diffusion(fraction) / "subset"

@@ -151,7 +151,7 @@ def _context(plan: Plan, run: RunLayout, folders: list[Path], test_dir: Path | N
         plan, run, run.data,
         test_images=Path(test_dir) / "images" if test_dir else run.data / "val" / "images",
         test_labels=Path(test_dir) if test_dir else run.data / "val",
-        val=load_val(run.data) if test_dir else None, timed=timed)
+        val=(load_val(run.data) or None) if test_dir else None, timed=timed)  # none held out: the subset's
 
 
 def _refuse_without_models(plan: Plan, run: RunLayout, cells: list[Cell]) -> None:

@@ -260,6 +260,8 @@ def write_experiment_report(out, rows: list[dict], cfg=None, groups: dict[str, s
          group_gains_markdown(versus_copypaste_by_group) if versus_copypaste_by_group else ""),
     ] if md]
     opening = answer_markdown(answered) + "\n" if answered else ""
+    if sources := run.model_sources():  # which diffusion models made the pairs
+        opening += "Diffusion models: " + "; ".join(sources) + ".\n\n"
     write_text(rep / "table.md", opening + table + "".join("\n" + md for _, md in sections)
                + "".join("\n" + per_image_markdown(e) for e in per_image))
     write_json(rep / "summary.json", {"answer": answered, "cells": summary, "gains": gains, "versus_copypaste": versus_copypaste, "gaps_to_full": gaps,

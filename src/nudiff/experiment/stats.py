@@ -23,7 +23,7 @@ PAPER_TABLE1_KUMAR = {
     (0.5, "real"): (0.8175, 0.6201), (0.5, "real+syn"): (0.8158, 0.6307),
     (1.0, "real"): (0.8150, 0.6183), (1.0, "real+syn"): (0.8210, 0.6301),
 }
-PAPER_TABLES = {"monuseg": PAPER_TABLE1, "kumar": PAPER_TABLE1_KUMAR}
+PAPER_TABLES = {"monuseg": PAPER_TABLE1, "kumar": PAPER_TABLE1_KUMAR, "none": {}}  # none: a user's own data
 REPORT_METRICS = ("dice", "aji", "aji_plus", "pq")
 
 
@@ -112,11 +112,11 @@ def paired_interval(rows_a: list[dict], rows_b: list[dict], metrics=REPORT_METRI
 def answer(rows: list[dict], paper: str = "monuseg", full: float = 1.0) -> list[dict]:
     """The main job's answer, one entry per cell (fraction, arm): Dice / AJI / PQ (mean over
     test images and seeds); below ``full``, for arms other than real, the AJI gain over real at
-    the same fraction with its 95 % interval (:func:`paired_gains`) and the share of the
-    real ``fraction`` → real ``full`` AJI gap that the arm closes, over the seeds all three
-    have; the paper's (Dice, AJI). Empty unless the rows hold ``full`` real and a lower fraction."""
+    the same fraction with its 95 % interval (:func:`paired_gains`) and, where ``full`` real
+    is there too, the share of the real ``fraction`` → real ``full`` AJI gap that the arm
+    closes, over the seeds all three have; the paper's (Dice, AJI). Empty for fewer than two cells."""
     summary = {(e["fraction"], e["arm"]): e for e in summarise_results(rows)}
-    if (full, "real") not in summary or not any(f < full for f, _ in summary):
+    if len(summary) < 2:
         return []
     gains = {(g["fraction"], g["arm"]): g for g in paired_gains(rows, paper)}
     means = _per_seed_means(rows)
@@ -127,8 +127,8 @@ def answer(rows: list[dict], paper: str = "monuseg", full: float = 1.0) -> list[
                  "paper": PAPER_TABLES[paper].get((round(fraction, 2), arm))}
         if (g := gains.get((fraction, arm))) is not None:
             entry["gain_aji"] = g["ci"]["aji"]
-            real, top, arm_means = means[(fraction, "real")], means[(full, "real")], means[(fraction, arm)]
-            seeds = sorted(set(real) & set(top) & set(arm_means))
+            real, top, arm_means = means[(fraction, "real")], means.get((full, "real"), {}), means[(fraction, arm)]
+            seeds = sorted(set(real) & set(top) & set(arm_means)) if fraction < full else []
             if seeds:
                 gap = np.mean([top[s]["aji"] - real[s]["aji"] for s in seeds])
                 gain = np.mean([arm_means[s]["aji"] - real[s]["aji"] for s in seeds])

@@ -71,6 +71,7 @@ def train_models(plan: Plan, run: RunLayout, data_dir: Path, fraction: float, ti
                 log(f"the {kind} model of the {fraction:.0%} subset: shipped {ready} (same config and subset; "
                     "experiment.shipped_models=false trains it)")
                 copy_folder(ready, run.model(fraction, kind))
+                write_json(run.shipped_record(fraction, kind), {"from": str(ready)})
                 continue
             folder = run.model_run(fraction, kind)
             log(f"training the {kind} model on the {fraction:.0%} subset ({len(samples)} patches)")

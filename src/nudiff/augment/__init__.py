@@ -1,0 +1,16 @@
+"""`nudiff augment`: a researcher's own labeled images -> a segmenter trained with synthetic pairs,
+and the evidence whether the pairs helped on their images.
+
+One command over the experiment machinery (:mod:`nudiff.experiment`): the user's paired folder
+is checked (:mod:`nudiff.augment.checks`), part of its images is held out for evaluation (or
+``--test DIR``), the image model is trained on the rest or fine-tuned from a shipped one
+(``--from``), pairs are painted on the user's own labels and filtered, and two segmenters are
+trained at the same budget: real only, and real + pairs. Both are scored on the held-out images;
+the report opens with real-only against real + pairs (:mod:`nudiff.augment.pipeline`).
+"""
+
+from nudiff.augment.checks import check_labeled_folder
+from nudiff.augment.cli import register
+from nudiff.augment.pipeline import AugmentLayout, augment, augment_plan
+
+__all__ = ["AugmentLayout", "augment", "augment_plan", "check_labeled_folder", "register"]
