@@ -35,8 +35,8 @@ from nudiff.diffusion.data import PatchSampler
 from nudiff.diffusion.ema import EMA
 from nudiff.diffusion.networks import Denoiser, condition_tensor, save_denoiser
 from nudiff.diffusion.sample import sample_images, sample_structures
-from nudiff.model_folder import read_model_folder
 from nudiff.diffusion.schedule import min_snr_weights, predicted_x0, training_scheduler
+from nudiff.model_folder import read_model_folder
 from nudiff.pictures import mosaic, structure_rgb
 from nudiff.training import RunLog, warmup_cosine
 from nudiff.utils import (
