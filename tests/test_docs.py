@@ -149,3 +149,46 @@ def test_unnamed_entries_are_reported():
                "results/a.md", "results/kumar-grid", "results/b.json", "learning_curve.py",
                "pair_use.py"]
     assert unindexed(entries, markdown) == ["results/kumar-grid", "results/b.json", "pair_use.py"]
+
+
+def _own_data_commands() -> list[str]:
+    """The README's own-data chain: every `nudiff` line between its two markers, in order."""
+    text = (ROOT / "README.md").read_text()
+    start, end = text.index("<!-- own-data chain"), text.index("<!-- end of the own-data chain -->")
+    lines = [ln.split("  #")[0].strip() for ln in text[start:end].splitlines()]
+    return [ln for ln in lines if ln.startswith("nudiff ")]
+
+
+def test_the_own_data_chain_is_the_commands_users_meet():
+    commands = _own_data_commands()
+    assert commands[0].startswith("nudiff augment my_labels --out")
+    assert len(commands) == 9 and commands[-1].startswith("nudiff evaluate")
+
+
+@pytest.mark.slow
+def test_the_readme_own_data_chain_runs_as_written(tmp_path, monkeypatch):
+    """Each command of the README's own-data chain, in order, on a tiny labeled folder with tiny
+    budgets (configs/augment.yaml swapped for a tiny config, -n 64 for -n 4): the docs cannot
+    drift from the CLI."""
+    import shlex
+
+    import yaml
+    from test_end_to_end import TINY, _dataset
+
+    from nudiff.cli import main
+
+    tiny = {k: v for k, v in TINY.items() if k in ("data", "image", "segment")}
+    tiny["synthesis"] = TINY["synthesis"] | {"structures": "copypaste",
+                                             "filter": TINY["synthesis"]["filter"] | {"segmenter": "real", "keep_top": 0.5}}
+    tiny["experiment"] = {"n_synthetic": 4}
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "augment.yaml").write_text(yaml.safe_dump(tiny))
+    _dataset(tmp_path / "my_labels", n=6)
+    monkeypatch.chdir(tmp_path)
+    for command in _own_data_commands():
+        args = shlex.split(command.replace("-n 64", "-n 4"))[1:]
+        if args[0] == "augment":
+            args += ["--config", "configs/augment.yaml"]
+        assert main(args) == 0, command
+    assert (tmp_path / "runs" / "mine" / "segmenter" / "model.safetensors").is_file()
+    assert (tmp_path / "runs" / "eval" / "metrics.json").is_file()

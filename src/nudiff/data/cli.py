@@ -21,7 +21,7 @@ from nudiff.data.io import (
     write_instance_map,
 )
 from nudiff.data.patches import PATCH_MANIFEST, cut_patches
-from nudiff.data.prepare import PrepareConfig, prepare
+from nudiff.data.prepare import PrepareConfig, prepare, write_subset_folders
 from nudiff.data.subsets import STRATEGIES, SubsetConfig, write_subsets
 from nudiff.utils import DataError, NudiffError, progress_bar, read_json
 
@@ -62,6 +62,12 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy", choices=sorted(STRATEGIES), help="subset strategy")
     p.add_argument("--split", type=Path, help="split file (JSON: 'train' + 'test...' lists of "
                    "image names, e.g. kumar_split.json): hold out exactly its test images")
+    p.add_argument("--val-images", type=int, help="whole images held out as validation (default 4)")
+    p.add_argument("--fraction", type=float, action="append", default=None,
+                   help="labeled fraction(s) to draw (repeatable; default 0.1 0.2 0.5 1.0)")
+    p.add_argument("--paired", action="store_true",
+                   help="also write each subset as a paired folder subsets/<subset>/ (images/ + labels/), "
+                   "what `segment train --real` and `synthesize --real` take")
     p.set_defaults(func=run_prepare)
 
 
@@ -73,6 +79,10 @@ def run_prepare(args: argparse.Namespace) -> None:
         cfg.strategy = args.strategy
     if args.split is not None:
         cfg.split = str(args.split)
+    if args.val_images is not None:
+        cfg.val_images = args.val_images
+    if args.fraction:
+        cfg.fractions = sorted(set(args.fraction))
     manifest = prepare(args.folders, args.out, cfg)
     print(
         f"{len(manifest['val'])} validation images, {len(manifest['pool'])} pool images, "
@@ -83,6 +93,9 @@ def run_prepare(args: argparse.Namespace) -> None:
             f"  subsets/{name}: {info['n_patches']} patches, "
             f"nuclei fraction {info['achieved_fraction']:.3f}"
         )
+    if args.paired:
+        for folder in write_subset_folders(args.out):
+            print(f"  {folder}: paired folder")
 
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:

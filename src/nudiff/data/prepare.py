@@ -21,6 +21,7 @@ other seeds/fractions are kept while the pool is unchanged, and removed when it 
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from nudiff.data.dataset import Sample, load_folder, load_folders
 from nudiff.data.io import read_image, read_instance_map, write_image, write_instance_map
 from nudiff.data.patches import PATCH_MANIFEST, cut_patches, remove_stale
 from nudiff.data.subsets import SubsetConfig, subset_filename, write_subsets
-from nudiff.utils import DataError, read_json, write_json
+from nudiff.utils import DataError, atomic_folder, read_json, write_json
 
 MANIFEST = "manifest.json"
 
@@ -198,6 +199,32 @@ def load_subset(data_dir: str | os.PathLike, fraction: float, seed: int = 0) -> 
         inst = read_instance_map(data_dir / "patches" / e["label_file"])
         samples.append(Sample(name, image, inst, e["source"]))
     return samples
+
+
+def write_subset_folders(data_dir: str | os.PathLike) -> list[Path]:
+    """Each subset of a prepared folder as a paired folder ``subsets/<subset>/`` (images/ +
+    labels/, hard links to its patches where the file system allows, else copies): what
+    ``nudiff segment train --real`` and ``nudiff synthesize --real`` take. Written atomically;
+    a subset whose folder is there already is kept."""
+    data_dir = Path(data_dir)
+    entries = {p["name"]: p for p in read_json(data_dir / "patches" / PATCH_MANIFEST)["patches"]}
+    folders = []
+    for path in sorted((data_dir / "subsets").glob("*.json")):
+        folder = path.with_suffix("")
+        folders.append(folder)
+        if folder.is_dir():
+            continue
+        with atomic_folder(folder) as tmp:
+            for name in read_json(path)["patches"]:
+                for key in ("image_file", "label_file"):
+                    src = data_dir / "patches" / entries[name][key]
+                    dest = tmp / entries[name][key]  # images/<patch>.png, labels/<patch>.png
+                    dest.parent.mkdir(exist_ok=True)
+                    try:
+                        os.link(src, dest)
+                    except OSError:
+                        shutil.copyfile(src, dest)
+    return folders
 
 
 def load_val(data_dir: str | os.PathLike) -> list[Sample]:
