@@ -1,7 +1,7 @@
 """The segmenter bar: the CPU configuration trained on MoNuSeg for a time budget.
 
-The bar (from the issue): a 1.9 M-parameter U-Net with NP + HV heads, bf16, batch 8 of
-256-px crops, ``HoVerNetLoss``, ~25 min (~3,900 steps on 2 cores) reaches Dice 0.80 /
+The bar (the segmenter's stated target): a 1.9 M-parameter U-Net with NP + HV heads, bf16,
+batch 8 of 256-px crops, ``HoVerNetLoss``, ~25 min (~3,900 steps on 2 cores) reaches Dice 0.80 /
 AJI 0.62 / PQ 0.59 on unseen MoNuSeg images when trained on all training images.
 
 What this script does:
