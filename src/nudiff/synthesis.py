@@ -10,7 +10,8 @@ Output (the layout the data layer reads)::
     OUT/labels/syn_00000.png   16-bit instance map
     OUT/structures/syn_00000.npy  the raw sampled structure (float32 (3, h, w), model scale)
     OUT/manifest.json          checkpoints, seed, sampler, steps, guidance, filter counts, format
-    OUT/mosaic.png             synthetic pairs (image | overlay) beside real ones
+    OUT/mosaic.png             synthetic pairs (image | overlay) beside real ones (with a filter
+                               segmenter: the nuclei it finds that a label lacks in magenta)
 
 ``--format hovernet`` writes the pairs as OUT/Images/<name>.png + OUT/Labels/<name>.mat
 (``inst_map``, ``inst_centroid``), ``--format npy`` as OUT/images/<name>.npy (uint8 (H, W, 3))
@@ -282,7 +283,7 @@ def synthesize(structure_run: Path | None, image_run: Path, out: Path, cfg: Synt
     header |= {"config": raw["config"] | {"n": cfg.n, "filter": asdict(cfg.filter)}}
     manifest = filter_pairs(out / "unfiltered", out, cfg.filter, real_dir, n_keep=cfg.n, header=header)
     if manifest["n_accepted"]:
-        write_mosaic(out, real_dir)
+        write_mosaic(out, real_dir, segmenter=cfg.filter.segmenter)
     return manifest
 
 
@@ -411,15 +412,28 @@ def _write_manifest(path: Path, header: dict, samples: dict, rejected: dict, sec
     return manifest
 
 
-def write_mosaic(out: Path, real_dir: Path | None = None, n: int = 8) -> Path:
-    """mosaic.png: rows of (image | overlay) for synthetic pairs (in any pair format), then real ones."""
-    tiles = []
+def write_mosaic(out: Path, real_dir: Path | None = None, n: int = 8, segmenter: str | None = None) -> Path:
+    """mosaic.png: rows of (image | overlay) for synthetic pairs (in any pair format), then real
+    ones. With ``segmenter`` (a real-trained segmenter's run folder, the filter's), the nuclei
+    it finds in a synthetic image that the label lacks are outlined in magenta."""
+    from nudiff.quality.fidelity import load, pair_fidelity
+    from nudiff.quality.report import UNLABELED_COLOUR
+
+    pairs = []
     pair_format = detect_pair_format(out)
-    size = None
     for name in pair_names(out, pair_format)[:n]:
         image, inst, _ = read_pair(out, name, pair_format)
+        pairs.append((image, inst))
+    unlabeled: list = []
+    if segmenter and pairs:
+        pair_fidelity(*load(segmenter), [p[0] for p in pairs], [p[1] for p in pairs], False, unlabeled)
+    tiles, size = [], None
+    for k, (image, inst) in enumerate(pairs):
         size = image.shape[0]
-        tiles.append(hstack([image, overlay(image, inst, (0, 255, 0))], gap=1))
+        picture = overlay(image, inst, (0, 255, 0))
+        if unlabeled:
+            picture = overlay(picture, unlabeled[k], UNLABELED_COLOUR)
+        tiles.append(hstack([image, picture], gap=1))
     if real_dir is not None and size is not None:
         for p in find_pairs(real_dir)[:n]:
             s = load_pair(p)

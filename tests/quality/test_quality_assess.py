@@ -37,6 +37,9 @@ def test_shuffled_labels_lose_label_fidelity(scores):
         assert bad[k] < good[k] - 0.3 and bad[k] < bad[k + "_floor"] - 0.3, k
     assert bad["colour_w1_mean"] == pytest.approx(good["colour_w1_mean"])  # same images
     assert all(p["fidelity_pq"] < 0.5 for p in scores["pairs"])
+    # shuffled labels: the nuclei of the image lack a label and the label's nuclei are not shown
+    for k in ("fidelity_unlabeled_rate", "fidelity_missed_rate"):
+        assert bad[k] > good[k] + 0.3 and bad[k] > bad[k + "_floor"] + 0.3, k
 
 
 def test_colour_shift_raises_colour_w1_and_c2st(scores):
@@ -57,7 +60,8 @@ def test_cli_writes_report_and_flat_json(quality_data, segmenter_run, tmp_path, 
     assert metrics["n_synthetic"] == 10 and "fidelity_pq_floor" in metrics and "kid_floor" in metrics
     md = (out / "quality.md").read_text()
     assert "| C2ST held-out accuracy" in md and "label fidelity: segmenter PQ" in md
-    for name in ("histograms.png", "mosaic_fidelity_pq.png", "mosaic_c2st_p_real.png", "mosaic_colour_z.png"):
+    for name in ("histograms.png", "mosaic_fidelity_pq.png", "mosaic_c2st_p_real.png", "mosaic_colour_z.png",
+                 "mosaic_fidelity_unlabeled_rate.png"):
         assert (out / name).stat().st_size > 0, name
     assert len((out / "pairs.csv").read_text().splitlines()) == 11
     assert "fidelity_pq" in capsys.readouterr().out

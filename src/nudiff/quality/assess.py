@@ -24,11 +24,14 @@ from nudiff.utils import DataError, NudiffError, progress_bar, read_json
 
 @dataclass
 class Windows:
-    """Equal-sized windows: images uint8 (N, S, S, 3), labels int32 (N, S, S), names (N,)."""
+    """Equal-sized windows: images uint8 (N, S, S, 3), labels int32 (N, S, S), names (N,);
+    unlabeled: per window, the nuclei a real-trained segmenter finds that the label lacks
+    (int (N, S, S)), once label fidelity has been measured."""
 
     images: np.ndarray
     labels: np.ndarray
     names: list[str]
+    unlabeled: np.ndarray | None = None
 
 
 @dataclass
@@ -146,20 +149,22 @@ def distinguishability(w: dict[str, Windows], metrics: dict, pairs: list[dict], 
 def segmenter_measures(w: dict[str, Windows], metrics: dict, pairs: list[dict], segmenter, seed: int,
                        progress: bool) -> None:
     """KID on the segmenter's encoder features and label fidelity (real B is the reference)."""
-    from nudiff.quality.fidelity import FIDELITY_METRICS, load, pair_fidelity
+    from nudiff.quality.fidelity import FIDELITY_METRICS, FIDELITY_RATES, load, pair_fidelity
     from nudiff.quality.kid import encoder_features, kid
 
     model, cfg = load(segmenter)
     feats = {k: encoder_features(model, v.images) for k, v in w.items()}
     metrics["kid"], metrics["kid_sd"] = kid(feats["real_a"], feats["synthetic"], seed=seed)
     metrics["kid_floor"], metrics["kid_floor_sd"] = kid(feats["real_a"], feats["real_b"], seed=seed)
-    syn = pair_fidelity(model, cfg, w["synthetic"].images, w["synthetic"].labels, progress)
+    unlabeled: list[np.ndarray] = []
+    syn = pair_fidelity(model, cfg, w["synthetic"].images, w["synthetic"].labels, progress, unlabeled)
+    w["synthetic"].unlabeled = np.stack(unlabeled) if unlabeled else None
     real = pair_fidelity(model, cfg, w["real_b"].images, w["real_b"].labels, progress)
-    for k in FIDELITY_METRICS:
+    for k in (*FIDELITY_METRICS, *FIDELITY_RATES):
         metrics[f"fidelity_{k}"] = float(np.mean([r[k] for r in syn]))
         metrics[f"fidelity_{k}_floor"] = float(np.mean([r[k] for r in real]))
     for p, r in zip(pairs, syn):
-        p |= {f"fidelity_{k}": r[k] for k in FIDELITY_METRICS}
+        p |= {f"fidelity_{k}": r[k] for k in (*FIDELITY_METRICS, *FIDELITY_RATES)}
 
 
 def tstr(experiment: str | os.PathLike) -> dict[str, float]:

@@ -7,7 +7,9 @@ Two checks, each optional (:class:`FilterConfig`, the ``filter`` of ``nudiff.syn
   the pair's size is rejected (``<stat>_outside_real``);
 - **label fidelity**: a real-trained segmenter predicts each image; its ``fidelity_metric``
   (PQ, AJI or Dice) against the pair's label must reach ``min_fidelity`` (``low_fidelity``),
-  and only the best ``keep_top`` fraction of the pairs is kept (``not_top_fidelity``).
+  the share of the nuclei it finds that the label lacks must not pass ``max_unlabeled_rate``
+  (``unlabeled_nuclei``), and only the best ``keep_top`` fraction of the pairs is kept
+  (``not_top_fidelity``).
 
 The kept pairs are copied, byte for byte, into a new paired folder with a manifest that holds
 every pair's scores, the reasons of every rejection and their counts.
@@ -18,11 +20,12 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from nudiff.config import ADDED_LATER
 from nudiff.data.dataset import find_pairs, load_folder, load_pair
 from nudiff.quality.fidelity import load, pair_fidelity
 from nudiff.quality.stats import PAIR_STATS, pair_statistics, tiled_windows
@@ -48,6 +51,8 @@ class FilterConfig:
     real_percentiles: (lo, hi), e.g. (5, 95): a pair whose ``real_statistics`` (per-window
         count, mean area, mean solidity, ...) fall outside these percentiles of real windows
         of its size -> rejected (needs the real data: ``--real``).
+    max_unlabeled_rate: pairs in which more than this share of the nuclei the segmenter finds
+        lack a label -> rejected (``unlabeled_nuclei``; :func:`nudiff.quality.fidelity.label_agreement`).
     """
 
     min_nuclei: int = 1
@@ -60,6 +65,7 @@ class FilterConfig:
     keep_top: float | None = None
     real_percentiles: tuple[float, float] | None = None
     real_statistics: tuple[str, ...] = ("count", "mean_area", "mean_solidity")
+    max_unlabeled_rate: float | None = field(default=None, metadata=ADDED_LATER)
 
     def __post_init__(self) -> None:
         if self.fidelity_metric not in ("pq", "aji", "dice"):
@@ -114,6 +120,8 @@ def select_pairs(scores: dict[str, dict[str, float]], cfg, bounds: dict[str, tup
             rejected[key] = f"{outside[0]}_outside_real"
         elif cfg.min_fidelity is not None and s[metric] < cfg.min_fidelity:
             rejected[key] = "low_fidelity"
+        elif cfg.max_unlabeled_rate is not None and s["fidelity_unlabeled_rate"] > cfg.max_unlabeled_rate:
+            rejected[key] = "unlabeled_nuclei"
         else:
             survivors.append(key)
     if n_keep is None:
@@ -128,8 +136,9 @@ def select_pairs(scores: dict[str, dict[str, float]], cfg, bounds: dict[str, tup
 
 def check_filter(cfg, real_dir) -> None:
     """One-line errors for a filter that cannot run."""
-    if (cfg.min_fidelity is not None or cfg.keep_top is not None) and not cfg.segmenter:
-        raise NudiffError("filter: min_fidelity / keep_top need a segmenter (--segmenter SEG_RUN)")
+    if (cfg.min_fidelity is not None or cfg.keep_top is not None or cfg.max_unlabeled_rate is not None) \
+            and not cfg.segmenter:
+        raise NudiffError("filter: min_fidelity / keep_top / max_unlabeled_rate need a segmenter (--segmenter SEG_RUN)")
     if cfg.real_percentiles is not None and real_dir is None:
         raise NudiffError("filter: real_percentiles needs the real data (--real REAL_DIR)")
     unknown = sorted(set(cfg.real_statistics) - set(PAIR_STATS))

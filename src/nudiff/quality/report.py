@@ -16,6 +16,9 @@ from nudiff.utils import write_json, write_text
 PAIR_SCORES = (
     ("fidelity_pq", True, "PQ of the real-trained segmenter's prediction against the pair's label"),
     ("fidelity_aji", True, "AJI of the same prediction"),
+    ("fidelity_unlabeled_rate", False, "share of the nuclei the segmenter finds in the image that the "
+     "label lacks (outlined in magenta)"),
+    ("fidelity_missed_rate", False, "share of the label's nuclei the segmenter does not find in the image"),
     ("c2st_p_real", True, "held-out probability, by the C2ST classifier, that the image is real"),
     ("colour_z", False, "mean |z| of the image's colour statistics against the real images"),
     ("visible_fraction", True, "share of the label's nuclei that are haematoxylin-positive in the image"),
@@ -36,7 +39,10 @@ TABLE = (
     ("fidelity_dice", "label fidelity: segmenter Dice vs label", "higher"),
     ("fidelity_aji", "label fidelity: segmenter AJI vs label", "higher"),
     ("fidelity_pq", "label fidelity: segmenter PQ vs label", "higher"),
+    ("fidelity_unlabeled_rate", "label fidelity: nuclei found that the label lacks (share)", "lower"),
+    ("fidelity_missed_rate", "label fidelity: labeled nuclei not found (share)", "lower"),
 )
+UNLABELED_COLOUR = (255, 0, 255)  # magenta: a nucleus in the image that the label lacks
 
 
 def histograms(sets: dict[str, dict[str, np.ndarray]], path: str | os.PathLike,
@@ -76,17 +82,23 @@ def best_worst(pairs: list[dict], key: str, higher_is_better: bool, n: int = 8) 
     return [i for _, i in scored[:n]], [i for _, i in scored[::-1][:n]]
 
 
-def pair_tiles(images: np.ndarray, labels: np.ndarray, idx: list[int]) -> list[np.ndarray]:
-    from nudiff.report import hstack, overlay
+def pair_tiles(images: np.ndarray, labels: np.ndarray, idx: list[int],
+               unlabeled: np.ndarray | None = None) -> list[np.ndarray]:
+    """image | label contours (green), with the nuclei the label lacks (``unlabeled``) in magenta."""
+    from nudiff.pictures import hstack, overlay
 
-    return [hstack([images[i], overlay(images[i], labels[i], (0, 255, 0))], gap=1) for i in idx]
+    def outlined(i: int) -> np.ndarray:
+        picture = overlay(images[i], labels[i], (0, 255, 0))
+        return picture if unlabeled is None else overlay(picture, unlabeled[i], UNLABELED_COLOUR)
+
+    return [hstack([images[i], outlined(i)], gap=1) for i in idx]
 
 
 def write_mosaics(out: Path, assessment, n: int = 8) -> dict[str, tuple[list[int], list[int]]]:
     """``mosaic_<score>.png``: the ``n`` best pairs (top rows) then the ``n`` worst (bottom rows),
     each as image | label contours; returns {score: (best, worst)} indices."""
     from nudiff.data.io import write_image
-    from nudiff.report import mosaic
+    from nudiff.pictures import mosaic
 
     s = assessment.sets["synthetic"]
     chosen = {}
@@ -94,9 +106,10 @@ def write_mosaics(out: Path, assessment, n: int = 8) -> dict[str, tuple[list[int
         best, worst = best_worst(assessment.pairs, key, higher, n)
         if not best:
             continue
-        tiles = pair_tiles(s.images, s.labels, best)
+        tiles = pair_tiles(s.images, s.labels, best, s.unlabeled)
         tiles += [np.full_like(tiles[0], 255)] * (-len(tiles) % 4)  # worst start on a new row
-        write_image(out / f"mosaic_{key}.png", mosaic(tiles + pair_tiles(s.images, s.labels, worst), ncols=4, gap=6))
+        tiles += pair_tiles(s.images, s.labels, worst, s.unlabeled)
+        write_image(out / f"mosaic_{key}.png", mosaic(tiles, ncols=4, gap=6))
         chosen[key] = (best, worst)
     return chosen
 
@@ -138,7 +151,8 @@ def to_markdown(assessment, chosen: dict) -> str:
     if assessment.notes:
         lines += [f"- {n}" for n in assessment.notes] + [""]
     lines += ["## Best and worst pairs by each per-pair score", "",
-              "Each mosaic: the 8 best pairs (top two rows), then the 8 worst; image | label contours. "
+              "Each mosaic: the 8 best pairs (top two rows), then the 8 worst; image | label contours "
+              "(green; in magenta, nuclei the real-trained segmenter finds that the label lacks). "
               "All per-pair scores: `pairs.csv`.", ""]
     for key, _, what in PAIR_SCORES:
         if key in chosen:
