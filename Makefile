@@ -15,8 +15,12 @@ $(BIN)/nudiff: pyproject.toml
 
 setup: $(BIN)/nudiff
 
+SEEDS ?= 0
+
 run: setup
-	$(BIN)/nudiff run --config configs/demo.yaml --data $(DATA) --out $(OUT)
+	$(BIN)/nudiff run --config configs/demo.yaml --data $(DATA) --out $(OUT) --set 'experiment.seeds=[$(SEEDS)]'
+
+# make run SEEDS="0, 1, 2": three seeds (the cells of seed 0 are kept when OUT is the same)
 
 test: setup
 	$(BIN)/pytest -m "not slow" && $(BIN)/pytest -m slow

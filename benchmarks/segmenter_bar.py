@@ -63,7 +63,7 @@ def measure_speed(cfg: SegmentConfig, samples, seconds: float) -> dict:
     from nudiff.segment.augment import color_augment
     from nudiff.segment.loss import HoVerNetLossParts, structure_targets
     from nudiff.segment.model import build_segmenter, image_to_tensor
-    from nudiff.segment.train import _areas, choose_items, make_batch
+    from nudiff.segment.train import choose_items, make_batch, sample_areas
     from nudiff.utils import make_accelerator
 
     accelerator = make_accelerator(cfg.train.precision)
@@ -72,7 +72,7 @@ def measure_speed(cfg: SegmentConfig, samples, seconds: float) -> dict:
     model, opt = accelerator.prepare(model, opt)
     loss_fn = HoVerNetLossParts()
     rng = np.random.default_rng(0)
-    pools, areas = {"real": samples}, _areas(samples)
+    pools, areas = {"real": samples}, sample_areas(samples)
 
     def batch():
         items = choose_items(rng, cfg.train.batch_size, areas, None, 1.0)

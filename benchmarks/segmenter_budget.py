@@ -253,15 +253,14 @@ def plot(entries: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for e in entries:
-        if "minutes" not in e:
-            continue
+    for i, e in enumerate(e for e in entries if "minutes" in e):
         g = e["gap"]["aji"]
         projected = "projected" in e["minutes_source"]
         ax.errorbar(e["minutes"], g["mean"], yerr=[[g["mean"] - g["lo"]], [g["hi"] - g["mean"]]],
                     fmt="s" if projected else "o", mfc="white" if projected else None, capsize=3)
         ax.annotate(f"{e['setting']} ({len(e['seeds'])} seed{'s' * (len(e['seeds']) > 1)})",
-                    (e["minutes"], g["mean"]), textcoords="offset points", xytext=(5, 4), fontsize=7)
+                    (e["minutes"], g["mean"]), textcoords="offset points", xytext=(6, 10 * (i % 3) - 8),
+                    fontsize=7)
     ax.axhline(TARGET_GAP, ls="--", c="grey", lw=0.8)
     ax.axvline(TARGET_MINUTES, ls="--", c="grey", lw=0.8)
     ax.axhline(0, c="black", lw=0.5)

@@ -43,8 +43,8 @@ from nudiff.diffusion.config import DiffusionConfig
 from nudiff.diffusion.data import resize_instance_maps
 from nudiff.diffusion.networks import Denoiser
 from nudiff.diffusion.sample import sample_structures
+from nudiff.pictures import mosaic, structure_rgb
 from nudiff.quality.stats import STRUCTURE_STATS, distances, pair_statistics, statistics
-from nudiff.report import mosaic, structure_rgb
 from nudiff.structure import DecodeParams, decode, encode, min_area_at_scale, relabel
 from nudiff.utils import read_json, set_threads, write_json, write_text
 

@@ -13,7 +13,7 @@ from nudiff.experiment.fingerprint import cell_fingerprint
 from nudiff.experiment.grid import Cell, cells_of, load_plan
 from nudiff.experiment.layout import RunLayout
 from nudiff.experiment.loop import RunContext, run_cell, run_experiment, timed_step
-from nudiff.experiment.store import take_committed
+from nudiff.experiment.store import import_committed, is_committed
 from nudiff.metrics import METRICS
 from nudiff.utils import NudiffError, read_json, write_json
 
@@ -65,7 +65,8 @@ def test_a_retrained_filter_cell_keeps_its_committed_metrics(tmp_path, monkeypat
     ctx = _context(plan, out)
     cell_dir = ctx.run.cell(cell)
 
-    assert take_committed(results, plan, cell, ctx.run)  # as run_experiment does for the filter cell
+    assert is_committed(results, plan, cell)  # as run_experiment does for the filter cell
+    import_committed(results, cell, ctx.run)
     run_cell(ctx, cell, need_model=True)
     assert trained == [cell_dir]
     assert read_json(cell_dir / "metrics.json")["mean"]["aji"] == 0.5289

@@ -235,3 +235,8 @@ def test_the_answer_opens_the_report_with_gain_and_share_of_the_gap(tmp_path):
     table = (tmp_path / "report" / "table.md").read_text()
     assert table.startswith("| labeled | training data | seeds | Dice | AJI | PQ | AJI gain over real")
     assert "| 10% | real+syn | 3 | 0.6200 | 0.6200 | 0.6200 | +0.1000 [+0.1000, +0.1000] | 50% |" in table
+    assert "Not resolved" not in table
+    from nudiff.experiment.report import answer_markdown
+
+    syn["gain_aji"] = {"mean": 0.004, "lo": -0.006, "hi": 0.014}  # one seed, an interval across 0
+    assert "Not resolved: the AJI gain of 10% real+syn has an interval that includes 0" in answer_markdown(entries)

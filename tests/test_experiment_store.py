@@ -9,13 +9,15 @@ from nudiff.experiment.fingerprint import cell_fingerprint, cell_fingerprints
 from nudiff.experiment.grid import Cell, load_plan
 from nudiff.experiment.layout import RunLayout
 from nudiff.experiment.store import (
+    cell_done,
     commit_cell,
     committed_cells,
     committed_plan,
     committed_rows,
     grid_status,
+    import_committed,
+    is_committed,
     precision_note,
-    take_committed,
 )
 from nudiff.utils import NudiffError, read_json, write_json
 
@@ -102,23 +104,25 @@ def test_committed_cells_are_taken_or_refused(tmp_path):
     assert committed_rows(results, fraction=1.0) == []
 
     fresh = RunLayout(tmp_path / "fresh")  # another machine: the cell is taken from the committed folder
-    assert take_committed(results, plan, cell, fresh)
+    assert is_committed(results, plan, cell) and cell_done(results, plan, cell, fresh)
+    assert not fresh.metrics(cell).exists()  # the query writes nothing
+    import_committed(results, cell, fresh)
     assert read_json(fresh.metrics(cell))["per_image"] == metrics["per_image"]
-    assert not take_committed(results, plan, Cell(1.0, "real", 0), fresh)
+    assert not is_committed(results, plan, Cell(1.0, "real", 0))
 
     plan.segment.train.steps = 10
     with pytest.raises(NudiffError, match="another configuration"):
-        take_committed(results, plan, cell, RunLayout(tmp_path / "other"))
+        is_committed(results, plan, cell)
     with pytest.raises(NudiffError, match="another configuration"):  # finished here as well
-        take_committed(results, plan, cell, run)
+        cell_done(results, plan, cell, run)
 
 
 def test_a_finished_but_uncommitted_cell_is_not_counted_as_committed(tmp_path):
     plan, cell = _plan(), Cell(0.1, "real", 0)
     run = RunLayout(tmp_path / "run")
     write_json(run.metrics(cell), {"per_image": {}, "mean": {}, "n_images": 0})
-    assert take_committed(None, plan, cell, run)
-    assert not take_committed(tmp_path / "results", plan, cell, run)  # the loop will commit it
+    assert cell_done(None, plan, cell, run)
+    assert not cell_done(tmp_path / "results", plan, cell, run)  # the loop will commit it
 
 
 def test_a_commit_keeps_the_configuration_the_folder_ran(tmp_path, capsys):

@@ -91,7 +91,7 @@ def _register_show(data_sub) -> None:
 def _cmd_show(args) -> None:
     from nudiff.data.dataset import find_pairs, load_pair
     from nudiff.data.io import write_image
-    from nudiff.report import hstack, overlay, structure_picture
+    from nudiff.pictures import hstack, overlay, structure_picture
     from nudiff.structure import decode, encode
 
     for pair in find_pairs(args.folder)[: args.n]:
@@ -128,7 +128,7 @@ def _cmd_structure(args) -> None:
     import numpy as np
 
     from nudiff.data.io import read_instance_map, write_image, write_instance_map
-    from nudiff.report import structure_picture
+    from nudiff.pictures import structure_picture
     from nudiff.structure import decode, encode
     from nudiff.utils import DataError, atomic_path, progress_bar
 

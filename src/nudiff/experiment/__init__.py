@@ -15,13 +15,10 @@ Arms (what the segmenter trains on):
                  ``nudiff.data.copypaste``), mixed like ``real+syn``: the simple baseline
                  diffusion pairs must beat;
 - ``real+copypaste+syn``: the subset plus both extra sets (``2 × n_synthetic`` patches, still
-                 ``real_ratio`` real per batch). What made sampled-structure pairs pay on
-                 Kumar 10 % (+0.012 AJI over ``real``, 3 seeds); with real-label pairs
-                 (``synthesis.structures: copypaste``, the configs' recipe) plain ``real+syn``
-                 does as well (+0.017), so the shipped configs run that;
-- ``real-dup``:  the subset repeated to as many patches as real + synthetic (the reviewer's
-                 control; with fixed steps and sampling with replacement it differs from
-                 ``real`` only by chance, which makes it a noise floor);
+                 ``real_ratio`` real per batch);
+- ``real-dup``:  the subset repeated to as many patches as real + synthetic (a control: with
+                 fixed steps and sampling with replacement it differs from ``real`` only by
+                 chance, which makes it a noise floor);
 - ``syn-only``:  the synthetic pairs alone, tested on real images.
 
 Layout of ``OUT``: ``data/`` (prepared data), ``diffusion/f0.10/{structure,image,synthetic}``,
@@ -61,25 +58,27 @@ from nudiff.experiment.loop import RunContext, run_cell, run_experiment, timed_s
 from nudiff.experiment.report import collect_results, publish_report, write_experiment_report
 from nudiff.experiment.stats import paired_gains, paired_interval
 from nudiff.experiment.store import (
+    cell_done,
     cell_state,
     commit_cell,
     committed_cells,
     committed_records,
     committed_rows,
     grid_status,
+    import_committed,
+    is_committed,
     precision_note,
     record_rows,
     status_markdown,
-    take_committed,
 )
 from nudiff.experiment.training_data import synthetic_done, write_subset_folder
 
 __all__ = [
     "ARMS", "Arm", "Cell", "ExperimentConfig", "Plan", "ResultsLayout", "RunContext", "RunLayout",
-    "cell_fingerprint", "cell_fingerprints", "cell_state", "cells_of", "collect_results",
+    "cell_done", "import_committed", "is_committed", "cell_fingerprint", "cell_fingerprints", "cell_state", "cells_of", "collect_results",
     "commit_cell", "committed_cells", "committed_records", "committed_rows", "find_cells",
     "fraction_tag", "grid_status", "load_plan", "model_kinds", "paired_gains", "paired_interval",
     "precision_note", "publish_report", "record_rows", "reference_cell", "register", "run_cell", "run_experiment",
-    "status_markdown", "synthetic_done", "take_committed", "timed_step", "write_experiment_report",
+    "status_markdown", "synthetic_done", "timed_step", "write_experiment_report",
     "write_subset_folder",
 ]

@@ -87,6 +87,8 @@ def register(sub) -> None:
     r.add_argument("--test", type=Path, default=None)
     r.add_argument("--data", type=Path, nargs="+", default=None,
                    help="paired folders, or one folder holding train/ and train-recovered/")
+    r.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value, e.g. --set 'experiment.seeds=[0, 1, 2]' (repeatable)")
     r.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     r.set_defaults(func=_cmd_experiment)
 

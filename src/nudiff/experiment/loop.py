@@ -20,7 +20,14 @@ from nudiff.data.prepare import load_subset, load_val, prepare, subset_filename
 from nudiff.experiment.grid import REAL_CELL, SECTIONS, Cell, Plan, cells_of, reference_cell
 from nudiff.experiment.layout import ResultsLayout, RunLayout, fraction_tag
 from nudiff.experiment.report import collect_results, write_experiment_report
-from nudiff.experiment.store import commit_cell, precision_refusal, seed_precisions, take_committed
+from nudiff.experiment.store import (
+    cell_done,
+    commit_cell,
+    import_committed,
+    is_committed,
+    precision_refusal,
+    seed_precisions,
+)
 from nudiff.experiment.training_data import (
     Timed,
     log,
@@ -93,7 +100,11 @@ def run_experiment(plan: Plan, out: Path, test_dir: Path | None = None,
     def unfinished(some: list[Cell]) -> list[Cell]:
         """The cells to run here: not committed, and of a seed this machine may add to
         (the precision rule, :mod:`nudiff.experiment.store`)."""
-        todo = [c for c in some if not take_committed(results_dir, plan, c, run)]
+        done = [c for c in some if cell_done(results_dir, plan, c, run)]
+        if results_dir is not None:  # the report counts the committed cells too
+            for c in done:
+                import_committed(results_dir, c, run)
+        todo = [c for c in some if c not in done]
         seeds = seed_precisions(results_dir, plan)
         for c in [c for c in todo if precision_refusal(results_dir, plan, c, seeds)]:
             if cells is not None:  # asked for by name
@@ -179,7 +190,8 @@ def _pairs_for(ctx: RunContext, fraction: float, results_dir: Path | None, timin
         if plan.synthesis.filter.segmenter == REAL_CELL:
             ref = reference_cell(plan.experiment, fraction)
             log(f"the pair filter scores label fidelity with {ref.name}'s segmenter")
-            take_committed(results_dir, plan, ref, run)
+            if results_dir is not None and is_committed(results_dir, plan, ref):
+                import_committed(results_dir, ref, run)  # its numbers stay the committed ones
             run_cell(ctx, ref, need_model=True)
             _commit(ctx, ref, results_dir, timings)
             segmenter = run.cell(ref)

@@ -30,7 +30,7 @@ from nudiff.experiment.stats import (
     per_image_gains,
     summarise_results,
 )
-from nudiff.experiment.store import seed_precisions, take_committed
+from nudiff.experiment.store import import_committed, is_committed, seed_precisions
 from nudiff.metrics import METRICS
 from nudiff.utils import atomic_path, read_json, write_json, write_text
 
@@ -62,6 +62,13 @@ def answer_markdown(entries: list[dict]) -> str:
         paper = [f"{v:.4f}" for v in e["paper"]] if e["paper"] else ["–", "–"]
         lines.append(f"| {e['fraction']:.0%} | {e['arm']} | {e['n_seeds']} | {e['dice']:.4f} | {e['aji']:.4f} "
                      f"| {e['pq']:.4f} | {gain} | {share} | {paper[0]} | {paper[1]} |")
+    unresolved = [e for e in entries if "gain_aji" in e and e["gain_aji"]["lo"] <= 0 <= e["gain_aji"]["hi"]]
+    if unresolved:
+        names = ", ".join(f"{e['fraction']:.0%} {e['arm']}" for e in unresolved)
+        seeds = max(e["n_seeds"] for e in unresolved)
+        lines += ["", f"Not resolved: the AJI gain of {names} has an interval that includes 0 "
+                  f"({seeds} seed{'s' * (seeds > 1)}). More seeds: the same command with "
+                  "`--set 'experiment.seeds=[0, 1, 2]'` (finished cells are kept)."]
     return "\n".join(lines) + "\n"
 
 
@@ -236,7 +243,7 @@ def write_experiment_report(out, rows: list[dict], cfg=None, groups: dict[str, s
     table = results_markdown(summary, paper)
     answered = answer(rows, paper)  # the main job's one table, when it has 100 % real
     gains = paired_gains(rows, paper)
-    # the reviewer's question: does diffusion beat copy-paste (same real subset, same steps)?
+    # does diffusion beat copy-paste (same real subset, same steps)?
     with_pairs = tuple(name for name, arm in ARMS.items() if arm.versus_copypaste)
     versus_copypaste = paired_gains(rows, paper, baseline=COPYPASTE_ARM, arms=with_pairs)
     gaps = gaps_to_full(rows)  # how close each arm comes to all the labels
@@ -368,7 +375,8 @@ def publish_report(plan: Plan, out: Path, results_dir: Path) -> list[Path]:
     cells = cells_of(plan.experiment)
     dest.root.mkdir(parents=True, exist_ok=True)
     for c in cells:  # committed metrics -> the run's cell folder (refused if another config made them)
-        take_committed(dest.root, plan, c, run)
+        if is_committed(dest.root, plan, c):
+            import_committed(dest.root, c, run)
     timings = read_json(dest.timings) if dest.timings.exists() else {}
     if run.timings.exists():
         timings |= read_json(run.timings)

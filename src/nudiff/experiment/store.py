@@ -68,17 +68,12 @@ def precision_refusal(results_dir: Path | None, plan: Plan, cell: Cell,
             "(docs/reproducing.md, the precision rule)")
 
 
-def take_committed(results_dir: Path | None, plan: Plan, cell: Cell, run: RunLayout) -> bool:
-    """Whether the cell is done: without ``results_dir``, finished in the run folder; with it,
-    committed there with this configuration's fingerprint, and then its metrics are taken into
-    the run folder (unless the run has finished the cell itself).
+def is_committed(results_dir: Path, plan: Plan, cell: Cell) -> bool:
+    """Whether ``cell`` is committed in ``results_dir`` with this configuration's fingerprint.
 
-    A cell finished in this run but not yet in ``results_dir`` (a run stopped between the two
-    writes) counts as not done, so the loop (which skips its training) commits it. A committed
-    cell of another configuration is refused, whether or not this run has finished the cell
-    too (the report would show one configuration's numbers, the results folder another's)."""
-    if results_dir is None:
-        return run.metrics(cell).exists()
+    A committed cell of another configuration is an error (a run would otherwise report one
+    configuration's numbers while the results folder holds another's), whether or not a run
+    folder has finished the cell too."""
     path = ResultsLayout(Path(results_dir)).cell(cell)
     if not path.exists():
         return False
@@ -87,11 +82,25 @@ def take_committed(results_dir: Path | None, plan: Plan, cell: Cell, run: RunLay
         raise NudiffError(f"{path}: computed with another configuration (fingerprint "
                           f"{saved.get('fingerprint')} != {cell_fingerprint(plan, cell)}); "
                           "move it away or use another --results folder")
-    if run.metrics(cell).exists():
-        return True
-    write_json(run.metrics(cell), saved)
-    log(f"cell {cell.name}: taken from {path}")
     return True
+
+
+def import_committed(results_dir: Path, cell: Cell, run: RunLayout) -> None:
+    """Copy a committed cell's metrics into the run folder, so that its report counts the cell;
+    a cell the run has finished itself keeps its own."""
+    if run.metrics(cell).exists():
+        return
+    path = ResultsLayout(Path(results_dir)).cell(cell)
+    write_json(run.metrics(cell), read_json(path))
+    log(f"cell {cell.name}: taken from {path}")
+
+
+def cell_done(results_dir: Path | None, plan: Plan, cell: Cell, run: RunLayout) -> bool:
+    """Whether a run skips ``cell``: without ``results_dir``, finished in the run folder; with
+    it, committed there (:func:`is_committed`). A cell finished in the run but not yet committed
+    (a run stopped between the two writes) is not done, so the loop (which skips its training)
+    commits it."""
+    return run.metrics(cell).exists() if results_dir is None else is_committed(results_dir, plan, cell)
 
 
 def commit_cell(results_dir: Path, plan: Plan, cell: Cell, run: RunLayout, timings: dict) -> None:

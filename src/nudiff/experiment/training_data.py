@@ -25,7 +25,7 @@ from nudiff.data.prepare import load_subset
 from nudiff.diffusion.train import train as train_diffusion
 from nudiff.experiment.grid import Cell, Plan, model_kinds
 from nudiff.experiment.layout import RunLayout, fraction_tag
-from nudiff.models import find_shipped
+from nudiff.models import MODELS_DIR, find_shipped
 from nudiff.pictures import mosaic, overlay
 from nudiff.synthesis import check_same_config, synthesize
 from nudiff.utils import DataError, NudiffError, atomic_folder, read_json, write_json
@@ -71,7 +71,7 @@ def train_models(plan: Plan, run: RunLayout, data_dir: Path, fraction: float, ti
                 log(f"the {kind} model of the {fraction:.0%} subset: shipped {ready} (same config and subset; "
                     "experiment.shipped_models=false trains it)")
                 copy_folder(ready, run.model(fraction, kind))
-                write_json(run.shipped_record(fraction, kind), {"from": str(ready)})
+                write_json(run.shipped_record(fraction, kind), {"from": _from_clone(ready)})
                 continue
             folder = run.model_run(fraction, kind)
             log(f"training the {kind} model on the {fraction:.0%} subset ({len(samples)} patches)")
@@ -79,6 +79,12 @@ def train_models(plan: Plan, run: RunLayout, data_dir: Path, fraction: float, ti
                 train_diffusion, getattr(plan, kind), folder, images if kind == "image" else None,
                 insts, resume=(folder / "checkpoints").exists()))
     return samples
+
+
+def _from_clone(path: Path) -> str:
+    """``path`` relative to the clone (``models/...``) when it is inside it."""
+    root = MODELS_DIR.parent
+    return str(path.resolve().relative_to(root)) if path.resolve().is_relative_to(root) else str(path)
 
 
 def copy_folder(src: Path, dst: Path) -> None:

@@ -55,7 +55,8 @@ LOG_FIELDS = (*LOSS_PARTS, *(f"val_{m}" for m in METRICS))  # after step, loss, 
 # --- sampling ----------------------------------------------------------------------------
 
 
-def _areas(samples: Sequence) -> np.ndarray:
+def sample_areas(samples: Sequence) -> np.ndarray:
+    """Pixel area of each sample (what a batch draw is weighted by)."""
     return np.array([s.instance_map.size for s in samples], dtype=np.float64)
 
 
@@ -262,7 +263,7 @@ def train_segmenter(
     log = RunLog(out, LOG_FIELDS, start_step=step, enabled=main)
     loss_fn = HoVerNetLossParts()
     pools = {"real": real, "synthetic": synthetic or []}
-    real_areas, syn_areas = _areas(real), _areas(synthetic or [])
+    real_areas, syn_areas = sample_areas(real), sample_areas(synthetic or [])
     sums: dict[str, Any] = dict(state["log_sums"])  # part -> running sum (tensor or float)
     count, tick = state["log_count"], time.perf_counter()
 
