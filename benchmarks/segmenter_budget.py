@@ -70,7 +70,8 @@ REFERENCES: dict[str, Path] = {
 }
 # cells that trained while other work shared the 2 cores (tests, a helper): their minutes are
 # not the setting's; the table uses the others, or the projection
-LOADED = {("c128-s3000", "f0.10_real_s0"), ("c128-s2700-lr3e-3", "f0.10_real_s0")}
+LOADED = {("c128-s3000", "f0.10_real_s0"), ("c128-s2700-lr3e-3", "f0.10_real_s0"),
+          ("c128-s3000", "f0.10_real_s1"), ("c128-s3000", "f1.00_real_s1")}
 GRID = ["experiment.arms=[real]", f"experiment.fractions=[{LOW}, {HIGH}]",
         "experiment.seeds_by_fraction={}"]
 
