@@ -165,9 +165,10 @@ def _warn_emulated_bf16(device: str) -> None:
           file=sys.stderr)
 
 
-def resolve_precision(precision: str, device=None) -> str:
+def resolve_precision(precision: str, device=None, warn: bool = True) -> str:
     """The precision to run: ``precision``, except ``"bf16"`` on a device without native bf16
-    (:func:`native_bf16`), which runs in fp32 (``"no"``) with a one-line warning per process.
+    (:func:`native_bf16`), which runs in fp32 (``"no"``) with a one-line warning per process
+    (``warn=False``: none, for a caller that only reports what would run).
     Numbers then differ from a bf16 run as they do across thread counts; speed does not drop
     by an order of magnitude."""
     if precision != "bf16":
@@ -175,7 +176,8 @@ def resolve_precision(precision: str, device=None) -> str:
     device = default_device() if device is None else device
     if native_bf16(device):
         return precision
-    _warn_emulated_bf16(str(device))
+    if warn:
+        _warn_emulated_bf16(str(device))
     return "no"
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nudiff.augment.checks import check_labeled_folder
+from nudiff.data.dataset import find_pairs
 from nudiff.data.formats import convert_pairs
 from nudiff.diffusion.sample import read_model_config
 from nudiff.experiment import Cell, Plan, RunLayout, load_plan, run_experiment
@@ -110,13 +111,13 @@ def augment(data: str | os.PathLike, out: str | os.PathLike, test: str | os.Path
     from_model: a shipped model (``models/kumar-f0.10``) whose image model is fine-tuned
         instead of training one from scratch.
     """
-    samples = check_labeled_folder(data, 0)  # every problem of the folder, before anything is written
-    if test is not None:
-        check_labeled_folder(test, 0)
-    hold_out = (0 if test is not None else default_hold_out(len(samples))) if hold_out is None else hold_out
+    n_images = len(find_pairs(data))  # a missing label is reported here, before any image is read
+    hold_out = (0 if test is not None else default_hold_out(n_images)) if hold_out is None else hold_out
     if test is None and hold_out < 1:
         raise DataError(data, "nothing to score on: hold out at least one image, or give --test DIR")
-    check_labeled_folder(data, hold_out)
+    check_labeled_folder(data, hold_out)  # every problem of the folder, before anything is written
+    if test is not None:
+        check_labeled_folder(test, 0)
     plan = augment_plan(config, data, hold_out, from_model, overrides)
     layout = AugmentLayout(Path(out))
     run_experiment(plan, layout.run.root, test_dir=Path(test) if test else None, data_dirs=[Path(data)])

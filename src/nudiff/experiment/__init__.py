@@ -75,10 +75,10 @@ from nudiff.experiment.training_data import synthetic_done, write_subset_folder
 
 __all__ = [
     "ARMS", "Arm", "Cell", "ExperimentConfig", "Plan", "ResultsLayout", "RunContext", "RunLayout",
-    "cell_done", "import_committed", "is_committed", "cell_fingerprint", "cell_fingerprints", "cell_state", "cells_of", "collect_results",
-    "commit_cell", "committed_cells", "committed_records", "committed_rows", "find_cells",
-    "fraction_tag", "grid_status", "load_plan", "model_kinds", "paired_gains", "paired_interval",
-    "precision_note", "publish_report", "record_rows", "reference_cell", "register", "run_cell", "run_experiment",
-    "status_markdown", "synthetic_done", "timed_step", "write_experiment_report",
-    "write_subset_folder",
+    "cell_done", "cell_fingerprint", "cell_fingerprints", "cell_state", "cells_of",
+    "collect_results", "commit_cell", "committed_cells", "committed_records", "committed_rows",
+    "find_cells", "fraction_tag", "grid_status", "import_committed", "is_committed", "load_plan",
+    "model_kinds", "paired_gains", "paired_interval", "precision_note", "publish_report",
+    "record_rows", "reference_cell", "register", "run_cell", "run_experiment", "status_markdown",
+    "synthetic_done", "timed_step", "write_experiment_report", "write_subset_folder",
 ]

@@ -25,6 +25,8 @@ class Named(Protocol):
     name: str
 
 
+SHIPPED_RECORD = "shipped.json"  # beside a model taken from models/: where it came from
+
 def fraction_tag(fraction: float) -> str:
     """``f0.10``: how a labeled fraction appears in folder, cell and timing names."""
     return f"f{fraction:.2f}"
@@ -71,13 +73,13 @@ class RunLayout:
 
     def shipped_record(self, fraction: float, kind: str) -> Path:
         """Beside a model taken from ``models/`` (JSON: where it came from)."""
-        return self.model_run(fraction, kind) / "shipped.json"
+        return self.model_run(fraction, kind) / SHIPPED_RECORD
 
     def model_sources(self) -> list[str]:
         """One line per finished diffusion model of the run: shipped (from where) or trained here."""
         lines = []
         for model in sorted(self.root.glob("diffusion/*/*/model")):
-            record = model.parent / "shipped.json"
+            record = model.parent / SHIPPED_RECORD
             source = (f"shipped, {json.loads(record.read_text())['from']}" if record.is_file()
                       else "trained in this run")
             lines.append(f"{model.parts[-3]} {model.parts[-2]} model: {source}")

@@ -104,13 +104,14 @@ def run_experiment(plan: Plan, out: Path, test_dir: Path | None = None,
         if results_dir is not None:  # the report counts the committed cells too
             for c in done:
                 import_committed(results_dir, c, run)
-        todo = [c for c in some if c not in done]
-        seeds = seed_precisions(results_dir, plan)
-        for c in [c for c in todo if precision_refusal(results_dir, plan, c, seeds)]:
-            if cells is not None:  # asked for by name
-                raise NudiffError(f"cell {c.name}: {precision_refusal(results_dir, plan, c, seeds)}")
-            log(f"cell {c.name} skipped: {precision_refusal(results_dir, plan, c, seeds)}")
-            todo.remove(c)
+        seeds, todo = seed_precisions(results_dir, plan), []
+        for c in (c for c in some if c not in done):
+            if (why := precision_refusal(results_dir, plan, c, seeds)) is None:
+                todo.append(c)
+            elif cells is not None:  # asked for by name
+                raise NudiffError(f"cell {c.name}: {why}")
+            else:
+                log(f"cell {c.name} skipped: {why}")
         return todo
 
     if models_only:

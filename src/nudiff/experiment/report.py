@@ -30,7 +30,7 @@ from nudiff.experiment.stats import (
     per_image_gains,
     summarise_results,
 )
-from nudiff.experiment.store import import_committed, is_committed, seed_precisions
+from nudiff.experiment.store import import_committed, is_committed, precision_name, seed_precisions
 from nudiff.metrics import METRICS
 from nudiff.utils import atomic_path, read_json, write_json, write_text
 
@@ -391,7 +391,7 @@ def publish_report(plan: Plan, out: Path, results_dir: Path) -> list[Path]:
     rep = run.report
     seeds = seed_precisions(dest.root, plan)  # an error for a seed whose cells mix precisions
     if len(set(seeds.values())) > 1:  # the precision rule: contrasts pair cells of one seed only
-        ran = ", ".join(f"s{k} {'fp32' if p == 'no' else p}" for k, p in sorted(seeds.items()))
+        ran = ", ".join(f"s{k} {precision_name(p)}" for k, p in sorted(seeds.items()))
         write_text(rep / "table.md", (rep / "table.md").read_text() + f"\nSegmenter precision by seed: {ran}; "
                    "every paired contrast compares cells of one seed, so of one precision.\n")
     for f in [rep / "table.md", rep / "summary.json", rep / "chart.png", *sorted(rep.glob("per_image_f*.png")),

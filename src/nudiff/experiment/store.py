@@ -34,8 +34,12 @@ STATES = ("committed", "committed elsewhere", "finished", "started", "to run",
 
 def this_precision(plan: Plan) -> str:
     """The precision this machine trains the plan's segmenters in (no warning printed)."""
-    asked = plan.segment.train.precision
-    return "no" if asked == "bf16" and not utils.native_bf16(utils.default_device()) else asked
+    return utils.resolve_precision(plan.segment.train.precision, warn=False)
+
+
+def precision_name(precision: str) -> str:
+    """How a precision reads in messages: ``"no"`` (no mixed precision) is fp32."""
+    return "fp32" if precision == "no" else precision
 
 
 def seed_precisions(results_dir: Path | None, plan: Plan) -> dict[int, str]:
@@ -62,9 +66,9 @@ def precision_refusal(results_dir: Path | None, plan: Plan, cell: Cell,
     ran, here = seeds.get(cell.seed), this_precision(plan)
     if ran is None or ran == here:
         return None
-    name = {"no": "fp32"}
-    return (f"seed {cell.seed}'s committed cells ran in {name.get(ran, ran)} and this machine trains in "
-            f"{name.get(here, here)}: left to a machine that trains in {name.get(ran, ran)} "
+    ran, here = precision_name(ran), precision_name(here)
+    return (f"seed {cell.seed}'s committed cells ran in {ran} and this machine trains in "
+            f"{here}: left to a machine that trains in {ran} "
             "(docs/reproducing.md, the precision rule)")
 
 
@@ -235,9 +239,8 @@ def seeds_note(results_dir: Path | None, plan: Plan) -> str:
     seeds = seed_precisions(results_dir, plan)
     if not seeds:
         return ""
-    name = {"no": "fp32"}
-    ran = ", ".join(f"s{seed} {name.get(p, p)}" for seed, p in sorted(seeds.items()))
-    here = name.get(p := this_precision(plan), p)
+    ran = ", ".join(f"s{seed} {precision_name(p)}" for seed, p in sorted(seeds.items()))
+    here = precision_name(this_precision(plan))
     return (f"Committed seeds ran in: {ran}; this machine trains in {here}, so it adds cells of "
             f"the seeds in {here} and of new seeds only.\n")
 
