@@ -4,9 +4,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from nudiff.config import ADDED_LATER, SPEED_ONLY, differences, from_dict
+from nudiff.config import BOOKKEEPING, SPEED_ONLY, differences, from_dict
 from nudiff.diffusion.config import DiffusionConfig, SampleConfig
-from nudiff.experiment.fingerprint import hashed
+from nudiff.experiment.fingerprint import decisive
 from nudiff.utils import DataError
 
 
@@ -14,13 +14,14 @@ from nudiff.utils import DataError
 class Inner:
     width: int = 8
     threads: int = field(default=1, metadata=SPEED_ONLY)
+    log_every: int = field(default=10, metadata=BOOKKEEPING)
 
 
 @dataclass
 class Outer:
     inner: Inner = field(default_factory=Inner)
     sizes: tuple[int, ...] = (1, 2)
-    new_option: float | None = field(default=None, metadata=ADDED_LATER)
+    new_option: float | None = None
 
     @staticmethod
     def upgrade_keys(data: dict, where: str) -> dict:
@@ -34,7 +35,7 @@ class Outer:
 
 
 def test_differences_field_by_field_without_speed_only_fields():
-    assert differences(Outer(), Outer(inner=Inner(threads=4))) == []
+    assert differences(Outer(), Outer(inner=Inner(threads=4, log_every=1))) == []
     assert differences(Outer(), Outer(inner=Inner(width=16), new_option=1.0)) == ["inner.width", "new_option"]
     assert differences(Outer(sizes=(1, 2)), from_dict(Outer, {"sizes": [1, 2]})) == []  # as written back
     assert differences(SampleConfig(batch_size=64), SampleConfig()) == []
@@ -53,7 +54,9 @@ def test_from_dict_upgrades_old_keys_and_reports_refused_values():
         from_dict(Outer, {"size": [3]})
 
 
-def test_fingerprints_leave_out_what_the_fields_declare():
-    assert hashed(Outer()) == {"inner": {"width": 8}, "sizes": (1, 2)}  # new_option at its default
-    assert hashed(Outer(new_option=0.5))["new_option"] == 0.5
-    assert hashed(Outer(), keep=("inner.threads",))["inner"] == {"width": 8, "threads": 1}
+def test_fingerprints_hash_what_decides_a_result_where_it_differs_from_its_default():
+    assert decisive(Outer()) == {}  # all defaults: a new option at its default moves nothing
+    assert decisive(Outer(new_option=0.5)) == {"new_option": 0.5}
+    assert decisive(Outer(inner=Inner(width=4, threads=2, log_every=1))) == {"inner": {"width": 4}}
+    assert decisive(Outer(sizes=[1, 2])) == {}  # as written back from YAML
+    assert decisive(Outer(sizes=(3,))) == {"sizes": [3]}

@@ -9,11 +9,11 @@ import pytest
 import nudiff.experiment.loop as loop
 from nudiff.cli import main
 from nudiff.config import to_dict
-from nudiff.experiment.fingerprint import cell_fingerprint
+from nudiff.experiment.fingerprint import stamp
 from nudiff.experiment.grid import Cell, cells_of, load_plan
-from nudiff.experiment.layout import RunLayout
 from nudiff.experiment.loop import RunContext, run_cell, run_experiment, timed_step
 from nudiff.experiment.store import import_committed, is_committed
+from nudiff.layout import RunLayout
 from nudiff.metrics import METRICS
 from nudiff.utils import NudiffError, read_json, write_json
 
@@ -54,7 +54,7 @@ def test_a_retrained_filter_cell_keeps_its_committed_metrics(tmp_path, monkeypat
     results, out = tmp_path / "results", tmp_path / "run"
     committed = {"mean": {"dice": 0.8, "aji": 0.5289, "pq": 0.4816}, "per_image": {}}
     write_json(results / "cells" / f"{cell.name}.json",
-               {"cell": cell.name, "fingerprint": cell_fingerprint(plan, cell), **committed})
+               {"cell": cell.name, **stamp(plan, cell), **committed})
     trained, seeds = [], []
     monkeypatch.setattr(loop, "load_subset", lambda *a: ["patch"] * 4)
     monkeypatch.setattr(loop, "train_segmenter", lambda cfg, folder, *a, **k: (
@@ -130,7 +130,7 @@ def test_the_report_command_publishes_committed_cells(tmp_path, capsys):
         per_image = {i: {m: aji + d for m in METRICS} for i, d in (("a", 0.0), ("b", 0.02))}
         write_json(results / "cells" / f"{cell.name}.json",
                    {"cell": cell.name, "fraction": 0.1, "arm": cell.arm, "seed": 0,
-                    "fingerprint": cell_fingerprint(plan, cell), "per_image": per_image, "mean": {}})
+                    **stamp(plan, cell), "per_image": per_image, "mean": {}})
     args = ["experiment", "report", "--config", str(config), "--out", str(tmp_path / "run"),
             "--results", str(results), *(a for o in overrides for a in ("--set", o))]
     assert main(args) == 0

@@ -5,9 +5,8 @@ from pathlib import Path
 import pytest
 
 from nudiff.config import to_dict
-from nudiff.experiment.fingerprint import cell_fingerprint, cell_fingerprints
+from nudiff.experiment.fingerprint import FINGERPRINT_VERSION, cell_fingerprint, stamp
 from nudiff.experiment.grid import Cell, load_plan
-from nudiff.experiment.layout import RunLayout
 from nudiff.experiment.store import (
     cell_done,
     commit_cell,
@@ -19,6 +18,7 @@ from nudiff.experiment.store import (
     is_committed,
     precision_note,
 )
+from nudiff.layout import RunLayout
 from nudiff.utils import NudiffError, read_json, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,30 +64,35 @@ def test_the_filter_seed_decides_synthetic_cells_only():
     assert cell_fingerprint(plan, real) == before[1]
 
 
-def test_training_speed_options_stay_out_of_the_fingerprint_and_the_time_budget_does_not():
+def test_speed_and_bookkeeping_options_stay_out_of_the_fingerprint_and_the_time_budget_does_not():
     plan, cell = _plan(), Cell(0.1, "real+syn", 0)
     base = cell_fingerprint(plan, cell)
     plan.image.train.num_workers = 4  # the same windows, faster
     plan.structure.train.compile = "default"
+    plan.image.train.sample_every += 1  # previews: not the weights
     assert cell_fingerprint(plan, cell) == base
     plan.image.train.max_minutes = 5.0  # another model
     assert cell_fingerprint(plan, cell) != base
 
 
 def test_real_label_cells_leave_the_unused_structure_section_out():
-    """Cells whose labels come from the subset do not depend on the structure section; those
-    committed while it was still hashed (legacy fingerprint) are still taken."""
+    """Cells whose labels come from the subset do not depend on the structure section."""
     cell = Cell(0.1, "real+syn", 0)
     for structures in ("subset", "copypaste"):
         plan, other = (_plan(overrides=[f"synthesis.structures={structures}"]) for _ in range(2))
         other.structure.train.steps += 1
         assert cell_fingerprint(plan, cell) == cell_fingerprint(other, cell)
-        assert cell_fingerprint(plan, cell, legacy=True) != cell_fingerprint(other, cell, legacy=True)
     sampled = _plan()
     sampled_other = _plan()
     sampled_other.structure.train.steps += 1
     assert cell_fingerprint(sampled, cell) != cell_fingerprint(sampled_other, cell)
-    assert cell_fingerprints(sampled, cell) == (cell_fingerprint(sampled, cell),)
+
+
+def test_a_cell_stamped_under_an_older_rule_asks_for_the_restamp_script(tmp_path):
+    plan, cell = _plan(), Cell(0.1, "real", 0)
+    write_json(tmp_path / "cells" / f"{cell.name}.json", {"fingerprint": cell_fingerprint(plan, cell)})
+    with pytest.raises(NudiffError, match="fingerprint version 1.*restamp_fingerprints"):
+        is_committed(tmp_path, plan, cell)
 
 
 def test_committed_cells_are_taken_or_refused(tmp_path):
@@ -155,7 +160,7 @@ def test_a_commit_keeps_the_configuration_the_folder_ran(tmp_path, capsys):
 
 
 def test_a_folder_of_committed_cells_without_its_config_fails(tmp_path):
-    write_json(tmp_path / "cells" / "f0.10_real_s0.json", {"fingerprint": "abc"})
+    write_json(tmp_path / "cells" / "f0.10_real_s0.json", {"fingerprint": "abc", "fingerprint_version": 2})
     with pytest.raises(NudiffError, match="config.yaml: not found"):
         committed_plan(tmp_path)
 
@@ -209,8 +214,9 @@ def test_grid_status_says_where_each_cell_stands(tmp_path, capsys):
 
     plan, out, results = _plan(), tmp_path / "run", tmp_path / "results"
     write_json(results / "cells" / "f0.10_real_s0.json",
-               {"fingerprint": cell_fingerprint(plan, Cell(0.1, "real", 0))})
-    write_json(results / "cells" / "f0.10_real_s1.json", {"fingerprint": "another"})
+               stamp(plan, Cell(0.1, "real", 0)))
+    write_json(results / "cells" / "f0.10_real_s1.json",
+               {"fingerprint": "another", "fingerprint_version": FINGERPRINT_VERSION})
     write_json(out / "cells" / "f0.10_real_s2" / "metrics.json", {})
     (out / "cells" / "f1.00_real_s0" / "checkpoints").mkdir(parents=True)
     (out / "diffusion" / "f0.20" / "structure" / "model").mkdir(parents=True)

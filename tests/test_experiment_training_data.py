@@ -9,8 +9,9 @@ import pytest
 
 from helpers import disk_instance_map
 from nudiff.experiment.grid import Cell, load_plan
-from nudiff.experiment.layout import RunLayout
-from nudiff.experiment.training_data import make_pairs, synthetic_done, training_data
+from nudiff.experiment.store import synthetic_done
+from nudiff.experiment.training_data import make_pairs, training_data
+from nudiff.layout import RunLayout
 from nudiff.synthesis import FilterConfig, check_structure
 from nudiff.utils import NudiffError, read_json, write_json
 

@@ -11,12 +11,11 @@ from nudiff.diffusion.config import DataConfig, DiffusionConfig, ModelConfig
 from nudiff.diffusion.networks import Denoiser, load_denoiser, save_denoiser
 from nudiff.model_folder import (
     FORMAT_VERSION,
-    main,
     read_info,
     read_model_folder,
     save_model_folder,
-    upgrade_model_folder,
 )
+from nudiff.models import main, upgrade_model_folder
 from nudiff.segment.config import SegmentConfig
 from nudiff.segment.model import build_segmenter
 from nudiff.segment.predict import load_segmenter
@@ -79,7 +78,7 @@ def test_folders_of_earlier_versions_load_and_upgrade(tmp_path, capsys):
     assert loaded_cfg == cfg and _same_weights(loaded, seg)
     assert read_model_folder(old_seg, SegmentConfig, ("segmenter",)).format_version == 0
 
-    assert main([str(old), str(old_seg)]) == 0 and "format_version 1" in capsys.readouterr().out
+    assert main(["upgrade", str(old), str(old_seg)]) == 0 and "format_version 1" in capsys.readouterr().out
     assert sorted(p.name for p in old.iterdir()) == ["config.yaml", "model.safetensors"]
     assert sorted(p.name for p in old_seg.iterdir()) == ["config.yaml", "model.safetensors"]
     assert read_model_folder(old_seg, SegmentConfig, ("segmenter",)).info == {"step": 7}
@@ -111,4 +110,4 @@ def test_a_folder_of_another_kind_or_version_is_one_line_naming_it(tmp_path):
         load_denoiser(tmp_path / "empty")
     with pytest.raises(DataError, match="not found"):
         load_segmenter(tmp_path / "nowhere")
-    assert main([str(tmp_path / "empty")]) == 2
+    assert main(["upgrade", str(tmp_path / "empty")]) == 2

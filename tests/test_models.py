@@ -120,11 +120,10 @@ def test_the_kumar_grid_config_takes_the_shipped_structure_model():
     from pathlib import Path
 
     from nudiff.config import differences, load_config
-    from nudiff.models import WEIGHT_NEUTRAL
 
     shipped_cfg = load_model(MODELS_DIR / "kumar-f0.10" / "structure", device="cpu")[1]
     grid = load_config(DiffusionConfig, Path(__file__).parents[1] / "configs" / "kumar-grid.yaml", section="structure")
-    diff = [d for d in differences(shipped_cfg, grid) if d not in WEIGHT_NEUTRAL and not d.startswith("sample.")]
+    diff = [d for d in differences(shipped_cfg, grid) if not d.startswith("sample.")]
     assert diff == []
 
 
@@ -134,9 +133,8 @@ def test_the_main_job_takes_the_shipped_image_model():
 
     from nudiff.config import differences
     from nudiff.experiment import load_plan
-    from nudiff.models import WEIGHT_NEUTRAL
 
     shipped_cfg = load_model(MODELS_DIR / "kumar-f0.10" / "image", device="cpu")[1]
     demo = load_plan(Path(__file__).parents[1] / "configs" / "demo.yaml").image
-    diff = [d for d in differences(shipped_cfg, demo) if d not in WEIGHT_NEUTRAL and not d.startswith("sample.")]
+    diff = [d for d in differences(shipped_cfg, demo) if not d.startswith("sample.")]
     assert diff == []

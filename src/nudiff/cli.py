@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     from nudiff.diffusion.cli import register as register_diffusion
 
     register_diffusion(sub)
-    from nudiff.synthesis import register as register_synthesis
+    from nudiff.synthesis.cli import register as register_synthesis
 
     register_synthesis(sub)
     from nudiff.quality.cli import register as register_quality

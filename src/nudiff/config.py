@@ -24,12 +24,16 @@ from nudiff.utils import DataError, NudiffError, write_text
 T = TypeVar("T")
 
 # Field metadata, declared where an option is defined (``field(default=..., metadata=...)``):
-# SPEED_ONLY: the option changes how fast a result comes, not the result (beyond float
-# rounding): :func:`differences` and experiment fingerprints leave it out;
-# ADDED_LATER: added after experiment results were committed: a cell's fingerprint leaves it
-# out while it has its default, so the cells committed before it still match
+# SPEED_ONLY: the option changes how fast a result comes, not the result (beyond float rounding);
+# BOOKKEEPING: how often a run writes logs, checkpoints or previews: not the result either.
+# Neither enters :func:`differences` (the "same configuration?" rule) nor a cell's fingerprint.
 SPEED_ONLY = {"speed_only": True}
-ADDED_LATER = {"added_later": True}
+BOOKKEEPING = {"bookkeeping": True}
+
+
+def decides_result(f: dataclasses.Field) -> bool:
+    """Whether a config field decides a result (neither speed-only nor bookkeeping)."""
+    return not (f.metadata.get("speed_only") or f.metadata.get("bookkeeping"))
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:
@@ -80,28 +84,28 @@ def to_dict(obj: Any) -> dict[str, Any]:
 def differences(made: Any, wanted: Any, prefix: str = "") -> list[str]:
     """The dotted names of the fields in which two configurations (dataclasses of one class)
     differ, field by field through nested dataclasses, leaving out the fields declared
-    speed-only where they are defined (``metadata=SPEED_ONLY``): the one "same configuration?"
-    rule. ``[]``: the same configuration."""
+    speed-only or bookkeeping where they are defined (:func:`decides_result`): the one "same
+    configuration?" rule. ``[]``: the same configuration."""
     if type(made) is not type(wanted) or not dataclasses.is_dataclass(made):
         return [] if made == wanted else [prefix.rstrip(".") or "(the whole configuration)"]
     out = []
     for f in dataclasses.fields(made):
-        if f.metadata.get("speed_only"):
+        if not decides_result(f):
             continue
         a, b = getattr(made, f.name), getattr(wanted, f.name)
         if dataclasses.is_dataclass(a) and dataclasses.is_dataclass(b):
             out += differences(a, b, f"{prefix}{f.name}.")
-        elif _plain_value(a) != _plain_value(b):
+        elif plain_value(a) != plain_value(b):
             out.append(prefix + f.name)
     return out
 
 
-def _plain_value(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
     """Tuples as lists, nested dataclasses as dicts: what a config looks like once written."""
     if dataclasses.is_dataclass(value):
         return dataclasses.asdict(value)
     if isinstance(value, (list, tuple)):
-        return [_plain_value(v) for v in value]
+        return [plain_value(v) for v in value]
     return value
 
 

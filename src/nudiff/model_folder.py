@@ -12,14 +12,13 @@ A model folder holds::
 :func:`save_model_folder` writes one atomically (the folder is replaced as a whole);
 :func:`read_model_folder` reads it, and folders of earlier versions too: diffusion models with
 ``config.json`` (the config alone), segmenters with a bare config in ``config.yaml`` and
-``info.json``. :func:`upgrade_model_folder` rewrites such a folder in the current format
-(``python -m nudiff.model_folder FOLDER ...``).
+``info.json``. :func:`nudiff.models.upgrade_model_folder` rewrites such a folder in the current
+format (``python -m nudiff.models upgrade FOLDER ...``).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from nudiff.checkpoint import state_dict_cpu
 from nudiff.config import from_dict, load_yaml, to_dict
-from nudiff.utils import DataError, NudiffError, atomic_folder, read_json, write_text
+from nudiff.utils import DataError, atomic_folder, read_json, write_text
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -87,7 +86,7 @@ def read_model_folder(folder: str | os.PathLike, config_cls: type, kinds: tuple[
     wanted = " or ".join(_NAMES[k] for k in kinds)
     if not folder.is_dir():
         raise DataError(folder, f"not found: expected a folder holding {wanted}")
-    header = _read_header(folder, wanted)
+    header = read_header(folder, wanted)
     version = header.get("format_version")
     if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
         raise DataError(folder / CONFIG_FILE, f"unknown model folder format_version {version!r} (this nudiff "
@@ -111,31 +110,10 @@ def read_model_folder(folder: str | os.PathLike, config_cls: type, kinds: tuple[
 
 def read_info(folder: str | os.PathLike) -> dict[str, Any]:
     """The ``info`` of a model folder of any kind and version (``{}`` when it has none)."""
-    return _read_header(Path(folder), "a model").get("info") or {}
+    return read_header(Path(folder), "a model").get("info") or {}
 
 
-def upgrade_model_folder(folder: str | os.PathLike) -> Path:
-    """Rewrite a model folder of an earlier version in the current format, in place: the same
-    weights and config; ``info.json`` moves into ``config.yaml``. A current folder is rewritten
-    as it is. From a shell: ``python -m nudiff.model_folder FOLDER [FOLDER ...]``."""
-    folder = Path(folder)
-    kind = _read_header(folder, "a model").get("kind")
-    m = read_model_folder(folder, _config_class(kind), (kind,) if kind in KINDS else KINDS)
-    return save_model_folder(folder, m.weights, m.config, m.kind, m.info)
-
-
-def _config_class(kind: str | None) -> type:
-    # imported here: the stages' modules import this one (their configs are light)
-    if kind == "segmenter":
-        from nudiff.segment.config import SegmentConfig
-
-        return SegmentConfig
-    from nudiff.diffusion.config import DiffusionConfig
-
-    return DiffusionConfig
-
-
-def _read_header(folder: Path, wanted: str) -> dict[str, Any]:
+def read_header(folder: Path, wanted: str) -> dict[str, Any]:
     """The folder's ``config.yaml`` header, an earlier version's files mapped onto it
     (``_read_version``: the version read, 0 for a folder from before versions)."""
     if (folder / CONFIG_FILE).is_file():
@@ -174,24 +152,3 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
     return obj
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m nudiff.model_folder FOLDER ...``: upgrade each model folder in place."""
-    folders = sys.argv[1:] if argv is None else argv
-    if not folders:
-        print("usage: python -m nudiff.model_folder FOLDER [FOLDER ...]  (rewrites each model folder "
-              f"in format_version {FORMAT_VERSION})", file=sys.stderr)
-        return 2
-    for folder in folders:
-        try:
-            upgrade_model_folder(folder)
-        except NudiffError as e:
-            print(f"nudiff: error: {e}", file=sys.stderr)
-            return 2
-        print(f"{folder}: format_version {FORMAT_VERSION}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -27,7 +27,15 @@ from typing import Any
 from nudiff.config import differences, load_yaml
 from nudiff.data.subsets import subset_filename
 from nudiff.diffusion.config import DiffusionConfig
-from nudiff.model_folder import DIFFUSION_KINDS, read_model_folder, save_model_folder
+from nudiff.model_folder import (
+    DIFFUSION_KINDS,
+    FORMAT_VERSION,
+    KINDS,
+    read_header,
+    read_model_folder,
+    save_model_folder,
+)
+from nudiff.segment.config import SegmentConfig
 from nudiff.utils import DataError, NudiffError, machine, read_json, write_text
 
 #: the collection, beside the package in a clone (src/nudiff/ -> ../../models)
@@ -90,14 +98,10 @@ def shipped(root: str | os.PathLike = MODELS_DIR) -> list[Path]:
     return sorted(p.parent for p in Path(root).glob("*/*/config.yaml"))
 
 
-#: fields that do not decide a model's weights: a shipped model made with other values is the same model
-WEIGHT_NEUTRAL = ("train.checkpoint_every", "train.keep_checkpoints", "train.log_every", "train.sample_every")
-
-
 def find_shipped(kind: str, config: DiffusionConfig, data_dir: str | os.PathLike, fraction: float,
                  subset_seed: int = 0, root: str | os.PathLike = MODELS_DIR) -> Path | None:
     """A shipped ``kind`` model trained with ``config`` on exactly this subset (same patch names),
-    or ``None``. Sampler settings and the fields in :data:`WEIGHT_NEUTRAL` may differ."""
+    or ``None``. Sampler settings and bookkeeping fields (``metadata=BOOKKEEPING``) may differ."""
     try:
         sha = subset_sha256(data_dir, fraction, subset_seed)
     except DataError:
@@ -109,25 +113,45 @@ def find_shipped(kind: str, config: DiffusionConfig, data_dir: str | os.PathLike
         card = m.info.get("card", {})
         if card.get("subset_sha256") != sha:
             continue
-        diff = [d for d in differences(m.config, config)
-                if d not in WEIGHT_NEUTRAL and not d.startswith("sample.")]
+        diff = [d for d in differences(m.config, config) if not d.startswith("sample.")]
         if not diff:
             return folder
     return None
 
 
+def upgrade_model_folder(folder: str | os.PathLike) -> Path:
+    """Rewrite a model folder of an earlier version in the current format, in place: the same
+    weights and config; ``info.json`` moves into ``config.yaml``. A current folder is rewritten
+    as it is. From a shell: ``python -m nudiff.models upgrade FOLDER [FOLDER ...]``."""
+    folder = Path(folder)
+    kind = read_header(folder, "a model").get("kind")
+    m = read_model_folder(folder, _config_class(kind), (kind,) if kind in KINDS else KINDS)
+    return save_model_folder(folder, m.weights, m.config, m.kind, m.info)
+
+
+def _config_class(kind: str | None) -> type:
+    return SegmentConfig if kind == "segmenter" else DiffusionConfig
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m nudiff.models ship RUN OUT --card CARD.yaml``."""
+    """``python -m nudiff.models ship RUN OUT --card CARD.yaml`` (a run's model into the
+    collection) or ``python -m nudiff.models upgrade FOLDER ...`` (model folders of an earlier
+    format rewritten in place)."""
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 5 or args[0] != "ship" or args[3] != "--card":
-        print("usage: python -m nudiff.models ship RUN OUT --card CARD.yaml", file=sys.stderr)
-        return 2
     try:
-        folder = ship(args[1], args[2], load_yaml(args[4]))
+        if len(args) == 5 and args[0] == "ship" and args[3] == "--card":
+            print(f"{ship(args[1], args[2], load_yaml(args[4]))}: shipped")
+        elif len(args) >= 2 and args[0] == "upgrade":
+            for folder in args[1:]:
+                upgrade_model_folder(folder)
+                print(f"{folder}: format_version {FORMAT_VERSION}")
+        else:
+            print("usage: python -m nudiff.models ship RUN OUT --card CARD.yaml\n"
+                  "       python -m nudiff.models upgrade FOLDER [FOLDER ...]", file=sys.stderr)
+            return 2
     except NudiffError as e:
         print(f"nudiff: error: {e}", file=sys.stderr)
         return 2
-    print(f"{folder}: shipped")
     return 0
 
 

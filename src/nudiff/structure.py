@@ -25,13 +25,11 @@ convention and no orientation search is ever needed at decode time.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
-
-from nudiff.config import ADDED_LATER
 
 HOVERNET_MIN_AREA = 30
 
@@ -162,7 +160,7 @@ class DecodeParams:
     min_size: int = 10
     method: str = "nudiff"
     sobel_size: int = 21
-    semantic_sigma: float = field(default=0.0, metadata=ADDED_LATER)
+    semantic_sigma: float = 0.0
 
     def __post_init__(self) -> None:
         if self.method not in DECODE_METHODS:

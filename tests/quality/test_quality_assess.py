@@ -7,7 +7,7 @@ import math
 import pytest
 
 from nudiff.cli import main
-from nudiff.experiment import Cell, RunLayout
+from nudiff.layout import Cell, RunLayout
 from nudiff.quality.assess import assess, tstr
 from nudiff.utils import DataError, write_json
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nudiff.config import ADDED_LATER, SPEED_ONLY
+from nudiff.config import BOOKKEEPING, SPEED_ONLY
 from nudiff.structure import min_area_at_scale
 from nudiff.training import TrainConfig as BaseTrainConfig
 from nudiff.training import check
@@ -63,7 +63,7 @@ class ModelConfig:
     conditioning: str = "spade"
     norm_num_groups: int = 32
     spade_channels: int = 32
-    self_condition: bool = field(default=False, metadata=ADDED_LATER)
+    self_condition: bool = False
     flash_attention: bool = field(default=False, metadata=SPEED_ONLY)
 
     def __post_init__(self) -> None:
@@ -156,13 +156,13 @@ class TrainConfig(BaseTrainConfig):
     """
 
     ema_decay: float = 0.999
-    sample_every: int = 1000
+    sample_every: int = field(default=1000, metadata=BOOKKEEPING)
     cond_drop_prob: float = 0.2
-    min_snr_gamma: float | None = field(default=None, metadata=ADDED_LATER)
-    max_minutes: float | None = field(default=None, metadata=ADDED_LATER)
+    min_snr_gamma: float | None = None
+    max_minutes: float | None = None
     num_workers: int = field(default=0, metadata=SPEED_ONLY)
     compile: str | None = field(default=None, metadata=SPEED_ONLY)
-    init_from: str | None = field(default=None, metadata=ADDED_LATER)
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -223,8 +223,8 @@ class DiffusionConfig:
     schedule: str = "linear_beta"
     beta_start: float = 1e-4
     beta_end: float = 0.02
-    prediction_type: str = field(default="epsilon", metadata=ADDED_LATER)
-    zero_terminal_snr: bool = field(default=False, metadata=ADDED_LATER)
+    prediction_type: str = "epsilon"
+    zero_terminal_snr: bool = False
 
     def __post_init__(self) -> None:
         check(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}")

@@ -7,10 +7,13 @@ forward process), regress the noise (or v, ``prediction_type``; MSE, optionally 
 weighted), AdamW step with clipping, cosine LR, EMA update. With ``model.self_condition``, half
 the steps first estimate x_0 without gradient and feed it back to the network.
 
+The skeleton (resume, log, checkpoints, export) is :func:`nudiff.training.run_steps`; this
+module holds the step (:class:`DiffusionSteps`), its data and its sample grid.
 Runs on CPU, one GPU or many (``accelerate launch``) unchanged; mixed precision through
 ``accelerate``. Several CPU processes (DDP over gloo) need ``ACCELERATE_USE_CPU=true`` with
-``torchrun`` (checked: 2 processes, resume included). All randomness of a step comes from generators seeded by
-(seed, step, process), so a resumed run continues exactly as an uninterrupted one.
+``torchrun`` (checked: 2 processes, resume included). All randomness of a step comes from
+generators seeded by (seed, step, process), so a resumed run continues exactly as an
+uninterrupted one.
 
 Writes into ``out_dir``: ``config.yaml`` (at start), ``train_log.csv`` and ``tb/``
 (:class:`nudiff.training.RunLog`), ``samples/step_*.png`` grids, ``checkpoints/step_*`` (see
@@ -27,8 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nudiff import checkpoint as ckpt
-from nudiff.config import differences, load_config, save_config
+from nudiff.config import differences, load_config
 from nudiff.data.io import write_image
 from nudiff.diffusion.config import DiffusionConfig, TrainConfig
 from nudiff.diffusion.data import PatchSampler
@@ -38,14 +40,16 @@ from nudiff.diffusion.sample import sample_images, sample_structures
 from nudiff.diffusion.schedule import min_snr_weights, predicted_x0, training_scheduler
 from nudiff.model_folder import read_model_folder
 from nudiff.pictures import mosaic, structure_rgb
-from nudiff.training import RunLog, warmup_cosine
-from nudiff.utils import (
-    DataError,
-    NudiffError,
-    make_accelerator,
-    progress_bar,
-    seed_everything,
+from nudiff.training import (
+    Run,
+    adamw,
+    begin,
+    newest_checkpoint,
+    run_steps,
+    start_run,
+    warmup_cosine,
 )
+from nudiff.utils import DataError, NudiffError
 
 GRID_SAMPLES = 8
 GRID_STEPS = 20
@@ -63,8 +67,8 @@ def init_weights(cfg: DiffusionConfig, folder: str | Path) -> dict:
     m = read_model_folder(Path(folder), DiffusionConfig, (cfg.model.kind,))
     differ = [d for d in differences(m.config, cfg) if d.split(".")[0] in INIT_SECTIONS]
     if differ:
-        raise DataError(folder, f"cannot fine-tune from it: its {', '.join(differ)} differ from the "
-                        "configuration's (another network or scale)")
+        raise DataError(folder, f"cannot fine-tune from it: its {', '.join(differ)} differ from "
+                        "the configuration's (another network or scale)")
     return m.weights
 
 
@@ -88,114 +92,133 @@ def train(
         stop_at_step: stop (with a checkpoint and ``model/``) after this step although the LR
             schedule spans ``cfg.train.steps``: train in chunks, resume later.
     """
-    out_dir = Path(out_dir)
-    tc = cfg.train
+    out_dir, tc = Path(out_dir), cfg.train
     conditional = cfg.model.kind == "image"
     if conditional and images is None:
         raise DataError("images", "the image model needs images paired with the instance maps")
-    existing = ckpt.list_checkpoints(out_dir)
-    if existing and not resume:
-        raise NudiffError(f"{out_dir} already holds checkpoints; pass resume or use a new folder")
-
-    accelerator = make_accelerator(tc.precision)
-    main = accelerator.is_main_process
-    seed_everything(tc.seed)
-    data = PatchSampler(cfg.data, instance_maps, images if conditional else None)
-    model = Denoiser(cfg)
-    if tc.init_from and not (resume and existing):
-        model.load_state_dict(init_weights(cfg, tc.init_from))
-    ema = EMA(model, tc.ema_decay)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    clock = WallClock(tc.max_minutes)
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(tc.steps, tc.warmup_steps, progress=clock.fraction))
-
-    start = 0
-    if resume and existing:
+    resume_from = newest_checkpoint(out_dir, resume)
+    if resume_from is not None:
         _check_same_model(cfg, out_dir)
-        ckpt.remove_partial(out_dir)
-        start = load_training_state(existing[-1][1], model, ema, optimizer, lr_schedule, clock)
-    if tc.compile:  # in place, after the EMA's copy: state-dict keys and checkpoints unchanged
-        model.net.compile(mode=tc.compile)
-    model, optimizer = accelerator.prepare(model, optimizer)
+
+    accelerator = begin(tc)
+    data = PatchSampler(cfg.data, instance_maps, images if conditional else None)
+    model, ema = networks(cfg, fine_tune=resume_from is None)
+    clock = WallClock(tc.max_minutes)
+    lr_factor = warmup_cosine(tc.steps, tc.warmup_steps, progress=clock.fraction)
+    optimizer, lr_schedule = adamw(model, tc, lr_factor)
+    run = start_run(out_dir, cfg, accelerator, {"model": model, "ema": ema.model}, optimizer,
+                    lr_schedule, resume_from)
     ema.model.to(accelerator.device)
+    if resume_from is not None:  # what the loop keeps besides: EMA update count, minutes spent
+        clock.before_s = float(run.state.get("elapsed_s") or 0.0)
+        ema.num_updates = run.state["ema_updates"]
     end = min(tc.steps, stop_at_step) if stop_at_step is not None else tc.steps
     if time_is_up(clock, accelerator):  # a resumed run whose time budget was spent: no step
-        end = start
-
-    if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out_dir / "config.yaml")
-    log = RunLog(out_dir, start_step=start, enabled=main)
-    noise_schedule = training_scheduler(cfg)
-    alphas = noise_schedule.alphas_cumprod
-    T = cfg.num_train_timesteps
-    bar = progress_bar(total=end, initial=start, desc=f"train {cfg.model.kind}", disable=not main)
-    running, count, tick = 0.0, 0, time.perf_counter()
+        end = run.start
+    loop = DiffusionSteps(cfg, run, data, ema, clock, end)
     try:
-        windows = step_windows(data, tc, accelerator.process_index, start + 1, end)
-        for step, (structures, imgs) in zip(range(start + 1, end + 1), windows):
-            _, gen = step_generators(tc.seed, step, accelerator.process_index)
-            s = torch.as_tensor(structures)
-            t = torch.randint(0, T, (tc.batch_size,), generator=gen)
-            if conditional:
-                x0 = torch.as_tensor(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
-                drop = torch.rand(tc.batch_size, generator=gen) < tc.cond_drop_prob
-                cond = condition_tensor(s, drop).to(accelerator.device)
-            else:
-                x0 = torch.cat([2 * s[:, :1] - 1, s[:, 1:]], dim=1)
-                cond = None
-            noise = torch.randn(x0.shape, generator=gen)
-            xt = noise_schedule.add_noise(x0, noise, t)
-            target = noise if cfg.prediction_type == "epsilon" else noise_schedule.get_velocity(x0, noise, t)
-            xt, target, t = (v.to(accelerator.device) for v in (xt, target, t))
-
-            x0_prev = None
-            if cfg.model.self_condition and bool(torch.rand(1, generator=gen) < 0.5):
-                with torch.no_grad(), accelerator.autocast():  # the network's own first estimate
-                    first = model(xt, t, cond).float()
-                x0_prev = predicted_x0(first, xt, t, alphas, cfg.prediction_type).clamp(-1, 1)
-            with accelerator.autocast():
-                pred = model(xt, t, cond, x0_prev)
-            per_sample = F.mse_loss(pred.float(), target, reduction="none").mean(dim=(1, 2, 3))
-            if tc.min_snr_gamma is not None:
-                per_sample = per_sample * min_snr_weights(t, alphas, tc.min_snr_gamma, cfg.prediction_type)
-            loss = per_sample.mean()
-            accelerator.backward(loss)
-            if tc.grad_clip > 0:
-                accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            lr = optimizer.param_groups[0]["lr"]  # the LR of this update
-            optimizer.step()
-            lr_schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            ema.update(accelerator.unwrap_model(model))
-            if time_is_up(clock, accelerator):  # the budget is spent: this step is the last
-                end = bar.total = step
-
-            running += loss.item()
-            count += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-            if main and (step % tc.log_every == 0 or step == end):
-                now = time.perf_counter()
-                log.write(step, {"loss": running / count, "lr": lr, "steps_per_s": count / (now - tick)})
-                running, count, tick = 0.0, 0, now
-            # other processes need no barrier here: they wait in the next gradient all-reduce
-            if main and (step % tc.checkpoint_every == 0 or step == end):
-                save_training_state(out_dir, step, accelerator, model, ema, optimizer, lr_schedule, clock)
-                ckpt.prune(out_dir, tc.keep_checkpoints)
-            if main and ((tc.sample_every and step % tc.sample_every == 0) or step == end):
-                write_sample_grid(out_dir, step, ema.model, data, tc.seed)
-            if step == end:
-                break
-        if main:  # the EMA weights + config, replaced atomically: what the samplers load
-            save_denoiser(ema.model, out_dir / "model", info={"step": end})
-        accelerator.wait_for_everyone()
+        run_steps(run, loop, end, tc.sample_every, f"train {cfg.model.kind}")
     finally:
-        bar.close()
-        log.close()
         accelerator.end_training()
     return out_dir / "model"
+
+
+def networks(cfg: DiffusionConfig, fine_tune: bool) -> tuple[Denoiser, EMA]:
+    """The trained network (from ``train.init_from`` if ``fine_tune`` and set; compiled if
+    ``train.compile``) and its EMA copy."""
+    model = Denoiser(cfg)
+    if fine_tune and cfg.train.init_from:
+        model.load_state_dict(init_weights(cfg, cfg.train.init_from))
+    ema = EMA(model, cfg.train.ema_decay)
+    if cfg.train.compile:  # in place, after the EMA's copy: state-dict keys, checkpoints unchanged
+        model.net.compile(mode=cfg.train.compile)
+    return model, ema
+
+
+class DiffusionSteps:
+    """The diffusion loop's part of :func:`nudiff.training.run_steps`: a denoising step on the
+    windows of the step, a sample grid as its validation, the EMA weights as its model."""
+
+    def __init__(self, cfg: DiffusionConfig, run: Run, data: PatchSampler, ema: EMA,
+                 clock: WallClock, end: int):
+        self.cfg, self.run, self.data, self.ema, self.clock = cfg, run, data, ema, clock
+        self.process = run.accelerator.process_index
+        self.windows = step_windows(data, cfg.train, self.process, run.start + 1, end)
+        self.noise_schedule = training_scheduler(cfg)
+        self.lr = 0.0
+
+    def step(self, step: int) -> dict[str, float]:
+        structures, imgs = next(self.windows)
+        _, gen = step_generators(self.cfg.train.seed, step, self.process)
+        xt, t, target, cond = self.noisy_batch(structures, imgs, gen)
+        loss = self.denoising_loss(xt, t, target, cond, gen)
+        self.lr = self.run.update(loss)
+        self.ema.update(self.run.accelerator.unwrap_model(self.run.model))
+        return {"loss": loss.item()}
+
+    def noisy_batch(self, structures: np.ndarray, imgs: np.ndarray | None, gen: torch.Generator):
+        """(x_t, t, the regression target, the condition or None) on the accelerator's device:
+        x_0 (structure model: [2 sem - 1, h, v]; image model: image / 127.5 - 1, its condition
+        dropped with probability ``cond_drop_prob``) noised at a uniform timestep."""
+        cfg, tc, device = self.cfg, self.cfg.train, self.run.accelerator.device
+        s = torch.as_tensor(structures)
+        t = torch.randint(0, cfg.num_train_timesteps, (tc.batch_size,), generator=gen)
+        if cfg.model.kind == "image":
+            x0 = torch.as_tensor(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
+            drop = torch.rand(tc.batch_size, generator=gen) < tc.cond_drop_prob
+            cond = condition_tensor(s, drop).to(device)
+        else:
+            x0 = torch.cat([2 * s[:, :1] - 1, s[:, 1:]], dim=1)
+            cond = None
+        noise = torch.randn(x0.shape, generator=gen)
+        xt = self.noise_schedule.add_noise(x0, noise, t)
+        if cfg.prediction_type == "epsilon":
+            target = noise
+        else:
+            target = self.noise_schedule.get_velocity(x0, noise, t)
+        return xt.to(device), t.to(device), target.to(device), cond
+
+    def denoising_loss(self, xt, t, target, cond, gen: torch.Generator) -> torch.Tensor:
+        """MSE of the prediction (Min-SNR-gamma weighted if set); with self-conditioning, half
+        the steps first estimate x_0 without gradient and feed it back."""
+        cfg, model, accelerator = self.cfg, self.run.model, self.run.accelerator
+        alphas = self.noise_schedule.alphas_cumprod
+        x0_prev = None
+        if cfg.model.self_condition and bool(torch.rand(1, generator=gen) < 0.5):
+            with torch.no_grad(), accelerator.autocast():  # the network's own first estimate
+                first = model(xt, t, cond).float()
+            x0_prev = predicted_x0(first, xt, t, alphas, cfg.prediction_type).clamp(-1, 1)
+        with accelerator.autocast():
+            pred = model(xt, t, cond, x0_prev)
+        per_sample = F.mse_loss(pred.float(), target, reduction="none").mean(dim=(1, 2, 3))
+        if cfg.train.min_snr_gamma is not None:
+            gamma = cfg.train.min_snr_gamma
+            per_sample = per_sample * min_snr_weights(t, alphas, gamma, cfg.prediction_type)
+        return per_sample.mean()
+
+    def out_of_time(self) -> bool:
+        return time_is_up(self.clock, self.run.accelerator)
+
+    def log_row(self, means: dict[str, float]) -> dict[str, float]:
+        return {"loss": means["loss"], "lr": self.lr}  # the LR of the row's last update
+
+    def evaluate(self, step: int) -> None:
+        write_sample_grid(self.run.out_dir, step, self.ema.model, self.data, self.cfg.train.seed)
+
+    def checkpoint_state(self, step: int) -> dict:
+        """The EMA's update count, the minutes spent and the grad scaler."""
+        scaler = self.run.accelerator.scaler
+        return {
+            "ema_updates": self.ema.num_updates,
+            "elapsed_s": round(self.clock.elapsed_s(), 1),
+            "grad_scaler": scaler.state_dict() if scaler is not None else None,
+            "data_sampler": {"seeding": "SeedSequence([seed, step, process])",
+                             "next_step": step + 1},
+        }
+
+    def export(self, step: int) -> None:
+        """The EMA weights + config, replaced atomically: what the samplers load."""
+        save_denoiser(self.ema.model, self.run.out_dir / "model", info={"step": step})
 
 
 class WallClock:
@@ -269,31 +292,6 @@ def step_generators(
     data_seed, torch_seed = ss.spawn(2)
     gen = torch.Generator().manual_seed(int(torch_seed.generate_state(1, np.uint64)[0] >> 1))
     return np.random.default_rng(data_seed), gen
-
-
-def save_training_state(out_dir, step, accelerator, model, ema, optimizer, lr_schedule,
-                        clock: WallClock | None = None) -> Path:
-    """Checkpoint ``step`` (:func:`nudiff.checkpoint.save_training_state`) with the EMA weights,
-    its update count, the minutes spent and the grad scaler."""
-    scaler = accelerator.scaler.state_dict() if accelerator.scaler is not None else None
-    state = {
-        "ema_updates": ema.num_updates,
-        "elapsed_s": round(clock.elapsed_s(), 1) if clock is not None else None,
-        "grad_scaler": scaler,
-        "data_sampler": {"seeding": "SeedSequence([seed, step, process])", "next_step": step + 1},
-    }
-    weights = {"model": accelerator.unwrap_model(model), "ema": ema.model}
-    return ckpt.save_training_state(out_dir, step, weights, optimizer, lr_schedule, state)
-
-
-def load_training_state(path: Path, model: Denoiser, ema: EMA, optimizer, lr_schedule,
-                        clock: WallClock | None = None) -> int:
-    """Load a checkpoint into un-prepared objects; restores the global RNGs; returns its step."""
-    state = ckpt.load_training_state(path, {"model": model, "ema": ema.model}, optimizer, lr_schedule)
-    if clock is not None:
-        clock.before_s = float(state.get("elapsed_s") or 0.0)
-    ema.num_updates = state["ema_updates"]
-    return int(state["step"])
 
 
 @torch.no_grad()

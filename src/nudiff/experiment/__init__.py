@@ -34,13 +34,15 @@ On a cluster, ``--models-only`` trains the diffusion models once, then one job p
 (``--list-cells``, ``--cell NAME``) shares ``--out`` and ``--results`` (docs/cluster.md);
 ``nudiff experiment report`` builds the report from the committed cells.
 
-The package: ``grid`` (config, cells, the arm table, the plan), ``layout`` (run and results
-folders), ``fingerprint``, ``store`` (committed cells, ``--status``), ``training_data`` (models,
-pairs, copy-paste patches, what each arm trains on), ``loop``, ``stats`` and ``report``, ``cli``.
+The package: ``grid`` (config, the plan), ``fingerprint``, ``store`` (committed cells, where
+each cell stands: ``--status``), ``training_data`` (models, pairs, copy-paste patches, what each
+arm trains on), ``loop``, ``stats`` and ``report``, ``cli``. Cells, the arm table and the run and
+results folders are in :mod:`nudiff.layout` (standard library only, so that ``nudiff quality``
+and the benchmark scripts read runs without importing this package).
 """
 
 from nudiff.experiment.cli import register
-from nudiff.experiment.fingerprint import cell_fingerprint, cell_fingerprints
+from nudiff.experiment.fingerprint import cell_fingerprint
 from nudiff.experiment.grid import (
     ARMS,
     Arm,
@@ -53,7 +55,6 @@ from nudiff.experiment.grid import (
     model_kinds,
     reference_cell,
 )
-from nudiff.experiment.layout import ResultsLayout, RunLayout, fraction_tag
 from nudiff.experiment.loop import RunContext, run_cell, run_experiment, timed_step
 from nudiff.experiment.report import collect_results, publish_report, write_experiment_report
 from nudiff.experiment.stats import paired_gains, paired_interval
@@ -70,12 +71,14 @@ from nudiff.experiment.store import (
     precision_note,
     record_rows,
     status_markdown,
+    synthetic_done,
 )
-from nudiff.experiment.training_data import synthetic_done, write_subset_folder
+from nudiff.experiment.training_data import write_subset_folder
+from nudiff.layout import ResultsLayout, RunLayout, fraction_tag
 
 __all__ = [
     "ARMS", "Arm", "Cell", "ExperimentConfig", "Plan", "ResultsLayout", "RunContext", "RunLayout",
-    "cell_done", "cell_fingerprint", "cell_fingerprints", "cell_state", "cells_of",
+    "cell_done", "cell_fingerprint", "cell_state", "cells_of",
     "collect_results", "commit_cell", "committed_cells", "committed_records", "committed_rows",
     "find_cells", "fraction_tag", "grid_status", "import_committed", "is_committed", "load_plan",
     "model_kinds", "paired_gains", "paired_interval", "precision_note", "publish_report",

@@ -1,111 +1,127 @@
 """A cell's fingerprint: the hash of everything that decides its numbers.
 
-A committed cell carries the fingerprint of the configuration that computed it; a run takes it
-only under the same fingerprint. So the hash must not move for an unchanged configuration, and
-what it leaves out is declared where each option is defined (dataclass field metadata,
-:mod:`nudiff.config`): a field that changes speed only (``SPEED_ONLY``) is never in it, a field
-added after cells were committed (``ADDED_LATER``) is left out while it has its default. Real-label
-cells committed before their hash left the unused ``structure`` section out still match
-(``legacy``), and sections whose fields moved since (``segment.post``, the samplers of
-``synthesis``) are hashed as they were written then. tests/test_experiment_store.py checks every
-committed cell against its config.
+A committed cell carries the fingerprint of the configuration that computed it, and the version
+of this rule (``fingerprint_version``); a run takes it only under the same fingerprint.
+
+The rule (version :data:`FINGERPRINT_VERSION`): a section is hashed as the fields that decide a
+result (:func:`nudiff.config.decides_result`: not speed-only, not bookkeeping, declared where each
+field is defined) **whose value differs from the field's default**. So a new option whose
+default keeps the old behaviour moves no fingerprint, and needs no tag; changing a default that
+decides results is caught by ``tests/test_fingerprint.py`` (the defaults are pinned in
+``tests/fingerprint_defaults.json``): bump the version and re-stamp the committed cells with
+``scripts/restamp_fingerprints.py``, which proves each cell's old fingerprint before it writes
+the new one (that script, not this module, keeps the earlier rules).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
 from typing import Any
 
-from nudiff.config import to_dict
-from nudiff.experiment.grid import Cell, Plan
-from nudiff.structure import DecodeParams
-from nudiff.synthesis import FLAT_SAMPLE_KEYS, REAL_STRUCTURES
+from nudiff.config import decides_result, plain_value
+from nudiff.data.copypaste import CopyPasteConfig
+from nudiff.experiment.grid import SECTIONS, Cell, Plan
+from nudiff.synthesis import REAL_STRUCTURES
+from nudiff.utils import NudiffError
 
-# speed-only fields that were hashed before speed-only fields were declared where they are
-# defined (the diffusion sections' sample.batch_size): kept in, or committed cells would move.
-# Frozen: a field declared speed-only from now on is simply left out.
-HASHED_BEFORE = ("sample.batch_size",)
+FINGERPRINT_VERSION = 2
+
+# sections whose fields are set per run from the grid (the cell's name holds them)
+_PER_RUN = {"data": ("fractions", "seed"), "segment": ("train.seed",)}
 
 
-def hashed(config: Any, keep: tuple[str, ...] = (), prefix: str = "") -> dict:
-    """``to_dict(config)`` as a fingerprint hashes it: speed-only fields left out (but the
-    dotted names in ``keep``), fields added later left out while they have their default."""
+def decisive(config: Any, prefix: str = "") -> dict:
+    """The fields of dataclass ``config`` that decide a result and differ from their default,
+    as a nested dict (nested dataclasses as nested dicts; one left at all defaults is absent)."""
     out = {}
     for f in dataclasses.fields(config):
-        value, name = getattr(config, f.name), prefix + f.name
-        if f.metadata.get("speed_only") and name not in keep:
+        if not decides_result(f):
             continue
-        if f.metadata.get("added_later") and value == _default(f):
-            continue
-        out[f.name] = hashed(value, keep, name + ".") if dataclasses.is_dataclass(value) else copy.deepcopy(value)
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            if nested := decisive(value, prefix + f.name + "."):
+                out[f.name] = nested
+        elif plain_value(value) != plain_value(_default(f)):
+            out[f.name] = plain_value(value)
     return out
+
+
+def decisive_defaults(config_class: type, prefix: str = "") -> dict[str, Any]:
+    """Dotted name -> default of every field of ``config_class`` that decides a result (what
+    ``tests/fingerprint_defaults.json`` pins: a changed default moves no fingerprint)."""
+    out = {}
+    for f in dataclasses.fields(config_class):
+        if not decides_result(f):
+            continue
+        default = _default(f)
+        if dataclasses.is_dataclass(default):
+            out |= decisive_defaults(type(default), prefix + f.name + ".")
+        else:
+            out[prefix + f.name] = plain_value(default)
+    return out
+
+
+def all_decisive_defaults() -> dict[str, dict[str, Any]]:
+    """:func:`decisive_defaults` of every config class a fingerprint hashes by its defaults, by
+    class name (the experiment section's hashed values are hashed as they are)."""
+    classes = [cls for name, cls in SECTIONS.items() if name != "experiment"]
+    return {cls.__name__: decisive_defaults(cls) for cls in [*classes, CopyPasteConfig]}
 
 
 def _default(f: dataclasses.Field) -> Any:
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
-def cell_fingerprint(plan: Plan, cell: Cell, legacy: bool = False) -> str:
-    """Hash of everything that decides a cell's numbers: the data and segmenter sections, the
-    subset draw and, for arms that use them, the diffusion and synthesis sections (the
-    ``structure`` section only when a structure model draws the labels) or the copy-paste
-    settings.
+def _section(plan: Plan, name: str) -> dict:
+    parts = decisive(getattr(plan, name))
+    for dotted in _PER_RUN.get(name, ()):
+        *path, key = dotted.split(".")
+        node = parts
+        for p in path:
+            node = node.get(p, {})
+        node.pop(key, None)
+    return parts
 
-    An option added later must be left out of the hash while it has its default value
-    (``ADDED_LATER`` where it is defined, and ``filter_seed``), or every committed cell is refused.
-    ``legacy``: the hash as it was before real-label cells left the unused ``structure``
-    section out (:func:`cell_fingerprints` accepts both)."""
-    parts = {"data": hashed(plan.data), "segment": _segment_as_hashed(plan), "cell": cell.name,
+
+def cell_parts(plan: Plan, cell: Cell) -> dict:
+    """What a cell's fingerprint hashes: the rule's version, the cell, the data and segmenter
+    sections, the subset draw and, for arms that use them, the image model, synthesis and pair
+    count (the structure model only when one draws the labels) or the copy-paste settings."""
+    parts = {"version": FINGERPRINT_VERSION, "cell": cell.name,
+             "data": _section(plan, "data"), "segment": _section(plan, "segment"),
              "subset_seed": plan.experiment.subset_seed}
-    for key in ("fractions", "seed"):
-        parts["data"].pop(key, None)  # set per run from the grid; the cell name holds them
-    parts["segment"]["train"].pop("seed", None)
     if cell.needs.pairs:
-        parts |= {k: hashed(getattr(plan, k), keep=HASHED_BEFORE) for k in ("structure", "image")}
-        parts["synthesis"] = _synthesis_as_hashed(plan)
-        if plan.synthesis.structures in REAL_STRUCTURES and not legacy:
-            parts.pop("structure")  # no structure model: its section decides nothing
-        parts["n_synthetic"] = plan.experiment.n_synthetic
-        if plan.experiment.filter_seed:  # 0 left out: fingerprints from before the option hold
-            parts["filter_seed"] = plan.experiment.filter_seed
+        parts |= {"image": _section(plan, "image"), "synthesis": _section(plan, "synthesis"),
+                  "n_synthetic": plan.experiment.n_synthetic,
+                  "filter_seed": plan.experiment.filter_seed}
+        if plan.synthesis.structures not in REAL_STRUCTURES:
+            parts["structure"] = _section(plan, "structure")
     if cell.needs.copypaste:
         parts["n_synthetic"] = plan.experiment.n_synthetic
-        parts["copypaste"] = hashed(plan.experiment.copypaste)
-    text = json.dumps(parts, sort_keys=True, default=str)
+        parts["copypaste"] = decisive(plan.experiment.copypaste)
+    return parts
+
+
+def cell_fingerprint(plan: Plan, cell: Cell) -> str:
+    """16 hex digits: the SHA-256 of :func:`cell_parts`."""
+    text = json.dumps(cell_parts(plan, cell), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def cell_fingerprints(plan: Plan, cell: Cell) -> tuple[str, ...]:
-    """The fingerprints a committed cell of ``plan`` may carry: the current one first, then
-    the legacy one of real-label cells committed before their hash left ``structure`` out."""
-    current, legacy = cell_fingerprint(plan, cell), cell_fingerprint(plan, cell, legacy=True)
-    return (current,) if legacy == current else (current, legacy)
+def stamp(plan: Plan, cell: Cell) -> dict:
+    """The keys a committed cell's record carries: its fingerprint and the rule's version."""
+    return {"fingerprint": cell_fingerprint(plan, cell), "fingerprint_version": FINGERPRINT_VERSION}
 
 
-def _segment_as_hashed(plan: Plan) -> dict:
-    """The segment section as it was hashed when ``post`` held optional copies of the
-    ``DecodeParams`` fields: a value equal to ``DecodeParams``' default as ``None``."""
-    segment = hashed(plan.segment)
-    default = to_dict(DecodeParams())
-    segment["post"] = {k: None if v == default[k] else v for k, v in segment["post"].items()}
-    return segment
-
-
-def _synthesis_as_hashed(plan: Plan) -> dict:
-    """The synthesis section as it was hashed when it repeated the samplers' fields:
-    ``structure_sampler``, ``structure_steps``, ``image_sampler``, ``image_steps`` and
-    ``guidance_scale`` of the sampling each model gets (its own ``sample`` section where
-    synthesis leaves it to the model); ``<model>_clip_x0`` only where synthesis overrides the
-    model's own clipping (which the model's section, hashed too, holds)."""
-    synthesis = hashed(plan.synthesis)
-    flat = {}
-    for model, keys in FLAT_SAMPLE_KEYS.items():
-        own = getattr(plan, model).sample
-        sample = synthesis.pop(f"{model}_sample") or to_dict(own)
-        flat |= {key: sample[field] for key, field in keys.items()}
-        if sample["clip_x0"] != own.clip_x0:
-            flat[f"{model}_clip_x0"] = sample["clip_x0"]
-    return flat | synthesis
+def matches(record: dict, plan: Plan, cell: Cell) -> bool:
+    """Whether a committed cell's ``record`` was computed with ``plan``'s configuration; a
+    record stamped under another version of the rule is an error saying how to re-stamp it."""
+    version = record.get("fingerprint_version", 1)
+    if version != FINGERPRINT_VERSION:
+        raise NudiffError(
+            f"cell {cell.name}: committed under fingerprint version {version}, this nudiff "
+            f"computes version {FINGERPRINT_VERSION}: run `python scripts/restamp_fingerprints.py` "
+            "(it proves each cell's old fingerprint before writing the new one)")
+    return record.get("fingerprint") == cell_fingerprint(plan, cell)

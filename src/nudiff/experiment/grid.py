@@ -1,14 +1,12 @@
-"""The grid: its configuration, its cells and the arms they train on.
+"""The grid: its configuration (the plan, one section per stage) and its cells.
 
-The arm table (:data:`ARMS`) is the one place that says what an arm needs (the fraction's
-synthetic pairs, its copy-paste patches) and how it composes a segmenter's training data from
-the labeled subset and those extra patches; the loop, the fingerprint, ``--status`` and the
-report read it instead of testing arm names.
+A cell and the arm table (:data:`ARMS`: what an arm needs, how it composes a segmenter's
+training data) live in :mod:`nudiff.layout`, which needs no stage's code; they are re-exported
+here for the loop, the fingerprint, ``--status`` and the report.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,61 +14,10 @@ from nudiff.config import apply_overrides, from_dict, load_yaml
 from nudiff.data.copypaste import CopyPasteConfig
 from nudiff.data.prepare import PrepareConfig
 from nudiff.diffusion.config import DiffusionConfig
-from nudiff.experiment.layout import fraction_tag
+from nudiff.layout import ARMS, COPYPASTE_ARM, REAL_ARM, REAL_CELL, Arm, Cell
 from nudiff.segment.config import SegmentConfig
 from nudiff.synthesis import REAL_STRUCTURES, SynthesisConfig
 from nudiff.utils import NudiffError
-
-Compose = Callable[[list, list | None], tuple[list, list | None]]
-
-
-def _add(real: list, extra: list | None) -> tuple[list, list | None]:
-    return real, extra
-
-
-def _duplicate(real: list, extra: list | None) -> tuple[list, list | None]:
-    # the subset repeated to as many patches as real + extra, and nothing else
-    copies = -(-(len(real) + len(extra)) // len(real))
-    return (real * copies)[: len(real) + len(extra)], None
-
-
-def _extra_only(real: list, extra: list | None) -> tuple[list, list | None]:
-    return extra, None
-
-
-@dataclass(frozen=True)
-class Arm:
-    """What the segmenter of one arm trains on.
-
-    pairs: needs the fraction's synthetic pairs (its diffusion models, synthesis and, with
-        ``synthesis.filter.segmenter: real``, the filter's reference cell).
-    copypaste: needs the fraction's copy-paste patches.
-    compose: ``(real, extra) -> (real-role patches, synthetic-role patches or None)``, where
-        ``extra`` is the copy-paste patches then the synthetic pairs the arm needs (``None``
-        when it needs neither); the synthetic role is drawn by ``segment.train.real_ratio``.
-    versus_copypaste: the report also pairs it against ``real+copypaste`` (does diffusion beat
-        copy-paste, with the same real subset and steps?).
-    """
-
-    name: str
-    pairs: bool = False
-    copypaste: bool = False
-    compose: Compose = _add
-    versus_copypaste: bool = False
-
-
-ARMS: dict[str, Arm] = {a.name: a for a in (
-    Arm("real"),
-    Arm("real+syn", pairs=True, versus_copypaste=True),
-    Arm("real+copypaste", copypaste=True),
-    Arm("real+copypaste+syn", pairs=True, copypaste=True, versus_copypaste=True),
-    Arm("real-dup", pairs=True, compose=_duplicate),
-    Arm("syn-only", pairs=True, compose=_extra_only),
-)}
-# the baselines the report pairs other arms against, and the cell whose segmenter filters pairs
-REAL_ARM, COPYPASTE_ARM = "real", "real+copypaste"
-# synthesis.filter.segmenter: "real" = the fraction's own real cell (see reference_cell)
-REAL_CELL = REAL_ARM
 
 
 @dataclass
@@ -125,22 +72,6 @@ class ExperimentConfig:
             raise NudiffError(f"experiment.arms: unknown {bad}; choose from {tuple(ARMS)}")
         if self.paper not in ("monuseg", "kumar", "none"):
             raise NudiffError(f"experiment.paper: {self.paper!r}; choose monuseg, kumar or none")
-
-
-@dataclass
-class Cell:
-    fraction: float
-    arm: str
-    seed: int
-
-    @property
-    def name(self) -> str:
-        return f"{fraction_tag(self.fraction)}_{self.arm}_s{self.seed}"
-
-    @property
-    def needs(self) -> Arm:
-        """The arm's entry of :data:`ARMS`."""
-        return ARMS[self.arm]
 
 
 def cells_of(cfg: ExperimentConfig) -> list[Cell]:
@@ -210,3 +141,7 @@ def model_kinds(plan: Plan) -> tuple[str, ...]:
     """The diffusion models a fraction's pairs need: the image model alone when the labels are
     the subset's own (``synthesis.structures: subset`` or ``copypaste``)."""
     return ("image",) if plan.synthesis.structures in REAL_STRUCTURES else ("structure", "image")
+
+
+__all__ = ["ARMS", "COPYPASTE_ARM", "REAL_ARM", "REAL_CELL", "Arm", "Cell", "ExperimentConfig",
+           "Plan", "SECTIONS", "cells_of", "find_cells", "load_plan", "model_kinds", "reference_cell"]

@@ -18,25 +18,19 @@ from nudiff.config import save_config
 from nudiff.data.dataset import load_folder
 from nudiff.data.prepare import load_subset, load_val, prepare, subset_filename
 from nudiff.experiment.grid import REAL_CELL, SECTIONS, Cell, Plan, cells_of, reference_cell
-from nudiff.experiment.layout import ResultsLayout, RunLayout, fraction_tag
 from nudiff.experiment.report import collect_results, write_experiment_report
 from nudiff.experiment.store import (
     cell_done,
     commit_cell,
     import_committed,
     is_committed,
+    missing_models,
     precision_refusal,
     seed_precisions,
-)
-from nudiff.experiment.training_data import (
-    Timed,
-    log,
-    make_pairs,
-    missing_models,
     synthetic_done,
-    train_models,
-    training_data,
 )
+from nudiff.experiment.training_data import Timed, make_pairs, train_models, training_data
+from nudiff.layout import ResultsLayout, RunLayout, fraction_tag, log
 from nudiff.metrics import evaluate_folders
 from nudiff.segment.predict import predict_folder
 from nudiff.segment.train import train_segmenter

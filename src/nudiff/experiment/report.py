@@ -18,7 +18,6 @@ import numpy as np
 
 from nudiff.data.prepare import load_groups, split_groups
 from nudiff.experiment.grid import ARMS, COPYPASTE_ARM, Cell, Plan, cells_of
-from nudiff.experiment.layout import ResultsLayout, RunLayout
 from nudiff.experiment.stats import (
     PAPER_TABLES,
     REPORT_METRICS,
@@ -31,6 +30,7 @@ from nudiff.experiment.stats import (
     summarise_results,
 )
 from nudiff.experiment.store import import_committed, is_committed, precision_name, seed_precisions
+from nudiff.layout import ResultsLayout, RunLayout
 from nudiff.metrics import METRICS
 from nudiff.utils import atomic_path, read_json, write_json, write_text
 

@@ -10,15 +10,15 @@ configuration they ran (:func:`record_config`), so a reader knows which recipe m
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from nudiff import utils
 from nudiff.config import save_config
-from nudiff.experiment.fingerprint import cell_fingerprint, cell_fingerprints
-from nudiff.experiment.grid import ARMS, Cell, Plan, cells_of, load_plan
-from nudiff.experiment.layout import ResultsLayout, RunLayout, fraction_tag
-from nudiff.experiment.training_data import log, pairs_state
-from nudiff.synthesis import REAL_STRUCTURES
+from nudiff.experiment.fingerprint import cell_fingerprint, matches, stamp
+from nudiff.experiment.grid import ARMS, Cell, Plan, cells_of, load_plan, model_kinds
+from nudiff.layout import ResultsLayout, RunLayout, fraction_tag, log
+from nudiff.synthesis import REAL_STRUCTURES, check_same_config
 from nudiff.utils import NudiffError, read_json, write_json
 
 STATES = ("committed", "committed elsewhere", "finished", "started", "to run",
@@ -82,7 +82,7 @@ def is_committed(results_dir: Path, plan: Plan, cell: Cell) -> bool:
     if not path.exists():
         return False
     saved = read_json(path)
-    if saved.get("fingerprint") not in cell_fingerprints(plan, cell):
+    if not matches(saved, plan, cell):
         raise NudiffError(f"{path}: computed with another configuration (fingerprint "
                           f"{saved.get('fingerprint')} != {cell_fingerprint(plan, cell)}); "
                           "move it away or use another --results folder")
@@ -122,7 +122,7 @@ def commit_cell(results_dir: Path, plan: Plan, cell: Cell, run: RunLayout, timin
         # what ran: a CPU without native bf16 trains a bf16 configuration in fp32
         "segment_precision": this_precision(plan),
         "machine": utils.machine(), "threads": _threads(),
-        "fingerprint": cell_fingerprint(plan, cell), **report})
+        **stamp(plan, cell), **report})
     record_config(results_dir, plan, cell, run)
 
 
@@ -148,7 +148,7 @@ def record_config(results_dir: Path, plan: Plan, cell: Cell, run: RunLayout) -> 
         save_config(plan, path)
         return
     try:
-        same = cell_fingerprint(plan, cell) in cell_fingerprints(load_plan(path), cell)
+        same = cell_fingerprint(plan, cell) == cell_fingerprint(load_plan(path), cell)
     except NudiffError as e:  # e.g. an option renamed since it was written
         same, why = False, f" (unreadable: {e})"
     else:
@@ -201,7 +201,7 @@ def cell_state(plan: Plan, cell: Cell, run: RunLayout, results_dir: Path | None 
     cells ran in another precision than this machine's: :func:`precision_refusal`)."""
     saved = ResultsLayout(Path(results_dir)).cell(cell) if results_dir else None
     if saved is not None and saved.is_file():
-        same = read_json(saved).get("fingerprint") in cell_fingerprints(plan, cell)
+        same = matches(read_json(saved), plan, cell)
         return "committed" if same else "committed elsewhere"
     if run.metrics(cell).exists():
         return "finished"
@@ -215,7 +215,7 @@ def grid_status(plan: Plan, out: Path, results_dir: Path | None = None,
     """Where each cell of the grid (or ``cells``) stands, without running or writing anything:
     one dict per cell with ``cell``, ``state`` (:func:`cell_state`) and, for arms that need
     pairs, ``pairs`` (what the fraction's synthetic set still needs:
-    :func:`~nudiff.experiment.training_data.pairs_state`)."""
+    :func:`pairs_state`)."""
     run = RunLayout(Path(out))
     seeds, rows = seed_precisions(results_dir, plan), []
     for cell in cells_of(plan.experiment) if cells is None else cells:
@@ -260,3 +260,31 @@ def precision_note(plan: Plan) -> str:
             f"{utils.default_device()} has no native bf16 (AVX512-BF16/AMX). Committed cells "
             "record the precision their segmenter ran in (segment_precision).\n")
 
+
+def missing_models(plan: Plan, run: RunLayout, fraction: float) -> list[str]:
+    """The fraction's diffusion models not finished yet (no ``model/`` folder)."""
+    return [kind for kind in model_kinds(plan) if not run.model(fraction, kind).exists()]
+
+
+def synthetic_done(plan: Plan, run: RunLayout, fraction: float) -> bool:
+    """Whether the fraction's synthetic folder holds its ``n_synthetic`` pairs, made with this
+    plan's synthesis section (another one is an error naming the keys that differ)."""
+    syn_cfg = replace(plan.synthesis, n=plan.experiment.n_synthetic)
+    manifest = check_same_config(run.synthetic(fraction) / "manifest.json", syn_cfg, any_segmenter=True,
+                                 models=(plan.structure.sample, plan.image.sample))  # as they are trained
+    return manifest is not None and manifest["n_accepted"] >= syn_cfg.n
+
+
+def pairs_state(plan: Plan, run: RunLayout, fraction: float) -> str:
+    """What the fraction's pairs still need: ``done`` / ``synthesis`` / ``models: ...`` /
+    ``another synthesis configuration``."""
+    try:
+        if synthetic_done(plan, run, fraction):
+            return "done"
+    except NudiffError:
+        return "another synthesis configuration"
+    missing = missing_models(plan, run, fraction)
+    if not missing:
+        return "synthesis"
+    started = [k for k in missing if (run.model_run(fraction, k) / "checkpoints").exists()]
+    return "models: " + ", ".join(k + (" (started)" if k in started else "") for k in missing)

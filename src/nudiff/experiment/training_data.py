@@ -23,18 +23,15 @@ from nudiff.data.dataset import load_folder
 from nudiff.data.io import write_image, write_instance_map
 from nudiff.data.prepare import load_subset
 from nudiff.diffusion.train import train as train_diffusion
-from nudiff.experiment.grid import Cell, Plan, model_kinds
-from nudiff.experiment.layout import RunLayout, fraction_tag
+from nudiff.experiment.grid import Cell, Plan
+from nudiff.experiment.store import missing_models, synthetic_done
+from nudiff.layout import RunLayout, fraction_tag, log
 from nudiff.models import MODELS_DIR, find_shipped
 from nudiff.pictures import mosaic, overlay
-from nudiff.synthesis import check_same_config, synthesize
-from nudiff.utils import DataError, NudiffError, atomic_folder, read_json, write_json
+from nudiff.synthesis import synthesize
+from nudiff.utils import DataError, atomic_folder, read_json, write_json
 
 Timed = Callable[[str, Callable[[], object]], None]
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def training_data(plan: Plan, run: RunLayout, cell: Cell, real: list) -> tuple[list, list | None]:
@@ -48,11 +45,6 @@ def training_data(plan: Plan, run: RunLayout, cell: Cell, real: list) -> tuple[l
     if arm.pairs:
         extra = (extra or []) + load_folder(run.synthetic(cell.fraction), progress=False)
     return arm.compose(real, extra)
-
-
-def missing_models(plan: Plan, run: RunLayout, fraction: float) -> list[str]:
-    """The fraction's diffusion models not finished yet (no ``model/`` folder)."""
-    return [kind for kind in model_kinds(plan) if not run.model(fraction, kind).exists()]
 
 
 def train_models(plan: Plan, run: RunLayout, data_dir: Path, fraction: float, timed: Timed) -> list:
@@ -99,15 +91,6 @@ def _arrays(samples) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([s.image for s in samples]), np.stack([s.instance_map for s in samples])
 
 
-def synthetic_done(plan: Plan, run: RunLayout, fraction: float) -> bool:
-    """Whether the fraction's synthetic folder holds its ``n_synthetic`` pairs, made with this
-    plan's synthesis section (another one is an error naming the keys that differ)."""
-    syn_cfg = replace(plan.synthesis, n=plan.experiment.n_synthetic)
-    manifest = check_same_config(run.synthetic(fraction) / "manifest.json", syn_cfg, any_segmenter=True,
-                                 models=(plan.structure.sample, plan.image.sample))  # as they are trained
-    return manifest is not None and manifest["n_accepted"] >= syn_cfg.n
-
-
 def make_pairs(plan: Plan, run: RunLayout, data_dir: Path, fraction: float, timed: Timed,
                segmenter: Path | None = None) -> Path:
     """The fraction's synthetic pairs (made unless they are there): its diffusion models
@@ -128,21 +111,6 @@ def make_pairs(plan: Plan, run: RunLayout, data_dir: Path, fraction: float, time
         run.model_run(fraction, "structure"), run.model_run(fraction, "image"), syn, syn_cfg,
         real_dir=subset_dir))
     return syn
-
-
-def pairs_state(plan: Plan, run: RunLayout, fraction: float) -> str:
-    """What the fraction's pairs still need: ``done`` / ``synthesis`` / ``models: ...`` /
-    ``another synthesis configuration``."""
-    try:
-        if synthetic_done(plan, run, fraction):
-            return "done"
-    except NudiffError:
-        return "another synthesis configuration"
-    missing = missing_models(plan, run, fraction)
-    if not missing:
-        return "synthesis"
-    started = [k for k in missing if (run.model_run(fraction, k) / "checkpoints").exists()]
-    return "models: " + ", ".join(k + (" (started)" if k in started else "") for k in missing)
 
 
 def _made_with(saved: dict | None, cfg: CopyPasteConfig, n: int, where: Path) -> bool:

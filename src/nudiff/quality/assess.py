@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nudiff.experiment import Cell, RunLayout
+from nudiff.layout import Cell, RunLayout, fraction_tag
 from nudiff.quality import stats
 from nudiff.utils import DataError, NudiffError, progress_bar, read_json
 
@@ -174,10 +174,10 @@ def tstr(experiment: str | os.PathLike) -> dict[str, float]:
     if not run.cells.is_dir():
         raise DataError(run.cells, "folder not found: not a `nudiff experiment` run")
     out: dict[str, float] = {}
-    for path in sorted(run.cells.glob("*_syn-only_s*/metrics.json")):
-        frac, seed = path.parent.name.split("_syn-only_")  # f0.10, s0
-        real_path = run.metrics(Cell(float(frac[1:]), "real", int(seed[1:])))
-        syn_mean = read_json(path)["mean"]
+    for cell in run.finished_cells(arm="syn-only"):
+        frac, seed = fraction_tag(cell.fraction), f"s{cell.seed}"
+        real_path = run.metrics(Cell(cell.fraction, "real", cell.seed))
+        syn_mean = read_json(run.metrics(cell))["mean"]
         real_mean = read_json(real_path)["mean"] if real_path.exists() else None
         for m in ("aji", "pq"):
             key = f"tstr_{frac}_{seed}_{m}"

@@ -20,12 +20,11 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from nudiff.config import ADDED_LATER
 from nudiff.data.dataset import find_pairs, load_folder, load_pair
 from nudiff.quality.fidelity import load, pair_fidelity
 from nudiff.quality.stats import PAIR_STATS, pair_statistics, tiled_windows
@@ -65,7 +64,7 @@ class FilterConfig:
     keep_top: float | None = None
     real_percentiles: tuple[float, float] | None = None
     real_statistics: tuple[str, ...] = ("count", "mean_area", "mean_solidity")
-    max_unlabeled_rate: float | None = field(default=None, metadata=ADDED_LATER)
+    max_unlabeled_rate: float | None = None
 
     def __post_init__(self) -> None:
         if self.fidelity_metric not in ("pq", "aji", "dice"):

@@ -57,7 +57,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersActi
         description="HoVer-Net-style segmenter (NP + HV heads, marker-controlled watershed).",
     )
     sub = seg.add_subparsers(dest="segment_command", required=True, metavar="ACTION")
+    _add_train(sub)
+    _add_predict(sub)
+    return sub
 
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    """``segment train``: its flags, help and examples."""
     t = sub.add_parser(
         "train",
         help="train a segmenter on real (+ synthetic) paired folders",
@@ -67,30 +73,15 @@ def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersActi
         "the synthetic ones; the checkpoint with the best validation PQ is kept as RUN_DIR/model.",
         epilog=TRAIN_EXAMPLES,
     )
-    t.add_argument(
-        "--config",
-        type=Path,
-        default=None,
-        help="YAML with a `segment` section (default: CPU defaults)",
-    )
+    t.add_argument("--config", type=Path, default=None,
+                   help="YAML with a `segment` section (default: CPU defaults)")
     t.add_argument(
         "--real", type=Path, nargs="+", required=True, metavar="DIR", help="real paired folder(s)"
     )
-    t.add_argument(
-        "--synthetic",
-        type=Path,
-        nargs="+",
-        default=None,
-        metavar="DIR",
-        help="synthetic paired folder(s)",
-    )
-    t.add_argument(
-        "--val",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="validation paired folder (whole images)",
-    )
+    t.add_argument("--synthetic", type=Path, nargs="+", default=None, metavar="DIR",
+                   help="synthetic paired folder(s)")
+    t.add_argument("--val", type=Path, default=None, metavar="DIR",
+                   help="validation paired folder (whole images)")
     t.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run directory")
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     t.add_argument("--steps", type=int, default=None, help="override segment.train.steps")
@@ -98,6 +89,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersActi
     t.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     t.set_defaults(func=_cmd_train)
 
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    """``segment predict``: a folder of images or a slide; its flags, help and examples."""
     p = sub.add_parser(
         "predict",
         help="segment every image of a folder, or a whole slide",
@@ -115,18 +109,19 @@ def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersActi
     )
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
     p.add_argument(
-        "--tta",
-        type=int,
-        choices=range(1, 9),
-        default=None,
-        metavar="N",
+        "--tta", type=int, choices=range(1, 9), default=None, metavar="N",
         help="test-time augmentation: average N flipped / turned copies, 1-8 "
         "(default: the model's segment.infer.tta)",
     )
+    _add_slide_options(p)
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    p.set_defaults(func=_cmd_predict)
+
+
+def _add_slide_options(p: argparse.ArgumentParser) -> None:
+    """The flags of ``segment predict --slide`` only: region, level, tiling, tissue mask."""
     p.add_argument(
-        "--roi",
-        type=_roi,
-        metavar="X,Y,W,H",
+        "--roi", type=_roi, metavar="X,Y,W,H",
         help="slide only: predict this level-0 rectangle instead of the whole slide",
     )
     res = p.add_mutually_exclusive_group()
@@ -136,15 +131,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse._SubParsersActi
         "--tile-size", type=int, default=1024, help="slide only: tile core in px (default 1024)"
     )
     p.add_argument(
-        "--margin",
-        type=int,
-        default=128,
+        "--margin", type=int, default=128,
         help="slide only: context px around each core; > a nucleus' radius (default 128)",
     )
     p.add_argument("--no-tissue-mask", action="store_true", help="slide only: predict every tile")
-    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
-    p.set_defaults(func=_cmd_predict)
-    return sub
 
 
 def _cmd_train(args: argparse.Namespace) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from nudiff.config import BOOKKEEPING
 from nudiff.structure import DecodeParams
 from nudiff.training import TrainConfig as BaseTrainConfig
 from nudiff.training import check
@@ -109,8 +110,8 @@ class TrainConfig(BaseTrainConfig):
     warmup_steps: int = 100
     weight_decay: float = 1.0e-4
     grad_clip: float = 5.0
-    keep_checkpoints: int = 2
-    log_every: int = 20
+    keep_checkpoints: int = field(default=2, metadata=BOOKKEEPING)
+    log_every: int = field(default=20, metadata=BOOKKEEPING)
     crop_size: int = 256
     schedule: str = "cosine"
     min_lr_ratio: float = 0.0

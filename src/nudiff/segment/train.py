@@ -7,7 +7,9 @@ with probability ``train.real_ratio`` (else from the synthetic ones), cropped an
 ``accelerate`` (the same code runs on GPUs). Every ``val_every`` steps the whole validation
 images are segmented with the tiled predictor and scored; the checkpoint with the best mean
 PQ is exported as ``out_dir/model/`` (model selection on validation only; without
-validation images, the final weights). Layout of ``out_dir``::
+validation images, the final weights). The skeleton (resume, log, checkpoints) is
+:func:`nudiff.training.run_steps`; this module holds the step, the validation and the data
+(:class:`SegmenterSteps`). Layout of ``out_dir``::
 
     model/            model.safetensors + config.yaml (a nudiff.model_folder: the config, and
                       its info: step, validation metrics, the post-processing search)
@@ -22,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from nudiff import checkpoint as ckpt
-from nudiff.config import save_config
 from nudiff.metrics import METRICS, instance_metrics, mean_metrics
 from nudiff.model_folder import read_model_folder, save_model_folder
 from nudiff.segment.augment import augmented_crop, color_augment
@@ -45,8 +44,17 @@ from nudiff.segment.predict import (
     structure_with_config,
 )
 from nudiff.structure import decode
-from nudiff.training import RunLog, warmup_cosine
-from nudiff.utils import NudiffError, make_accelerator, progress_bar, seed_everything
+from nudiff.training import (
+    LogMeter,
+    Run,
+    adamw,
+    begin,
+    newest_checkpoint,
+    run_steps,
+    start_run,
+    warmup_cosine,
+)
+from nudiff.utils import NudiffError
 
 LOSS_PARTS = ("np_dice", "np_ce", "hv_mse", "hv_msge")
 LOG_FIELDS = (*LOSS_PARTS, *(f"val_{m}" for m in METRICS))  # after step, loss, lr, steps_per_s
@@ -94,7 +102,8 @@ def make_batch(
     cfg: SegmentConfig,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Augmented crops of the chosen samples: images uint8 (B, S, S, 3), structures float32 (B, 3, S, S)."""
+    """Augmented crops of the chosen samples: images uint8 (B, S, S, 3), structures float32
+    (B, 3, S, S)."""
     crops = [
         augmented_crop(
             pools[pool][i].image,
@@ -174,7 +183,8 @@ def tune_post_processing(run_dir: str | os.PathLike, val: Sequence) -> dict[str,
         "val_before": baseline,
         "val_after": best,
     }
-    save_model_folder(folder.path, folder.weights, cfg, "segmenter", folder.info | {"post_tuning": tuning})
+    info = folder.info | {"post_tuning": tuning}
+    save_model_folder(folder.path, folder.weights, cfg, "segmenter", info)
     return tuning
 
 
@@ -204,7 +214,8 @@ def weighted_loss_parts(loss_fn, prediction: dict, target: dict, synthetic: list
     out: dict[str, torch.Tensor] = {}
     for mask, w in ((~flags, (len(synthetic) - n_syn) / total), (flags, weight * n_syn / total)):
         idx = mask.nonzero().squeeze(1)
-        part = loss_fn.parts({k: v[idx] for k, v in prediction.items()}, {k: v[idx] for k, v in target.items()})
+        part = loss_fn.parts({k: v[idx] for k, v in prediction.items()},
+                             {k: v[idx] for k, v in target.items()})
         for k, v in part.items():
             out[k] = out.get(k, 0.0) + w * v
     return out
@@ -230,111 +241,88 @@ def train_segmenter(
         resume: continue from the newest checkpoint in ``out_dir/checkpoints`` exactly
             (same weights, optimizer, schedule, sampling and augmentation stream).
     """
-    out = Path(out_dir)
-    t = cfg.train
+    out, t = Path(out_dir), cfg.train
     if not real:
         raise NudiffError("no real training samples")
     _check_samples(real, "real")
     _check_samples(synthetic or [], "synthetic")
-    ckpt.remove_partial(out)
-    existing = [p for _, p in ckpt.list_checkpoints(out)]
-    if existing and not resume:
-        raise NudiffError(f"{out} already holds checkpoints; pass --resume or choose another --out")
+    resume_from = newest_checkpoint(out, resume)
 
-    seed_everything(t.seed)
-    accelerator = make_accelerator(t.precision)
+    accelerator = begin(t)
     model = build_segmenter(cfg)
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg))
+    optimizer, scheduler = adamw(model, t, lr_factor(cfg))
     # each process draws its own batches (data parallel); the first one's stream is the reference
     rng = np.random.default_rng([t.seed, accelerator.process_index])
-    state: dict[str, Any] = {"best_pq": -1.0, "best_step": None, "log_sums": {}, "log_count": 0}
-    step = 0
-    if resume and existing:
-        state = ckpt.load_training_state(existing[-1], {"model": model}, optimizer, scheduler, rng)
-        step = state.pop("step")
-    model, optimizer = accelerator.prepare(model, optimizer)
-    main = accelerator.is_main_process
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-    log = RunLog(out, LOG_FIELDS, start_step=step, enabled=main)
-    loss_fn = HoVerNetLossParts()
-    pools = {"real": real, "synthetic": synthetic or []}
-    real_areas, syn_areas = sample_areas(real), sample_areas(synthetic or [])
-    sums: dict[str, Any] = dict(state["log_sums"])  # part -> running sum (tensor or float)
-    count, tick = state["log_count"], time.perf_counter()
-
-    bar = progress_bar(
-        total=t.steps, initial=step, desc="segment", unit="step", disable=not (progress and main)
-    )
+    run = start_run(out, cfg, accelerator, {"model": model}, optimizer, scheduler, resume_from,
+                    generator=rng, log_fields=LOG_FIELDS)
+    loop = SegmenterSteps(cfg, run, real, synthetic or [], val)
     model.train()
-    while step < t.steps:
-        with_syn = t.synthetic_until is None or step < t.synthetic_until
-        items = choose_items(rng, t.batch_size, real_areas, syn_areas if with_syn else None, t.real_ratio)
-        images, structures = make_batch(pools, items, cfg, rng)
-        x = color_augment(image_to_tensor(images, accelerator.device), rng, cfg.augment)
-        if cfg.model.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        target = structure_targets(torch.from_numpy(structures).to(accelerator.device))
-        with accelerator.autocast():
-            prediction = model(x)
-        parts = weighted_loss_parts(loss_fn, prediction, target, [p == "synthetic" for p, _ in items],
-                                    t.synthetic_weight)
-        loss = sum(parts.values())
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        if t.grad_clip > 0:
-            accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        step += 1
-        for k, v in parts.items():  # kept as tensors: no device sync per step
-            sums[k] = sums.get(k, 0.0) + v.detach()
-        count += 1
-        bar.update(1)
-
-        if step % t.log_every == 0 or step == t.steps:
-            now = time.perf_counter()
-            values = {k: float(v) / count for k, v in sums.items()}
-            bar.set_postfix(loss=f"{sum(values.values()):.3f}", refresh=False)
-            values |= {
-                "loss": sum(values.values()),
-                "lr": scheduler.get_last_lr()[0],
-                "steps_per_s": count / max(now - tick, 1e-9),
-            }
-            log.write(step, values)
-            sums, count, tick = {}, 0, now
-        if val and (step % t.val_every == 0 or step == t.steps):
-            accelerator.wait_for_everyone()
-            if main:
-                metrics = validate(accelerator.unwrap_model(model), cfg, val)
-                log.write(step, {f"val_{k}": v for k, v in metrics.items()})
-                bar.write(
-                    f"step {step}: val " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-                )
-                if metrics["pq"] > state["best_pq"]:
-                    state["best_pq"], state["best_step"] = metrics["pq"], step
-                    _export(out, accelerator.unwrap_model(model), cfg, step, metrics)
-        if step % t.checkpoint_every == 0 or step == t.steps:
-            accelerator.wait_for_everyone()
-            if main:
-                kept = {k: v for k, v in state.items() if k not in ("log_sums", "log_count")}
-                kept |= {"log_sums": {k: float(v) for k, v in sums.items()}, "log_count": count}
-                ckpt.save_training_state(out, step, {"model": accelerator.unwrap_model(model)},
-                                         optimizer, scheduler, kept, generator=rng)
-                ckpt.prune(out, t.keep_checkpoints)
-            tick = time.perf_counter()  # checkpoint time is not training speed
-    bar.close()
-    if main and (not val or not (out / "model").exists()):
-        _export(out, accelerator.unwrap_model(model), cfg, step, None)
-    if main and val and t.tune_post:
-        tune_post_processing(out, val)
-    log.close()
-    accelerator.wait_for_everyone()
+    run_steps(run, loop, t.steps, t.val_every if val else None, "segment", loop.meter, progress)
     return out
+
+
+class SegmenterSteps:
+    """The segmenter's part of :func:`nudiff.training.run_steps`: a step on augmented crops
+    (real or synthetic by ``train.real_ratio``), validation with model selection by mean PQ,
+    the best (or final) weights as its model; the log sums are kept in each checkpoint."""
+
+    def __init__(self, cfg: SegmentConfig, run: Run, real: Sequence, synthetic: Sequence,
+                 val: Sequence | None):
+        self.cfg, self.run, self.val = cfg, run, val
+        self.pools = {"real": real, "synthetic": synthetic}
+        self.real_areas, self.syn_areas = sample_areas(real), sample_areas(synthetic)
+        self.loss_fn = HoVerNetLossParts()
+        # model selection, and any other entry of the resumed checkpoint, carried on
+        self.kept = {k: v for k, v in run.state.items() if k not in ("log_sums", "log_count")}
+        self.kept = self.kept or {"best_pq": -1.0, "best_step": None}
+        self.meter = LogMeter(dict(run.state.get("log_sums", {})), run.state.get("log_count", 0))
+
+    def step(self, step: int) -> dict[str, torch.Tensor]:
+        t, rng, device = self.cfg.train, self.run.generator, self.run.accelerator.device
+        with_syn = t.synthetic_until is None or step - 1 < t.synthetic_until
+        syn_areas = self.syn_areas if with_syn else None
+        items = choose_items(rng, t.batch_size, self.real_areas, syn_areas, t.real_ratio)
+        images, structures = make_batch(self.pools, items, self.cfg, rng)
+        x = color_augment(image_to_tensor(images, device), rng, self.cfg.augment)
+        if self.cfg.model.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        target = structure_targets(torch.from_numpy(structures).to(device))
+        with self.run.accelerator.autocast():
+            prediction = self.run.model(x)
+        synthetic = [p == "synthetic" for p, _ in items]
+        parts = weighted_loss_parts(self.loss_fn, prediction, target, synthetic, t.synthetic_weight)
+        self.run.update(sum(parts.values()))
+        return {k: v.detach() for k, v in parts.items()}  # kept as tensors: no device sync per step
+
+    def out_of_time(self) -> bool:
+        return False
+
+    def log_row(self, means: dict[str, float]) -> dict[str, float]:
+        # the LR of the next update (the diffusion log has the LR of the row's last update)
+        return means | {"loss": sum(means.values()), "lr": self.run.lr_schedule.get_last_lr()[0]}
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        """Mean metrics on the validation images; the best mean PQ so far is exported."""
+        model = self.run.accelerator.unwrap_model(self.run.model)
+        metrics = validate(model, self.cfg, self.val)
+        if metrics["pq"] > self.kept["best_pq"]:
+            self.kept["best_pq"], self.kept["best_step"] = metrics["pq"], step
+            _export(self.run.out_dir, model, self.cfg, step, metrics)
+        return metrics
+
+    def checkpoint_state(self, step: int) -> dict:
+        sums = {k: float(v) for k, v in self.meter.sums.items()}
+        return self.kept | {"log_sums": sums, "log_count": self.meter.count}
+
+    def export(self, step: int) -> None:
+        """The final weights unless validation selected some; then the post-processing search."""
+        model = self.run.accelerator.unwrap_model(self.run.model)
+        if not self.val or not (self.run.out_dir / "model").exists():
+            _export(self.run.out_dir, model, self.cfg, step, None)
+        if self.val and self.cfg.train.tune_post:
+            tune_post_processing(self.run.out_dir, self.val)
 
 
 def _export(

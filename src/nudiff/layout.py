@@ -1,8 +1,10 @@
-"""Where things are: the run folder (``--out``) and the results folder (``--results``).
+"""An experiment's cells and where things are: the run folder (``--out``) and the results
+folder (``--results``), and the run's log line.
 
-One paths object per folder, so that the loop, the store, the report and the benchmark scripts
-name a fraction's models or a cell's metrics the same way. A layout with a relative root
-(``RunLayout(Path())``) gives paths relative to any run folder.
+Standard library only, below every stage: the experiment loop, ``--status``, ``nudiff quality``
+and the benchmark scripts read runs through it without importing any training code. One paths
+object per folder, so that all name a fraction's models or a cell's metrics the same way. A
+layout with a relative root (``RunLayout(Path())``) gives paths relative to any run folder.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+import re
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -25,11 +29,95 @@ class Named(Protocol):
     name: str
 
 
+Compose = Callable[[list, list | None], tuple[list, list | None]]
+
+
+def _add(real: list, extra: list | None) -> tuple[list, list | None]:
+    return real, extra
+
+
+def _duplicate(real: list, extra: list | None) -> tuple[list, list | None]:
+    # the subset repeated to as many patches as real + extra, and nothing else
+    copies = -(-(len(real) + len(extra)) // len(real))
+    return (real * copies)[: len(real) + len(extra)], None
+
+
+def _extra_only(real: list, extra: list | None) -> tuple[list, list | None]:
+    return extra, None
+
+
+@dataclass(frozen=True)
+class Arm:
+    """What the segmenter of one arm trains on.
+
+    pairs: needs the fraction's synthetic pairs (its diffusion models, synthesis and, with
+        ``synthesis.filter.segmenter: real``, the filter's reference cell).
+    copypaste: needs the fraction's copy-paste patches.
+    compose: ``(real, extra) -> (real-role patches, synthetic-role patches or None)``, where
+        ``extra`` is the copy-paste patches then the synthetic pairs the arm needs (``None``
+        when it needs neither); the synthetic role is drawn by ``segment.train.real_ratio``.
+    versus_copypaste: the report also pairs it against ``real+copypaste`` (does diffusion beat
+        copy-paste, with the same real subset and steps?).
+    """
+
+    name: str
+    pairs: bool = False
+    copypaste: bool = False
+    compose: Compose = _add
+    versus_copypaste: bool = False
+
+
+ARMS: dict[str, Arm] = {a.name: a for a in (
+    Arm("real"),
+    Arm("real+syn", pairs=True, versus_copypaste=True),
+    Arm("real+copypaste", copypaste=True),
+    Arm("real+copypaste+syn", pairs=True, copypaste=True, versus_copypaste=True),
+    Arm("real-dup", pairs=True, compose=_duplicate),
+    Arm("syn-only", pairs=True, compose=_extra_only),
+)}
+# the baselines the report pairs other arms against, and the cell whose segmenter filters pairs
+REAL_ARM, COPYPASTE_ARM = "real", "real+copypaste"
+# synthesis.filter.segmenter: "real" = the fraction's own real cell (see reference_cell)
+REAL_CELL = REAL_ARM
+
 SHIPPED_RECORD = "shipped.json"  # beside a model taken from models/: where it came from
+
 
 def fraction_tag(fraction: float) -> str:
     """``f0.10``: how a labeled fraction appears in folder, cell and timing names."""
     return f"f{fraction:.2f}"
+
+
+_CELL_NAME = re.compile(r"f(?P<fraction>\d+\.\d+)_(?P<arm>.+)_s(?P<seed>\d+)")
+
+
+@dataclass
+class Cell:
+    fraction: float
+    arm: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{fraction_tag(self.fraction)}_{self.arm}_s{self.seed}"
+
+    @classmethod
+    def from_name(cls, name: str) -> Cell:
+        """The cell called ``name`` (``f0.10_real+syn_s0``); an error for another name."""
+        m = _CELL_NAME.fullmatch(name)
+        if m is None or m["arm"] not in ARMS:
+            raise ValueError(f"{name!r}: not a cell name (f<fraction>_<arm>_s<seed>)")
+        return cls(float(m["fraction"]), m["arm"], int(m["seed"]))
+
+    @property
+    def needs(self) -> Arm:
+        """The arm's entry of :data:`ARMS`."""
+        return ARMS[self.arm]
+
+
+def log(msg: str) -> None:
+    """A run's progress line, with the time."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def _name(cell: Named | str) -> str:
@@ -111,6 +199,11 @@ class RunLayout:
 
     def metrics(self, cell: Named | str) -> Path:
         return self.cell(cell) / "metrics.json"
+
+    def finished_cells(self, arm: str | None = None) -> list[Cell]:
+        """The cells (of ``arm``) whose metrics the run folder holds, by name."""
+        cells = [Cell.from_name(p.parent.name) for p in sorted(self.cells.glob("*/metrics.json"))]
+        return [c for c in cells if arm is None or c.arm == arm]
 
     @property
     def results_csv(self) -> Path:
