@@ -26,6 +26,7 @@ test: setup
 	$(BIN)/pytest -m "not slow" && $(BIN)/pytest -m slow
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/ruff check src tests benchmarks scripts
 
 .PHONY: setup run test lint

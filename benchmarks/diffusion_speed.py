@@ -160,7 +160,8 @@ def main() -> None:
             r = time_training(make_config(variant, args, precision), images, inst)
             result["train"][f"{variant}/{precision}"] = r
             print(
-                f"train {variant:15s} {precision:4s} {r['s_per_step']:.3f} s/step  {r['samples_per_s']:.1f} samples/s"
+                f"train {variant:15s} {precision:4s} {r['s_per_step']:.3f} s/step  "
+                f"{r['samples_per_s']:.1f} samples/s"
             )
     models = {v: Denoiser(make_config(v, args, "no")).eval() for v in variants}
     for variant, model in models.items():
@@ -215,10 +216,13 @@ def markdown(r: dict, args) -> str:
         "# Diffusion stage speed",
         "",
         (
-            f"Machine: {r['machine']['cpu']}, {r['machine']['torch_threads']} torch threads, torch "
-            f"{r['machine']['torch']}. U-Net widths {tuple(args.channels)}, 1 res block/level, attention at "
+            f"Machine: {r['machine']['cpu']}, {r['machine']['torch_threads']} torch threads, "
+            "torch "
+            f"{r['machine']['torch']}. U-Net widths {tuple(args.channels)}, 1 res block/level, "
+            "attention at "
             f"the deepest level, {args.size} px, batch {args.batch}. Command: "
-            f"`.venv/bin/python benchmarks/diffusion_speed.py --threads {r['machine']['torch_threads']}`."
+            "`.venv/bin/python benchmarks/diffusion_speed.py --threads "
+            f"{r['machine']['torch_threads']}`."
         ),
         "",
         "## Training (real loop: data draw + accelerate + AdamW + EMA)",
@@ -247,7 +251,8 @@ def markdown(r: dict, args) -> str:
     ]
     for v in r["params"]:
         lines.append(
-            f"| {v} | {r['sample_step_s'][f'{v}/no']:.3f} | {r['sample_step_s'][f'{v}/bf16']:.3f} |"
+            f"| {v} | {r['sample_step_s'][f'{v}/no']:.3f} | {r['sample_step_s'][f'{v}/bf16']:.3f} "
+            "|"
         )
     lines += [
         "",

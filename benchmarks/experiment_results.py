@@ -21,12 +21,21 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--run", type=Path, required=True, help="the experiment's --out folder")
     ap.add_argument("--name", required=True, help="folder under benchmarks/results/")
-    ap.add_argument("--config", type=Path, required=True, help="the experiment config the run used")
-    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                    help="the run's config overrides (repeatable), e.g. synthesis.structures=copypaste")
+    ap.add_argument(
+        "--config", type=Path, required=True, help="the experiment config the run used"
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="the run's config overrides (repeatable), e.g. synthesis.structures=copypaste",
+    )
     args = ap.parse_args()
     for path in publish_report(load_plan(args.config, args.set), args.run, RESULTS / args.name):
         print(path.read_text())

@@ -6,8 +6,10 @@
         --out runs/kumar-gpu/diffusion/f0.10/structure --threads 1 &
     nudiff experiment --config configs/kumar-gpu.yaml --out runs/kumar-gpu \
         --set 'experiment.arms=[real]' --set 'experiment.seeds=[0]' --threads 1
-    python benchmarks/gpu_kumar_pairs.py prepare --structure runs/kumar-gpu/diffusion/f0.10/structure \
-        --seg runs/kumar-gpu/cells/f0.10_real_s0            # .gpu/{subset10,selection10,structure,seg}
+    python benchmarks/gpu_kumar_pairs.py prepare \
+--structure runs/kumar-gpu/diffusion/f0.10/structure \
+        --seg runs/kumar-gpu/cells/f0.10_real_s0 \
+           # .gpu/{subset10,selection10,structure,seg}
     (device) bash benchmarks/gpu_kumar_pairs.sh $OUT      # image model + 256 filtered pairs
     python benchmarks/gpu_kumar_pairs.py unpack DIR       # DIR: what came back from $OUT
 
@@ -55,7 +57,9 @@ def copy_model(run: Path, dest: Path) -> None:
     print(f"{run}/model -> {dest}/model")
 
 
-def prepare(data_out: Path, dest: Path, structure: Path | None = None, seg: Path | None = None) -> None:
+def prepare(
+    data_out: Path, dest: Path, structure: Path | None = None, seg: Path | None = None
+) -> None:
     from nudiff.data.prepare import load_subset
     from nudiff.data.prepare import prepare as prepare_data
 
@@ -93,13 +97,17 @@ def unpack(came_back: Path, run: Path, results: Path) -> None:
         src = grid_results.cell(cell)
         saved = read_json(src)
         if not saved["fingerprint"] == cell_fingerprint(grid, cell) == cell_fingerprint(gpu, cell):
-            raise SystemExit(f"{src}: its fingerprint does not hold under {GPU.name}: the real cells differ")
+            raise SystemExit(
+                f"{src}: its fingerprint does not hold under {GPU.name}: the real cells differ"
+            )
         write_json(here.cell(cell), saved)
         print(f"{src.name}: the grid's cell, same fingerprint under {GPU.name}")
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("prepare")
     a.add_argument("--data", type=Path, default=ROOT / "runs" / "kumar-prep")

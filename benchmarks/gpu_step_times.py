@@ -39,8 +39,14 @@ def timed(fn, repeats: int = 5, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
-def time_model(kind: str, cfg, dev: torch.device, batches=(16, 64), tag: str = "",
-               compile_model: str | None = None) -> dict:
+def time_model(
+    kind: str,
+    cfg,
+    dev: torch.device,
+    batches=(16, 64),
+    tag: str = "",
+    compile_model: str | None = None,
+) -> dict:
     """Forward, forward + backward and whole training step (with the EMA update) of one model;
     ``compile_model``: ``nn.Module.compile(mode=...)`` of the U-Net, as ``train.compile`` does
     (its compile time is reported)."""
@@ -124,8 +130,16 @@ def main(out: Path) -> None:
     structure = Denoiser(plan.structure).to(dev).eval()
     image = Denoiser(plan.image).to(dev).eval()
     t0 = time.perf_counter()
-    s = sample_structures(structure, 64, seed=0, sampler="dpmsolver++", steps=20, batch_size=64,
-                          precision="bf16", progress=False)
+    s = sample_structures(
+        structure,
+        64,
+        seed=0,
+        sampler="dpmsolver++",
+        steps=20,
+        batch_size=64,
+        precision="bf16",
+        progress=False,
+    )
     res["sample_64_structures_s"] = round(time.perf_counter() - t0, 2)
     t0 = time.perf_counter()
     insts = [decode(structure_map, DecodeParams(min_marker=2)) for structure_map in s[:8]]
@@ -133,8 +147,17 @@ def main(out: Path) -> None:
     res["nuclei_in_8_untrained"] = [int(i.max()) for i in insts]
     cond = torch.zeros(64, 3, 128, 128).numpy()
     t0 = time.perf_counter()
-    sample_images(image, cond, seed=0, sampler="dpmsolver++", steps=20, guidance_scale=2.0,
-                  batch_size=64, precision="bf16", progress=False)
+    sample_images(
+        image,
+        cond,
+        seed=0,
+        sampler="dpmsolver++",
+        steps=20,
+        guidance_scale=2.0,
+        batch_size=64,
+        precision="bf16",
+        progress=False,
+    )
     res["sample_64_images_s"] = round(time.perf_counter() - t0, 2)
     print(json.dumps(res), flush=True)
     out.write_text(json.dumps(res, indent=1))

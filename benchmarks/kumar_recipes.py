@@ -27,25 +27,53 @@ RESULTS = Path(__file__).parent / "results"
 # resolution and 3,000 steps cost more.
 RECIPES: dict[str, tuple[str, str, str]] = {
     "copy-paste (no diffusion; the bar)": ("kumar-grid", "real+copypaste", "~1 min (patches)"),
-    "grid recipe: epsilon image model, 1,200 steps":
-        ("kumar-grid", "real+syn", "structure + image models ~105 min, pairs ~15 min"),
-    "grid recipe + copy-paste (512 extra patches: 256 of each)":
-        ("kumar-grid", "real+copypaste+syn", "as the grid recipe"),
+    "grid recipe: epsilon image model, 1,200 steps": (
+        "kumar-grid",
+        "real+syn",
+        "structure + image models ~105 min, pairs ~15 min",
+    ),
+    "grid recipe + copy-paste (512 extra patches: 256 of each)": (
+        "kumar-grid",
+        "real+copypaste+syn",
+        "as the grid recipe",
+    ),
     "grid recipe + reinhard-each stain": ("kumar-grid-each", "real+syn", "as the grid recipe"),
-    "real labels (subset structures), grid image model":
-        ("kumar-grid-subset", "real+syn", "image model ~35 min, pairs ~23 min"),
-    "real labels + copy-paste (512 extra patches: 256 of each)":
-        ("kumar-grid-subset", "real+copypaste+syn", "as real labels"),
-    "real labels, synthetic crops' loss weighted 0.5": ("kumar-grid-subset-w05", "real+syn", "as real labels"),
-    "real labels with real nuclei pasted in (copypaste structures), grid image model":
-        ("kumar-grid-paste", "real+syn", "image model ~35 min, pairs ~20 min"),
-    "the same, 512 kept pairs (1,024 sampled)":
-        ("kumar-grid-paste512", "real+syn", "image model ~35 min, pairs ~33 min"),
-    "image model 3,000 steps":
-        ("kumar-grid-img3k", "real+syn", "structure + image models ~155 min, pairs ~15 min"),
+    "real labels (subset structures), grid image model": (
+        "kumar-grid-subset",
+        "real+syn",
+        "image model ~35 min, pairs ~23 min",
+    ),
+    "real labels + copy-paste (512 extra patches: 256 of each)": (
+        "kumar-grid-subset",
+        "real+copypaste+syn",
+        "as real labels",
+    ),
+    "real labels, synthetic crops' loss weighted 0.5": (
+        "kumar-grid-subset-w05",
+        "real+syn",
+        "as real labels",
+    ),
+    "real labels with real nuclei pasted in (copypaste structures), grid image model": (
+        "kumar-grid-paste",
+        "real+syn",
+        "image model ~35 min, pairs ~20 min",
+    ),
+    "the same, 512 kept pairs (1,024 sampled)": (
+        "kumar-grid-paste512",
+        "real+syn",
+        "image model ~35 min, pairs ~33 min",
+    ),
+    "image model 3,000 steps": (
+        "kumar-grid-img3k",
+        "real+syn",
+        "structure + image models ~155 min, pairs ~15 min",
+    ),
     "zero-terminal-SNR + v image model": ("kumar-grid-zsnr", "real+syn", "as the grid recipe"),
-    "zero-terminal-SNR + v, image model at full resolution":
-        ("kumar-grid-native", "real+syn", "structure model ~70 min + image model at full resolution"),
+    "zero-terminal-SNR + v, image model at full resolution": (
+        "kumar-grid-native",
+        "real+syn",
+        "structure model ~70 min + image model at full resolution",
+    ),
 }
 # head to head, a − b: (name, results folder, arm, fraction) each
 ARMS = {
@@ -58,9 +86,13 @@ ARMS = {
     "real labels + 3 pasted nuclei, 512 pairs": ("kumar-grid-paste512", "real+syn", 0.1),
 }
 CONTRASTS = (
-    ("real labels", "sampled pairs"), ("real labels", "copy-paste"), ("real labels", "sampled pairs + copy-paste"),
-    ("real labels", "100 % real"), ("real labels + 3 pasted nuclei", "real labels"),
-    ("real labels + 3 pasted nuclei", "copy-paste"), ("real labels + 3 pasted nuclei", "sampled pairs + copy-paste"),
+    ("real labels", "sampled pairs"),
+    ("real labels", "copy-paste"),
+    ("real labels", "sampled pairs + copy-paste"),
+    ("real labels", "100 % real"),
+    ("real labels + 3 pasted nuclei", "real labels"),
+    ("real labels + 3 pasted nuclei", "copy-paste"),
+    ("real labels + 3 pasted nuclei", "sampled pairs + copy-paste"),
     ("real labels + 3 pasted nuclei", "100 % real"),
     ("real labels + 3 pasted nuclei, 512 pairs", "real labels + 3 pasted nuclei"),
 )
@@ -80,12 +112,18 @@ def gain(folder: Path, arm: str, fraction: float = 0.1) -> dict:
     """``arm`` − real at ``fraction`` from a results folder's cells (paired by seed and image).
     The real cells are the grid's (``kumar-grid/``): a recipe's folder holds only the seed-0 real
     cell its pair filter used, the same cell (same fingerprint)."""
-    real = [r for r in committed_rows(folder.parent / "kumar-grid", fraction) if r["arm"] == "real"]
+    real = [
+        r for r in committed_rows(folder.parent / "kumar-grid", fraction) if r["arm"] == "real"
+    ]
     rows = [r for r in committed_rows(folder, fraction) if r["arm"] != "real"]
     for g in paired_gains(real + rows, arms=(arm,)):
-        return {"aji": g["aji"], "pq": g["pq"], "seeds": g["seeds"],
-                "aji_ci": [g["ci"]["aji"]["lo"], g["ci"]["aji"]["hi"]],
-                "pq_ci": [g["ci"]["pq"]["lo"], g["ci"]["pq"]["hi"]]}
+        return {
+            "aji": g["aji"],
+            "pq": g["pq"],
+            "seeds": g["seeds"],
+            "aji_ci": [g["ci"]["aji"]["lo"], g["ci"]["aji"]["hi"]],
+            "pq_ci": [g["ci"]["pq"]["lo"], g["ci"]["pq"]["hi"]],
+        }
     return {}
 
 
@@ -99,12 +137,22 @@ def contrasts(results: Path) -> list[dict]:
     mean and 95 % interval, and the per-seed AJI differences."""
     out = []
     for a, b in CONTRASTS:
-        ci = paired_interval(arm_rows(results, a), arm_rows(results, b), ("aji", "pq"), by_seed=True)
+        ci = paired_interval(
+            arm_rows(results, a), arm_rows(results, b), ("aji", "pq"), by_seed=True
+        )
         if not ci["seeds"]:
             continue
-        out.append({"a": a, "b": b, "seeds": ci["seeds"], "pairs": ci["n"], "aji_per_seed": ci["aji"]["per_seed"],
-                    **{m: ci[m]["mean"] for m in ("aji", "pq")},
-                    **{f"{m}_ci": [ci[m]["lo"], ci[m]["hi"]] for m in ("aji", "pq")}})
+        out.append(
+            {
+                "a": a,
+                "b": b,
+                "seeds": ci["seeds"],
+                "pairs": ci["n"],
+                "aji_per_seed": ci["aji"]["per_seed"],
+                **{m: ci[m]["mean"] for m in ("aji", "pq")},
+                **{f"{m}_ci": [ci[m]["lo"], ci[m]["hi"]] for m in ("aji", "pq")},
+            }
+        )
     return out
 
 
@@ -113,9 +161,12 @@ def collect(results: Path) -> dict[str, dict]:
     for name, (folder, arm, _) in RECIPES.items():
         quality = results / folder / "quality" / "quality.json"
         has_cells = ResultsLayout(results / folder).cells.is_dir()
-        row = {"folder": folder, "arm": arm,
-               "quality": read_json(quality) if quality.exists() and arm == "real+syn" else {},
-               "gain": gain(results / folder, arm) if has_cells else {}}
+        row = {
+            "folder": folder,
+            "arm": arm,
+            "quality": read_json(quality) if quality.exists() and arm == "real+syn" else {},
+            "gain": gain(results / folder, arm) if has_cells else {},
+        }
         if arm == "real+syn" and has_cells:
             row["tstr_aji_ratio"] = segmenter_columns(results / folder).get("tstr_aji_ratio")
         if row["quality"] or row["gain"]:
@@ -133,40 +184,76 @@ def _gain_text(g: dict, key: str) -> str:
 
 def markdown(rows: dict[str, dict], heads: list[dict] | None = None) -> str:
     floors = next((r["quality"] for r in rows.values() if r["quality"]), {})
-    lines = ["# Kumar 10 %: synthesis recipes, their pairs' quality and what they gave the segmenter", "",
-             "Quality: `nudiff quality` of each recipe's 256 kept pairs against the 784 Kumar training "
-             "patches (floor: two halves of those). Gain: 10 % + 256 extra patches (a quarter of each "
-             "batch) − 10 % real, 3,000-step segmenters, paired by seed and test image (14 Kumar test "
-             "images), 95 % interval; seed 0 unless said. TSTR: AJI of a segmenter trained on the pairs "
-             "alone (`syn-only`) / AJI of 10 % real, same seeds. Cost: wall minutes at 1 thread beside another "
-             "job (the segmenter cells, ~35-60 min each, come on top). (`benchmarks/kumar_recipes.py`)", "",
-             "| recipe | cost beyond the real cells | " + " | ".join(h for _, h, _ in COLUMNS) + " | Δ AJI | Δ PQ | TSTR |",
-             "|---|---|" + "---|" * (len(COLUMNS) + 3),
-             "| real vs real (floor) | – | " + " | ".join(
-                 format(floors[k + "_floor"], f) if k + "_floor" in floors else "–" for k, _, f in COLUMNS)
-             + " | – | – | 1 |"]
+    lines = [
+        "# Kumar 10 %: synthesis recipes, their pairs' quality and what they gave the segmenter",
+        "",
+        "Quality: `nudiff quality` of each recipe's 256 kept pairs against the 784 Kumar training "
+        "patches (floor: two halves of those). Gain: 10 % + 256 extra patches (a quarter of each "
+        "batch) − 10 % real, 3,000-step segmenters, paired by seed and test image (14 Kumar test "
+        "images), 95 % interval; seed 0 unless said. TSTR: AJI of a segmenter trained on the "
+        "pairs "
+        "alone (`syn-only`) / AJI of 10 % real, same seeds. Cost: wall minutes at 1 thread beside "
+        "another "
+        "job (the segmenter cells, ~35-60 min each, come on top). (`benchmarks/kumar_recipes.py`)",
+        "",
+        "| recipe | cost beyond the real cells | "
+        + " | ".join(h for _, h, _ in COLUMNS)
+        + " | Δ AJI | Δ PQ | TSTR |",
+        "|---|---|" + "---|" * (len(COLUMNS) + 3),
+        "| real vs real (floor) | – | "
+        + " | ".join(
+            format(floors[k + "_floor"], f) if k + "_floor" in floors else "–"
+            for k, _, f in COLUMNS
+        )
+        + " | – | – | 1 |",
+    ]
     for name, r in rows.items():
         q = r["quality"]
-        lines.append(f"| {name} | {RECIPES[name][2]} | " + " | ".join(format(q[k], f) if k in q else "–" for k, _, f in COLUMNS)
-                     + f" | {_gain_text(r['gain'], 'aji')} | {_gain_text(r['gain'], 'pq')} | "
-                     + (format(r["tstr_aji_ratio"], ".2f") if r.get("tstr_aji_ratio") else "–") + " |")
-    ceiling = next((r["quality"]["laplacian_variance_ratio_at_scale"] for r in rows.values()
-                    if "laplacian_variance_ratio_at_scale" in r["quality"]), None)
+        lines.append(
+            f"| {name} | {RECIPES[name][2]} | "
+            + " | ".join(format(q[k], f) if k in q else "–" for k, _, f in COLUMNS)
+            + f" | {_gain_text(r['gain'], 'aji')} | {_gain_text(r['gain'], 'pq')} | "
+            + (format(r["tstr_aji_ratio"], ".2f") if r.get("tstr_aji_ratio") else "–")
+            + " |"
+        )
+    ceiling = next(
+        (
+            r["quality"]["laplacian_variance_ratio_at_scale"]
+            for r in rows.values()
+            if "laplacian_variance_ratio_at_scale" in r["quality"]
+        ),
+        None,
+    )
     if ceiling is not None:
-        lines += ["", f"Half-resolution sets: real windows taken to scale 0.5 and back have Laplacian "
-                  f"ratio {ceiling:.2f} (the most such images can have); \"C2ST at its scale\" "
-                  "compares the synthetic images with those resampled real windows."]
+        lines += [
+            "",
+            f"Half-resolution sets: real windows taken to scale 0.5 and back have Laplacian "
+            f'ratio {ceiling:.2f} (the most such images can have); "C2ST at its scale" '
+            "compares the synthetic images with those resampled real windows.",
+        ]
     if heads:
-        lines += ["", "Head to head, a − b, paired by seed and test image (the seeds both have), 95 % interval:", "",
-                  "| a | b | seeds | Δ AJI | Δ PQ | Δ AJI per seed |", "|---|---|---|---|---|---|"]
-        lines += [f"| {h['a']} | {h['b']} | {', '.join(map(str, h['seeds']))} | {_gain_text(h, 'aji').split(' (')[0]} | "
-                  f"{_gain_text(h, 'pq').split(' (')[0]} | {', '.join(f'{d:+.3f}' for d in h['aji_per_seed'])} |"
-                  for h in heads]
+        lines += [
+            "",
+            "Head to head, a − b, paired by seed and test image (the seeds both have), 95 % "
+            "interval:",
+            "",
+            "| a | b | seeds | Δ AJI | Δ PQ | Δ AJI per seed |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {h['a']} | {h['b']} | {', '.join(map(str, h['seeds']))} | "
+            f"{_gain_text(h, 'aji').split(' (')[0]} | "
+            f"{_gain_text(h, 'pq').split(' (')[0]} | "
+            f"{', '.join(f'{d:+.3f}' for d in h['aji_per_seed'])} |"
+            for h in heads
+        ]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args()
     rows, heads = collect(args.results), contrasts(args.results)

@@ -42,23 +42,34 @@ VARIANTS: dict[str, dict] = {
     "macenko": {"from": "base", "stain": "macenko"},
     "filter-top50": {"from": "base", "filter": {"keep_top": 0.5, "real_percentiles": (5.0, 95.0)}},
     "fidelity-top50": {"from": "base", "filter": {"keep_top": 0.5}},
-    "reinhard+filter-top50": {"from": "reinhard", "filter": {"keep_top": 0.5, "real_percentiles": (5.0, 95.0)}},
+    "reinhard+filter-top50": {
+        "from": "reinhard",
+        "filter": {"keep_top": 0.5, "real_percentiles": (5.0, 95.0)},
+    },
     # decode min_marker 2 + smooth label upsampling (benchmarks/structure_decode.py)
     "decode": {"synthesis": {"decode": {"min_marker": 2}, "label_upsampling": "smooth"}},
     "decode+fidelity-top50": {"from": "decode", "filter": {"keep_top": 0.5}},
     # each image to the Lab statistics of one labeled-subset patch (keeps the spread of colours)
     "reinhard-each": {"from": "base", "stain": "reinhard-each"},
-    "decode+fidelity-top50+reinhard-each": {"from": "decode+fidelity-top50", "stain": "reinhard-each"},
+    "decode+fidelity-top50+reinhard-each": {
+        "from": "decode+fidelity-top50",
+        "stain": "reinhard-each",
+    },
     # diagnostic: the labeled subset's own labels (random windows, flips/rotations), images only
     "subset-structures": {"synthesis": {"structures": "subset"}},
     "subset-structures+fidelity-top50": {"from": "subset-structures", "filter": {"keep_top": 0.5}},
 }
 COLUMNS = [  # (quality.json key, header, format)
-    ("n_synthetic", "pairs", "d"), ("structure_w1_mean", "structure W1", ".3f"),
-    ("mean_count", "nuclei / window", ".1f"), ("mean_area", "area px", ".0f"),
-    ("colour_w1_mean", "colour W1", ".3f"), ("laplacian_variance_ratio", "Laplacian ratio", ".2f"),
-    ("c2st_accuracy", "C2ST acc", ".3f"), ("kid", "KID", ".4f"),
-    ("fidelity_aji", "fidelity AJI", ".3f"), ("fidelity_pq", "fidelity PQ", ".3f"),
+    ("n_synthetic", "pairs", "d"),
+    ("structure_w1_mean", "structure W1", ".3f"),
+    ("mean_count", "nuclei / window", ".1f"),
+    ("mean_area", "area px", ".0f"),
+    ("colour_w1_mean", "colour W1", ".3f"),
+    ("laplacian_variance_ratio", "Laplacian ratio", ".2f"),
+    ("c2st_accuracy", "C2ST acc", ".3f"),
+    ("kid", "KID", ".4f"),
+    ("fidelity_aji", "fidelity AJI", ".3f"),
+    ("fidelity_pq", "fidelity PQ", ".3f"),
 ]
 
 
@@ -75,14 +86,28 @@ def make_variant(name: str, args, plan, done: dict) -> tuple[Path, float]:
         # filter) whatever the config adds, and changes only its own lever
         overrides = dict(spec["synthesis"])
         decode = DecodeParams(**overrides.pop("decode", {}))
-        plain_filter = dataclasses.replace(plan.synthesis.filter, segmenter=None, min_fidelity=None,
-                                           keep_top=None, real_percentiles=None)
-        cfg = dataclasses.replace(plan.synthesis, n=args.n, seed=args.seed, decode=decode,
-                                  label_upsampling="nearest", filter=plain_filter)
-        for model in ("structure", "image"):  # a model's sampling: its own, with the variant's changes
+        plain_filter = dataclasses.replace(
+            plan.synthesis.filter,
+            segmenter=None,
+            min_fidelity=None,
+            keep_top=None,
+            real_percentiles=None,
+        )
+        cfg = dataclasses.replace(
+            plan.synthesis,
+            n=args.n,
+            seed=args.seed,
+            decode=decode,
+            label_upsampling="nearest",
+            filter=plain_filter,
+        )
+        # a model's sampling: its own, with the variant's changes
+        for model in ("structure", "image"):
             if f"{model}_sample" in overrides:
                 own = getattr(plan.synthesis, f"{model}_sample") or getattr(plan, model).sample
-                overrides[f"{model}_sample"] = dataclasses.replace(own, **overrides[f"{model}_sample"])
+                overrides[f"{model}_sample"] = dataclasses.replace(
+                    own, **overrides[f"{model}_sample"]
+                )
         cfg = dataclasses.replace(cfg, **overrides)
         real_dir = _subset_folder(args) if cfg.structures == "subset" else None
         synthesize(args.models / "structure", args.models / "image", out, cfg, real_dir=real_dir)
@@ -98,8 +123,16 @@ def make_variant(name: str, args, plan, done: dict) -> tuple[Path, float]:
     else:
         from nudiff.quality.filter import filter_pairs
 
-        cfg = dataclasses.replace(plan.synthesis.filter, segmenter=str(args.segmenter), **spec["filter"])
-        filter_pairs(source, out, cfg, real_dir=_subset_folder(args), n_keep=int(args.n * spec["filter"]["keep_top"]))
+        cfg = dataclasses.replace(
+            plan.synthesis.filter, segmenter=str(args.segmenter), **spec["filter"]
+        )
+        filter_pairs(
+            source,
+            out,
+            cfg,
+            real_dir=_subset_folder(args),
+            n_keep=int(args.n * spec["filter"]["keep_top"]),
+        )
     return out, minutes + (time.time() - t) / 60
 
 
@@ -130,10 +163,14 @@ def assess_variant(name: str, folder: Path, minutes: float, args) -> dict:
 
 
 def gain_columns(g: dict) -> dict:
-    """One ``nudiff.experiment.paired_gains`` entry as the tables' gain columns (AJI, PQ, intervals)."""
-    return {"gain_aji": g["aji"], "gain_pq": g["pq"],
-            "gain_aji_ci": [g["ci"]["aji"]["lo"], g["ci"]["aji"]["hi"]],
-            "gain_pq_ci": [g["ci"]["pq"]["lo"], g["ci"]["pq"]["hi"]]}
+    """One ``nudiff.experiment.paired_gains`` entry as the tables' gain columns (AJI, PQ,
+    intervals)."""
+    return {
+        "gain_aji": g["aji"],
+        "gain_pq": g["pq"],
+        "gain_aji_ci": [g["ci"]["aji"]["lo"], g["ci"]["aji"]["hi"]],
+        "gain_pq_ci": [g["ci"]["pq"]["lo"], g["ci"]["pq"]["hi"]],
+    }
 
 
 def segmenter_columns(results_dir: Path, fraction: float = 0.1) -> dict:
@@ -154,57 +191,105 @@ def _segmenter_text(m: dict) -> list[str]:
     if "gain_aji" not in m:
         return ["–", "–", format(m["tstr_aji_ratio"], ".2f") if "tstr_aji_ratio" in m else "–"]
     aji, pq = m["gain_aji_ci"], m["gain_pq_ci"]
-    return [f"{m['gain_aji']:+.3f} [{aji[0]:+.3f}, {aji[1]:+.3f}] ({m['gain_seeds']} seed{'s' * (m['gain_seeds'] > 1)})",
-            f"{m['gain_pq']:+.3f} [{pq[0]:+.3f}, {pq[1]:+.3f}]",
-            format(m["tstr_aji_ratio"], ".2f") if "tstr_aji_ratio" in m else "–"]
+    return [
+        f"{m['gain_aji']:+.3f} [{aji[0]:+.3f}, {aji[1]:+.3f}] ({m['gain_seeds']} "
+        f"seed{'s' * (m['gain_seeds'] > 1)})",
+        f"{m['gain_pq']:+.3f} [{pq[0]:+.3f}, {pq[1]:+.3f}]",
+        format(m["tstr_aji_ratio"], ".2f") if "tstr_aji_ratio" in m else "–",
+    ]
 
 
 def table(rows: dict[str, dict]) -> str:
-    head = ("| variant | minutes | " + " | ".join(h for _, h, _ in COLUMNS)
-            + " | real+syn − real AJI | real+syn − real PQ | TSTR AJI ratio |")
-    lines = ["# Pair-quality ablation (`benchmarks/pair_ablation.py`)", "",
-             "One synthetic set per lever setting, all from the same model pair, assessed by "
-             "`nudiff quality` against the same real patches, segmenter and seed. Floor: the same "
-             "measure between two halves of the real patches.", "", head,
-             "|" + "---|" * (len(COLUMNS) + 5)]
+    head = (
+        "| variant | minutes | "
+        + " | ".join(h for _, h, _ in COLUMNS)
+        + " | real+syn − real AJI | real+syn − real PQ | TSTR AJI ratio |"
+    )
+    lines = [
+        "# Pair-quality ablation (`benchmarks/pair_ablation.py`)",
+        "",
+        "One synthetic set per lever setting, all from the same model pair, assessed by "
+        "`nudiff quality` against the same real patches, segmenter and seed. Floor: the same "
+        "measure between two halves of the real patches.",
+        "",
+        head,
+        "|" + "---|" * (len(COLUMNS) + 5),
+    ]
     first = next(iter(rows.values()))
-    lines.append("| real vs real (floor) | – | " + " | ".join(
-        format(first[k + "_floor"], f) if k + "_floor" in first else "–" for k, _, f in COLUMNS)
-        + " | – | – | 1 |")
+    lines.append(
+        "| real vs real (floor) | – | "
+        + " | ".join(
+            format(first[k + "_floor"], f) if k + "_floor" in first else "–" for k, _, f in COLUMNS
+        )
+        + " | – | – | 1 |"
+    )
     for name, m in rows.items():
-        lines.append(f"| {name} | {m.get('minutes_to_make', float('nan')):.1f} | " + " | ".join(
-            [format(m[k], f) if k in m else "–" for k, _, f in COLUMNS] + _segmenter_text(m.get("segmenter", {})))
-            + " |")
+        lines.append(
+            f"| {name} | {m.get('minutes_to_make', float('nan')):.1f} | "
+            + " | ".join(
+                [format(m[k], f) if k in m else "–" for k, _, f in COLUMNS]
+                + _segmenter_text(m.get("segmenter", {}))
+            )
+            + " |"
+        )
     for name, m in rows.items():
         if "structure_w1_mean" not in m and name in VARIANTS and "filter" in VARIANTS[name]:
-            lines += ["", f"*{name}* kept {m.get('n_synthetic', 0)} pair(s): too few to assess. "
-                      + ("Its nucleus-statistics filter (each window's statistics within the real "
-                         "5–95th percentiles) rejects almost every sampled window: the sampled "
-                         "structures are off (benchmarks/results/structure_decode.md)."
-                         if VARIANTS[name]["filter"].get("real_percentiles") else "")]
+            lines += [
+                "",
+                f"*{name}* kept {m.get('n_synthetic', 0)} pair(s): too few to assess. "
+                + (
+                    "Its nucleus-statistics filter (each window's statistics within the real "
+                    "5–95th percentiles) rejects almost every sampled window: the sampled "
+                    "structures are off (benchmarks/results/structure_decode.md)."
+                    if VARIANTS[name]["filter"].get("real_percentiles")
+                    else ""
+                ),
+            ]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", type=Path, required=True, help="folder with structure/ and image/ runs")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--models", type=Path, required=True, help="folder with structure/ and image/ runs"
+    )
     ap.add_argument("--config", type=Path, default=Path("configs/kumar-grid.yaml"))
     ap.add_argument("--real", type=Path, required=True, help="real paired folder to compare with")
-    ap.add_argument("--subset", type=Path, required=True,
-                    help="prepared data folder: its labeled subset is the stain reference and the filter's real data")
+    ap.add_argument(
+        "--subset",
+        type=Path,
+        required=True,
+        help="prepared data folder: its labeled subset is the stain reference and the filter's "
+        "real data",
+    )
     ap.add_argument("--fraction", type=float, default=0.1)
-    ap.add_argument("--segmenter", type=Path, required=True,
-                    help="a segmenter trained on the labeled subset (label fidelity, KID, filter)")
-    ap.add_argument("--variants", nargs="+", default=["base", "guidance3", "reinhard", "filter-top50"],
-                    choices=sorted(VARIANTS))
+    ap.add_argument(
+        "--segmenter",
+        type=Path,
+        required=True,
+        help="a segmenter trained on the labeled subset (label fidelity, KID, filter)",
+    )
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        default=["base", "guidance3", "reinhard", "filter-top50"],
+        choices=sorted(VARIANTS),
+    )
     ap.add_argument("-n", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--c2st-epochs", type=int, default=15)
     ap.add_argument("--out", type=Path, default=Path("runs/ablation"))
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results/pair_ablation"))
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--cells", nargs="*", default=[], metavar="VARIANT=RESULTS_DIR",
-                    help="segmenter columns of a variant from an experiment's committed cells")
+    ap.add_argument(
+        "--cells",
+        nargs="*",
+        default=[],
+        metavar="VARIANT=RESULTS_DIR",
+        help="segmenter columns of a variant from an experiment's committed cells",
+    )
     args = ap.parse_args()
     set_threads(args.threads)
     plan = load_plan(args.config)
@@ -213,10 +298,15 @@ def main() -> None:
     done: dict = {}
     for name in args.variants:
         if name not in rows:
-            folder, minutes = (args.out / name, 0.0) if (args.results / name / "quality.json").exists() \
+            folder, minutes = (
+                (args.out / name, 0.0)
+                if (args.results / name / "quality.json").exists()
                 else make_variant(name, args, plan, done)
+            )
             done[name] = (folder, minutes)
-            kept = len(list((folder / "images").glob("*.png"))) if (folder / "images").is_dir() else 0
+            kept = (
+                len(list((folder / "images").glob("*.png"))) if (folder / "images").is_dir() else 0
+            )
             if kept >= 2:
                 rows[name] = assess_variant(name, folder, minutes, args)
             else:  # e.g. a filter that kept (almost) nothing: nothing to assess
@@ -225,8 +315,16 @@ def main() -> None:
             variant, _, folder = item.partition("=")
             if variant in rows:
                 rows[variant]["segmenter"] = segmenter_columns(Path(folder)) | {"cells": folder}
-        write_json(summary, {"variants": rows, "models": str(args.models), "real": str(args.real),
-                             "segmenter": str(args.segmenter), "seed": args.seed})
+        write_json(
+            summary,
+            {
+                "variants": rows,
+                "models": str(args.models),
+                "real": str(args.real),
+                "segmenter": str(args.segmenter),
+                "seed": args.seed,
+            },
+        )
         write_text(args.results / "pair_ablation.md", table(rows))
         print(table(rows), flush=True)
 

@@ -63,61 +63,115 @@ VARIANTS: dict[str, Variant] = {
     "quarter": Variant("a quarter of each batch synthetic (the grid's recipe)", [], False),
     "half": Variant("half of each batch synthetic", ["segment.train.real_ratio=0.5"], False),
     "tenth": Variant("a tenth of each batch synthetic", ["segment.train.real_ratio=0.9"], False),
-    "union": Variant("plain union, drawn by area (the paper's; ~70 % synthetic here)",
-                     ["segment.train.real_ratio=null"], False),
-    "pretrain-750": Variant("pre-train: the first 750 steps synthetic only, then real only "
-                            "(as many real crops as `quarter`)",
-                            ["segment.train.real_ratio=0", "segment.train.synthetic_until=750"], False),
-    "weight-0.5": Variant("a quarter synthetic, their loss weighted 0.5",
-                          ["segment.train.synthetic_weight=0.5"], False),
-    "pairs-128": Variant("128 kept pairs (256 sampled), a quarter of each batch",
-                         ["experiment.n_synthetic=128"], True),
-    "pairs-512": Variant("512 kept pairs (1,024 sampled), a quarter of each batch",
-                         ["experiment.n_synthetic=512"], True),
-    "copypaste+syn": Variant("the 256 pairs and 256 copy-paste patches, a quarter of each batch from the 512",
-                             [], False, "real+copypaste+syn"),
-    "copypaste-512": Variant("control for `copypaste+syn`: 512 copy-paste patches, no synthetic, a quarter of each batch",
-                             ["experiment.n_synthetic=512"], False, "real+copypaste"),
-    "copypaste-256": Variant("no synthetic: the grid's 256 copy-paste patches, a quarter of each batch",
-                             [], False, "real+copypaste"),
-    "copypaste+syn-half": Variant("the 256 pairs and 256 copy-paste patches, half of each batch from the 512",
-                                  ["segment.train.real_ratio=0.5"], False, "real+copypaste+syn"),
-    "copypaste-512-half": Variant("control for `copypaste+syn-half`: 512 copy-paste patches, no synthetic, "
-                                  "half of each batch",
-                                  ["experiment.n_synthetic=512", "segment.train.real_ratio=0.5"], False,
-                                  "real+copypaste"),
+    "union": Variant(
+        "plain union, drawn by area (the paper's; ~70 % synthetic here)",
+        ["segment.train.real_ratio=null"],
+        False,
+    ),
+    "pretrain-750": Variant(
+        "pre-train: the first 750 steps synthetic only, then real only "
+        "(as many real crops as `quarter`)",
+        ["segment.train.real_ratio=0", "segment.train.synthetic_until=750"],
+        False,
+    ),
+    "weight-0.5": Variant(
+        "a quarter synthetic, their loss weighted 0.5",
+        ["segment.train.synthetic_weight=0.5"],
+        False,
+    ),
+    "pairs-128": Variant(
+        "128 kept pairs (256 sampled), a quarter of each batch",
+        ["experiment.n_synthetic=128"],
+        True,
+    ),
+    "pairs-512": Variant(
+        "512 kept pairs (1,024 sampled), a quarter of each batch",
+        ["experiment.n_synthetic=512"],
+        True,
+    ),
+    "copypaste+syn": Variant(
+        "the 256 pairs and 256 copy-paste patches, a quarter of each batch from the 512",
+        [],
+        False,
+        "real+copypaste+syn",
+    ),
+    "copypaste-512": Variant(
+        "control for `copypaste+syn`: 512 copy-paste patches, no synthetic, a quarter of each "
+        "batch",
+        ["experiment.n_synthetic=512"],
+        False,
+        "real+copypaste",
+    ),
+    "copypaste-256": Variant(
+        "no synthetic: the grid's 256 copy-paste patches, a quarter of each batch",
+        [],
+        False,
+        "real+copypaste",
+    ),
+    "copypaste+syn-half": Variant(
+        "the 256 pairs and 256 copy-paste patches, half of each batch from the 512",
+        ["segment.train.real_ratio=0.5"],
+        False,
+        "real+copypaste+syn",
+    ),
+    "copypaste-512-half": Variant(
+        "control for `copypaste+syn-half`: 512 copy-paste patches, no synthetic, "
+        "half of each batch",
+        ["experiment.n_synthetic=512", "segment.train.real_ratio=0.5"],
+        False,
+        "real+copypaste",
+    ),
 }
 IN_GRID = ("quarter", "copypaste+syn", "copypaste-256")  # cells of configs/kumar-grid.yaml itself
 # pairs of variants compared head to head (a − b, paired by seed and test image)
-CONTRASTS = (("copypaste+syn", "copypaste-512"), ("copypaste+syn", "copypaste-256"),
-             ("copypaste-512", "copypaste-256"), ("copypaste+syn-half", "copypaste+syn"),
-             ("copypaste+syn-half", "copypaste-512-half"))
+CONTRASTS = (
+    ("copypaste+syn", "copypaste-512"),
+    ("copypaste+syn", "copypaste-256"),
+    ("copypaste-512", "copypaste-256"),
+    ("copypaste+syn-half", "copypaste+syn"),
+    ("copypaste+syn-half", "copypaste-512-half"),
+)
 
 
 def link_grid_run(grid_run: Path, run: Path, own_pairs: bool) -> None:
     """Link what a variant shares with the grid run into its run folder (nothing is copied)."""
     rel = RunLayout(Path())  # paths relative to a run folder
-    shared = [rel.data, rel.cell(Cell(FRACTION, "real", 0)), rel.model_run(FRACTION, "structure"),
-              rel.model_run(FRACTION, "image"), rel.subset(FRACTION),
-              *(() if own_pairs else (rel.synthetic(FRACTION),))]
+    shared = [
+        rel.data,
+        rel.cell(Cell(FRACTION, "real", 0)),
+        rel.model_run(FRACTION, "structure"),
+        rel.model_run(FRACTION, "image"),
+        rel.subset(FRACTION),
+        *(() if own_pairs else (rel.synthetic(FRACTION),)),
+    ]
     for rel in shared:
         target, link = grid_run / rel, run / rel
         if link.exists() or link.is_symlink():
             continue
         if not target.exists():
-            raise NudiffError(f"{target}: missing; run the grid's 10 % real+syn cell first "
-                              "(nudiff experiment --config configs/kumar-grid.yaml ...)")
+            raise NudiffError(
+                f"{target}: missing; run the grid's 10 % real+syn cell first "
+                "(nudiff experiment --config configs/kumar-grid.yaml ...)"
+            )
         link.parent.mkdir(parents=True, exist_ok=True)
         os.symlink(target.resolve(), link)
 
 
-def run_variant(name: str, config: Path, grid_run: Path, out: Path, results: Path,
-                seeds: list[int]) -> None:
+def run_variant(
+    name: str, config: Path, grid_run: Path, out: Path, results: Path, seeds: list[int]
+) -> None:
     v = VARIANTS[name]
     run = out / name
     link_grid_run(grid_run, run, v.own_pairs)
-    plan = load_plan(config, [*v.overrides, "experiment.fractions=[0.1]", f"experiment.arms=[{v.arm}]",
-                              f"experiment.seeds_by_fraction={{0.1: {list(seeds)}}}"])
+    plan = load_plan(
+        config,
+        [
+            *v.overrides,
+            "experiment.fractions=[0.1]",
+            f"experiment.arms=[{v.arm}]",
+            f"experiment.seeds_by_fraction={{0.1: {list(seeds)}}}",
+        ],
+    )
     run_experiment(plan, run, results_dir=results / name)
 
 
@@ -128,7 +182,9 @@ def variant_folder(results: Path, name: str) -> Path:
 def variant_rows(results: Path, name: str) -> list[dict]:
     """The committed per-image rows of one variant's cells (empty when none has run)."""
     folder, arm = variant_folder(results, name), VARIANTS[name].arm
-    return [r for r in committed_rows(folder, FRACTION) if r["arm"] == arm] if folder.is_dir() else []
+    return (
+        [r for r in committed_rows(folder, FRACTION) if r["arm"] == arm] if folder.is_dir() else []
+    )
 
 
 def summarise(results: Path) -> dict[str, dict]:
@@ -138,13 +194,20 @@ def summarise(results: Path) -> dict[str, dict]:
         folder = variant_folder(results, name)
         syn = variant_rows(results, name)
         for g in paired_gains(real + syn, arms=(arm,)):
-            cells = [read_json(ResultsLayout(folder).cell(Cell(FRACTION, arm, s))) for s in g["seeds"]]
-            out[name] = {"what": what, "overrides": overrides, "seeds": g["seeds"],
-                         "aji": sum(c["mean"]["aji"] for c in cells) / len(cells),
-                         "pq": sum(c["mean"]["pq"] for c in cells) / len(cells),
-                         **gain_columns(g),
-                         "minutes": round(sum(sum(c.get("minutes", {}).values()) for c in cells)
-                                          / len(cells), 1)}
+            cells = [
+                read_json(ResultsLayout(folder).cell(Cell(FRACTION, arm, s))) for s in g["seeds"]
+            ]
+            out[name] = {
+                "what": what,
+                "overrides": overrides,
+                "seeds": g["seeds"],
+                "aji": sum(c["mean"]["aji"] for c in cells) / len(cells),
+                "pq": sum(c["mean"]["pq"] for c in cells) / len(cells),
+                **gain_columns(g),
+                "minutes": round(
+                    sum(sum(c.get("minutes", {}).values()) for c in cells) / len(cells), 1
+                ),
+            }
     return out
 
 
@@ -153,12 +216,21 @@ def contrasts(results: Path) -> list[dict]:
     pairs both have, mean and 95 % interval of AJI and PQ."""
     out = []
     for a, b in CONTRASTS:
-        ci = paired_interval(variant_rows(results, a), variant_rows(results, b), ("aji", "pq"), by_seed=True)
+        ci = paired_interval(
+            variant_rows(results, a), variant_rows(results, b), ("aji", "pq"), by_seed=True
+        )
         if not ci["seeds"]:
             continue
-        out.append({"a": a, "b": b, "seeds": ci["seeds"], "pairs": ci["n"],
-                    **{f"gain_{m}": ci[m]["mean"] for m in ("aji", "pq")},
-                    **{f"gain_{m}_ci": [ci[m]["lo"], ci[m]["hi"]] for m in ("aji", "pq")}})
+        out.append(
+            {
+                "a": a,
+                "b": b,
+                "seeds": ci["seeds"],
+                "pairs": ci["n"],
+                **{f"gain_{m}": ci[m]["mean"] for m in ("aji", "pq")},
+                **{f"gain_{m}_ci": [ci[m]["lo"], ci[m]["hi"]] for m in ("aji", "pq")},
+            }
+        )
     return out
 
 
@@ -168,24 +240,41 @@ def _ci(row: dict, key: str) -> str:
 
 
 def markdown(rows: dict[str, dict], heads: list[dict]) -> str:
-    lines = ["# Kumar 10 %: ways of using the same synthetic pairs (`benchmarks/pair_use.py`)", "",
-             "10 % real + the grid recipe's synthetic pairs, 3,000-step segmenters; one option "
-             "changed per row (the `copypaste*` rows add copy-paste patches: the grid's, with or without "
-             "the pairs, and controls with as many extra patches as `copypaste+syn`, all copy-paste). "
-             "Gain over 10 % real (the grid's `real` cells), paired by seed and "
-             "test image (14 Kumar test images), 95 % interval. Minutes: the cell's training and "
-             "prediction, averaged over its seeds.", "",
-             "| variant | what the segmenter does with the pairs | seeds | AJI | PQ | Δ AJI | Δ PQ | minutes |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Kumar 10 %: ways of using the same synthetic pairs (`benchmarks/pair_use.py`)",
+        "",
+        "10 % real + the grid recipe's synthetic pairs, 3,000-step segmenters; one option "
+        "changed per row (the `copypaste*` rows add copy-paste patches: the grid's, with or "
+        "without "
+        "the pairs, and controls with as many extra patches as `copypaste+syn`, all copy-paste). "
+        "Gain over 10 % real (the grid's `real` cells), paired by seed and "
+        "test image (14 Kumar test images), 95 % interval. Minutes: the cell's training and "
+        "prediction, averaged over its seeds.",
+        "",
+        "| variant | what the segmenter does with the pairs | seeds | AJI | PQ | Δ AJI | Δ PQ | "
+        "minutes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in rows.items():
         seeds = ", ".join(map(str, r["seeds"]))
-        lines.append(f"| {name} | {r['what']} | {seeds} | {r['aji']:.4f} | {r['pq']:.4f} | "
-                     f"{_ci(r, 'aji')} | {_ci(r, 'pq')} | {r['minutes']} |")
+        lines.append(
+            f"| {name} | {r['what']} | {seeds} | {r['aji']:.4f} | {r['pq']:.4f} | "
+            f"{_ci(r, 'aji')} | {_ci(r, 'pq')} | {r['minutes']} |"
+        )
     if heads:
-        lines += ["", "Head to head, paired by seed and test image (the seeds both variants have), 95 % interval:", "",
-                  "| a − b | seeds | (image × seed) pairs | Δ AJI | Δ PQ |", "|---|---|---|---|---|"]
-        lines += [f"| {h['a']} − {h['b']} | {', '.join(map(str, h['seeds']))} | {h['pairs']} | "
-                  f"{_ci(h, 'aji')} | {_ci(h, 'pq')} |" for h in heads]
+        lines += [
+            "",
+            "Head to head, paired by seed and test image (the seeds both variants have), 95 % "
+            "interval:",
+            "",
+            "| a − b | seeds | (image × seed) pairs | Δ AJI | Δ PQ |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {h['a']} − {h['b']} | {', '.join(map(str, h['seeds']))} | {h['pairs']} | "
+            f"{_ci(h, 'aji')} | {_ci(h, 'pq')} |"
+            for h in heads
+        ]
     missing = [n for n in VARIANTS if n not in rows]
     if missing:
         lines += ["", "Not run yet: " + ", ".join(f"`{n}`" for n in missing) + "."]
@@ -193,16 +282,26 @@ def markdown(rows: dict[str, dict], heads: list[dict]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--variants", nargs="+", default=[], choices=[v for v in VARIANTS if v not in IN_GRID])
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--variants", nargs="+", default=[], choices=[v for v in VARIANTS if v not in IN_GRID]
+    )
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--config", type=Path, default=Path("configs/kumar-grid.yaml"))
-    ap.add_argument("--grid-run", type=Path, default=Path("runs/kumar"),
-                    help="the Kumar grid's run folder (its 10 %% models, pairs and real s0 segmenter)")
+    ap.add_argument(
+        "--grid-run",
+        type=Path,
+        default=Path("runs/kumar"),
+        help="the Kumar grid's run folder (its 10 %% models, pairs and real s0 segmenter)",
+    )
     ap.add_argument("--out", type=Path, default=Path("runs/pair_use"))
     ap.add_argument("--results", type=Path, default=RESULTS / "pair_use")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--summary-only", action="store_true", help="only rebuild the table from --results")
+    ap.add_argument(
+        "--summary-only", action="store_true", help="only rebuild the table from --results"
+    )
     args = ap.parse_args()
     set_threads(args.threads)
     if not args.summary_only:

@@ -30,7 +30,9 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model", type=Path, required=True)
     ap.add_argument("--data", type=Path, default=Path("../shared/datasets/monuseg"))
     ap.add_argument("--test", type=int, default=5)
@@ -51,9 +53,12 @@ def main() -> None:
     tuned = chosen if chosen.method == "nudiff" else DecodeParams()
     ours = "nudiff (tuned)" if chosen.method == "nudiff" else "nudiff (defaults)"
     medians = (5, 9, 15)
-    decoders = {ours: tuned, **{f"nudiff, median {m}": replace(tuned, median_size=m) for m in medians},
-                "hovernet sobel21": DecodeParams(method="hovernet", sobel_size=21),
-                "hovernet sobel5": DecodeParams(method="hovernet", sobel_size=5)}
+    decoders = {
+        ours: tuned,
+        **{f"nudiff, median {m}": replace(tuned, median_size=m) for m in medians},
+        "hovernet sobel21": DecodeParams(method="hovernet", sobel_size=21),
+        "hovernet sobel5": DecodeParams(method="hovernet", sobel_size=5),
+    }
     per = {}
     for tta in (1, 4, 8):
         names = decoders if tta == 1 else (ours, "hovernet sobel21")
@@ -63,13 +68,27 @@ def main() -> None:
             for name in names:
                 key = name if tta == 1 else f"{name}, tta {tta}"
                 per.setdefault(key, {})[s.name] = instance_metrics(
-                    s.instance_map, decode(structure, decoders[name]))
-    report = {"model": str(args.model), "post": cfg.post.__dict__, "test": [s.name for s in test],
-              "mean": {k: mean_metrics(v) for k, v in per.items()}, "per_image": per}
-    lines = ["# Post-processing of one segmenter's maps (segmenter_bar test images)", "",
-             f"Model: `{args.model}`; post-processing chosen on validation: {cfg.post.__dict__}.", "",
-             "| decoder | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
-    lines += [f"| {k} | " + " | ".join(f"{m[x]:.4f}" for x in METRICS) + " |" for k, m in report["mean"].items()]
+                    s.instance_map, decode(structure, decoders[name])
+                )
+    report = {
+        "model": str(args.model),
+        "post": cfg.post.__dict__,
+        "test": [s.name for s in test],
+        "mean": {k: mean_metrics(v) for k, v in per.items()},
+        "per_image": per,
+    }
+    lines = [
+        "# Post-processing of one segmenter's maps (segmenter_bar test images)",
+        "",
+        f"Model: `{args.model}`; post-processing chosen on validation: {cfg.post.__dict__}.",
+        "",
+        "| decoder | " + " | ".join(METRICS) + " |",
+        "|---|" + "---|" * len(METRICS),
+    ]
+    lines += [
+        f"| {k} | " + " | ".join(f"{m[x]:.4f}" for x in METRICS) + " |"
+        for k, m in report["mean"].items()
+    ]
     write_json(RESULTS / f"{args.name}.json", report)
     write_text(RESULTS / f"{args.name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -15,7 +15,8 @@ go). Checkpoint settings (``ckpt500`` ...) sample an earlier checkpoint of
 the same training run (EMA weights), to see quality against training steps.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sampling_levers.py \\
-        --image-model runs/kumar/diffusion/f0.10/image --subset runs/kumar/diffusion/f0.10/subset \\
+        --image-model runs/kumar/diffusion/f0.10/image \
+--subset runs/kumar/diffusion/f0.10/subset \\
         --real runs/kumar/data/patches --config configs/kumar-grid.yaml -n 64 --threads 1
 
 Writes sampling_levers.{json,md,png} under --results (default benchmarks/results/sampling_levers).
@@ -62,9 +63,18 @@ def sample_setting(name: str, args, plan) -> tuple[Path, float]:
         overrides["image_sample"] = dataclasses.replace(own, **overrides["image_sample"])
     if name.startswith("ckpt"):  # an earlier checkpoint of the same run, as a model folder
         model = checkpoint_model(args.image_model, int(name[4:]), args.out / "models" / name)
-    accept_all = FilterConfig(min_nuclei=0, min_mean_area=None, max_mean_area=None, max_foreground=1.0)
-    cfg = dataclasses.replace(plan.synthesis, n=args.n, seed=0, structures="subset", stain="none",
-                              filter=accept_all, **overrides)
+    accept_all = FilterConfig(
+        min_nuclei=0, min_mean_area=None, max_mean_area=None, max_foreground=1.0
+    )
+    cfg = dataclasses.replace(
+        plan.synthesis,
+        n=args.n,
+        seed=0,
+        structures="subset",
+        stain="none",
+        filter=accept_all,
+        **overrides,
+    )
     t = time.time()
     with zero_mean_noise(name == "zero-mean-noise"):
         synthesize(None, model, out, cfg, real_dir=args.subset)
@@ -107,7 +117,9 @@ def checkpoint_model(run: Path, step: int, folder: Path) -> Path:
     if not ckpt.is_dir():
         raise SystemExit(f"{ckpt}: no such checkpoint")
     if not (folder / "model.safetensors").exists():  # the run's config (it may still be training)
-        model = Denoiser(load_config(DiffusionConfig, run / "config.yaml"))  # strict load checks the keys
+        model = Denoiser(
+            load_config(DiffusionConfig, run / "config.yaml")
+        )  # strict load checks the keys
         model.load_state_dict(load_file(str(ckpt / "ema.safetensors")))
         save_denoiser(model, folder)
     return folder
@@ -137,18 +149,29 @@ def mosaic(folders: dict[str, Path], path: Path, k: int = 6) -> None:
 
 def table(rows: dict[str, dict], n: int, threads: int | None) -> str:
     first = next(iter(rows.values()))
-    lines = ["# Image-model sampling levers (`benchmarks/sampling_levers.py`)", "",
-             f"{n} images per setting, all on the same conditions: windows of the labeled subset's own "
-             "labels; only the image sampler (or checkpoint) differs. Floors: two halves of the real "
-             f"patches (as many windows; with so few, the Laplacian floor is noisy). Minutes: sampling at "
-             f"{threads or 'all'} thread(s), on a machine that may have been busy.", "",
-             "| setting | minutes | colour W1 | Laplacian ratio | H-visible nuclei |", "|---|---|---|---|---|",
-             f"| real vs real (floor) | – | {first['colour_w1_mean_floor']:.3f} | "
-             f"{first['laplacian_variance_ratio_floor']:.2f} | {first['visible_fraction_floor']:.2f} |"]
+    lines = [
+        "# Image-model sampling levers (`benchmarks/sampling_levers.py`)",
+        "",
+        f"{n} images per setting, all on the same conditions: windows of the labeled subset's own "
+        "labels; only the image sampler (or checkpoint) differs. Floors: two halves of the real "
+        "patches (as many windows; with so few, the Laplacian floor is noisy). Minutes: sampling "
+        "at "
+        f"{threads or 'all'} thread(s), on a machine that may have been busy.",
+        "",
+        "| setting | minutes | colour W1 | Laplacian ratio | H-visible nuclei |",
+        "|---|---|---|---|---|",
+        f"| real vs real (floor) | – | {first['colour_w1_mean_floor']:.3f} | "
+        f"{first['laplacian_variance_ratio_floor']:.2f} | {first['visible_fraction_floor']:.2f} |",
+    ]
     for name, m in rows.items():
-        lines.append(f"| {name} | {m['minutes']:.1f} | {m['colour_w1_mean']:.3f} | "
-                     f"{m['laplacian_variance_ratio']:.2f} | {m['visible_fraction']:.2f} |")
-    lines += ["", "Mosaic (`sampling_levers.png`): one row per setting, in the order above, same labels."]
+        lines.append(
+            f"| {name} | {m['minutes']:.1f} | {m['colour_w1_mean']:.3f} | "
+            f"{m['laplacian_variance_ratio']:.2f} | {m['visible_fraction']:.2f} |"
+        )
+    lines += [
+        "",
+        "Mosaic (`sampling_levers.png`): one row per setting, in the order above, same labels.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -166,36 +189,59 @@ def curve(results: Path, run: Path) -> list[dict]:
             continue
         step = int(name[4:]) if name.startswith("ckpt") else max(checkpoints)
         state = read_json(checkpoints[step] / "state.json") if step in checkpoints else {}
-        entries.append({"setting": run.name, "steps": step,
-                        "minutes": round((state.get("elapsed_s") or float("nan")) / 60, 1),
-                        "colour_w1_mean": m["colour_w1_mean"],
-                        "laplacian_variance_ratio": m["laplacian_variance_ratio"],
-                        "visible_fraction": m["visible_fraction"],
-                        "c2st_accuracy": None, "kid": None, "fidelity_pq": None})
+        entries.append(
+            {
+                "setting": run.name,
+                "steps": step,
+                "minutes": round((state.get("elapsed_s") or float("nan")) / 60, 1),
+                "colour_w1_mean": m["colour_w1_mean"],
+                "laplacian_variance_ratio": m["laplacian_variance_ratio"],
+                "visible_fraction": m["visible_fraction"],
+                "c2st_accuracy": None,
+                "kid": None,
+                "fidelity_pq": None,
+            }
+        )
     return sorted(entries, key=lambda e: e["steps"])
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--image-model", type=Path, required=True, help="an image-model training run")
-    ap.add_argument("--subset", type=Path, required=True, help="the labeled subset as a paired folder")
+    ap.add_argument(
+        "--subset", type=Path, required=True, help="the labeled subset as a paired folder"
+    )
     ap.add_argument("--real", type=Path, required=True, help="real paired folder to compare with")
     ap.add_argument("--config", type=Path, default=Path("configs/kumar-grid.yaml"))
-    ap.add_argument("--settings", nargs="+", default=list(SETTINGS),
-                    help=f"of {sorted(SETTINGS)} or ckptN (an earlier checkpoint, N its step)")
+    ap.add_argument(
+        "--settings",
+        nargs="+",
+        default=list(SETTINGS),
+        help=f"of {sorted(SETTINGS)} or ckptN (an earlier checkpoint, N its step)",
+    )
     ap.add_argument("-n", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("runs/sampling_levers"))
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results/sampling_levers"))
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--curve", action="store_true",
-                    help="only write curve.json from the ckptN / base settings already measured")
+    ap.add_argument(
+        "--curve",
+        action="store_true",
+        help="only write curve.json from the ckptN / base settings already measured",
+    )
     args = ap.parse_args()
     set_threads(args.threads)
     if args.curve:
         some = next(iter(read_json(args.results / "sampling_levers.json")["settings"].values()))
-        floors = {k: v for k, v in some.items() if k.endswith("_floor")}  # the same for every setting
-        write_json(args.results / "curve.json", {"entries": curve(args.results, args.image_model), "floors": floors})
+        floors = {
+            k: v for k, v in some.items() if k.endswith("_floor")
+        }  # the same for every setting
+        write_json(
+            args.results / "curve.json",
+            {"entries": curve(args.results, args.image_model), "floors": floors},
+        )
         return
     plan = load_plan(args.config)
     summary = args.results / "sampling_levers.json"
@@ -208,8 +254,16 @@ def main() -> None:
         folders[name] = folder
         if name not in rows:
             rows[name] = measure(folder, args.real, args.seed) | {"minutes": round(minutes, 2)}
-        write_json(summary, {"settings": rows, "image_model": str(args.image_model), "n": args.n,
-                             "real": str(args.real), "seed": args.seed})
+        write_json(
+            summary,
+            {
+                "settings": rows,
+                "image_model": str(args.image_model),
+                "n": args.n,
+                "real": str(args.real),
+                "seed": args.seed,
+            },
+        )
         write_text(args.results / "sampling_levers.md", table(rows, args.n, args.threads))
         print(table(rows, args.n, args.threads), flush=True)
     mosaic(folders, args.results / "sampling_levers.png")

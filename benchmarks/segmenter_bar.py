@@ -137,8 +137,10 @@ def markdown(report: dict) -> str:
         ),
         "",
         (
-            f"- speed (batch {report['config']['train']['batch_size']} x {report['config']['train']['crop_size']} px, "
-            f"{report['config']['train']['precision']}): full step {speed['full_steps_per_s']:.2f} steps/s "
+            f"- speed (batch {report['config']['train']['batch_size']} x "
+            f"{report['config']['train']['crop_size']} px, "
+            f"{report['config']['train']['precision']}): full step "
+            f"{speed['full_steps_per_s']:.2f} steps/s "
             f"(data + augmentation {speed['data_fraction']:.0%} of it), network only "
             f"{speed['network_steps_per_s']:.2f} steps/s"
         ),
@@ -147,9 +149,12 @@ def markdown(report: dict) -> str:
         m = report["metrics"]["mean"]
         lines += [
             (
-                f"- trained {report['steps']} steps in {report['train_minutes']:.1f} min on {report['n_train']} images "
-                f"(validation: {report['n_val']}, model selection on val PQ); tested on {report['n_test']} unseen "
-                f"images ({', '.join(report['test_names'])}), {report['metrics']['seconds_per_image']:.1f} s/image"
+                f"- trained {report['steps']} steps in {report['train_minutes']:.1f} min on "
+                f"{report['n_train']} images "
+                f"(validation: {report['n_val']}, model selection on val PQ); tested on "
+                f"{report['n_test']} unseen "
+                f"images ({', '.join(report['test_names'])}), "
+                f"{report['metrics']['seconds_per_image']:.1f} s/image"
             ),
             (
                 "- post-processing chosen on the validation images: "
@@ -191,7 +196,9 @@ def main() -> None:
         "--val", type=int, default=2, help="validation images for model selection (0: none)"
     )
     ap.add_argument("--seed", type=int, default=0, help="seed of the split (and of training)")
-    ap.add_argument("--train-seed", type=int, default=None, help="seed of training (default: --seed)")
+    ap.add_argument(
+        "--train-seed", type=int, default=None, help="seed of training (default: --seed)"
+    )
     ap.add_argument("--measure-seconds", type=float, default=60.0)
     ap.add_argument("--measure-only", action="store_true")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")

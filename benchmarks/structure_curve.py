@@ -67,42 +67,55 @@ VARIANTS = {
 @functools.lru_cache(maxsize=4)
 def subset_maps(data: str, fraction: float, scale: float) -> np.ndarray:
     """The subset's instance maps resized by ``scale`` (read once per process)."""
-    return resize_instance_maps(np.stack([s.instance_map for s in load_subset(data, fraction)]), scale)
+    return resize_instance_maps(
+        np.stack([s.instance_map for s in load_subset(data, fraction)]), scale
+    )
 
 
-def real_windows(data: str, fraction: float, scale: float, size: int, n: int, seed: int) -> np.ndarray:
-    """``n`` random ``size`` windows (int32, relabelled) of the subset's patches resized by ``scale``."""
+def real_windows(
+    data: str, fraction: float, scale: float, size: int, n: int, seed: int
+) -> np.ndarray:
+    """``n`` random ``size`` windows (int32, relabelled) of the subset's patches resized by
+    ``scale``."""
     inst = subset_maps(data, fraction, scale)
     rng = np.random.default_rng(seed)
     _, h, w = inst.shape
     out = []
     for _ in range(n):
         i, y, x = rng.integers(len(inst)), rng.integers(h - size + 1), rng.integers(w - size + 1)
-        out.append(relabel(inst[i, y:y + size, x:x + size]))
+        out.append(relabel(inst[i, y : y + size, x : x + size]))
     return np.stack(out)
 
 
 def raw_measures(structures: np.ndarray) -> dict[str, float]:
     """Foreground and haze fractions of sampled structures (n, 3, S, S), semantic in [0, 1]."""
     sem = structures[:, 0]
-    return {"foreground_fraction": float((sem >= 0.5).mean()),
-            "haze_fraction": float(((sem >= 0.05) & (sem <= 0.2)).mean())}
+    return {
+        "foreground_fraction": float((sem >= 0.5).mean()),
+        "haze_fraction": float(((sem >= 0.05) & (sem <= 0.2)).mean()),
+    }
 
 
 FILTER_STATS = ("count", "mean_area", "mean_solidity")
 
 
-def percentile_bounds(maps: np.ndarray, q: tuple[float, float] = (5, 95)) -> dict[str, tuple[float, float]]:
+def percentile_bounds(
+    maps: np.ndarray, q: tuple[float, float] = (5, 95)
+) -> dict[str, tuple[float, float]]:
     """The real-percentile filter's bounds (``FilterConfig.real_percentiles``) over windows."""
     per = [pair_statistics(m) for m in maps]
-    return {k: tuple(float(np.nanpercentile([p[k] for p in per], x)) for x in q) for k in FILTER_STATS}
+    return {
+        k: tuple(float(np.nanpercentile([p[k] for p in per], x)) for x in q) for k in FILTER_STATS
+    }
 
 
 def filter_keep(maps: np.ndarray, bounds: dict) -> float:
     """Share of windows whose count, mean area and mean solidity all lie within ``bounds``
     (what the synthesis filter with ``real_percentiles: [5, 95]`` keeps)."""
     per = [pair_statistics(m) for m in maps]
-    return float(np.mean([all(bounds[k][0] <= p[k] <= bounds[k][1] for k in FILTER_STATS) for p in per]))
+    return float(
+        np.mean([all(bounds[k][0] <= p[k] <= bounds[k][1] for k in FILTER_STATS) for p in per])
+    )
 
 
 def decoded_measures(maps: np.ndarray, reference: dict) -> dict[str, float]:
@@ -125,7 +138,9 @@ def reference_stats(real: np.ndarray) -> dict:
     return statistics(real) | {"bounds": percentile_bounds(real)}
 
 
-def references(data: str, fraction: float, scale: float, size: int, n: int) -> tuple[dict, list[dict]]:
+def references(
+    data: str, fraction: float, scale: float, size: int, n: int
+) -> tuple[dict, list[dict]]:
     """The real statistics samples are compared with, and the reference rows."""
     real = real_windows(data, fraction, scale, size, n, seed=1)
     ref = reference_stats(real)
@@ -133,20 +148,34 @@ def references(data: str, fraction: float, scale: float, size: int, n: int) -> t
     codec = np.stack([decode(encode(m, min_area=min_area_at_scale(scale)), DECODE) for m in other])
     full = real_windows(data, 1.0, scale, size, n, seed=3)
     rows = []
-    for name, maps in (("real windows (other draw)", other),
-                       ("codec floor (encode -> decode)", codec),
-                       ("training patches (100 %)", full)):
+    for name, maps in (
+        ("real windows (other draw)", other),
+        ("codec floor (encode -> decode)", codec),
+        ("training patches (100 %)", full),
+    ):
         fg = {"foreground_fraction": float((maps > 0).mean()), "haze_fraction": 0.0}
-        rows.append({"setting": name, "steps": None, "minutes": None, "variant": None} | fg
-                    | decoded_measures(maps, ref))
+        rows.append(
+            {"setting": name, "steps": None, "minutes": None, "variant": None}
+            | fg
+            | decoded_measures(maps, ref)
+        )
     pct = [float(np.percentile([(m > 0).mean() for m in real], q)) for q in (5, 95)]
-    areas = [float(np.mean(a)) if len(a) else np.nan for a in (statistics([m])["area"] for m in real)]
-    rows.append({"setting": "real 5-95th percentile per window", "foreground_fraction": pct,
-                 "mean_area": [float(np.nanpercentile(areas, q)) for q in (5, 95)]})
+    areas = [
+        float(np.mean(a)) if len(a) else np.nan for a in (statistics([m])["area"] for m in real)
+    ]
+    rows.append(
+        {
+            "setting": "real 5-95th percentile per window",
+            "foreground_fraction": pct,
+            "mean_area": [float(np.nanpercentile(areas, q)) for q in (5, 95)],
+        }
+    )
     return ref, rows
 
 
-def score_run(run: Path, ref: dict, variants: list[str], n: int, seed: int, steps: list[int] | None) -> list[dict]:
+def score_run(
+    run: Path, ref: dict, variants: list[str], n: int, seed: int, steps: list[int] | None
+) -> list[dict]:
     cfg = load_config(DiffusionConfig, run / "config.yaml")
     rows = []
     for step, path in ckpt.list_checkpoints(run):
@@ -160,14 +189,30 @@ def score_run(run: Path, ref: dict, variants: list[str], n: int, seed: int, step
             sampler, nsteps, clip = VARIANTS[v]
             model.config.sample.clip_x0 = clip
             t0 = time.perf_counter()
-            s = sample_structures(model.eval(), n, seed=seed, sampler=sampler, steps=nsteps,
-                                  batch_size=32, device="cpu", progress=False)
+            s = sample_structures(
+                model.eval(),
+                n,
+                seed=seed,
+                sampler=sampler,
+                steps=nsteps,
+                batch_size=32,
+                device="cpu",
+                progress=False,
+            )
             maps = np.stack([decode(x, DECODE) for x in s])
-            row = {"setting": run.name, "steps": step, "minutes": round(minutes, 1), "variant": v,
-                   "sample_s": round(time.perf_counter() - t0, 1)}
+            row = {
+                "setting": run.name,
+                "steps": step,
+                "minutes": round(minutes, 1),
+                "variant": v,
+                "sample_s": round(time.perf_counter() - t0, 1),
+            }
             row |= raw_measures(s) | decoded_measures(maps, ref)
             rows.append(row)
-            print({k: (round(x, 3) if isinstance(x, float) else x) for k, x in row.items()}, flush=True)
+            print(
+                {k: (round(x, 3) if isinstance(x, float) else x) for k, x in row.items()},
+                flush=True,
+            )
             np.save(run / f"samples_{step}_{v}.npy", s.astype(np.float16))
     return rows
 
@@ -182,7 +227,12 @@ def chart(rows: list[dict], refs: list[dict], path: Path) -> None:
     for ax, k in zip(axes, keys):
         for (setting, variant), rs in sorted(curves.items()):
             rs = sorted(rs, key=lambda r: r["steps"])
-            ax.plot([r["steps"] for r in rs], [r[k] for r in rs], marker="o", label=f"{setting} {variant}")
+            ax.plot(
+                [r["steps"] for r in rs],
+                [r[k] for r in rs],
+                marker="o",
+                label=f"{setting} {variant}",
+            )
         for r, style in zip(refs[:2], ("--", ":")):
             if isinstance(r.get(k), float):
                 ax.axhline(r[k], color="k", ls=style, lw=1, label=r["setting"])
@@ -196,19 +246,35 @@ def chart(rows: list[dict], refs: list[dict], path: Path) -> None:
 
 
 def table(rows: list[dict], refs: list[dict]) -> str:
-    cols = ("setting", "variant", "steps", "minutes", "structure_w1_mean", "foreground_fraction",
-            "haze_fraction", "nuclei_per_window", "mean_area", "mean_solidity", "real_filter_keep")
+    cols = (
+        "setting",
+        "variant",
+        "steps",
+        "minutes",
+        "structure_w1_mean",
+        "foreground_fraction",
+        "haze_fraction",
+        "nuclei_per_window",
+        "mean_area",
+        "mean_solidity",
+        "real_filter_keep",
+    )
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in refs[:3] + sorted([r for r in rows if r.get("steps") is not None],
-                               key=lambda r: (r["setting"], r["variant"], r["steps"])):
+    for r in refs[:3] + sorted(
+        [r for r in rows if r.get("steps") is not None],
+        key=lambda r: (r["setting"], r["variant"], r["steps"]),
+    ):
         cells = []
         for c in cols:
             v = r.get(c)
             cells.append("" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     p = refs[3]
-    lines.append(f"\nReal windows' 5–95th percentiles: foreground {p['foreground_fraction'][0]:.3f}–"
-                 f"{p['foreground_fraction'][1]:.3f}, mean area {p['mean_area'][0]:.1f}–{p['mean_area'][1]:.1f} px.")
+    lines.append(
+        f"\nReal windows' 5–95th percentiles: foreground {p['foreground_fraction'][0]:.3f}–"
+        f"{p['foreground_fraction'][1]:.3f}, mean area "
+        f"{p['mean_area'][0]:.1f}–{p['mean_area'][1]:.1f} px."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -216,7 +282,9 @@ BIAS_T = (999, 950, 900, 800, 700, 500, 300, 100)
 
 
 @torch.no_grad()
-def x0_bias(run: Path, step: int, data: str, fraction: float, n: int = 64, seed: int = 5) -> list[dict]:
+def x0_bias(
+    run: Path, step: int, data: str, fraction: float, n: int = 64, seed: int = 5
+) -> list[dict]:
     """The network's estimate of x_0 from real windows noised to t, against the truth: mean
     semantic (model range, -1 background / +1 nucleus) per t. A sampler from pure noise builds
     each window's foreground fraction from these estimates at high t, where an epsilon model's
@@ -225,7 +293,9 @@ def x0_bias(run: Path, step: int, data: str, fraction: float, n: int = 64, seed:
 
     cfg = load_config(DiffusionConfig, run / "config.yaml")
     model = Denoiser(cfg)
-    model.load_state_dict(ckpt.read_checkpoint(dict(ckpt.list_checkpoints(run))[step])["ema.safetensors"])
+    model.load_state_dict(
+        ckpt.read_checkpoint(dict(ckpt.list_checkpoints(run))[step])["ema.safetensors"]
+    )
     model.eval()
     maps = real_windows(data, fraction, cfg.data.scale, cfg.data.patch_size, n, seed)
     enc = np.stack([encode(m, min_area=min_area_at_scale(cfg.data.scale)) for m in maps])
@@ -237,12 +307,20 @@ def x0_bias(run: Path, step: int, data: str, fraction: float, n: int = 64, seed:
         tt = torch.full((n,), t, dtype=torch.long)
         noise = torch.randn(x0.shape, generator=g)
         xt = sched.add_noise(x0, noise, tt)
-        est = predicted_x0(model(xt, tt).float(), xt, tt, sched.alphas_cumprod, cfg.prediction_type)
-        rows.append({"setting": run.name, "steps": step, "t": t,
-                     "true_mean_semantic": float(x0[:, 0].mean()),
-                     "x0_mean_semantic": float(est[:, 0].mean()),
-                     "x0_mean_semantic_clipped": float(est[:, 0].clamp(-1, 1).mean()),
-                     "x0_rmse": float((est - x0).pow(2).mean().sqrt())})
+        est = predicted_x0(
+            model(xt, tt).float(), xt, tt, sched.alphas_cumprod, cfg.prediction_type
+        )
+        rows.append(
+            {
+                "setting": run.name,
+                "steps": step,
+                "t": t,
+                "true_mean_semantic": float(x0[:, 0].mean()),
+                "x0_mean_semantic": float(est[:, 0].mean()),
+                "x0_mean_semantic_clipped": float(est[:, 0].clamp(-1, 1).mean()),
+                "x0_rmse": float((est - x0).pow(2).mean().sqrt()),
+            }
+        )
         print(rows[-1], flush=True)
     return rows
 
@@ -266,13 +344,22 @@ def decode_levers(spec: str, data: str, fraction: float, n: int) -> list[dict]:
     samples = np.load(Path(run) / f"samples_{step}_{variant}.npy").astype(np.float32)
     size = samples.shape[-1]
     ref = reference_stats(real_windows(data, fraction, 0.5, size, n, seed=1))
-    real = [encode(m, min_area=min_area_at_scale(0.5)) for m in real_windows(data, fraction, 0.5, size, n, seed=2)]
+    real = [
+        encode(m, min_area=min_area_at_scale(0.5))
+        for m in real_windows(data, fraction, 0.5, size, n, seed=2)
+    ]
     rows = []
     for name, params in DECODE_LEVERS.items():
-        for what, structures in ((f"{Path(run).name} {step} {variant}", samples), ("real windows (codec)", real)):
+        for what, structures in (
+            (f"{Path(run).name} {step} {variant}", samples),
+            ("real windows (codec)", real),
+        ):
             maps = np.stack([decode(x, params) for x in structures])
             rows.append({"structures": what, "decode": name} | decoded_measures(maps, ref))
-            print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
+            print(
+                {k: (round(v, 3) if isinstance(v, float) else v) for k, v in rows[-1].items()},
+                flush=True,
+            )
     return rows
 
 
@@ -283,12 +370,17 @@ def picture(rows: list[str], data: str, fraction: float, path: Path, n: int = 8)
     tiles = [structure_rgb(encode(m, min_area=min_area_at_scale(0.5))) for m in real]
     for spec in rows:
         run, step, variant = spec.split(":")
-        tiles += [structure_rgb(x.astype(np.float32)) for x in np.load(Path(run) / f"samples_{step}_{variant}.npy")[:n]]
+        tiles += [
+            structure_rgb(x.astype(np.float32))
+            for x in np.load(Path(run) / f"samples_{step}_{variant}.npy")[:n]
+        ]
     write_image(path, mosaic(tiles, ncols=n))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", required=True, help="a folder written by `nudiff data prepare`")
     ap.add_argument("--fraction", type=float, default=0.1)
     ap.add_argument("--runs", nargs="+", type=Path, help="structure-model run folders")
@@ -298,12 +390,22 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--results", type=Path, default=RESULTS)
-    ap.add_argument("--decode-levers", metavar="RUN:STEP:VARIANT",
-                    help="only decode one scored sample set several ways (decode_levers.json)")
-    ap.add_argument("--bias", action="store_true",
-                    help="only measure each run's x0 estimate at high noise (x0_bias.json)")
-    ap.add_argument("--picture", nargs="+", metavar="RUN:STEP:VARIANT",
-                    help="only draw samples.png: real windows, then one row per scored sample set")
+    ap.add_argument(
+        "--decode-levers",
+        metavar="RUN:STEP:VARIANT",
+        help="only decode one scored sample set several ways (decode_levers.json)",
+    )
+    ap.add_argument(
+        "--bias",
+        action="store_true",
+        help="only measure each run's x0 estimate at high noise (x0_bias.json)",
+    )
+    ap.add_argument(
+        "--picture",
+        nargs="+",
+        metavar="RUN:STEP:VARIANT",
+        help="only draw samples.png: real windows, then one row per scored sample set",
+    )
     args = ap.parse_args()
     set_threads(args.threads)
     if args.picture:
@@ -314,22 +416,41 @@ def main() -> None:
         write_json(args.results / "decode_levers.json", rows)
         return
     if args.bias:
-        rows = [r for run in args.runs for step in args.steps for r in x0_bias(run, step, args.data, args.fraction)]
+        rows = [
+            r
+            for run in args.runs
+            for step in args.steps
+            for r in x0_bias(run, step, args.data, args.fraction)
+        ]
         write_json(args.results / "x0_bias.json", rows)
         return
     torch.manual_seed(0)
     path = args.results / "curve.json"
     if args.runs:
         cfg = load_config(DiffusionConfig, args.runs[0] / "config.yaml")
-        ref, refs = references(args.data, args.fraction, cfg.data.scale, cfg.data.patch_size, args.n)
+        ref, refs = references(
+            args.data, args.fraction, cfg.data.scale, cfg.data.patch_size, args.n
+        )
         old = read_json(path)["entries"] if path.is_file() else []
-        new = [r for run in args.runs for r in score_run(run, ref, args.variants, args.n, args.seed, args.steps)]
+        new = [
+            r
+            for run in args.runs
+            for r in score_run(run, ref, args.variants, args.n, args.seed, args.steps)
+        ]
         key = lambda r: (r["setting"], r["steps"], r["variant"])  # noqa: E731
         fresh = {key(r) for r in new}
         entries = [r for r in old if key(r) not in fresh] + new
-        write_json(path, {"references": refs, "entries": entries,
-                          "decode": "DecodeParams(min_marker=2)", "n": args.n,
-                          "scale": cfg.data.scale, "window": cfg.data.patch_size})
+        write_json(
+            path,
+            {
+                "references": refs,
+                "entries": entries,
+                "decode": "DecodeParams(min_marker=2)",
+                "n": args.n,
+                "scale": cfg.data.scale,
+                "window": cfg.data.patch_size,
+            },
+        )
     saved = read_json(path)  # without --runs: redraw the chart and table from curve.json
     chart(saved["entries"], saved["references"], args.results / "curve.png")
     write_text(args.results / "curve.md", table(saved["entries"], saved["references"]))

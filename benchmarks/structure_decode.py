@@ -60,16 +60,23 @@ FLOOR_VARIANTS = ("base (defaults: min_marker 3, nearest)", ADOPTED)
 def tiles(inst: np.ndarray, size: int) -> list[np.ndarray]:
     """Non-overlapping size x size tiles (the remainder at the right/bottom is dropped)."""
     h, w = inst.shape
-    return [relabel(inst[y:y + size, x:x + size])
-            for y in range(0, h - size + 1, size) for x in range(0, w - size + 1, size)]
+    return [
+        relabel(inst[y : y + size, x : x + size])
+        for y in range(0, h - size + 1, size)
+        for x in range(0, w - size + 1, size)
+    ]
 
 
-def to_labels(structure: np.ndarray, params: DecodeParams, upsampling: str, factor: int) -> np.ndarray:
+def to_labels(
+    structure: np.ndarray, params: DecodeParams, upsampling: str, factor: int
+) -> np.ndarray:
     """What synthesis does to a sampled structure: decode, then back to full resolution."""
     return upsample_labels(decode(structure, params), factor, upsampling)
 
 
-def summary(maps: list[np.ndarray], ref: dict, median_ref_area: float, seconds: float | None = None) -> dict:
+def summary(
+    maps: list[np.ndarray], ref: dict, median_ref_area: float, seconds: float | None = None
+) -> dict:
     st = statistics(maps)
     area, n = st["area"], len(st["area"])
     side = maps[0].shape[0]
@@ -82,7 +89,9 @@ def summary(maps: list[np.ndarray], ref: dict, median_ref_area: float, seconds: 
         "mean_eccentricity": float(st["eccentricity"].mean()) if n else float("nan"),
         "count_per_256": float(st["count"].mean() * (256 / side) ** 2),
         "foreground": float(np.mean([(m > 0).mean() for m in maps])),
-        "frac_area_gt_2x_real_median": float((area > 2 * median_ref_area).mean()) if n else float("nan"),
+        "frac_area_gt_2x_real_median": float((area > 2 * median_ref_area).mean())
+        if n
+        else float("nan"),
         **{f"w1_{k}": v for k, v in distances(ref, st, W1_KEYS, normalise=True).items()},
         "seconds": seconds,
     }
@@ -95,18 +104,40 @@ def timed(fn, items) -> tuple[list, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--structures", type=Path, default=Path("runs/ablation/base/structures"),
-                    help="sampled structures (*.npy, (3, h, w) at the model's scale), as synthesis writes")
-    ap.add_argument("--real", type=Path, default=Path("runs/ablation/subset/labels"),
-                    help="a folder of real full-resolution instance maps (the reference)")
-    ap.add_argument("--tile", type=int, default=128,
-                    help="full-res side of the real tiles; must equal the synthetic labels' side")
-    ap.add_argument("--scale", type=float, default=None,
-                    help="the structure model's data.scale (default: manifest.json next to "
-                         "--structures, else 0.5)")
-    ap.add_argument("--min-area", type=int, default=None,
-                    help="encode's min_area for the floor (default round(30 scale^2), as synthesis)")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--structures",
+        type=Path,
+        default=Path("runs/ablation/base/structures"),
+        help="sampled structures (*.npy, (3, h, w) at the model's scale), as synthesis writes",
+    )
+    ap.add_argument(
+        "--real",
+        type=Path,
+        default=Path("runs/ablation/subset/labels"),
+        help="a folder of real full-resolution instance maps (the reference)",
+    )
+    ap.add_argument(
+        "--tile",
+        type=int,
+        default=128,
+        help="full-res side of the real tiles; must equal the synthetic labels' side",
+    )
+    ap.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        help="the structure model's data.scale (default: manifest.json next to "
+        "--structures, else 0.5)",
+    )
+    ap.add_argument(
+        "--min-area",
+        type=int,
+        default=None,
+        help="encode's min_area for the floor (default round(30 scale^2), as synthesis)",
+    )
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -114,7 +145,8 @@ def main() -> None:
     t_start = time.time()
 
     manifest = args.structures.parent / "manifest.json"
-    if args.scale is None and manifest.exists():  # the structures' scale (older manifests: "scale")
+    # the structures' scale (older manifests: "scale")
+    if args.scale is None and manifest.exists():
         m = read_json(manifest)
         scale = float(m.get("structure_scale", m["scale"]))
     else:
@@ -124,17 +156,27 @@ def main() -> None:
         raise SystemExit(f"scale {scale}: label upsampling needs an integer factor 1/scale")
     min_area = args.min_area if args.min_area is not None else round(30 * scale**2)
 
-    real_files = sorted(args.real.glob("*.png")) + sorted(args.real.glob("*.tif")) + sorted(args.real.glob("*.npy"))
+    real_files = (
+        sorted(args.real.glob("*.png"))
+        + sorted(args.real.glob("*.tif"))
+        + sorted(args.real.glob("*.npy"))
+    )
     real = [t for p in real_files for t in tiles(read_instance_map(p), args.tile)]
     structure_files = sorted(args.structures.glob("*.npy"))
     gen = [np.load(p, allow_pickle=False) for p in structure_files]
     if not real or not gen:
         raise SystemExit(f"nothing to compare: {len(real)} real tiles, {len(gen)} structures")
     if gen[0].shape[-1] * factor != args.tile:
-        raise SystemExit(f"structures of side {gen[0].shape[-1]} at scale {scale} give "
-                         f"{gen[0].shape[-1] * factor}-px labels; pass --tile {gen[0].shape[-1] * factor}")
-    print(f"{len(real)} real {args.tile}-px tiles from {len(real_files)} maps; {len(gen)} structures "
-          f"{gen[0].shape} at scale {scale}", flush=True)
+        raise SystemExit(
+            f"structures of side {gen[0].shape[-1]} at scale {scale} give "
+            f"{gen[0].shape[-1] * factor}-px labels; pass --tile {gen[0].shape[-1] * factor}"
+        )
+    print(
+        f"{len(real)} real {args.tile}-px tiles from {len(real_files)} maps; {len(gen)} "
+        "structures "
+        f"{gen[0].shape} at scale {scale}",
+        flush=True,
+    )
 
     ref = statistics(real)
     med = float(np.median(ref["area"]))
@@ -145,18 +187,36 @@ def main() -> None:
     for name, (params, up) in VARIANTS.items():
         maps, sec = timed(lambda s, p=params, u=up: to_labels(s, p, u, factor), gen)
         rows[f"syn: {name}"] = summary(maps, ref, med, sec)
-        if base_matches_saved is None and saved_dir.is_dir():  # the first variant = what synthesis wrote
+        # the first variant = what synthesis wrote
+        if base_matches_saved is None and saved_dir.is_dir():
             saved = [saved_dir / f"{p.stem}.png" for p in structure_files]
             if all(p.exists() for p in saved):
-                base_matches_saved = float(np.mean([np.array_equal(relabel(m), relabel(read_instance_map(p)))
-                                                    for m, p in zip(maps, saved)]))
-        print(name, {k: round(v, 3) for k, v in rows[f"syn: {name}"].items()
-                     if k in ("mean_area", "mean_solidity", "count_per_256", "seconds")}, flush=True)
+                base_matches_saved = float(
+                    np.mean(
+                        [
+                            np.array_equal(relabel(m), relabel(read_instance_map(p)))
+                            for m, p in zip(maps, saved)
+                        ]
+                    )
+                )
+        print(
+            name,
+            {
+                k: round(v, 3)
+                for k, v in rows[f"syn: {name}"].items()
+                if k in ("mean_area", "mean_solidity", "count_per_256", "seconds")
+            },
+            flush=True,
+        )
 
-    # codec floor: real tiles -> nearest x scale -> encode -> decode variant -> x factor, vs the tiles
+    # codec floor: real tiles -> nearest x scale -> encode -> decode variant -> x factor, vs the
+    # tiles
     real_structures, sec_enc = timed(
-        lambda t: encode(relabel(resize_instance_maps(t[None], scale)[0]), min_area=min_area), real)
-    maps, sec = timed(lambda t: resize_instance_maps(resize_instance_maps(t[None], scale), factor)[0], real)
+        lambda t: encode(relabel(resize_instance_maps(t[None], scale)[0]), min_area=min_area), real
+    )
+    maps, sec = timed(
+        lambda t: resize_instance_maps(resize_instance_maps(t[None], scale), factor)[0], real
+    )
     rows["floor: nearest down/up only (no codec)"] = summary(maps, ref, med, sec)
     for name in FLOOR_VARIANTS:
         params, up = VARIANTS[name]
@@ -164,12 +224,21 @@ def main() -> None:
         rows[f"floor: {name}"] = summary(maps, ref, med, sec)
 
     result = {
-        "structures": str(args.structures), "real": str(args.real), "tile": args.tile, "scale": scale,
-        "floor_encode_min_area": min_area, "floor_encode_seconds": sec_enc,
-        "n_real_tiles": len(real), "n_structures": len(gen), "real_median_area": med,
+        "structures": str(args.structures),
+        "real": str(args.real),
+        "tile": args.tile,
+        "scale": scale,
+        "floor_encode_min_area": min_area,
+        "floor_encode_seconds": sec_enc,
+        "n_real_tiles": len(real),
+        "n_structures": len(gen),
+        "real_median_area": med,
         "base_matches_saved_labels": base_matches_saved,
-        "variants": {k: {"decode": asdict(p), "label_upsampling": u} for k, (p, u) in VARIANTS.items()},
-        "rows": rows, "total_seconds": time.time() - t_start,
+        "variants": {
+            k: {"decode": asdict(p), "label_upsampling": u} for k, (p, u) in VARIANTS.items()
+        },
+        "rows": rows,
+        "total_seconds": time.time() - t_start,
     }
     args.results.mkdir(parents=True, exist_ok=True)
     write_json(args.results / "structure_decode.json", result)
@@ -180,20 +249,30 @@ def main() -> None:
 
 def to_markdown(r: dict) -> str:
     rows = r["rows"]
-    real, base = rows["real tiles (reference)"], rows["syn: base (defaults: min_marker 3, nearest)"]
+    real, base = (
+        rows["real tiles (reference)"],
+        rows["syn: base (defaults: min_marker 3, nearest)"],
+    )
     smooth, adopted = rows["syn: smooth (min_marker 3)"], rows[f"syn: {ADOPTED}"]
     fg8 = rows["syn: fg_threshold 0.8 (negative)"]
     mm1 = rows["syn: min_marker 1 (negative)"]
-    floor_base, floor_adopted = rows["floor: base (defaults: min_marker 3, nearest)"], rows[f"floor: {ADOPTED}"]
+    floor_base, floor_adopted = (
+        rows["floor: base (defaults: min_marker 3, nearest)"],
+        rows[f"floor: {ADOPTED}"],
+    )
     lines = [
-        "# Structure decode and label upsampling (`benchmarks/structure_decode.py`)", "",
+        "# Structure decode and label upsampling (`benchmarks/structure_decode.py`)",
+        "",
         f"{r['n_structures']} sampled structures (`{r['structures']}`, scale {r['scale']}, labels "
-        f"{r['tile']} px at full res) decoded and upsampled several ways, against {r['n_real_tiles']} "
+        f"{r['tile']} px at full res) decoded and upsampled several ways, against "
+        f"{r['n_real_tiles']} "
         f"real {r['tile']}-px tiles (`{r['real']}`). Floor rows: the same real tiles -> nearest "
-        f"x{r['scale']} -> `encode` (min_area {r['floor_encode_min_area']}) -> decode -> back, i.e. "
-        "a perfect structure model. W1 is divided by the real std (count: per window). "
-        f"> 2x med: share of nuclei larger than twice the real median area ({r['real_median_area']:.0f} px). "
-        "Seconds: decode + upsampling of the whole set, one thread.", "",
+        f"x{r['scale']} -> `encode` (min_area {r['floor_encode_min_area']}) -> decode -> back, "
+        "i.e. a perfect structure model. W1 is divided by the real std (count: per window). "
+        "> 2x med: share of nuclei larger than twice the real median area "
+        f"({r['real_median_area']:.0f} px). "
+        "Seconds: decode + upsampling of the whole set, one thread.",
+        "",
         "| rows | nuclei | fg % | mean area | mean solidity | count / 256² | > 2x med | "
         "W1 count | W1 area | W1 ecc. | W1 solidity | s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -202,17 +281,26 @@ def to_markdown(r: dict) -> str:
         sec = "–" if m["seconds"] is None else f"{m['seconds']:.1f}"
         lines.append(
             f"| {name} | {m['n_nuclei']} | {100 * m['foreground']:.1f} | {m['mean_area']:.0f} | "
-            f"{m['mean_solidity']:.3f} | {m['count_per_256']:.1f} | {m['frac_area_gt_2x_real_median']:.3f} | "
+            f"{m['mean_solidity']:.3f} | {m['count_per_256']:.1f} | "
+            f"{m['frac_area_gt_2x_real_median']:.3f} | "
             f"{m['w1_count']:.3f} | {m['w1_area']:.3f} | {m['w1_eccentricity']:.3f} | "
-            f"{m['w1_solidity']:.3f} | {sec} |")
+            f"{m['w1_solidity']:.3f} | {sec} |"
+        )
     if r["base_matches_saved_labels"] is not None:
-        lines += ["", f"The base row reproduces the labels synthesis saved for these structures in "
-                      f"{100 * r['base_matches_saved_labels']:.0f} % of windows."]
+        lines += [
+            "",
+            f"The base row reproduces the labels synthesis saved for these structures in "
+            f"{100 * r['base_matches_saved_labels']:.0f} % of windows.",
+        ]
     lines += [
-        "", "Reading:", "",
+        "",
+        "Reading:",
+        "",
         f"- The decode fixes the outline, not the size: smooth label upsampling lifts solidity "
-        f"{base['mean_solidity']:.3f} -> {smooth['mean_solidity']:.3f} (real {real['mean_solidity']:.3f}; "
-        f"W1 {base['w1_solidity']:.2f} -> {smooth['w1_solidity']:.2f}) at unchanged area, and `min_marker 2` "
+        f"{base['mean_solidity']:.3f} -> {smooth['mean_solidity']:.3f} (real "
+        f"{real['mean_solidity']:.3f}; "
+        f"W1 {base['w1_solidity']:.2f} -> {smooth['w1_solidity']:.2f}) at unchanged area, and "
+        "`min_marker 2` "
         f"splits some merges (area {base['mean_area']:.0f} -> {adopted['mean_area']:.0f}, count "
         f"{base['count_per_256']:.1f} -> {adopted['count_per_256']:.1f} per 256²; real "
         f"{real['mean_area']:.0f} / {real['count_per_256']:.1f}).",
@@ -224,9 +312,11 @@ def to_markdown(r: dict) -> str:
         f"{100 * (floor_adopted['count_per_256'] / real['count_per_256'] - 1):+.0f} % and "
         f"{floor_adopted['mean_solidity']:.3f}.",
         f"- What remains is the model's: {100 * adopted['foreground']:.0f} % foreground vs "
-        f"{100 * real['foreground']:.0f} % real, at a near-real count, so nuclei stay too large and "
+        f"{100 * real['foreground']:.0f} % real, at a near-real count, so nuclei stay too large "
+        "and "
         f"{100 * adopted['frac_area_gt_2x_real_median']:.0f} % are over twice the real median "
-        f"(real {100 * real['frac_area_gt_2x_real_median']:.0f} %) — merged nuclei the decode cannot split.",
+        f"(real {100 * real['frac_area_gt_2x_real_median']:.0f} %) — merged nuclei the decode "
+        "cannot split.",
         f"- No decode setting shrinks them: `fg_threshold 0.8` breaks outlines (solidity "
         f"{fg8['mean_solidity']:.3f}) for little area, `min_marker 1` trades area for count "
         f"({mm1['mean_area']:.0f} px but {mm1['count_per_256']:.1f} nuclei per 256²).",

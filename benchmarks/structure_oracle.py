@@ -40,9 +40,12 @@ SAMPLERS = {"dpmsolver++ 20": ("dpmsolver++", 20), "ddim 50": ("ddim", 50)}
 
 
 def training_windows(data: str, fraction: float, n: int, seed: int = 0) -> torch.Tensor:
-    """``n`` structure windows (64 px at scale 0.5, as the configs) in the model's range, flattened."""
+    """``n`` structure windows (64 px at scale 0.5, as the configs) in the model's range,
+    flattened."""
     samples = load_subset(data, fraction)
-    sampler = PatchSampler(DataConfig(patch_size=64, scale=0.5), np.stack([s.instance_map for s in samples]))
+    sampler = PatchSampler(
+        DataConfig(patch_size=64, scale=0.5), np.stack([s.instance_map for s in samples])
+    )
     s, _ = sampler.draw(n, np.random.default_rng(seed))
     return torch.from_numpy(np.concatenate([2 * s[:, :1] - 1, s[:, 1:]], 1)).reshape(n, -1)
 
@@ -54,8 +57,16 @@ def oracle_x0(x_t: torch.Tensor, a: torch.Tensor, data: torch.Tensor) -> torch.T
     return (w @ data).view_as(x_t)
 
 
-def sample(data: torch.Tensor, sampler: str, steps: int, prediction: str, clip: bool, delta: float,
-           n: int, seed: int) -> np.ndarray:
+def sample(
+    data: torch.Tensor,
+    sampler: str,
+    steps: int,
+    prediction: str,
+    clip: bool,
+    delta: float,
+    n: int,
+    seed: int,
+) -> np.ndarray:
     """Structures (n, 3, 64, 64) in the model's range from the oracle + error."""
     cfg = DiffusionConfig(prediction_type=prediction)
     alphas = training_scheduler(cfg).alphas_cumprod
@@ -78,7 +89,9 @@ def sample(data: torch.Tensor, sampler: str, steps: int, prediction: str, clip: 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--data", required=True, help="a folder written by `nudiff data prepare`")
     ap.add_argument("--fraction", type=float, default=0.1)
     ap.add_argument("--windows", type=int, default=1500, help="real windows the oracle knows")
@@ -91,23 +104,42 @@ def main() -> None:
     real_fg = float((data.view(len(data), 3, 64, 64)[:, 0] > 0).float().mean())
     rows = []
     for (name, (sampler, steps)), prediction, clip, delta in itertools.product(
-            SAMPLERS.items(), ("epsilon", "v_prediction"), (True, False), (0.0, 0.02, 0.05)):
+        SAMPLERS.items(), ("epsilon", "v_prediction"), (True, False), (0.0, 0.02, 0.05)
+    ):
         x = sample(data, sampler, steps, prediction, clip, delta, args.n, seed=0)
-        row = {"sampler": name, "prediction": prediction, "clip_x0": clip, "delta": delta,
-               "foreground_fraction": float((x[:, 0] >= 0).mean())}
+        row = {
+            "sampler": name,
+            "prediction": prediction,
+            "clip_x0": clip,
+            "delta": delta,
+            "foreground_fraction": float((x[:, 0] >= 0).mean()),
+        }
         rows.append(row)
         print(row, flush=True)
     args.results.mkdir(parents=True, exist_ok=True)
-    write_json(args.results / "oracle.json", {"real_foreground_fraction": real_fg, "windows": args.windows,
-                                              "n": args.n, "rows": rows})
-    lines = [f"Oracle denoiser over {args.windows} real Kumar 10 % windows (64 px, scale 0.5; their "
-             f"foreground: {real_fg:.3f}); {args.n} samples per cell, same seed. Foreground fraction "
-             "of the samples (semantic >= 0.5) by the error delta added to the oracle's output:", "",
-             "| sampler | prediction | clip x0 | delta 0 | delta 0.02 | delta 0.05 |", "|---|---|---|---|---|---|"]
-    for (name, _), prediction, clip in itertools.product(SAMPLERS.items(), ("epsilon", "v_prediction"), (True, False)):
-        fg = [r["foreground_fraction"] for r in rows
-              if (r["sampler"], r["prediction"], r["clip_x0"]) == (name, prediction, clip)]
-        lines.append(f"| {name} | {prediction} | {clip} | " + " | ".join(f"{v:.3f}" for v in fg) + " |")
+    write_json(
+        args.results / "oracle.json",
+        {"real_foreground_fraction": real_fg, "windows": args.windows, "n": args.n, "rows": rows},
+    )
+    lines = [
+        f"Oracle denoiser over {args.windows} real Kumar 10 % windows (64 px, scale 0.5; their "
+        f"foreground: {real_fg:.3f}); {args.n} samples per cell, same seed. Foreground fraction "
+        "of the samples (semantic >= 0.5) by the error delta added to the oracle's output:",
+        "",
+        "| sampler | prediction | clip x0 | delta 0 | delta 0.02 | delta 0.05 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (name, _), prediction, clip in itertools.product(
+        SAMPLERS.items(), ("epsilon", "v_prediction"), (True, False)
+    ):
+        fg = [
+            r["foreground_fraction"]
+            for r in rows
+            if (r["sampler"], r["prediction"], r["clip_x0"]) == (name, prediction, clip)
+        ]
+        lines.append(
+            f"| {name} | {prediction} | {clip} | " + " | ".join(f"{v:.3f}" for v in fg) + " |"
+        )
     write_text(args.results / "oracle.md", "\n".join(lines) + "\n")
 
 

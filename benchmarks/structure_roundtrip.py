@@ -59,16 +59,29 @@ def tune(labels: dict[str, np.ndarray], rng) -> tuple[DecodeParams, list]:
         for pairs in (encoded, noisy):
             ms = [instance_metrics(p, decode(s, params)) for p, s in pairs]
             scores.append(np.mean([m["pq"] + m["aji"] for m in ms]) / 2)
-        grid.append({"median_size": median, "center_threshold": ct, "edge_threshold": et,
-                     "clean": scores[0], "noisy": scores[1], "objective": float(np.mean(scores))})
+        grid.append(
+            {
+                "median_size": median,
+                "center_threshold": ct,
+                "edge_threshold": et,
+                "clean": scores[0],
+                "noisy": scores[1],
+                "objective": float(np.mean(scores)),
+            }
+        )
     best = max(grid, key=lambda g: g["objective"])
-    return DecodeParams(median_size=best["median_size"], center_threshold=best["center_threshold"],
-                        edge_threshold=best["edge_threshold"]), grid
+    return DecodeParams(
+        median_size=best["median_size"],
+        center_threshold=best["center_threshold"],
+        edge_threshold=best["edge_threshold"],
+    ), grid
 
 
 def summarise(ms: list[dict]) -> dict:
     return {k: float(np.mean([m[k] for m in ms])) for k in ("dice", "aji", "aji_plus", "pq")} | {
-        "min_pq": float(np.min([m["pq"] for m in ms])), "n": len(ms)}
+        "min_pq": float(np.min([m["pq"] for m in ms])),
+        "n": len(ms),
+    }
 
 
 def monai_baseline(labels: dict[str, np.ndarray], kernel: int) -> dict:
@@ -76,7 +89,8 @@ def monai_baseline(labels: dict[str, np.ndarray], kernel: int) -> dict:
     from monai.apps.pathology.transforms import HoVerNetInstanceMapPostProcessing
 
     post = HoVerNetInstanceMapPostProcessing(
-        activation=lambda x: x, mask_threshold=0.5, sobel_kernel_size=kernel)
+        activation=lambda x: x, mask_threshold=0.5, sobel_kernel_size=kernel
+    )
     ms = []
     for inst in labels.values():
         for p in patches_of(inst):
@@ -87,8 +101,14 @@ def monai_baseline(labels: dict[str, np.ndarray], kernel: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/datasets/monuseg")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=Path(__file__).resolve().parents[2] / "shared/datasets/monuseg",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-monai", action="store_true")
     args = ap.parse_args()
@@ -122,12 +142,19 @@ def main() -> None:
                             timing["decode_s"].append(td)
                         ms.append(instance_metrics(x, pred))
                 out[f"{scope}/{variant}"] = summarise(ms)
-                print(folder, scope, variant, {k: round(v, 4) for k, v in out[f"{scope}/{variant}"].items()})
+                print(
+                    folder,
+                    scope,
+                    variant,
+                    {k: round(v, 4) for k, v in out[f"{scope}/{variant}"].items()},
+                )
         results["per_folder"][folder] = out
     results["timing_whole_image_1000px"] = {k: float(np.mean(v)) for k, v in timing.items()}
     if not args.skip_monai:
         results["monai_stock_train_patches_clean"] = {
-            "sobel21": monai_baseline(exact, 21), "sobel5": monai_baseline(exact, 5)}
+            "sobel21": monai_baseline(exact, 21),
+            "sobel5": monai_baseline(exact, 5),
+        }
         print("MONAI stock:", results["monai_stock_train_patches_clean"])
     write_json(RESULTS / "structure_roundtrip.json", results)
     write_text(RESULTS / "structure_roundtrip.md", to_markdown(results))
@@ -146,15 +173,26 @@ def to_markdown(r: dict) -> str:
     for folder, res in r["per_folder"].items():
         for key, m in res.items():
             scope, variant = key.split("/")
-            lines.append(f"| {folder} | {scope} | {variant} | {m['dice']:.4f} | {m['aji']:.4f} | "
-                         f"{m['aji_plus']:.4f} | {m['pq']:.4f} | {m['min_pq']:.4f} | {m['n']} |")
+            lines.append(
+                f"| {folder} | {scope} | {variant} | {m['dice']:.4f} | {m['aji']:.4f} | "
+                f"{m['aji_plus']:.4f} | {m['pq']:.4f} | {m['min_pq']:.4f} | {m['n']} |"
+            )
     if "monai_stock_train_patches_clean" in r:
-        lines += ["", "MONAI stock `HoVerNetInstanceMapPostProcessing` on the same clean `train` patches:", "",
-                  "| Sobel kernel | AJI | PQ |", "|---|---|---|"]
+        lines += [
+            "",
+            "MONAI stock `HoVerNetInstanceMapPostProcessing` on the same clean `train` patches:",
+            "",
+            "| Sobel kernel | AJI | PQ |",
+            "|---|---|---|",
+        ]
         for k, m in r["monai_stock_train_patches_clean"].items():
             lines.append(f"| {k} | {m['aji']:.4f} | {m['pq']:.4f} |")
     t = r["timing_whole_image_1000px"]
-    lines += ["", f"Time per 1000-px image: encode {t['encode_s'] * 1000:.0f} ms, decode {t['decode_s'] * 1000:.0f} ms."]
+    lines += [
+        "",
+        f"Time per 1000-px image: encode {t['encode_s'] * 1000:.0f} ms, decode "
+        f"{t['decode_s'] * 1000:.0f} ms.",
+    ]
     return "\n".join(lines) + "\n"
 
 

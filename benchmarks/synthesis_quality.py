@@ -39,20 +39,32 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", type=Path, default=Path("runs/demo"), help="an experiment output folder")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--run", type=Path, default=Path("runs/demo"), help="an experiment output folder"
+    )
     ap.add_argument("--fraction", type=float, default=0.1)
-    ap.add_argument("--structure-model", type=Path, default=None, help="default: RUN/diffusion/fFRAC/structure")
-    ap.add_argument("--image-model", type=Path, default=None, help="default: RUN/diffusion/fFRAC/image")
-    ap.add_argument("--data", type=Path, default=None, help="prepared data folder (default: RUN/data)")
+    ap.add_argument(
+        "--structure-model", type=Path, default=None, help="default: RUN/diffusion/fFRAC/structure"
+    )
+    ap.add_argument(
+        "--image-model", type=Path, default=None, help="default: RUN/diffusion/fFRAC/image"
+    )
+    ap.add_argument(
+        "--data", type=Path, default=None, help="prepared data folder (default: RUN/data)"
+    )
     ap.add_argument("--tag", default="", help="suffix of the result files")
     ap.add_argument("--n", type=int, default=64, help="samples per sampler setting")
     ap.add_argument("--skip-ddpm", action="store_true", help="skip the 1000-step sampler (slow)")
     args = ap.parse_args()
     run = RunLayout(args.run)
     data = args.data or run.data
-    models = {kind: getattr(args, f"{kind}_model") or run.model_run(args.fraction, kind)
-              for kind in ("structure", "image")}
+    models = {
+        kind: getattr(args, f"{kind}_model") or run.model_run(args.fraction, kind)
+        for kind in ("structure", "image")
+    }
     s_model, s_cfg = load_model(models["structure"])
     i_model, _ = load_model(models["image"])
     scale, size = s_cfg.data.scale, s_cfg.data.patch_size
@@ -61,8 +73,15 @@ def main() -> None:
     train_i, train_l = windows(load_subset(data, args.fraction, 0), scale, size)
     val_i, val_l = windows(load_val(data), scale, size)
     real = statistics(train_l)
-    result: dict = {"n": args.n, "scale": scale, "size": size, "n_real_windows": len(train_l),
-                    "real_vs_val": distances(real, statistics(val_l)), "structures": {}, "images": {}}
+    result: dict = {
+        "n": args.n,
+        "scale": scale,
+        "size": size,
+        "n_real_windows": len(train_l),
+        "real_vs_val": distances(real, statistics(val_l)),
+        "structures": {},
+        "images": {},
+    }
     print("real(train) vs real(val):", result["real_vs_val"])
 
     settings = [("dpmsolver++", 10), ("dpmsolver++", 20), ("ddim", 20), ("ddim", 50)]
@@ -71,15 +90,19 @@ def main() -> None:
     decoded = {}
     for sampler, steps in settings:
         t = time.time()
-        s = sample_structures(s_model, args.n, seed=0, sampler=sampler, steps=steps, precision="bf16", progress=False)
+        s = sample_structures(
+            s_model, args.n, seed=0, sampler=sampler, steps=steps, precision="bf16", progress=False
+        )
         seconds = (time.time() - t) / args.n
         insts = np.stack([decode(x) for x in s])
         decoded[(sampler, steps)] = insts
         st = statistics(insts)
         result["structures"][f"{sampler}-{steps}"] = {
-            "seconds_per_structure": seconds, "wasserstein": distances(real, st),
+            "seconds_per_structure": seconds,
+            "wasserstein": distances(real, st),
             "mean": {k: float(np.mean(st[k])) if len(st[k]) else None for k in STATS},
-            "empty_fraction": float(np.mean(st["count"] == 0))}
+            "empty_fraction": float(np.mean(st["count"] == 0)),
+        }
         print(sampler, steps, result["structures"][f"{sampler}-{steps}"])
     result["real_mean"] = {k: float(np.mean(real[k])) for k in STATS}
 
@@ -89,11 +112,23 @@ def main() -> None:
     insts = decoded[("dpmsolver++", 20)]
     conds = np.stack([encode(x, min_area=min_area) for x in insts])
     last = None
-    for sampler, steps, g in [("dpmsolver++", 20, 1.0), ("dpmsolver++", 20, 2.0), ("dpmsolver++", 20, 3.0),
-                              ("ddim", 50, 2.0)]:
+    for sampler, steps, g in [
+        ("dpmsolver++", 20, 1.0),
+        ("dpmsolver++", 20, 2.0),
+        ("dpmsolver++", 20, 3.0),
+        ("ddim", 50, 2.0),
+    ]:
         t = time.time()
-        imgs = sample_images(i_model, conds, seed=1, sampler=sampler, steps=steps, guidance_scale=g,
-                             precision="bf16", progress=False)
+        imgs = sample_images(
+            i_model,
+            conds,
+            seed=1,
+            sampler=sampler,
+            steps=steps,
+            guidance_scale=g,
+            precision="bf16",
+            progress=False,
+        )
         seconds = (time.time() - t) / args.n
         key = f"{sampler}-{steps} s={g:g}"
         result["images"][key] = agreement(imgs, insts, thr) | {"seconds_per_image": seconds}
@@ -103,28 +138,56 @@ def main() -> None:
     result["images"]["shuffled labels (floor)"] = agreement(last, np.roll(insts, 1, axis=0), thr)
     result["models"] = {kind: str(path) for kind, path in models.items()}
     write_json(RESULTS / f"synthesis_quality{args.tag}.json", result)
-    write_text(RESULTS / f"synthesis_quality{args.tag}.md", to_markdown(result, f"synthesis_histograms{args.tag}.png"))
-    histograms({"real (training subset)": real, "synthetic (DPM-Solver++ 20)": statistics(decoded[("dpmsolver++", 20)])},
-               RESULTS / f"synthesis_histograms{args.tag}.png", STATS)
+    write_text(
+        RESULTS / f"synthesis_quality{args.tag}.md",
+        to_markdown(result, f"synthesis_histograms{args.tag}.png"),
+    )
+    histograms(
+        {
+            "real (training subset)": real,
+            "synthetic (DPM-Solver++ 20)": statistics(decoded[("dpmsolver++", 20)]),
+        },
+        RESULTS / f"synthesis_histograms{args.tag}.png",
+        STATS,
+    )
 
 
 def to_markdown(r: dict, histogram_png: str) -> str:
-    lines = ["# Synthetic pairs: structure realism and image-label agreement", "",
-             f"Models: `{r['models']['structure']}`, `{r['models']['image']}`.", "",
-             f"{r['n']} samples per setting, {r['size']}-px windows at scale {r['scale']} "
-             f"(real reference: {r['n_real_windows']} windows of the training subset).", "",
-             "## Structure realism (1-D Wasserstein distance to real; lower is better)", "",
-             "| sampler | " + " | ".join(STATS) + " | empty | s / structure |", "|---" * (len(STATS) + 3) + "|",
-             "| real val vs real train (floor) | " + " | ".join(f"{r['real_vs_val'][k]:.3f}" for k in STATS) + " | – | – |"]
+    lines = [
+        "# Synthetic pairs: structure realism and image-label agreement",
+        "",
+        f"Models: `{r['models']['structure']}`, `{r['models']['image']}`.",
+        "",
+        f"{r['n']} samples per setting, {r['size']}-px windows at scale {r['scale']} "
+        f"(real reference: {r['n_real_windows']} windows of the training subset).",
+        "",
+        "## Structure realism (1-D Wasserstein distance to real; lower is better)",
+        "",
+        "| sampler | " + " | ".join(STATS) + " | empty | s / structure |",
+        "|---" * (len(STATS) + 3) + "|",
+        "| real val vs real train (floor) | "
+        + " | ".join(f"{r['real_vs_val'][k]:.3f}" for k in STATS)
+        + " | – | – |",
+    ]
     for key, v in r["structures"].items():
         w = v["wasserstein"]
-        lines.append(f"| {key} | " + " | ".join(f"{w[k]:.3f}" for k in STATS)
-                     + f" | {v['empty_fraction']:.2f} | {v['seconds_per_structure']:.3f} |")
-    lines += ["", "Means — real: " + ", ".join(f"{k} {r['real_mean'][k]:.2f}" for k in STATS), "",
-              f"![histograms]({histogram_png})", "",
-              "## Image-label agreement (haematoxylin threshold "
-              f"{r['h_threshold']:.3f}, chosen on real training windows)", "",
-              "| images | nuclei visible | pixel Dice (H-mask vs labels) | s / image |", "|---|---|---|---|"]
+        lines.append(
+            f"| {key} | "
+            + " | ".join(f"{w[k]:.3f}" for k in STATS)
+            + f" | {v['empty_fraction']:.2f} | {v['seconds_per_structure']:.3f} |"
+        )
+    lines += [
+        "",
+        "Means — real: " + ", ".join(f"{k} {r['real_mean'][k]:.2f}" for k in STATS),
+        "",
+        f"![histograms]({histogram_png})",
+        "",
+        "## Image-label agreement (haematoxylin threshold "
+        f"{r['h_threshold']:.3f}, chosen on real training windows)",
+        "",
+        "| images | nuclei visible | pixel Dice (H-mask vs labels) | s / image |",
+        "|---|---|---|---|",
+    ]
     for key, v in r["images"].items():
         sec = f"{v['seconds_per_image']:.3f}" if "seconds_per_image" in v else "–"
         lines.append(f"| {key} | {v['visible_fraction']:.3f} | {v['pixel_dice']:.3f} | {sec} |")

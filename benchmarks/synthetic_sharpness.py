@@ -31,7 +31,9 @@ def down_up(im: Image.Image) -> np.ndarray:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--run", type=Path, required=True, help="an experiment's --out folder")
     ap.add_argument("--fraction", type=float, default=0.1)
     ap.add_argument("--subset-seed", type=int, default=0)
@@ -40,16 +42,22 @@ def main() -> None:
     syn = sorted((run.synthetic(args.fraction) / "images").glob("*.png"))
     subset = read_json(run.data / "subsets" / subset_filename(args.fraction, args.subset_seed))
     real = [run.data / "patches" / "images" / f"{n}.png" for n in subset["patches"]]
-    grey = {"synthetic": [np.asarray(Image.open(p).convert("L")) for p in syn],
-            "real": [np.asarray(Image.open(p).convert("L")) for p in real],
-            "real, 0.5x down / 2x up": [down_up(Image.open(p).convert("L")) for p in real]}
+    grey = {
+        "synthetic": [np.asarray(Image.open(p).convert("L")) for p in syn],
+        "real": [np.asarray(Image.open(p).convert("L")) for p in real],
+        "real, 0.5x down / 2x up": [down_up(Image.open(p).convert("L")) for p in real],
+    }
     out = {}
     for k, ims in grey.items():
         v = [laplacian_variance(g) for g in ims]
         out[k] = {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1)), "n": len(v)}
     report = {"run": str(args.run), "fraction": args.fraction, "laplacian_variance": out}
-    lines = [f"# Laplacian variance of grey images, {args.fraction:.0%} subset (`{args.run}`)", "",
-             "| images | mean ± sd | n |", "|---|---|---|"]
+    lines = [
+        f"# Laplacian variance of grey images, {args.fraction:.0%} subset (`{args.run}`)",
+        "",
+        "| images | mean ± sd | n |",
+        "|---|---|---|",
+    ]
     lines += [f"| {k} | {m['mean']:.0f} ± {m['sd']:.0f} | {m['n']} |" for k, m in out.items()]
     write_json(RESULTS / "synthetic_sharpness.json", report)
     write_text(RESULTS / "synthetic_sharpness.md", "\n".join(lines) + "\n")

@@ -141,7 +141,9 @@ def match(whole: np.ndarray, tiled: np.ndarray) -> dict:
     }
 
 
-def picture(slide_img: np.ndarray, tiled: np.ndarray, overview: Path, roi, tile: int) -> np.ndarray:
+def picture(
+    slide_img: np.ndarray, tiled: np.ndarray, overview: Path, roi, tile: int
+) -> np.ndarray:
     """Overview overlay (left) and a 640-px crop across a tile corner with tile borders."""
     from nudiff.pictures import overlay
 
@@ -272,10 +274,12 @@ def report(r: dict) -> str:
         "",
         "## Seam check: whole-slide prediction vs the same region as one image",
         "",
-        "| region | nuclei (one image) | nuclei (tiled) | matched at IoU > 0.5 | DQ | mean IoU of matches |",
+        "| region | nuclei (one image) | nuclei (tiled) | matched at IoU > 0.5 | DQ | mean IoU of "
+        "matches |",
         "|---|---|---|---|---|---|",
         f"| {s['region_px'][0]} x {s['region_px'][1]} | {s['n_whole']} | {s['n_tiled']} | "
-        f"{s['matched']} ({100 * s['matched_of_whole']:.2f} % / {100 * s['matched_of_tiled']:.2f} %) | "
+        f"{s['matched']} ({100 * s['matched_of_whole']:.2f} % / {100 * s['matched_of_tiled']:.2f} "
+        "%) | "
         f"{s['dq']:.4f} | {s['sq']:.4f} |",
         "",
         f"Goal: >= 99 % matched. Tiled: {s['tiled_seconds']} s, peak RSS "
@@ -289,7 +293,8 @@ def report(r: dict) -> str:
     ]
     for name, w in r["whole_slide"].items():
         lines.append(
-            f"| {name} | {w['slide_px'][0]} x {w['slide_px'][1]} | {w['tiles']} ({w['tissue_tiles']}) | "
+            f"| {name} | {w['slide_px'][0]} x {w['slide_px'][1]} | {w['tiles']} "
+            f"({w['tissue_tiles']}) | "
             f"{w['nuclei']} | {w['tissue_megapixels']} | {w['seconds']} | {w['mp_per_minute']} | "
             f"{w['peak_rss_mib']} |"
         )

@@ -47,16 +47,22 @@ PROOF = RESULTS / "fingerprints" / "restamp"
 
 # --- version 1 (until 2026-12): speed-only fields left out, but ``sample.batch_size`` (hashed
 # before speed-only fields were declared); options added after cells were committed left out
-# while at their default (the fields tagged ``ADDED_LATER`` then, by class and name); ``segment.post``
+# while at their default (the fields tagged ``ADDED_LATER`` then, by class and name);
+# ``segment.post``
 # and synthesis's samplers hashed as they were once written; real-label cells committed before
 # their hash left the unused ``structure`` section out carry the "legacy" hash.
 V1_HASHED_BEFORE = ("sample.batch_size",)
 V1_ADDED_LATER = {
-    ("ModelConfig", "self_condition"), ("TrainConfig", "min_snr_gamma"),
-    ("TrainConfig", "max_minutes"), ("TrainConfig", "init_from"),
-    ("DiffusionConfig", "prediction_type"), ("DiffusionConfig", "zero_terminal_snr"),
-    ("DecodeParams", "semantic_sigma"), ("SynthesisConfig", "structures"),
-    ("SynthesisConfig", "pasted_nuclei"), ("FilterConfig", "max_unlabeled_rate"),
+    ("ModelConfig", "self_condition"),
+    ("TrainConfig", "min_snr_gamma"),
+    ("TrainConfig", "max_minutes"),
+    ("TrainConfig", "init_from"),
+    ("DiffusionConfig", "prediction_type"),
+    ("DiffusionConfig", "zero_terminal_snr"),
+    ("DecodeParams", "semantic_sigma"),
+    ("SynthesisConfig", "structures"),
+    ("SynthesisConfig", "pasted_nuclei"),
+    ("FilterConfig", "max_unlabeled_rate"),
 }
 
 
@@ -68,8 +74,11 @@ def _v1_hashed(config: Any, keep: tuple[str, ...] = (), prefix: str = "") -> dic
             continue
         if (type(config).__name__, f.name) in V1_ADDED_LATER and value == _default(f):
             continue
-        out[f.name] = (_v1_hashed(value, keep, name + ".") if dataclasses.is_dataclass(value)
-                       else copy.deepcopy(value))
+        out[f.name] = (
+            _v1_hashed(value, keep, name + ".")
+            if dataclasses.is_dataclass(value)
+            else copy.deepcopy(value)
+        )
     return out
 
 
@@ -97,14 +106,19 @@ def _v1_synthesis(plan: Plan) -> dict:
 
 
 def fingerprint_v1(plan: Plan, cell: Cell, legacy: bool = False) -> str:
-    parts = {"data": _v1_hashed(plan.data), "segment": _v1_segment(plan), "cell": cell.name,
-             "subset_seed": plan.experiment.subset_seed}
+    parts = {
+        "data": _v1_hashed(plan.data),
+        "segment": _v1_segment(plan),
+        "cell": cell.name,
+        "subset_seed": plan.experiment.subset_seed,
+    }
     for key in ("fractions", "seed"):
         parts["data"].pop(key, None)
     parts["segment"]["train"].pop("seed", None)
     if cell.needs.pairs:
-        parts |= {k: _v1_hashed(getattr(plan, k), keep=V1_HASHED_BEFORE)
-                  for k in ("structure", "image")}
+        parts |= {
+            k: _v1_hashed(getattr(plan, k), keep=V1_HASHED_BEFORE) for k in ("structure", "image")
+        }
         parts["synthesis"] = _v1_synthesis(plan)
         if plan.synthesis.structures in REAL_STRUCTURES and not legacy:
             parts.pop("structure")
@@ -136,16 +150,31 @@ def prove(folder: Path) -> list[dict]:
         record = read_json(path)
         cell = Cell(record["fraction"], record["arm"], record["seed"])
         new = stamp(plan, cell)
-        old = record.get("restamped_from") or {"version": record.get("fingerprint_version", 1),
-                                                "fingerprint": record["fingerprint"]}
-        if old["version"] not in RULES or old["fingerprint"] not in RULES[old["version"]](plan, cell):
-            raise SystemExit(f"{path}: its fingerprint {old['fingerprint']} (version "
-                             f"{old['version']}) is not what {folder}/config.yaml gives")
+        old = record.get("restamped_from") or {
+            "version": record.get("fingerprint_version", 1),
+            "fingerprint": record["fingerprint"],
+        }
+        if old["version"] not in RULES or old["fingerprint"] not in RULES[old["version"]](
+            plan, cell
+        ):
+            raise SystemExit(
+                f"{path}: its fingerprint {old['fingerprint']} (version "
+                f"{old['version']}) is not what {folder}/config.yaml gives"
+            )
         current = record.get("fingerprint_version", 1) == FINGERPRINT_VERSION
         if current and record["fingerprint"] != new["fingerprint"]:
-            raise SystemExit(f"{path}: stamped version {FINGERPRINT_VERSION}, not by its config.yaml")
-        rows.append({"folder": str(folder.relative_to(ROOT)), "cell": cell.name,
-                     "old": old["fingerprint"], "old_version": old["version"], **new})
+            raise SystemExit(
+                f"{path}: stamped version {FINGERPRINT_VERSION}, not by its config.yaml"
+            )
+        rows.append(
+            {
+                "folder": str(folder.relative_to(ROOT)),
+                "cell": cell.name,
+                "old": old["fingerprint"],
+                "old_version": old["version"],
+                **new,
+            }
+        )
     return rows
 
 
@@ -162,12 +191,15 @@ def upgrade_config(folder: Path) -> bool:
     with tempfile.TemporaryDirectory() as tmp:
         save_config(plan, Path(tmp) / "config.yaml")
         again = load_plan(Path(tmp) / "config.yaml")
-        cells = [Cell(r["fraction"], r["arm"], r["seed"]) for r in
-                 map(read_json, sorted((folder / "cells").glob("*.json")))]
+        cells = [
+            Cell(r["fraction"], r["arm"], r["seed"])
+            for r in map(read_json, sorted((folder / "cells").glob("*.json")))
+        ]
         if any(cell_fingerprint(again, c) != cell_fingerprint(plan, c) for c in cells):
             raise SystemExit(f"{path}: rewritten in today's keys it gives other fingerprints")
-        header = "".join(line for line in path.read_text().splitlines(keepends=True)
-                         if line.startswith("#"))  # its provenance note, kept
+        header = "".join(
+            line for line in path.read_text().splitlines(keepends=True) if line.startswith("#")
+        )  # its provenance note, kept
         write_text(path, header + (Path(tmp) / "config.yaml").read_text())
     return True
 
@@ -181,21 +213,31 @@ def restamp(folder: Path, rows: list[dict]) -> int:
         row = by_cell[path.stem]
         if record.get("fingerprint_version", 1) == FINGERPRINT_VERSION:
             continue
-        record |= {"fingerprint": row["fingerprint"], "fingerprint_version": FINGERPRINT_VERSION,
-                   "restamped_from": {"version": row["old_version"], "fingerprint": row["old"]}}
+        record |= {
+            "fingerprint": row["fingerprint"],
+            "fingerprint_version": FINGERPRINT_VERSION,
+            "restamped_from": {"version": row["old_version"], "fingerprint": row["old"]},
+        }
         write_json(path, record)
         changed += 1
     return changed
 
 
 def proof_markdown(rows: list[dict]) -> str:
-    lines = [f"# Committed cells re-stamped to fingerprint version {FINGERPRINT_VERSION}", "",
-             "Each cell's old fingerprint was recomputed from its folder's `config.yaml` with the "
-             "rule of its version (scripts/restamp_fingerprints.py) before the new one was "
-             f"written. {len(rows)} cells in {len({r['folder'] for r in rows})} folders.", "",
-             "| folder | cell | old (version) | new |", "|---|---|---|---|"]
-    lines += [f"| {r['folder']} | {r['cell']} | {r['old']} (v{r['old_version']}) | "
-              f"{r['fingerprint']} |" for r in rows]
+    lines = [
+        f"# Committed cells re-stamped to fingerprint version {FINGERPRINT_VERSION}",
+        "",
+        "Each cell's old fingerprint was recomputed from its folder's `config.yaml` with the "
+        "rule of its version (scripts/restamp_fingerprints.py) before the new one was "
+        f"written. {len(rows)} cells in {len({r['folder'] for r in rows})} folders.",
+        "",
+        "| folder | cell | old (version) | new |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['folder']} | {r['cell']} | {r['old']} (v{r['old_version']}) | {r['fingerprint']} |"
+        for r in rows
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -203,12 +245,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("folders", nargs="*", type=Path, help="results folders (default: all)")
     p.add_argument("--check", action="store_true", help="prove only, write nothing")
-    p.add_argument("--exclude", nargs="*", default=[],
-                   help="folder names to leave as they are (a grid still committing cells)")
+    p.add_argument(
+        "--exclude",
+        nargs="*",
+        default=[],
+        help="folder names to leave as they are (a grid still committing cells)",
+    )
     args = p.parse_args(argv)
     folders = [f.resolve() for f in args.folders] or sorted(
-        c.parent for c in RESULTS.glob("**/cells") if (c.parent / "config.yaml").exists()
-        and c.parent.name not in args.exclude)
+        c.parent
+        for c in RESULTS.glob("**/cells")
+        if (c.parent / "config.yaml").exists() and c.parent.name not in args.exclude
+    )
     proofs = {folder: prove(folder) for folder in folders}  # every proof before any write
     rows = [r for folder_rows in proofs.values() for r in folder_rows]
     print(f"{len(rows)} committed cells in {len(folders)} folders: old fingerprints proven")

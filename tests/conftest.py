@@ -6,7 +6,11 @@ import pytest
 
 from helpers import disk_instance_map
 
-MONUSEG = Path(os.environ.get("NUDIFF_MONUSEG", Path(__file__).resolve().parents[2] / "shared/datasets/monuseg"))
+MONUSEG = Path(
+    os.environ.get(
+        "NUDIFF_MONUSEG", Path(__file__).resolve().parents[2] / "shared/datasets/monuseg"
+    )
+)
 
 
 @pytest.fixture

@@ -36,8 +36,13 @@ class Outer:
 
 def test_differences_field_by_field_without_speed_only_fields():
     assert differences(Outer(), Outer(inner=Inner(threads=4, log_every=1))) == []
-    assert differences(Outer(), Outer(inner=Inner(width=16), new_option=1.0)) == ["inner.width", "new_option"]
-    assert differences(Outer(sizes=(1, 2)), from_dict(Outer, {"sizes": [1, 2]})) == []  # as written back
+    assert differences(Outer(), Outer(inner=Inner(width=16), new_option=1.0)) == [
+        "inner.width",
+        "new_option",
+    ]
+    assert (
+        differences(Outer(sizes=(1, 2)), from_dict(Outer, {"sizes": [1, 2]})) == []
+    )  # as written back
     assert differences(SampleConfig(batch_size=64), SampleConfig()) == []
     a, b = DiffusionConfig(), DiffusionConfig()
     b.model.flash_attention, b.train.num_workers, b.train.compile = True, 4, "default"

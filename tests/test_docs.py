@@ -59,7 +59,7 @@ def named_entries(markdown: str) -> set[str]:
         name = name.split("#", 1)[0].strip().rstrip("/")
         for prefix in ("./", "../benchmarks/", "benchmarks/"):
             if name.startswith(prefix):
-                name = name[len(prefix):]
+                name = name[len(prefix) :]
         if not name:
             continue
         reduced.add(name)
@@ -145,16 +145,26 @@ def test_unnamed_entries_are_reported():
         "| [a.md](results/a.md) | `learning_curve.py` |\n"
         "prose that mentions kumar-grid and b.json without naming them\n"
     )
-    entries = ["results/demo", "results/kumar-grid-paste", "results/kumar-grid-subset",
-               "results/a.md", "results/kumar-grid", "results/b.json", "learning_curve.py",
-               "pair_use.py"]
+    entries = [
+        "results/demo",
+        "results/kumar-grid-paste",
+        "results/kumar-grid-subset",
+        "results/a.md",
+        "results/kumar-grid",
+        "results/b.json",
+        "learning_curve.py",
+        "pair_use.py",
+    ]
     assert unindexed(entries, markdown) == ["results/kumar-grid", "results/b.json", "pair_use.py"]
 
 
 def _own_data_commands() -> list[str]:
     """The README's own-data chain: every `nudiff` line between its two markers, in order."""
     text = (ROOT / "README.md").read_text()
-    start, end = text.index("<!-- own-data chain"), text.index("<!-- end of the own-data chain -->")
+    start, end = (
+        text.index("<!-- own-data chain"),
+        text.index("<!-- end of the own-data chain -->"),
+    )
     lines = [ln.split("  #")[0].strip() for ln in text[start:end].splitlines()]
     return [ln for ln in lines if ln.startswith("nudiff ")]
 
@@ -178,8 +188,10 @@ def test_the_readme_own_data_chain_runs_as_written(tmp_path, monkeypatch):
     from nudiff.cli import main
 
     tiny = {k: v for k, v in TINY.items() if k in ("data", "image", "segment")}
-    tiny["synthesis"] = TINY["synthesis"] | {"structures": "copypaste",
-                                             "filter": TINY["synthesis"]["filter"] | {"segmenter": "real", "keep_top": 0.5}}
+    tiny["synthesis"] = TINY["synthesis"] | {
+        "structures": "copypaste",
+        "filter": TINY["synthesis"]["filter"] | {"segmenter": "real", "keep_top": 0.5},
+    }
     tiny["experiment"] = {"n_synthetic": 4}
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "augment.yaml").write_text(yaml.safe_dump(tiny))

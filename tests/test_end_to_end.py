@@ -10,27 +10,79 @@ from nudiff.cli import main
 from nudiff.utils import read_json
 
 TINY = {
-    "experiment": {"fractions": [0.5, 1.0], "arms": ["real", "real+syn", "real+copypaste+syn", "syn-only"],
-                   "seeds": [0],
-                   "synthetic_fractions": [0.5], "n_synthetic": 4},
-    "data": {"val_images": 1, "patch_size": 64, "stride": 64, "strategy": "kmeans", "n_clusters": 2},
-    "structure": {"model": {"channels": [8, 16], "attention_levels": [False, True], "num_head_channels": 8,
-                            "norm_num_groups": 8},
-                  "data": {"patch_size": 16, "scale": 0.5},
-                  "train": {"steps": 4, "batch_size": 2, "checkpoint_every": 2, "sample_every": 0,
-                            "precision": "no"}},
-    "image": {"model": {"channels": [8, 16], "attention_levels": [False, True], "num_head_channels": 8,
-                        "norm_num_groups": 8, "spade_channels": 8},
-              "data": {"patch_size": 16, "scale": 0.5},
-              "train": {"steps": 4, "batch_size": 2, "checkpoint_every": 2, "sample_every": 0,
-                        "precision": "no"}},
-    "synthesis": {"structure_sample": {"steps": 2}, "image_sample": {"steps": 2}, "batch_size": 2, "precision": "no",
-                  "max_attempts_factor": 2.0,
-                  "filter": {"min_nuclei": 0, "min_mean_area": None, "max_mean_area": None, "max_foreground": 1.0}},
-    "segment": {"model": {"base": 8, "channels_last": False},
-                "train": {"steps": 4, "batch_size": 2, "crop_size": 64, "val_every": 2, "checkpoint_every": 2,
-                          "log_every": 2, "precision": "no"},
-                "augment": {"enabled": False}},
+    "experiment": {
+        "fractions": [0.5, 1.0],
+        "arms": ["real", "real+syn", "real+copypaste+syn", "syn-only"],
+        "seeds": [0],
+        "synthetic_fractions": [0.5],
+        "n_synthetic": 4,
+    },
+    "data": {
+        "val_images": 1,
+        "patch_size": 64,
+        "stride": 64,
+        "strategy": "kmeans",
+        "n_clusters": 2,
+    },
+    "structure": {
+        "model": {
+            "channels": [8, 16],
+            "attention_levels": [False, True],
+            "num_head_channels": 8,
+            "norm_num_groups": 8,
+        },
+        "data": {"patch_size": 16, "scale": 0.5},
+        "train": {
+            "steps": 4,
+            "batch_size": 2,
+            "checkpoint_every": 2,
+            "sample_every": 0,
+            "precision": "no",
+        },
+    },
+    "image": {
+        "model": {
+            "channels": [8, 16],
+            "attention_levels": [False, True],
+            "num_head_channels": 8,
+            "norm_num_groups": 8,
+            "spade_channels": 8,
+        },
+        "data": {"patch_size": 16, "scale": 0.5},
+        "train": {
+            "steps": 4,
+            "batch_size": 2,
+            "checkpoint_every": 2,
+            "sample_every": 0,
+            "precision": "no",
+        },
+    },
+    "synthesis": {
+        "structure_sample": {"steps": 2},
+        "image_sample": {"steps": 2},
+        "batch_size": 2,
+        "precision": "no",
+        "max_attempts_factor": 2.0,
+        "filter": {
+            "min_nuclei": 0,
+            "min_mean_area": None,
+            "max_mean_area": None,
+            "max_foreground": 1.0,
+        },
+    },
+    "segment": {
+        "model": {"base": 8, "channels_last": False},
+        "train": {
+            "steps": 4,
+            "batch_size": 2,
+            "crop_size": 64,
+            "val_every": 2,
+            "checkpoint_every": 2,
+            "log_every": 2,
+            "precision": "no",
+        },
+        "augment": {"enabled": False},
+    },
 }
 
 
@@ -64,7 +116,9 @@ def test_run_end_to_end_and_resume(tmp_path, capsys):
     assert rows[0].startswith("fraction,arm,seed,image,dice")
     assert len(rows) == 1 + 5  # 5 cells x 1 test image
     # the combined arm trains on both extra sets: 4 copy-paste + 4 synthetic patches
-    assert re.search(r"f0.50_real\+copypaste\+syn_s0: \d+ real-role \+ 8 synthetic", capsys.readouterr().out)
+    assert re.search(
+        r"f0.50_real\+copypaste\+syn_s0: \d+ real-role \+ 8 synthetic", capsys.readouterr().out
+    )
     assert (out / "copypaste" / "f0.50" / "manifest.json").exists()
     for name in ("table.md", "chart.png", "index.html", "mosaic_f0.50.png"):
         assert (out / "report" / name).exists()
@@ -93,8 +147,22 @@ def test_filter_by_the_fractions_own_real_segmenter(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(plan))
     out, results = tmp_path / "out", tmp_path / "results"
-    assert main(["experiment", "--config", str(config), "--data", str(data), "--out", str(out),
-                 "--results", str(results)]) == 0
+    assert (
+        main(
+            [
+                "experiment",
+                "--config",
+                str(config),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--results",
+                str(results),
+            ]
+        )
+        == 0
+    )
     assert (out / "cells" / "f0.50_real_s0" / "model").is_dir()
     assert (results / "cells" / "f0.50_real_s0.json").exists()
     manifest = read_json(out / "diffusion" / "f0.50" / "synthetic" / "manifest.json")
@@ -117,7 +185,11 @@ def test_models_only_trains_the_diffusion_models_and_no_cell(tmp_path):
     torch.set_num_threads(1)
     data = _dataset(tmp_path / "data")
     plan = copy.deepcopy(TINY)
-    plan["experiment"] |= {"fractions": [0.5, 1.0], "arms": ["real", "real+syn"], "synthetic_fractions": [0.5]}
+    plan["experiment"] |= {
+        "fractions": [0.5, 1.0],
+        "arms": ["real", "real+syn"],
+        "synthetic_fractions": [0.5],
+    }
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(plan))
     out = tmp_path / "out"
@@ -159,7 +231,10 @@ def test_a_run_folder_prepared_for_other_fractions_gets_the_missing_subsets(tmp_
     model = out / "cells" / "f1.00_real_s0" / "model"
     stamps = [f.stat().st_mtime_ns for f in sorted(model.iterdir())]
     assert main([*args, "--set", "experiment.fractions=[0.5, 1.0]"]) == 0
-    assert sorted(p.name for p in subsets.iterdir()) == ["frac0.50_seed0.json", "frac1.00_seed0.json"]
+    assert sorted(p.name for p in subsets.iterdir()) == [
+        "frac0.50_seed0.json",
+        "frac1.00_seed0.json",
+    ]
     assert (subsets / "frac1.00_seed0.json").read_bytes() == first
     assert [f.stat().st_mtime_ns for f in sorted(model.iterdir())] == stamps  # not retrained
     assert (out / "cells" / "f0.50_real_s0" / "metrics.json").exists()

@@ -23,17 +23,34 @@ def _plan(name: str = "kumar-grid.yaml", overrides: list[str] | None = None):
 
 
 def test_cells_only_where_synthetic_pairs_exist():
-    cfg = ExperimentConfig(fractions=[0.1, 1.0], arms=["real", "real+syn"], seeds=[0],
-                           seeds_by_fraction={0.1: [0, 1, 2]}, synthetic_fractions=[0.1])
+    cfg = ExperimentConfig(
+        fractions=[0.1, 1.0],
+        arms=["real", "real+syn"],
+        seeds=[0],
+        seeds_by_fraction={0.1: [0, 1, 2]},
+        synthetic_fractions=[0.1],
+    )
     names = [c.name for c in cells_of(cfg)]
-    assert names == ["f0.10_real_s0", "f0.10_real_s1", "f0.10_real_s2",
-                     "f0.10_real+syn_s0", "f0.10_real+syn_s1", "f0.10_real+syn_s2", "f1.00_real_s0"]
+    assert names == [
+        "f0.10_real_s0",
+        "f0.10_real_s1",
+        "f0.10_real_s2",
+        "f0.10_real+syn_s0",
+        "f0.10_real+syn_s1",
+        "f0.10_real+syn_s2",
+        "f1.00_real_s0",
+    ]
 
 
 def test_arm_fractions_and_seeds_restrict_an_arm():
-    cfg = ExperimentConfig(fractions=[0.1, 0.5], arms=["real", "syn-only"], seeds=[0],
-                           seeds_by_fraction={0.1: [0, 1]}, arm_fractions={"syn-only": [0.1]},
-                           arm_seeds={"syn-only": [3]})
+    cfg = ExperimentConfig(
+        fractions=[0.1, 0.5],
+        arms=["real", "syn-only"],
+        seeds=[0],
+        seeds_by_fraction={0.1: [0, 1]},
+        arm_fractions={"syn-only": [0.1]},
+        arm_seeds={"syn-only": [3]},
+    )
     names = [c.name for c in cells_of(cfg)]
     assert names == ["f0.10_real_s0", "f0.10_real_s1", "f0.10_syn-only_s3", "f0.50_real_s0"]
 
@@ -55,13 +72,26 @@ def test_the_arm_table_says_what_each_arm_needs_and_trains_on():
     assert ARMS["syn-only"].compose(real, extra) == (extra, None)
     dup, syn = ARMS["real-dup"].compose(real, extra)  # as many patches as real + extra, all real
     assert syn is None and len(dup) == 7 and set(dup) == set(real)
-    assert [a for a, arm in ARMS.items() if arm.pairs] == ["real+syn", "real+copypaste+syn", "real-dup", "syn-only"]
-    assert [a for a, arm in ARMS.items() if arm.copypaste] == ["real+copypaste", "real+copypaste+syn"]
-    assert [a for a, arm in ARMS.items() if arm.versus_copypaste] == ["real+syn", "real+copypaste+syn"]
+    assert [a for a, arm in ARMS.items() if arm.pairs] == [
+        "real+syn",
+        "real+copypaste+syn",
+        "real-dup",
+        "syn-only",
+    ]
+    assert [a for a, arm in ARMS.items() if arm.copypaste] == [
+        "real+copypaste",
+        "real+copypaste+syn",
+    ]
+    assert [a for a, arm in ARMS.items() if arm.versus_copypaste] == [
+        "real+syn",
+        "real+copypaste+syn",
+    ]
     assert Cell(0.1, "real+copypaste+syn", 0).needs is ARMS["real+copypaste+syn"]
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "cpu-grid.yaml", "cpu.yaml", "paper.yaml", "kumar-grid.yaml"])
+@pytest.mark.parametrize(
+    "name", ["demo.yaml", "cpu-grid.yaml", "cpu.yaml", "paper.yaml", "kumar-grid.yaml"]
+)
 def test_shipped_configs_load(name):
     plan = _plan(name)
     assert plan.structure.model.kind == "structure" and plan.image.model.kind == "image"
@@ -77,8 +107,14 @@ def test_unknown_section_is_an_error(tmp_path):
 
 def test_overrides_set_nested_keys_and_are_checked():
     cfg = CONFIGS / "kumar-grid.yaml"
-    plan = load_plan(cfg, ["segment.train.real_ratio=0.9", "experiment.arms=[real, real+syn]",
-                           "segment.train.synthetic_until=null"])
+    plan = load_plan(
+        cfg,
+        [
+            "segment.train.real_ratio=0.9",
+            "experiment.arms=[real, real+syn]",
+            "segment.train.synthetic_until=null",
+        ],
+    )
     assert plan.segment.train.real_ratio == 0.9 and plan.experiment.arms == ["real", "real+syn"]
     with pytest.raises(NudiffError, match="SECTION.KEY=VALUE"):
         load_plan(cfg, ["segment.train.real_ratio"])
@@ -97,7 +133,10 @@ def test_reference_cell_is_fixed_whatever_seeds_a_run_asks_for():
 def test_find_cells_picks_cells_of_the_grid_by_name():
     cfg = _plan().experiment
     names = [c.name for c in cells_of(cfg)]
-    assert [c.name for c in find_cells(cfg, [names[3], names[0]])] == [names[0], names[3]]  # grid order
+    assert [c.name for c in find_cells(cfg, [names[3], names[0]])] == [
+        names[0],
+        names[3],
+    ]  # grid order
     with pytest.raises(NudiffError, match="f0.10_real_s9.*--list-cells"):
         find_cells(cfg, [names[0], "f0.10_real_s9"])
 

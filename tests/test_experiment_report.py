@@ -31,8 +31,20 @@ def _rows():
         for seed in (0, 1, 2):
             for img in ("a", "b"):
                 v = base + 0.01 * seed + (0.02 if img == "b" else 0)
-                rows.append({"fraction": 0.1, "arm": arm, "seed": seed, "image": img,
-                             "dice": v, "aji": v, "aji_plus": v, "dq": v, "sq": v, "pq": v})
+                rows.append(
+                    {
+                        "fraction": 0.1,
+                        "arm": arm,
+                        "seed": seed,
+                        "image": img,
+                        "dice": v,
+                        "aji": v,
+                        "aji_plus": v,
+                        "dq": v,
+                        "sq": v,
+                        "pq": v,
+                    }
+                )
     return rows
 
 
@@ -50,7 +62,9 @@ def test_experiment_report_files(tmp_path):
     write_experiment_report(tmp_path, _rows())
     for name in ("table.md", "summary.json", "chart.png", "index.html"):
         assert (tmp_path / "report" / name).stat().st_size > 0
-    assert "| test images |" not in (tmp_path / "report" / "table.md").read_text()  # no data/, no groups
+    assert (
+        "| test images |" not in (tmp_path / "report" / "table.md").read_text()
+    )  # no data/, no groups
 
 
 def test_experiment_report_takes_groups_given(tmp_path):
@@ -71,24 +85,32 @@ def test_paired_gains_pair_by_seed_and_skip_unpaired():
 
 
 def test_paired_interval_by_image_and_seed():
-    a = [{"image": i, "seed": s, "aji": 0.5 + d} for (i, s), d in
-         zip([("x", 0), ("y", 0), ("x", 1), ("z", 1)], [0.1, 0.3, 0.2, 0.0])]
+    a = [
+        {"image": i, "seed": s, "aji": 0.5 + d}
+        for (i, s), d in zip([("x", 0), ("y", 0), ("x", 1), ("z", 1)], [0.1, 0.3, 0.2, 0.0])
+    ]
     b = [{"image": i, "seed": s, "aji": 0.5} for i, s in [("x", 0), ("y", 0), ("x", 1), ("q", 1)]]
     out = paired_interval(a, b, ("aji",))
     assert out["n"] == 3  # (z, 1) and (q, 1) have no partner
     assert out["aji"]["mean"] == pytest.approx(0.2)
     # sd of (0.1, 0.3, 0.2) = 0.1; t(0.975, 2) = 4.303; half width 4.303 * 0.1 / sqrt(3)
-    assert out["aji"]["hi"] - out["aji"]["mean"] == pytest.approx(4.3027 * 0.1 / 3 ** 0.5, rel=1e-3)
+    assert out["aji"]["hi"] - out["aji"]["mean"] == pytest.approx(4.3027 * 0.1 / 3**0.5, rel=1e-3)
     assert out["aji"]["lo"] < out["aji"]["mean"] < out["aji"]["hi"]
 
 
 def test_paired_interval_by_seed_is_the_head_to_head_of_two_arms():
     # arm a vs arm b of any folders: differences a - b per (image, seed): seed 0: x .1, y .3;
     # seed 2: x .2, y .0 (z and q have no partner; seed 1 only in b)
-    a = [{"image": i, "seed": s, "aji": 0.5 + d, "pq": 0.4 + 2 * d} for (i, s), d in
-         zip([("x", 0), ("y", 0), ("x", 2), ("y", 2), ("z", 2)], [0.1, 0.3, 0.2, 0.0, 0.9])]
-    b = [{"image": i, "seed": s, "aji": 0.5, "pq": 0.4} for i, s in
-         [("x", 0), ("y", 0), ("x", 2), ("y", 2), ("q", 2), ("x", 1)]]
+    a = [
+        {"image": i, "seed": s, "aji": 0.5 + d, "pq": 0.4 + 2 * d}
+        for (i, s), d in zip(
+            [("x", 0), ("y", 0), ("x", 2), ("y", 2), ("z", 2)], [0.1, 0.3, 0.2, 0.0, 0.9]
+        )
+    ]
+    b = [
+        {"image": i, "seed": s, "aji": 0.5, "pq": 0.4}
+        for i, s in [("x", 0), ("y", 0), ("x", 2), ("y", 2), ("q", 2), ("x", 1)]
+    ]
     out = paired_interval(a, b, ("aji", "pq"), by_seed=True)
     assert out["n"] == 4 and out["seeds"] == [0, 2]
     assert out["aji"]["mean"] == pytest.approx(0.15) and out["pq"]["mean"] == pytest.approx(0.3)
@@ -119,8 +141,13 @@ def test_gains_carry_an_interval_and_groups_are_summarised(tmp_path):
 
 
 def test_diffusion_versus_copypaste_is_paired_against_that_arm(tmp_path):
-    cp = [dict(r, arm="real+copypaste", aji=r["aji"] + 0.03, pq=r["pq"] + 0.03, dice=r["dice"] + 0.03)
-          for r in _rows() if r["arm"] == "real" and r["seed"] < 2]
+    cp = [
+        dict(
+            r, arm="real+copypaste", aji=r["aji"] + 0.03, pq=r["pq"] + 0.03, dice=r["dice"] + 0.03
+        )
+        for r in _rows()
+        if r["arm"] == "real" and r["seed"] < 2
+    ]
     rows = _rows() + cp
     (g,) = paired_gains(rows, paper="kumar", baseline="real+copypaste", arms=("real+syn",))
     assert g["seeds"] == [0, 1] and g["aji"] == pytest.approx(0.07) and g["paper"] is None
@@ -133,7 +160,9 @@ def test_diffusion_versus_copypaste_is_paired_against_that_arm(tmp_path):
     assert all(e["ci"]["aji"]["mean"] == pytest.approx(0.07) for e in by)
     assert "| arm − real+copypaste | test images |" in group_gains_markdown(by)
     write_experiment_report(tmp_path, rows, groups={"a": "same", "b": "other"})
-    assert "| 10% | real+syn | other | 2 | +0.0700" in (tmp_path / "report" / "table.md").read_text()
+    assert (
+        "| 10% | real+syn | other | 2 | +0.0700" in (tmp_path / "report" / "table.md").read_text()
+    )
 
 
 def test_per_image_gains_correlate_an_arm_with_what_more_labels_give(tmp_path):
@@ -144,9 +173,25 @@ def test_per_image_gains_correlate_an_arm_with_what_more_labels_give(tmp_path):
             base = 0.5 + 0.01 * seed
             rows.append({"fraction": 0.1, "arm": "real", "seed": seed, "image": img, "aji": base})
             # tracks the label gain at half its size: r = +1
-            rows.append({"fraction": 0.1, "arm": "real+syn", "seed": seed, "image": img, "aji": base + g / 2})
+            rows.append(
+                {
+                    "fraction": 0.1,
+                    "arm": "real+syn",
+                    "seed": seed,
+                    "image": img,
+                    "aji": base + g / 2,
+                }
+            )
             # helps most where labels help least: r = -1
-            rows.append({"fraction": 0.1, "arm": "real+copypaste", "seed": seed, "image": img, "aji": base - g})
+            rows.append(
+                {
+                    "fraction": 0.1,
+                    "arm": "real+copypaste",
+                    "seed": seed,
+                    "image": img,
+                    "aji": base - g,
+                }
+            )
         rows.append({"fraction": 1.0, "arm": "real", "seed": 0, "image": img, "aji": 0.5 + g})
     e = per_image_gains(rows, 0.1)
     # the 100 % cell (seed 0) minus the mean of the 10 % seeds (0.505)
@@ -168,8 +213,13 @@ def test_per_image_gains_correlate_an_arm_with_what_more_labels_give(tmp_path):
 def test_report_has_one_per_image_view_per_fraction(tmp_path):
     # 10 % and 20 % both have an arm beside real: each gets its table and its scatter
     def row(f, arm, img, v):
-        return {"fraction": f, "arm": arm, "seed": 0, "image": img,
-                **{m: v for m in ("dice", "aji", "aji_plus", "dq", "sq", "pq")}}
+        return {
+            "fraction": f,
+            "arm": arm,
+            "seed": 0,
+            "image": img,
+            **{m: v for m in ("dice", "aji", "aji_plus", "dq", "sq", "pq")},
+        }
 
     rows = []
     for img, g in {"a": 0.10, "b": 0.00, "c": 0.05}.items():
@@ -179,7 +229,9 @@ def test_report_has_one_per_image_view_per_fraction(tmp_path):
     write_experiment_report(tmp_path, rows)
     rep = tmp_path / "report"
     assert [e["fraction"] for e in read_json(rep / "summary.json")["per_image"]] == [0.1, 0.2]
-    assert (rep / "per_image_f0.10.png").stat().st_size > 0 and (rep / "per_image_f0.20.png").exists()
+    assert (rep / "per_image_f0.10.png").stat().st_size > 0 and (
+        rep / "per_image_f0.20.png"
+    ).exists()
     table = (rep / "table.md").read_text()
     assert "100% real − 10% real" in table and "100% real − 20% real" in table
     assert 'src="per_image_f0.20.png"' in (rep / "index.html").read_text()
@@ -193,16 +245,29 @@ def test_per_image_split_correlation_is_not_fooled_by_baseline_noise():
     for i in range(60):
         rows.append({"fraction": 1.0, "arm": "real", "seed": 0, "image": str(i), "aji": 0.5})
         for s in range(3):
-            rows.append({"fraction": 0.1, "arm": "real", "seed": s, "image": str(i), "aji": 0.5 + noise[i, s]})
-            rows.append({"fraction": 0.1, "arm": "real+syn", "seed": s, "image": str(i), "aji": 0.5})
+            rows.append(
+                {
+                    "fraction": 0.1,
+                    "arm": "real",
+                    "seed": s,
+                    "image": str(i),
+                    "aji": 0.5 + noise[i, s],
+                }
+            )
+            rows.append(
+                {"fraction": 0.1, "arm": "real+syn", "seed": s, "image": str(i), "aji": 0.5}
+            )
     v = per_image_gains(rows, 0.1)["arms"]["real+syn"]
     assert v["r"] == pytest.approx(1.0)
     assert abs(v["r_split"]) < 0.3
 
 
 def test_gap_to_full_labels_pairs_by_image_and_seed(tmp_path):
-    full = [dict(r, fraction=1.0, aji=r["aji"] + 0.05, pq=r["pq"] + 0.04)
-            for r in _rows() if r["arm"] == "real" and r["seed"] == 0]  # 100 % has seed 0 only
+    full = [
+        dict(r, fraction=1.0, aji=r["aji"] + 0.05, pq=r["pq"] + 0.04)
+        for r in _rows()
+        if r["arm"] == "real" and r["seed"] == 0
+    ]  # 100 % has seed 0 only
     gaps = {e["arm"]: e for e in gaps_to_full(_rows() + full)}
     assert set(gaps) == {"real", "real+syn"}  # the 100 % cell is not compared with itself
     assert gaps["real"]["ci"]["n"] == 2  # seeds 1, 2 have no 100 % partner
@@ -220,23 +285,40 @@ def test_the_answer_opens_the_report_with_gain_and_share_of_the_gap(tmp_path):
     gain +0.10 and close half of the +0.20 gap; the answer table opens table.md."""
     from nudiff.experiment.stats import answer
 
-    rows = _rows() + [r | {"fraction": 1.0, "arm": "real", "aji": r["aji"] + 0.2}
-                      for r in _rows() if r["arm"] == "real"]
+    rows = _rows() + [
+        r | {"fraction": 1.0, "arm": "real", "aji": r["aji"] + 0.2}
+        for r in _rows()
+        if r["arm"] == "real"
+    ]
     entries = answer(rows, "kumar")
-    assert [(e["fraction"], e["arm"]) for e in entries] == [(0.1, "real"), (0.1, "real+syn"), (1.0, "real")]
+    assert [(e["fraction"], e["arm"]) for e in entries] == [
+        (0.1, "real"),
+        (0.1, "real+syn"),
+        (1.0, "real"),
+    ]
     syn = entries[1]
     assert syn["aji"] == pytest.approx(0.62) and syn["gain_aji"]["mean"] == pytest.approx(0.1)
     assert syn["share_of_gap"] == pytest.approx(0.5)
     assert list(syn["paper"]) == [0.8049, 0.6161] and "gain_aji" not in entries[0]
     only_10 = answer(_rows())  # no 100 % real: gains, no share of a gap
-    assert only_10[1]["gain_aji"]["mean"] == pytest.approx(0.1) and "share_of_gap" not in only_10[1]
+    assert (
+        only_10[1]["gain_aji"]["mean"] == pytest.approx(0.1) and "share_of_gap" not in only_10[1]
+    )
     assert answer([r for r in _rows() if r["arm"] == "real"]) == []  # one cell: nothing to answer
     write_experiment_report(tmp_path, rows, None)
     table = (tmp_path / "report" / "table.md").read_text()
-    assert table.startswith("| labeled | training data | seeds | Dice | AJI | PQ | AJI gain over real")
-    assert "| 10% | real+syn | 3 | 0.6200 | 0.6200 | 0.6200 | +0.1000 [+0.1000, +0.1000] | 50% |" in table
+    assert table.startswith(
+        "| labeled | training data | seeds | Dice | AJI | PQ | AJI gain over real"
+    )
+    assert (
+        "| 10% | real+syn | 3 | 0.6200 | 0.6200 | 0.6200 | +0.1000 [+0.1000, +0.1000] | 50% |"
+        in table
+    )
     assert "Not resolved" not in table
     from nudiff.experiment.report import answer_markdown
 
     syn["gain_aji"] = {"mean": 0.004, "lo": -0.006, "hi": 0.014}  # one seed, an interval across 0
-    assert "Not resolved: the AJI gain of 10% real+syn has an interval that includes 0" in answer_markdown(entries)
+    assert (
+        "Not resolved: the AJI gain of 10% real+syn has an interval that includes 0"
+        in answer_markdown(entries)
+    )

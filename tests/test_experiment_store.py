@@ -36,7 +36,9 @@ def test_cell_fingerprint_follows_what_decides_the_numbers():
     assert cell_fingerprint(plan, Cell(0.1, "real", 1)) != base
     plan.image.train.steps += 1  # diffusion settings do not decide a real-only cell
     assert cell_fingerprint(plan, cell) == base
-    assert cell_fingerprint(plan, Cell(0.1, "real+syn", 0)) != cell_fingerprint(_plan(), Cell(0.1, "real+syn", 0))
+    assert cell_fingerprint(plan, Cell(0.1, "real+syn", 0)) != cell_fingerprint(
+        _plan(), Cell(0.1, "real+syn", 0)
+    )
     plan.segment.train.steps += 1
     assert cell_fingerprint(plan, cell) != base
 
@@ -47,12 +49,15 @@ def test_the_combined_arm_is_decided_by_both_extra_sets():
     plan = _plan()
     plan.experiment.copypaste.nuclei += 1
     assert cell_fingerprint(plan, cell) != base
-    assert cell_fingerprint(plan, Cell(0.1, "real+syn", 0)) == cell_fingerprint(_plan(), Cell(0.1, "real+syn", 0))
+    assert cell_fingerprint(plan, Cell(0.1, "real+syn", 0)) == cell_fingerprint(
+        _plan(), Cell(0.1, "real+syn", 0)
+    )
     plan = _plan()
     plan.image.train.steps += 1
     assert cell_fingerprint(plan, cell) != base
     assert cell_fingerprint(plan, Cell(0.1, "real+copypaste", 0)) == cell_fingerprint(
-        _plan(), Cell(0.1, "real+copypaste", 0))
+        _plan(), Cell(0.1, "real+copypaste", 0)
+    )
 
 
 def test_the_filter_seed_decides_synthetic_cells_only():
@@ -90,7 +95,9 @@ def test_real_label_cells_leave_the_unused_structure_section_out():
 
 def test_a_cell_stamped_under_an_older_rule_asks_for_the_restamp_script(tmp_path):
     plan, cell = _plan(), Cell(0.1, "real", 0)
-    write_json(tmp_path / "cells" / f"{cell.name}.json", {"fingerprint": cell_fingerprint(plan, cell)})
+    write_json(
+        tmp_path / "cells" / f"{cell.name}.json", {"fingerprint": cell_fingerprint(plan, cell)}
+    )
     with pytest.raises(NudiffError, match="fingerprint version 1.*restamp_fingerprints"):
         is_committed(tmp_path, plan, cell)
 
@@ -105,10 +112,14 @@ def test_committed_cells_are_taken_or_refused(tmp_path):
     assert saved["per_image"] == metrics["per_image"] and saved["minutes"] == {"train": 1.0}
     assert saved["segment_steps"] == plan.segment.train.steps
     assert [c.name for c in committed_cells(results)] == [cell.name]
-    assert committed_rows(results) == [{"fraction": 0.1, "arm": "real", "seed": 0, "image": "a", "aji": 0.5}]
+    assert committed_rows(results) == [
+        {"fraction": 0.1, "arm": "real", "seed": 0, "image": "a", "aji": 0.5}
+    ]
     assert committed_rows(results, fraction=1.0) == []
 
-    fresh = RunLayout(tmp_path / "fresh")  # another machine: the cell is taken from the committed folder
+    fresh = RunLayout(
+        tmp_path / "fresh"
+    )  # another machine: the cell is taken from the committed folder
     assert is_committed(results, plan, cell) and cell_done(results, plan, cell, fresh)
     assert not fresh.metrics(cell).exists()  # the query writes nothing
     import_committed(results, cell, fresh)
@@ -151,7 +162,9 @@ def test_a_commit_keeps_the_configuration_the_folder_ran(tmp_path, capsys):
     commit_cell(results, _plan(), cells[2], run, {})  # another real_ratio: other numbers
     out = capsys.readouterr().out
     assert config.read_text() == written
-    assert out.count("\n") == 1 and f"warning: {config} is not the configuration f0.10_real_s2" in out
+    assert (
+        out.count("\n") == 1 and f"warning: {config} is not the configuration f0.10_real_s2" in out
+    )
     assert str(run.root / "config") in out
 
     config.write_text(written.replace("real_ratio:", "old_name:"))  # an option renamed since
@@ -160,7 +173,9 @@ def test_a_commit_keeps_the_configuration_the_folder_ran(tmp_path, capsys):
 
 
 def test_a_folder_of_committed_cells_without_its_config_fails(tmp_path):
-    write_json(tmp_path / "cells" / "f0.10_real_s0.json", {"fingerprint": "abc", "fingerprint_version": 2})
+    write_json(
+        tmp_path / "cells" / "f0.10_real_s0.json", {"fingerprint": "abc", "fingerprint_version": 2}
+    )
     with pytest.raises(NudiffError, match="config.yaml: not found"):
         committed_plan(tmp_path)
 
@@ -191,7 +206,9 @@ def test_committed_cells_are_committed_under_the_config_they_ran(folder, tmp_pat
     assert {name for name, state in states.items() if state != "committed"} == stale
     assert all(states[name] == "committed elsewhere" for name in stale)
     # the grid of the command that ran finds its committed cells committed too
-    in_grid = {r["cell"]: r["state"] for r in grid_status(plan, tmp_path, results) if r["cell"] in states}
+    in_grid = {
+        r["cell"]: r["state"] for r in grid_status(plan, tmp_path, results) if r["cell"] in states
+    }
     assert all(state == "committed" for name, state in in_grid.items() if name not in stale)
 
 
@@ -204,7 +221,9 @@ def test_status_says_when_this_machine_would_train_bf16_in_fp32(monkeypatch):
     monkeypatch.setattr(utils, "native_bf16", lambda device: False)
     note = precision_note(plan)
     assert "bf16 segmenter, image model would train in fp32" in note  # no structure model here
-    assert "segmenter, image model, structure model would" in precision_note(_plan())  # sampled labels
+    assert "segmenter, image model, structure model would" in precision_note(
+        _plan()
+    )  # sampled labels
     plan.segment.train.precision = plan.image.train.precision = "no"
     assert precision_note(plan) == ""
 
@@ -213,27 +232,53 @@ def test_grid_status_says_where_each_cell_stands(tmp_path, capsys):
     from nudiff.cli import main
 
     plan, out, results = _plan(), tmp_path / "run", tmp_path / "results"
-    write_json(results / "cells" / "f0.10_real_s0.json",
-               stamp(plan, Cell(0.1, "real", 0)))
-    write_json(results / "cells" / "f0.10_real_s1.json",
-               {"fingerprint": "another", "fingerprint_version": FINGERPRINT_VERSION})
+    write_json(results / "cells" / "f0.10_real_s0.json", stamp(plan, Cell(0.1, "real", 0)))
+    write_json(
+        results / "cells" / "f0.10_real_s1.json",
+        {"fingerprint": "another", "fingerprint_version": FINGERPRINT_VERSION},
+    )
     write_json(out / "cells" / "f0.10_real_s2" / "metrics.json", {})
     (out / "cells" / "f1.00_real_s0" / "checkpoints").mkdir(parents=True)
     (out / "diffusion" / "f0.20" / "structure" / "model").mkdir(parents=True)
     (out / "diffusion" / "f0.20" / "image" / "checkpoints").mkdir(parents=True)
     rows = {r["cell"]: r for r in grid_status(plan, out, results)}
     assert len(rows) == 20
-    assert [rows[f"f0.10_real_s{s}"]["state"] for s in (0, 1, 2)] == ["committed", "committed elsewhere", "finished"]
-    assert rows["f1.00_real_s0"]["state"] == "started" and rows["f1.00_real_s1"]["state"] == "to run"
+    assert [rows[f"f0.10_real_s{s}"]["state"] for s in (0, 1, 2)] == [
+        "committed",
+        "committed elsewhere",
+        "finished",
+    ]
+    assert (
+        rows["f1.00_real_s0"]["state"] == "started" and rows["f1.00_real_s1"]["state"] == "to run"
+    )
     assert rows["f0.20_real+syn_s0"]["pairs"] == "models: image (started)"
-    assert rows["f0.50_real+syn_s0"]["pairs"] == "models: structure, image" and "pairs" not in rows["f0.50_real_s0"]
+    assert (
+        rows["f0.50_real+syn_s0"]["pairs"] == "models: structure, image"
+        and "pairs" not in rows["f0.50_real_s0"]
+    )
     for source in ("subset", "copypaste"):  # real labels: the image model alone
         real_labels = _plan(overrides=[f"synthesis.structures={source}"])
         rows = {r["cell"]: r for r in grid_status(real_labels, out, results)}
         assert rows["f0.50_real+syn_s0"]["pairs"] == "models: image"
 
     config = ROOT / "configs" / "kumar-grid.yaml"
-    assert main(["experiment", "--config", str(config), "--out", str(out), "--results", str(results),
-                 "--status"]) == 0
-    assert "1 committed, 1 committed elsewhere, 1 finished, 1 started, 16 to run (of 20 cells)" in capsys.readouterr().out
+    assert (
+        main(
+            [
+                "experiment",
+                "--config",
+                str(config),
+                "--out",
+                str(out),
+                "--results",
+                str(results),
+                "--status",
+            ]
+        )
+        == 0
+    )
+    assert (
+        "1 committed, 1 committed elsewhere, 1 finished, 1 started, 16 to run (of 20 cells)"
+        in capsys.readouterr().out
+    )
     assert not (out / "config").exists()  # nothing written

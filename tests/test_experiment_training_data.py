@@ -36,26 +36,34 @@ def test_a_synthetic_set_made_with_another_configuration_is_refused(tmp_path):
     plan, run = _plan(), RunLayout(tmp_path)
     syn = tmp_path / "diffusion" / "f0.10" / "synthetic"
     seg = tmp_path / "cells" / "f0.10_real_s0"
-    made = replace(plan.synthesis, n=plan.experiment.n_synthetic,
-                   filter=replace(plan.synthesis.filter, segmenter="elsewhere/f0.10_real_s0"))
+    made = replace(
+        plan.synthesis,
+        n=plan.experiment.n_synthetic,
+        filter=replace(plan.synthesis.filter, segmenter="elsewhere/f0.10_real_s0"),
+    )
     config = asdict(made)
     del config["structures"]  # a manifest from before the key existed: counts as its default
     write_json(syn / "manifest.json", {"config": config, "n_accepted": 256})
     # same recipe (the segmenter folder may have moved): the set is used as it is
     assert make_pairs(plan, run, tmp_path / "data", 0.1, None, seg) == syn == run.synthetic(0.1)
     plan.synthesis.image_sample = replace(plan.image.sample, guidance_scale=3.0)
-    with pytest.raises(NudiffError, match=r"another synthesis configuration .*image_sample.guidance_scale"):
+    with pytest.raises(
+        NudiffError, match=r"another synthesis configuration .*image_sample.guidance_scale"
+    ):
         make_pairs(plan, run, tmp_path / "data", 0.1, None, seg)
 
 
 def test_pairs_made_elsewhere_need_no_filter_segmenter(tmp_path):
-    """A fraction whose synthetic set is complete (made on a GPU, say) counts as done; run_experiment
-    asks this before it (re)trains the filter's reference cell."""
+    """A fraction whose synthetic set is complete (made on a GPU, say) counts as done;
+    run_experiment asks this before it (re)trains the filter's reference cell."""
     plan, run = _plan("kumar-gpu.yaml"), RunLayout(tmp_path)
     syn = tmp_path / "diffusion" / "f0.10" / "synthetic"
     assert not synthetic_done(plan, run, 0.1)
-    made = replace(plan.synthesis, n=plan.experiment.n_synthetic,
-                   filter=replace(plan.synthesis.filter, segmenter="runs/kumar-gpu-device/seg"))
+    made = replace(
+        plan.synthesis,
+        n=plan.experiment.n_synthetic,
+        filter=replace(plan.synthesis.filter, segmenter="runs/kumar-gpu-device/seg"),
+    )
     write_json(syn / "manifest.json", {"config": asdict(made), "n_accepted": 255})
     assert not synthetic_done(plan, run, 0.1)  # one short
     write_json(syn / "manifest.json", {"config": asdict(made), "n_accepted": 256})
@@ -68,13 +76,30 @@ def test_each_arm_composes_the_subset_with_the_extra_sets_it_needs(tmp_path, mon
     plan, run = _plan(), RunLayout(tmp_path)
     real = ["r"] * 3
     monkeypatch.setattr(td, "copypaste_set", lambda plan, run, real, fraction: ["c"] * 2)
-    monkeypatch.setattr(td, "load_folder", lambda folder, progress: ["s"] * 4 if folder == run.synthetic(0.1) else None)
-    composed = {arm: training_data(plan, run, Cell(0.1, arm, 0), real) for arm in (
-        "real", "real+syn", "real+copypaste", "real+copypaste+syn", "real-dup", "syn-only")}
+    monkeypatch.setattr(
+        td,
+        "load_folder",
+        lambda folder, progress: ["s"] * 4 if folder == run.synthetic(0.1) else None,
+    )
+    composed = {
+        arm: training_data(plan, run, Cell(0.1, arm, 0), real)
+        for arm in (
+            "real",
+            "real+syn",
+            "real+copypaste",
+            "real+copypaste+syn",
+            "real-dup",
+            "syn-only",
+        )
+    }
     assert composed == {
-        "real": (real, None), "real+syn": (real, ["s"] * 4), "real+copypaste": (real, ["c"] * 2),
+        "real": (real, None),
+        "real+syn": (real, ["s"] * 4),
+        "real+copypaste": (real, ["c"] * 2),
         "real+copypaste+syn": (real, ["c", "c", "s", "s", "s", "s"]),
-        "real-dup": (["r"] * 7, None), "syn-only": (["s"] * 4, None)}
+        "real-dup": (["r"] * 7, None),
+        "syn-only": (["s"] * 4, None),
+    }
 
 
 def test_a_copy_paste_set_is_reused_only_under_its_configuration(tmp_path, monkeypatch):
@@ -89,8 +114,14 @@ def test_a_copy_paste_set_is_reused_only_under_its_configuration(tmp_path, monke
         return real[:n], [1] * n
 
     monkeypatch.setattr(td, "copy_paste_set", fake_set)
-    real = [SimpleNamespace(name=f"r{i}", image=np.zeros((8, 8, 3), np.uint8),
-                            instance_map=disk_instance_map((8, 8), ((4, 4),), 2)) for i in range(2)]
+    real = [
+        SimpleNamespace(
+            name=f"r{i}",
+            image=np.zeros((8, 8, 3), np.uint8),
+            instance_map=disk_instance_map((8, 8), ((4, 4),), 2),
+        )
+        for i in range(2)
+    ]
     td.copypaste_set(plan, run, real, 0.1)
     config = read_json(run.copypaste(0.1) / "manifest.json")["config"]
     del config["margin"]  # a manifest from before the key existed: counts as its default

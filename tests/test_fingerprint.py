@@ -21,12 +21,20 @@ def test_the_defaults_that_decide_results_are_pinned():
     for section, defaults in now.items():
         old = pinned["sections"][section]
         changed = {k for k in old if k in defaults and defaults[k] != old[k]}
-        assert not changed, f"{section}: default changed for {sorted(changed)}: bump the version, {RESTAMP}"
+        assert not changed, (
+            f"{section}: default changed for {sorted(changed)}: bump the version, {RESTAMP}"
+        )
         new = sorted(set(defaults) - set(old))
-        assert not new, f"{section}: new fields {new}: add them to {PINNED.name} if their default keeps old results"
+        assert not new, (
+            f"{section}: new fields {new}: add them to {PINNED.name} if their default keeps old "
+            "results"
+        )
 
 
 def test_every_committed_cell_carries_the_current_rule():
-    stale = [str(p.relative_to(ROOT)) for p in (ROOT / "benchmarks" / "results").glob("**/cells/*.json")
-             if json.loads(p.read_text()).get("fingerprint_version", 1) != FINGERPRINT_VERSION]
+    stale = [
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "benchmarks" / "results").glob("**/cells/*.json")
+        if json.loads(p.read_text()).get("fingerprint_version", 1) != FINGERPRINT_VERSION
+    ]
     assert not stale, f"stamped under an older rule: {stale[:3]}: {RESTAMP}"

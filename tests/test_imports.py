@@ -34,7 +34,11 @@ def _unit(module: str) -> str:
 def _imports(path: Path) -> set[str]:
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "nudiff":
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.split(".")[0] == "nudiff"
+        ):
             found.add(node.module)
         elif isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.split(".")[0] == "nudiff"}
@@ -42,8 +46,10 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_every_unit_has_a_layer():
-    units = {_unit(".".join(("nudiff", *p.relative_to(PACKAGE).with_suffix("").parts)))
-             for p in PACKAGE.rglob("*.py")}
+    units = {
+        _unit(".".join(("nudiff", *p.relative_to(PACKAGE).with_suffix("").parts)))
+        for p in PACKAGE.rglob("*.py")
+    }
     assert units - {"__init__", "__main__"} <= set(RANK), sorted(units - set(RANK))
 
 

@@ -1,4 +1,3 @@
-
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
@@ -26,13 +25,16 @@ def test_identical_maps_are_perfect():
     gt = squares((0, 4, 0, 4), (5, 9, 5, 9))
     pred = np.where(gt == 1, 7, np.where(gt == 2, 3, 0))  # ids differ, same nuclei
     assert instance_metrics(gt, pred) == pytest.approx(
-        {"dice": 1, "aji": 1, "aji_plus": 1, "dq": 1, "sq": 1, "pq": 1}, abs=1e-6)
+        {"dice": 1, "aji": 1, "aji_plus": 1, "dq": 1, "sq": 1, "pq": 1}, abs=1e-6
+    )
 
 
 def test_both_empty_and_one_empty():
     z = np.zeros((5, 5), np.int32)
     one = squares((0, 2, 0, 2), shape=(5, 5))
-    assert instance_metrics(z, z) == {m: 1.0 for m in ("dice", "aji", "aji_plus", "dq", "sq", "pq")}
+    assert instance_metrics(z, z) == {
+        m: 1.0 for m in ("dice", "aji", "aji_plus", "dq", "sq", "pq")
+    }
     for gt, pred in ((one, z), (z, one)):
         assert all(v == 0.0 for v in instance_metrics(gt, pred).values())
 

@@ -24,14 +24,22 @@ from nudiff.utils import DataError, write_json
 
 def _denoiser(kind="structure"):
     torch.manual_seed(0)
-    model = ModelConfig(kind=kind, channels=(8, 16), attention_levels=(False, False), norm_num_groups=8,
-                        num_head_channels=8, spade_channels=8)
+    model = ModelConfig(
+        kind=kind,
+        channels=(8, 16),
+        attention_levels=(False, False),
+        norm_num_groups=8,
+        num_head_channels=8,
+        spade_channels=8,
+    )
     return Denoiser(DiffusionConfig(model=model, data=DataConfig(patch_size=16)))
 
 
 def _segmenter():
-    cfg = from_dict(SegmentConfig, {"model": {"widths": [8, 16]}, "infer": {"tile": 32},
-                                    "post": {"min_marker": 2}})
+    cfg = from_dict(
+        SegmentConfig,
+        {"model": {"widths": [8, 16]}, "infer": {"tile": 32}, "post": {"min_marker": 2}},
+    )
     torch.manual_seed(0)
     return build_segmenter(cfg), cfg
 
@@ -43,7 +51,10 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 def test_a_model_folder_holds_weights_and_a_versioned_config(tmp_path):
     model = _denoiser("image")
     save_denoiser(model, tmp_path / "m", info={"step": 3})
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.yaml", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "config.yaml",
+        "model.safetensors",
+    ]
     header = yaml.safe_load((tmp_path / "m" / "config.yaml").read_text())
     assert header["format_version"] == FORMAT_VERSION and header["kind"] == "image"
     assert header["info"] == {"step": 3} and read_info(tmp_path / "m") == {"step": 3}
@@ -78,7 +89,10 @@ def test_folders_of_earlier_versions_load_and_upgrade(tmp_path, capsys):
     assert loaded_cfg == cfg and _same_weights(loaded, seg)
     assert read_model_folder(old_seg, SegmentConfig, ("segmenter",)).format_version == 0
 
-    assert main(["upgrade", str(old), str(old_seg)]) == 0 and "format_version 1" in capsys.readouterr().out
+    assert (
+        main(["upgrade", str(old), str(old_seg)]) == 0
+        and "format_version 1" in capsys.readouterr().out
+    )
     assert sorted(p.name for p in old.iterdir()) == ["config.yaml", "model.safetensors"]
     assert sorted(p.name for p in old_seg.iterdir()) == ["config.yaml", "model.safetensors"]
     assert read_model_folder(old_seg, SegmentConfig, ("segmenter",)).info == {"step": 7}
@@ -89,13 +103,17 @@ def test_folders_of_earlier_versions_load_and_upgrade(tmp_path, capsys):
 
 def test_a_folder_of_another_kind_or_version_is_one_line_naming_it(tmp_path):
     save_denoiser(_denoiser("image"), tmp_path / "image")
-    with pytest.raises(DataError, match=r"image.*holds an image diffusion model, not a structure diffusion model"):
+    with pytest.raises(
+        DataError, match=r"image.*holds an image diffusion model, not a structure diffusion model"
+    ):
         load_denoiser(tmp_path / "image", "structure")
     with pytest.raises(DataError, match="holds an image diffusion model, not a segmenter"):
         load_segmenter(tmp_path / "image")
     seg, cfg = _segmenter()
     save_model_folder(tmp_path / "seg", seg, cfg, "segmenter")
-    with pytest.raises(DataError, match="holds a segmenter, not a structure diffusion model or an image"):
+    with pytest.raises(
+        DataError, match="holds a segmenter, not a structure diffusion model or an image"
+    ):
         load_denoiser(tmp_path / "seg")
 
     header = yaml.safe_load((tmp_path / "seg" / "config.yaml").read_text())
@@ -106,7 +124,9 @@ def test_a_folder_of_another_kind_or_version_is_one_line_naming_it(tmp_path):
     with pytest.raises(DataError, match="no model.safetensors here"):
         load_denoiser(tmp_path / "image")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="empty: no model.safetensors nor config.yaml here: not a model folder"):
+    with pytest.raises(
+        DataError, match="empty: no model.safetensors nor config.yaml here: not a model folder"
+    ):
         load_denoiser(tmp_path / "empty")
     with pytest.raises(DataError, match="not found"):
         load_segmenter(tmp_path / "nowhere")

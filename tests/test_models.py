@@ -15,8 +15,16 @@ from nudiff.models import CARD_KEYS, MODELS_DIR, check_card, ship, shipped
 from nudiff.utils import DataError
 
 SHIPPED = shipped()
-CARD = {"dataset": "toy", "fraction": 0.1, "subset_seed": 0, "subset_sha256": "0" * 64, "minutes": 0.1,
-        "quality": {"foreground_fraction": 0.3}, "quality_source": "none", "command": "made in a test"}
+CARD = {
+    "dataset": "toy",
+    "fraction": 0.1,
+    "subset_seed": 0,
+    "subset_sha256": "0" * 64,
+    "minutes": 0.1,
+    "quality": {"foreground_fraction": 0.3},
+    "quality_source": "none",
+    "command": "made in a test",
+}
 
 
 def test_the_collection_is_there():
@@ -33,9 +41,19 @@ def test_each_shipped_model_loads_has_its_card_and_samples(folder):
     assert (folder / "model.safetensors").stat().st_size < 20e6  # the collection stays small
     model, cfg = load_model(folder, device="cpu")
     assert cfg.model.kind == card["kind"] == folder.name
-    structures = sample_structures(load_model(folder.parent / "structure", device="cpu")[0], 1, seed=0,
-                                   sampler="ddim", steps=2, size=32, progress=False) \
-        if (folder.parent / "structure").is_dir() else np.zeros((1, 3, 32, 32), np.float32)
+    structures = (
+        sample_structures(
+            load_model(folder.parent / "structure", device="cpu")[0],
+            1,
+            seed=0,
+            sampler="ddim",
+            steps=2,
+            size=32,
+            progress=False,
+        )
+        if (folder.parent / "structure").is_dir()
+        else np.zeros((1, 3, 32, 32), np.float32)
+    )
     if cfg.model.kind == "structure":
         assert structures.shape == (1, 3, 32, 32) and np.isfinite(structures).all()
     else:
@@ -48,13 +66,25 @@ def test_a_shipped_image_model_fits_its_structure_model(folder):
     structure = folder.parent / "structure"
     if not structure.is_dir():
         pytest.skip("no structure model beside it")
-    assert load_model(folder, device="cpu")[1].data.scale >= load_model(structure, device="cpu")[1].data.scale
+    assert (
+        load_model(folder, device="cpu")[1].data.scale
+        >= load_model(structure, device="cpu")[1].data.scale
+    )
 
 
 def _tiny_run(tmp_path, kind="structure"):
-    cfg = DiffusionConfig(model=ModelConfig(kind=kind, channels=(8, 16), attention_levels=(False, False),
-                                            norm_num_groups=8, num_head_channels=8, spade_channels=8),
-                          data=DataConfig(patch_size=16, scale=0.5), prediction_type="v_prediction")
+    cfg = DiffusionConfig(
+        model=ModelConfig(
+            kind=kind,
+            channels=(8, 16),
+            attention_levels=(False, False),
+            norm_num_groups=8,
+            num_head_channels=8,
+            spade_channels=8,
+        ),
+        data=DataConfig(patch_size=16, scale=0.5),
+        prediction_type="v_prediction",
+    )
     torch.manual_seed(0)
     save_denoiser(Denoiser(cfg), tmp_path / "run" / "model", info={"step": 7})
     return tmp_path / "run"
@@ -73,7 +103,11 @@ def test_ship_writes_a_loadable_folder_with_its_card(tmp_path):
 def test_a_card_without_its_keys_is_one_line_and_writes_nothing(tmp_path):
     out = tmp_path / "models" / "toy-f0.10" / "structure"
     with pytest.raises(DataError, match="model card lacks quality, quality_source"):
-        ship(_tiny_run(tmp_path), out, {k: v for k, v in CARD.items() if not k.startswith("quality")})
+        ship(
+            _tiny_run(tmp_path),
+            out,
+            {k: v for k, v in CARD.items() if not k.startswith("quality")},
+        )
     assert not out.exists()
 
 
@@ -104,12 +138,22 @@ def test_find_shipped_matches_config_and_subset_only(tmp_path):
     root = tmp_path / "models"
     assert find_shipped("structure", cfg, data, 0.1, root=root) == out
     # bookkeeping and sampler settings do not decide the weights
-    same = replace(cfg, train=replace(cfg.train, checkpoint_every=7, sample_every=0),
-                   sample=replace(cfg.sample, steps=3))
+    same = replace(
+        cfg,
+        train=replace(cfg.train, checkpoint_every=7, sample_every=0),
+        sample=replace(cfg.sample, steps=3),
+    )
     assert find_shipped("structure", same, data, 0.1, root=root) == out
-    assert find_shipped("structure", replace(cfg, train=replace(cfg.train, steps=5)), data, 0.1, root=root) is None
+    assert (
+        find_shipped(
+            "structure", replace(cfg, train=replace(cfg.train, steps=5)), data, 0.1, root=root
+        )
+        is None
+    )
     assert find_shipped("image", cfg, data, 0.1, root=root) is None
-    write_json(data / "subsets" / subset_filename(0.1, 0), {"patches": ["a", "c"]})  # another subset
+    write_json(
+        data / "subsets" / subset_filename(0.1, 0), {"patches": ["a", "c"]}
+    )  # another subset
     assert find_shipped("structure", cfg, data, 0.1, root=root) is None
     assert find_shipped("structure", cfg, tmp_path / "nowhere", 0.1, root=root) is None
 
@@ -122,7 +166,11 @@ def test_the_kumar_grid_config_takes_the_shipped_structure_model():
     from nudiff.config import differences, load_config
 
     shipped_cfg = load_model(MODELS_DIR / "kumar-f0.10" / "structure", device="cpu")[1]
-    grid = load_config(DiffusionConfig, Path(__file__).parents[1] / "configs" / "kumar-grid.yaml", section="structure")
+    grid = load_config(
+        DiffusionConfig,
+        Path(__file__).parents[1] / "configs" / "kumar-grid.yaml",
+        section="structure",
+    )
     diff = [d for d in differences(shipped_cfg, grid) if not d.startswith("sample.")]
     assert diff == []
 

@@ -24,4 +24,3 @@ def test_structure_picture_and_mosaic_shapes():
     assert m.shape == (3 * 64 + 4, 2 * pic.shape[1] + 2, 3)
     with pytest.raises(ValueError):
         mosaic([])
-

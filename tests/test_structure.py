@@ -23,7 +23,7 @@ def hovernet_reference(ann: np.ndarray) -> np.ndarray:
         box = [rmin - 2, rmax + 1 + 2, cmin - 2, cmax + 1 + 2]
         box[0] = max(box[0], 0)
         box[2] = max(box[2], 0)
-        inst_map = inst_map[box[0]:box[1], box[2]:box[3]]
+        inst_map = inst_map[box[0] : box[1], box[2] : box[3]]
         if inst_map.shape[0] < 2 or inst_map.shape[1] < 2:
             continue
         com = [int(c + 0.5) for c in ndi.center_of_mass(inst_map)]
@@ -39,9 +39,9 @@ def hovernet_reference(ann: np.ndarray) -> np.ndarray:
                 a[a < 0] /= -np.amin(a[a < 0])
             if np.max(a) > 0:
                 a[a > 0] /= np.amax(a[a > 0])
-        xs = x_map[box[0]:box[1], box[2]:box[3]]
+        xs = x_map[box[0] : box[1], box[2] : box[3]]
         xs[inst_map > 0] = inst_x[inst_map > 0]
-        ys = y_map[box[0]:box[1], box[2]:box[3]]
+        ys = y_map[box[0] : box[1], box[2] : box[3]]
         ys[inst_map > 0] = inst_y[inst_map > 0]
     return np.stack([x_map, y_map])
 
@@ -165,9 +165,12 @@ def test_semantic_sigma_smooths_a_ragged_outline_and_keeps_a_clean_one():
     clean = decode(s, DecodeParams(semantic_sigma=1.5))
     assert clean.max() == 1 and abs(int((clean > 0).sum()) - int(disc.sum())) <= 0.1 * disc.sum()
     ragged = s.copy()
-    rim = (np.abs(np.hypot(yy - 20, xx - 20) - 8) < 1.5)
-    ragged[0][rim] = (np.random.default_rng(0).random(rim.sum()) > 0.5)  # pixel noise on the outline
+    rim = np.abs(np.hypot(yy - 20, xx - 20) - 8) < 1.5
+    ragged[0][rim] = np.random.default_rng(0).random(rim.sum()) > 0.5  # pixel noise on the outline
     plain = decode(ragged, DecodeParams(min_marker=2))
     smooth = decode(ragged, DecodeParams(min_marker=2, semantic_sigma=1.5))
-    solidity = {k: max(r.solidity for r in regionprops(m)) for k, m in (("plain", plain), ("smooth", smooth))}
+    solidity = {
+        k: max(r.solidity for r in regionprops(m))
+        for k, m in (("plain", plain), ("smooth", smooth))
+    }
     assert solidity["smooth"] > solidity["plain"]

@@ -49,7 +49,9 @@ def test_run_log_drops_rows_after_the_resumed_step_and_reads_old_logs(tmp_path):
     (old / "log.csv").write_text("step,loss,lr,it_per_s\n1,0.5,0.1,3.0\n2,0.4,0.1,3.0\n")
     assert read_log(old)[0] == {"step": "1", "loss": "0.5", "lr": "0.1", "steps_per_s": "3.0"}
     RunLog(old, start_step=1).close()
-    assert _rows(old / "train_log.csv") == [{"step": "1", "loss": "0.5", "lr": "0.1", "steps_per_s": "3.0"}]
+    assert _rows(old / "train_log.csv") == [
+        {"step": "1", "loss": "0.5", "lr": "0.1", "steps_per_s": "3.0"}
+    ]
 
 
 def _trained_pair():
@@ -71,7 +73,9 @@ def test_training_state_round_trip_with_rngs(tmp_path):
     torch.manual_seed(5)
     random.seed(3)
     for step in (1, 2, 3):
-        ckpt.save_training_state(tmp_path, step, {"model": model}, opt, sched, {"note": step}, generator=gen)
+        ckpt.save_training_state(
+            tmp_path, step, {"model": model}, opt, sched, {"note": step}, generator=gen
+        )
     ckpt.prune(tmp_path, 2)
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [2, 3]
     expected = (gen.random(), torch.rand(3), random.random())
@@ -81,9 +85,14 @@ def test_training_state_round_trip_with_rngs(tmp_path):
         for p in model2.parameters():
             p.zero_()
     gen2 = np.random.default_rng(0)
-    state = ckpt.load_training_state(ckpt.list_checkpoints(tmp_path)[-1][1], {"model": model2}, opt2, sched2, gen2)
+    state = ckpt.load_training_state(
+        ckpt.list_checkpoints(tmp_path)[-1][1], {"model": model2}, opt2, sched2, gen2
+    )
     assert state == {"step": 3, "note": 3}
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), model2.state_dict().values()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), model2.state_dict().values())
+    )
     assert sched2.state_dict() == sched.state_dict()
     got = (gen2.random(), torch.rand(3), random.random())
     assert got[0] == expected[0] and torch.equal(got[1], expected[1]) and got[2] == expected[2]
@@ -94,14 +103,28 @@ def test_a_segmenter_checkpoint_of_the_earlier_format_loads(tmp_path):
     gen = np.random.default_rng(1)
     torch.manual_seed(9)
     tensors, meta = ckpt.flatten_optimizer(opt.state_dict())
-    ckpt.write_checkpoint(tmp_path, 4, {
-        "model.safetensors": ckpt.state_dict_cpu(model), "optimizer.safetensors": tensors, "optimizer.json": meta,
-        "state.json": {"step": 4, "best_pq": 0.5, "scheduler": sched.state_dict(), "numpy_rng": gen.bit_generator.state,
-                       "torch_rng": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode()}})
+    ckpt.write_checkpoint(
+        tmp_path,
+        4,
+        {
+            "model.safetensors": ckpt.state_dict_cpu(model),
+            "optimizer.safetensors": tensors,
+            "optimizer.json": meta,
+            "state.json": {
+                "step": 4,
+                "best_pq": 0.5,
+                "scheduler": sched.state_dict(),
+                "numpy_rng": gen.bit_generator.state,
+                "torch_rng": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(),
+            },
+        },
+    )
     expected = (gen.random(), torch.rand(2))
     model2, opt2, sched2 = _trained_pair()
     gen2 = np.random.default_rng(0)
-    state = ckpt.load_training_state(ckpt.list_checkpoints(tmp_path)[0][1], {"model": model2}, opt2, sched2, gen2)
+    state = ckpt.load_training_state(
+        ckpt.list_checkpoints(tmp_path)[0][1], {"model": model2}, opt2, sched2, gen2
+    )
     assert state == {"step": 4, "best_pq": 0.5}
     assert gen2.random() == expected[0] and torch.equal(torch.rand(2), expected[1])
 

@@ -98,38 +98,62 @@ def state_dict_cpu(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
 
 
-def save_training_state(out_dir: str | Path, step: int, weights: dict[str, torch.nn.Module],
-                        optimizer: torch.optim.Optimizer, lr_schedule, state: dict[str, Any],
-                        generator: np.random.Generator | None = None) -> Path:
+def save_training_state(
+    out_dir: str | Path,
+    step: int,
+    weights: dict[str, torch.nn.Module],
+    optimizer: torch.optim.Optimizer,
+    lr_schedule,
+    state: dict[str, Any],
+    generator: np.random.Generator | None = None,
+) -> Path:
     """Write checkpoint ``step`` of a training loop (see the module docstring): ``weights``
     (file stem -> module, e.g. ``{"model": net, "ema": ema_net}``), the optimizer, the LR
     schedule, the global RNGs (and ``generator``'s) and the loop's own ``state`` (JSON-able)."""
     tensors, meta = flatten_optimizer(optimizer.state_dict())
-    files: dict[str, Any] = {f"{name}.safetensors": state_dict_cpu(m) for name, m in weights.items()}
+    files: dict[str, Any] = {
+        f"{name}.safetensors": state_dict_cpu(m) for name, m in weights.items()
+    }
     files |= {
         "optimizer.safetensors": tensors,
         "optimizer.json": meta,
-        "state.json": {"step": step, "lr_scheduler": lr_schedule.state_dict(),
-                       "rng": rng_state(generator), **state},
+        "state.json": {
+            "step": step,
+            "lr_scheduler": lr_schedule.state_dict(),
+            "rng": rng_state(generator),
+            **state,
+        },
     }
     return write_checkpoint(out_dir, step, files)
 
 
-def load_training_state(path: str | Path, weights: dict[str, torch.nn.Module],
-                        optimizer: torch.optim.Optimizer, lr_schedule,
-                        generator: np.random.Generator | None = None) -> dict[str, Any]:
+def load_training_state(
+    path: str | Path,
+    weights: dict[str, torch.nn.Module],
+    optimizer: torch.optim.Optimizer,
+    lr_schedule,
+    generator: np.random.Generator | None = None,
+) -> dict[str, Any]:
     """Load what :func:`save_training_state` wrote into un-prepared objects, restore the RNGs;
     return ``state.json`` (``step`` and the loop's own entries)."""
     files = read_checkpoint(path)
     state = files["state.json"]
     for name, module in weights.items():
         module.load_state_dict(files[f"{name}.safetensors"])
-    optimizer.load_state_dict(unflatten_optimizer(files["optimizer.safetensors"], files["optimizer.json"]))
-    lr_schedule.load_state_dict(state.pop("lr_scheduler") if "lr_scheduler" in state else state.pop("scheduler"))
+    optimizer.load_state_dict(
+        unflatten_optimizer(files["optimizer.safetensors"], files["optimizer.json"])
+    )
+    lr_schedule.load_state_dict(
+        state.pop("lr_scheduler") if "lr_scheduler" in state else state.pop("scheduler")
+    )
     if "rng" in state:
         set_rng_state(state.pop("rng"), generator)
     else:  # a segmenter checkpoint of an earlier version
-        torch.set_rng_state(torch.frombuffer(bytearray(base64.b64decode(state.pop("torch_rng"))), dtype=torch.uint8))
+        torch.set_rng_state(
+            torch.frombuffer(
+                bytearray(base64.b64decode(state.pop("torch_rng"))), dtype=torch.uint8
+            )
+        )
         if generator is not None:
             generator.bit_generator.state = state.pop("numpy_rng")
     return state

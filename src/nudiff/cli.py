@@ -17,12 +17,15 @@ EPILOG = """\
 your own labeled images, in one command:
   nudiff augment my_labels --out runs/mine
 pipeline:
-  nudiff data prepare ../shared/datasets/monuseg/train ../shared/datasets/monuseg/train-recovered --out runs/data
+  nudiff data prepare ../shared/datasets/monuseg/train ../shared/datasets/monuseg/train-recovered \
+--out runs/data
   nudiff data show runs/data/val --out runs/show
   nudiff train structure --config configs/cpu.yaml --data runs/data --fraction 0.1 --out runs/s10
   nudiff train image     --config configs/cpu.yaml --data runs/data --fraction 0.1 --out runs/i10
-  nudiff synthesize --structure-model runs/s10 --image-model runs/i10 -n 256 --seed 0 --out runs/syn10
-  nudiff segment train --config configs/cpu.yaml --real runs/data/subsets/... --synthetic runs/syn10 --val runs/data/val --out runs/seg
+  nudiff synthesize --structure-model runs/s10 --image-model runs/i10 -n 256 --seed 0 \
+--out runs/syn10
+  nudiff segment train --config configs/cpu.yaml --real runs/data/subsets/... \
+--synthetic runs/syn10 --val runs/data/val --out runs/seg
   nudiff segment predict --model runs/seg --images runs/data/val/images --out runs/pred
   nudiff evaluate --pred runs/pred --gt runs/data/val --out runs/eval
   nudiff experiment --config configs/demo.yaml --out runs/demo
@@ -79,12 +82,15 @@ def _register_show(data_sub) -> None:
         description="Writes <name>_overlay.png (instance contours on the image) and "
         "<name>_structure.png (semantic, horizontal, vertical channels) for each pair, so you "
         "can see what the structure codec does.",
-        epilog="example:\n  nudiff data show ../shared/datasets/monuseg/train --out runs/show --crop 256 -n 2",
+        epilog="example:\n  nudiff data show ../shared/datasets/monuseg/train --out runs/show "
+        "--crop 256 -n 2",
     )
     p.add_argument("folder", type=Path, help="paired folder with images/ and labels/")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("-n", type=int, default=4, help="how many pairs to show")
-    p.add_argument("--crop", type=int, default=256, help="show the top-left crop of this size (0 = whole)")
+    p.add_argument(
+        "--crop", type=int, default=256, help="show the top-left crop of this size (0 = whole)"
+    )
     p.set_defaults(func=_cmd_show)
 
 
@@ -101,10 +107,16 @@ def _cmd_show(args) -> None:
             image, inst = image[: args.crop, : args.crop], inst[: args.crop, : args.crop]
         structure = encode(inst)
         decoded = decode(structure)
-        write_image(args.out / f"{pair.name}_overlay.png", hstack([overlay(image, inst), overlay(image, decoded)]))
+        write_image(
+            args.out / f"{pair.name}_overlay.png",
+            hstack([overlay(image, inst), overlay(image, decoded)]),
+        )
         write_image(args.out / f"{pair.name}_structure.png", structure_picture(structure))
-        print(f"{pair.name}: {inst.max()} nuclei -> {args.out}/{pair.name}_{{overlay,structure}}.png "
-              "(overlay: labels | decode(encode(labels)))")
+        print(
+            f"{pair.name}: {inst.max()} nuclei -> "
+            f"{args.out}/{pair.name}_{{overlay,structure}}.png "
+            "(overlay: labels | decode(encode(labels)))"
+        )
 
 
 def _register_structure(sub) -> None:
@@ -115,7 +127,8 @@ def _register_structure(sub) -> None:
         description="encode: instance map -> float32 (3, H, W) .npy [semantic {0,1}, h, v in "
         "[-1, 1]] plus a PNG of the channels. decode: .npy structure -> 16-bit instance map PNG "
         "by marker-controlled watershed.",
-        epilog="examples:\n  nudiff structure encode ../shared/datasets/monuseg/train/labels/*.png --out runs/struct\n"
+        epilog="examples:\n  nudiff structure encode "
+        "../shared/datasets/monuseg/train/labels/*.png --out runs/struct\n"
         "  nudiff structure decode runs/struct/*.npy --out runs/decoded",
     )
     p.add_argument("action", choices=("encode", "decode"))
@@ -157,11 +170,19 @@ def _register_evaluate(sub) -> None:
         description="Pairs prediction and ground-truth instance maps by file name, computes the "
         "metrics per image with HoVer-Net's definitions and their mean over images, prints a "
         "table and writes metrics.csv + metrics.json.",
-        epilog="example:\n  nudiff evaluate --pred runs/pred --gt ../shared/datasets/monuseg/train --out runs/eval",
+        epilog="example:\n  nudiff evaluate --pred runs/pred --gt "
+        "../shared/datasets/monuseg/train --out runs/eval",
     )
     p.add_argument("--pred", type=Path, required=True, help="folder of predicted instance maps")
-    p.add_argument("--gt", type=Path, required=True, help="folder of ground-truth maps (or a folder with labels/)")
-    p.add_argument("--out", type=Path, default=None, help="where to write metrics.csv and metrics.json")
+    p.add_argument(
+        "--gt",
+        type=Path,
+        required=True,
+        help="folder of ground-truth maps (or a folder with labels/)",
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, help="where to write metrics.csv and metrics.json"
+    )
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -181,7 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nudiff: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("nudiff: interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+        print(
+            "nudiff: interrupted; rerun with --resume to continue from the last checkpoint",
+            file=sys.stderr,
+        )
         return 130
     return 0
 

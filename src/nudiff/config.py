@@ -49,7 +49,9 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") 
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise DataError(where, f"unknown key(s) {unknown} for {cls.__name__}; known: {sorted(fields)}")
+        raise DataError(
+            where, f"unknown key(s) {unknown} for {cls.__name__}; known: {sorted(fields)}"
+        )
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _coerce(hints[name], value, f"{where}:{name}")
@@ -130,15 +132,21 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def load_config(cls: type[T], path: str | os.PathLike | None, section: str | None = None,
-                overrides: list[str] | None = None) -> T:
+def load_config(
+    cls: type[T],
+    path: str | os.PathLike | None,
+    section: str | None = None,
+    overrides: list[str] | None = None,
+) -> T:
     """Load ``cls`` from a YAML file (optionally one top-level ``section`` of it; ``None``: the
     defaults), with ``overrides`` (``["train.steps=500", ...]``, keys within that section) set."""
     data = {} if path is None else load_yaml(path)
     if section is not None:
         data = data.get(section, {}) or {}
     data = apply_overrides(data, overrides or [])
-    return from_dict(cls, data, where=(str(path) if path else "defaults") + (f"[{section}]" if section else ""))
+    return from_dict(
+        cls, data, where=(str(path) if path else "defaults") + (f"[{section}]" if section else "")
+    )
 
 
 def apply_overrides(raw: dict, overrides: list[str], where: str = "--set") -> dict:

@@ -67,14 +67,17 @@ class Arm:
     versus_copypaste: bool = False
 
 
-ARMS: dict[str, Arm] = {a.name: a for a in (
-    Arm("real"),
-    Arm("real+syn", pairs=True, versus_copypaste=True),
-    Arm("real+copypaste", copypaste=True),
-    Arm("real+copypaste+syn", pairs=True, copypaste=True, versus_copypaste=True),
-    Arm("real-dup", pairs=True, compose=_duplicate),
-    Arm("syn-only", pairs=True, compose=_extra_only),
-)}
+ARMS: dict[str, Arm] = {
+    a.name: a
+    for a in (
+        Arm("real"),
+        Arm("real+syn", pairs=True, versus_copypaste=True),
+        Arm("real+copypaste", copypaste=True),
+        Arm("real+copypaste+syn", pairs=True, copypaste=True, versus_copypaste=True),
+        Arm("real-dup", pairs=True, compose=_duplicate),
+        Arm("syn-only", pairs=True, compose=_extra_only),
+    )
+}
 # the baselines the report pairs other arms against, and the cell whose segmenter filters pairs
 REAL_ARM, COPYPASTE_ARM = "real", "real+copypaste"
 # synthesis.filter.segmenter: "real" = the fraction's own real cell (see reference_cell)
@@ -128,15 +131,15 @@ def _name(cell: Named | str) -> str:
 class RunLayout:
     """An experiment's run folder::
 
-        config/<section>.yaml            the plan it ran
-        data/                            prepared data (patches, subsets, val)
-        diffusion/f0.10/{structure,image}/   the fraction's diffusion model runs (model/ when done)
-        diffusion/f0.10/subset/          the labeled subset as a paired folder
-        diffusion/f0.10/synthetic/       the fraction's synthetic pairs (+ manifest, mosaic)
-        copypaste/f0.10/                 the fraction's copy-paste patches (+ manifest, mosaic)
-        cells/f0.10_real+syn_s0/         a cell: model/, pred/, metrics.json
-        results.csv, timings.json, report/
-        locks/                           who is writing what (several processes, one run)
+    config/<section>.yaml            the plan it ran
+    data/                            prepared data (patches, subsets, val)
+    diffusion/f0.10/{structure,image}/   the fraction's diffusion model runs (model/ when done)
+    diffusion/f0.10/subset/          the labeled subset as a paired folder
+    diffusion/f0.10/synthetic/       the fraction's synthetic pairs (+ manifest, mosaic)
+    copypaste/f0.10/                 the fraction's copy-paste patches (+ manifest, mosaic)
+    cells/f0.10_real+syn_s0/         a cell: model/, pred/, metrics.json
+    results.csv, timings.json, report/
+    locks/                           who is writing what (several processes, one run)
     """
 
     root: Path
@@ -164,12 +167,16 @@ class RunLayout:
         return self.model_run(fraction, kind) / SHIPPED_RECORD
 
     def model_sources(self) -> list[str]:
-        """One line per finished diffusion model of the run: shipped (from where) or trained here."""
+        """One line per finished diffusion model of the run: shipped (from where) or trained
+        here."""
         lines = []
         for model in sorted(self.root.glob("diffusion/*/*/model")):
             record = model.parent / SHIPPED_RECORD
-            source = (f"shipped, {json.loads(record.read_text())['from']}" if record.is_file()
-                      else "trained in this run")
+            source = (
+                f"shipped, {json.loads(record.read_text())['from']}"
+                if record.is_file()
+                else "trained in this run"
+            )
             lines.append(f"{model.parts[-3]} {model.parts[-2]} model: {source}")
         return lines
 

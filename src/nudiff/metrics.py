@@ -46,9 +46,11 @@ def _pairwise(true: np.ndarray, pred: np.ndarray):
     area_t = np.bincount(t, minlength=nt + 1)[1:]
     area_p = np.bincount(p, minlength=np_ + 1)[1:]
     both = (t > 0) & (p > 0)
-    inter = np.bincount(
-        (t[both] - 1) * max(np_, 1) + (p[both] - 1), minlength=nt * np_
-    ).reshape(nt, np_).astype(np.float64)
+    inter = (
+        np.bincount((t[both] - 1) * max(np_, 1) + (p[both] - 1), minlength=nt * np_)
+        .reshape(nt, np_)
+        .astype(np.float64)
+    )
     union = area_t[:, None] + area_p[None, :] - inter
     return area_t, area_p, inter, union
 
@@ -154,7 +156,9 @@ def evaluate_maps(pairs: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
 
 
 def evaluate_folders(
-    pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None
+    pred_dir: str | os.PathLike,
+    gt_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
 ) -> dict:
     """Evaluate every prediction in ``pred_dir`` against the same-named map in ``gt_dir``.
 
@@ -174,13 +178,17 @@ def evaluate_folders(
         raise DataError(gt_dir, "no instance maps found")
     missing = sorted(set(gt_files) - set(pred_files))
     if missing:
-        raise DataError(pred_dir, f"no prediction for {len(missing)} ground-truth image(s): {missing[:5]}")
+        raise DataError(
+            pred_dir, f"no prediction for {len(missing)} ground-truth image(s): {missing[:5]}"
+        )
     results = {}
     for name, gt_path in sorted(gt_files.items()):
         gt = read_instance_map(gt_path)
         pred = read_instance_map(pred_files[name])
         if gt.shape != pred.shape:
-            raise DataError(pred_files[name], f"shape {pred.shape} differs from ground truth {gt.shape}")
+            raise DataError(
+                pred_files[name], f"shape {pred.shape} differs from ground truth {gt.shape}"
+            )
         results[name] = instance_metrics(gt, pred)
     report = {"per_image": results, "mean": mean_metrics(results), "n_images": len(results)}
     if out_dir is not None:

@@ -40,8 +40,11 @@ LEGACY_CONFIG_JSON = "config.json"  # diffusion models before format_version 1
 LEGACY_INFO_JSON = "info.json"  # segmenters before format_version 1
 DIFFUSION_KINDS = ("structure", "image")
 KINDS = (*DIFFUSION_KINDS, "segmenter")
-_NAMES = {"structure": "a structure diffusion model", "image": "an image diffusion model",
-          "segmenter": "a segmenter"}
+_NAMES = {
+    "structure": "a structure diffusion model",
+    "image": "an image diffusion model",
+    "segmenter": "a segmenter",
+}
 
 
 @dataclass
@@ -57,14 +60,23 @@ class ModelFolder:
     format_version: int
 
 
-def save_model_folder(folder: str | os.PathLike, model: torch.nn.Module | dict[str, torch.Tensor],
-                      config: Any, kind: str, info: dict[str, Any] | None = None) -> Path:
+def save_model_folder(
+    folder: str | os.PathLike,
+    model: torch.nn.Module | dict[str, torch.Tensor],
+    config: Any,
+    kind: str,
+    info: dict[str, Any] | None = None,
+) -> Path:
     """Write ``model`` (a module or its state dict) and ``config`` (the dataclass that builds
     it) as a model folder of ``kind``, replacing ``folder`` atomically."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     weights = state_dict_cpu(model) if isinstance(model, torch.nn.Module) else model
-    header: dict[str, Any] = {"format_version": FORMAT_VERSION, "kind": kind, "config": to_dict(config)}
+    header: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "config": to_dict(config),
+    }
     if info:
         header["info"] = info
     with atomic_folder(folder) as tmp:
@@ -73,8 +85,9 @@ def save_model_folder(folder: str | os.PathLike, model: torch.nn.Module | dict[s
     return Path(folder)
 
 
-def read_model_folder(folder: str | os.PathLike, config_cls: type, kinds: tuple[str, ...],
-                      weights: bool = True) -> ModelFolder:
+def read_model_folder(
+    folder: str | os.PathLike, config_cls: type, kinds: tuple[str, ...], weights: bool = True
+) -> ModelFolder:
     """Read a model folder (any version) whose kind is one of ``kinds`` into ``config_cls``.
 
     A missing file, a folder of another kind (an image model where a structure model is
@@ -89,8 +102,11 @@ def read_model_folder(folder: str | os.PathLike, config_cls: type, kinds: tuple[
     header = read_header(folder, wanted)
     version = header.get("format_version")
     if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
-        raise DataError(folder / CONFIG_FILE, f"unknown model folder format_version {version!r} (this nudiff "
-                        f"reads 1 to {FORMAT_VERSION}; a newer nudiff wrote it?)")
+        raise DataError(
+            folder / CONFIG_FILE,
+            f"unknown model folder format_version {version!r} (this nudiff "
+            f"reads 1 to {FORMAT_VERSION}; a newer nudiff wrote it?)",
+        )
     kind = header.get("kind")
     if kind not in kinds:
         what = _NAMES.get(kind, f"a model of kind {kind!r}")
@@ -100,12 +116,17 @@ def read_model_folder(folder: str | os.PathLike, config_cls: type, kinds: tuple[
     if weights:
         path = folder / WEIGHTS_FILE
         if not path.is_file():
-            raise DataError(folder, f"no {WEIGHTS_FILE} here (not a trained model folder, or an unfinished one)")
+            raise DataError(
+                folder,
+                f"no {WEIGHTS_FILE} here (not a trained model folder, or an unfinished one)",
+            )
         try:
             tensors = load_file(str(path))
         except (SafetensorError, OSError) as e:
             raise DataError(path, f"cannot read the weights ({e})") from None
-    return ModelFolder(folder, kind, config, tensors, header.get("info") or {}, header["_read_version"])
+    return ModelFolder(
+        folder, kind, config, tensors, header.get("info") or {}, header["_read_version"]
+    )
 
 
 def read_info(folder: str | os.PathLike) -> dict[str, Any]:
@@ -123,14 +144,29 @@ def read_header(folder: Path, wanted: str) -> dict[str, Any]:
         # before format_version 1: a segmenter's bare SegmentConfig (+ info.json), or a
         # diffusion run folder's config.yaml (its model is in model/)
         kind = _diffusion_kind(data) if _is_diffusion_config(data) else "segmenter"
-        info = read_json(folder / LEGACY_INFO_JSON) if (folder / LEGACY_INFO_JSON).is_file() else {}
-        return {"format_version": 1, "kind": kind, "config": data, "info": info, "_read_version": 0}
+        info = (
+            read_json(folder / LEGACY_INFO_JSON) if (folder / LEGACY_INFO_JSON).is_file() else {}
+        )
+        return {
+            "format_version": 1,
+            "kind": kind,
+            "config": data,
+            "info": info,
+            "_read_version": 0,
+        }
     if (folder / LEGACY_CONFIG_JSON).is_file():  # a diffusion model before format_version 1
         data = read_json(folder / LEGACY_CONFIG_JSON)
         if not isinstance(data, dict):
             raise DataError(folder / LEGACY_CONFIG_JSON, "not a JSON object")
-        return {"format_version": 1, "kind": _diffusion_kind(data), "config": data, "_read_version": 0}
-    missing = CONFIG_FILE if (folder / WEIGHTS_FILE).is_file() else f"{WEIGHTS_FILE} nor {CONFIG_FILE}"
+        return {
+            "format_version": 1,
+            "kind": _diffusion_kind(data),
+            "config": data,
+            "_read_version": 0,
+        }
+    missing = (
+        CONFIG_FILE if (folder / WEIGHTS_FILE).is_file() else f"{WEIGHTS_FILE} nor {CONFIG_FILE}"
+    )
     raise DataError(folder, f"no {missing} here: not a model folder (expected {wanted})")
 
 

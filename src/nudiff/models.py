@@ -41,8 +41,18 @@ from nudiff.utils import DataError, NudiffError, machine, read_json, write_text
 #: the collection, beside the package in a clone (src/nudiff/ -> ../../models)
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 #: what every card states
-CARD_KEYS = ("dataset", "fraction", "subset_seed", "subset_sha256", "steps", "minutes", "machine", "quality",
-             "quality_source", "command")
+CARD_KEYS = (
+    "dataset",
+    "fraction",
+    "subset_seed",
+    "subset_sha256",
+    "steps",
+    "minutes",
+    "machine",
+    "quality",
+    "quality_source",
+    "command",
+)
 
 
 def subset_sha256(data_dir: str | os.PathLike, fraction: float, seed: int = 0) -> str:
@@ -78,18 +88,26 @@ def ship(run_dir: str | os.PathLike, out: str | os.PathLike, card: dict[str, Any
 def card_markdown(card: dict[str, Any], config: DiffusionConfig) -> str:
     """The card as a short markdown page."""
     model = config.model
-    lines = [f"# {card['kind']} model: {card['dataset']}, {card['fraction']:.0%} of the labels", "",
-             f"- Trained on: {card['dataset']} labeled subset {card['fraction']:.2f} (subset seed "
-             f"{card['subset_seed']}, sha256 of its patch names `{card['subset_sha256'][:16]}…`)",
-             f"- Network: MONAI U-Net, widths {list(model.channels)}, {model.num_res_blocks} res block(s), "
-             f"self-conditioning {model.self_condition}; {config.prediction_type}; windows "
-             f"{config.data.patch_size} px at scale {config.data.scale}",
-             f"- Budget: {card['steps']} steps, {card['minutes']} min on {card['machine']}",
-             f"- Command: `{card['command']}`",
-             f"- Quality ({card['quality_source']}):", ""]
+    lines = [
+        f"# {card['kind']} model: {card['dataset']}, {card['fraction']:.0%} of the labels",
+        "",
+        f"- Trained on: {card['dataset']} labeled subset {card['fraction']:.2f} (subset seed "
+        f"{card['subset_seed']}, sha256 of its patch names `{card['subset_sha256'][:16]}…`)",
+        f"- Network: MONAI U-Net, widths {list(model.channels)}, {model.num_res_blocks} res "
+        "block(s), "
+        f"self-conditioning {model.self_condition}; {config.prediction_type}; windows "
+        f"{config.data.patch_size} px at scale {config.data.scale}",
+        f"- Budget: {card['steps']} steps, {card['minutes']} min on {card['machine']}",
+        f"- Command: `{card['command']}`",
+        f"- Quality ({card['quality_source']}):",
+        "",
+    ]
     lines += [f"  - {k}: {v}" for k, v in card["quality"].items()]
-    lines += ["", "Sample from it: `nudiff synthesize --structure-model <this folder> --image-model ... "
-              "--out runs/syn` (see docs/models.md)."]
+    lines += [
+        "",
+        "Sample from it: `nudiff synthesize --structure-model <this folder> --image-model ... "
+        "--out runs/syn` (see docs/models.md).",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -98,8 +116,14 @@ def shipped(root: str | os.PathLike = MODELS_DIR) -> list[Path]:
     return sorted(p.parent for p in Path(root).glob("*/*/config.yaml"))
 
 
-def find_shipped(kind: str, config: DiffusionConfig, data_dir: str | os.PathLike, fraction: float,
-                 subset_seed: int = 0, root: str | os.PathLike = MODELS_DIR) -> Path | None:
+def find_shipped(
+    kind: str,
+    config: DiffusionConfig,
+    data_dir: str | os.PathLike,
+    fraction: float,
+    subset_seed: int = 0,
+    root: str | os.PathLike = MODELS_DIR,
+) -> Path | None:
     """A shipped ``kind`` model trained with ``config`` on exactly this subset (same patch names),
     or ``None``. Sampler settings and bookkeeping fields (``metadata=BOOKKEEPING``) may differ."""
     try:
@@ -146,8 +170,11 @@ def main(argv: list[str] | None = None) -> int:
                 upgrade_model_folder(folder)
                 print(f"{folder}: format_version {FORMAT_VERSION}")
         else:
-            print("usage: python -m nudiff.models ship RUN OUT --card CARD.yaml\n"
-                  "       python -m nudiff.models upgrade FOLDER [FOLDER ...]", file=sys.stderr)
+            print(
+                "usage: python -m nudiff.models ship RUN OUT --card CARD.yaml\n"
+                "       python -m nudiff.models upgrade FOLDER [FOLDER ...]",
+                file=sys.stderr,
+            )
             return 2
     except NudiffError as e:
         print(f"nudiff: error: {e}", file=sys.stderr)

@@ -21,7 +21,9 @@ def instance_colours(n: int, seed: int = 0) -> np.ndarray:
     return np.concatenate([np.zeros((1, 3), np.uint8), rgb])
 
 
-def overlay(image: np.ndarray, instance_map: np.ndarray, colour: tuple[int, int, int] | None = None) -> np.ndarray:
+def overlay(
+    image: np.ndarray, instance_map: np.ndarray, colour: tuple[int, int, int] | None = None
+) -> np.ndarray:
     """Instance contours drawn on the image. image uint8 (H, W, 3); instance_map int (H, W).
 
     Each nucleus gets its own colour unless ``colour`` is given (e.g. (0, 255, 0)).
@@ -91,7 +93,9 @@ def mosaic(tiles: list[np.ndarray], ncols: int = 8, gap: int = 2, fill: int = 25
     out = np.full((nrows * (th + gap) - gap, ncols * (tw + gap) - gap, 3), fill, np.uint8)
     for i, t in enumerate(tiles):
         r, c = divmod(i, ncols)
-        out[r * (th + gap): r * (th + gap) + th, c * (tw + gap): c * (tw + gap) + tw] = t[:th, :tw]
+        out[r * (th + gap) : r * (th + gap) + th, c * (tw + gap) : c * (tw + gap) + tw] = t[
+            :th, :tw
+        ]
     return out
 
 

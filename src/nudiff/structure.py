@@ -66,7 +66,8 @@ def encode(
         if ys.size < min_area:
             continue
         if convention == "hovernet":
-            # HoVer-Net: x_range = 1..w minus int(com + 0.5) (0-based com), i.e. j + 1 - round_up(com)
+            # HoVer-Net: x_range = 1..w minus int(com + 0.5) (0-based com), i.e. j + 1 -
+            # round_up(com)
             cy = np.floor(ys.mean() + 0.5) - 1.0
             cx = np.floor(xs.mean() + 0.5) - 1.0
         else:
@@ -101,7 +102,9 @@ def dihedral(structure: np.ndarray, k: int = 0, flip: bool = False) -> np.ndarra
     return np.ascontiguousarray(s)
 
 
-def dihedral_image(image: np.ndarray, k: int = 0, flip: bool = False, channel_axis: int = 0) -> np.ndarray:
+def dihedral_image(
+    image: np.ndarray, k: int = 0, flip: bool = False, channel_axis: int = 0
+) -> np.ndarray:
     """The same geometric transform as :func:`dihedral`, for a plain image or label map.
 
     ``channel_axis`` is 0 for (C, H, W), -1 for (H, W, C), ``None`` for (H, W).
@@ -123,13 +126,15 @@ DECODE_METHODS = ("nudiff", "hovernet")
 
 def min_area_at_scale(scale: float, min_area: int | None = None) -> int:
     """Nuclei smaller than this get h = v = 0 (:func:`encode`) in a map resized by ``scale``:
-    ``min_area`` if given, else HoVer-Net's rule scaled, ``round(HOVERNET_MIN_AREA * scale**2)``."""
+    ``min_area`` if given, else HoVer-Net's rule scaled, ``round(HOVERNET_MIN_AREA *
+    scale**2)``."""
     return int(min_area) if min_area is not None else round(HOVERNET_MIN_AREA * scale**2)
 
 
 @dataclass(frozen=True)
 class DecodeParams:
-    """Thresholds of :func:`decode` (chosen on training images; see benchmarks/structure_roundtrip).
+    """Thresholds of :func:`decode` (chosen on training images; see
+    benchmarks/structure_roundtrip).
 
     fg_threshold: semantic >= this is nucleus.
     median_size: median filter (px) on h/v against sampling noise; 1 disables it.
@@ -230,7 +235,9 @@ def _decode_hovernet(structure: np.ndarray, p: DecodeParams) -> np.ndarray:
     )
     with warnings.catch_warnings():  # MONAI 1.6 calls skimage's deprecated min_size
         warnings.simplefilter("ignore", FutureWarning)
-        _, inst = post(torch.from_numpy(structure[:1].copy()), torch.from_numpy(structure[1:3].copy()))
+        _, inst = post(
+            torch.from_numpy(structure[:1].copy()), torch.from_numpy(structure[1:3].copy())
+        )
     return relabel(np.asarray(inst)[0])
 
 

@@ -75,11 +75,15 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check(self.precision in PRECISIONS, f"train.precision must be one of {PRECISIONS}")
-        check(self.steps >= 1 and self.batch_size >= 1,
-              "train.steps and train.batch_size must be >= 1")
+        check(
+            self.steps >= 1 and self.batch_size >= 1,
+            "train.steps and train.batch_size must be >= 1",
+        )
         check(self.warmup_steps >= 0, "train.warmup_steps must be >= 0")
-        check(min(self.checkpoint_every, self.keep_checkpoints, self.log_every) >= 1,
-              "train.checkpoint_every, keep_checkpoints and log_every must be >= 1")
+        check(
+            min(self.checkpoint_every, self.keep_checkpoints, self.log_every) >= 1,
+            "train.checkpoint_every, keep_checkpoints and log_every must be >= 1",
+        )
 
 
 def check(ok: bool, message: str) -> None:
@@ -88,8 +92,13 @@ def check(ok: bool, message: str) -> None:
         raise NudiffError(message)
 
 
-def warmup_cosine(steps: int, warmup_steps: int, min_lr_ratio: float = 0.0, constant: bool = False,
-                  progress: Callable[[], float] | None = None) -> Callable[[int], float]:
+def warmup_cosine(
+    steps: int,
+    warmup_steps: int,
+    min_lr_ratio: float = 0.0,
+    constant: bool = False,
+    progress: Callable[[], float] | None = None,
+) -> Callable[[int], float]:
     """The LR factor after ``step`` optimizer steps: linear warm-up over ``warmup_steps``, then
     cosine from 1 to ``min_lr_ratio`` at ``steps`` (``constant``: 1 after the warm-up).
 
@@ -121,8 +130,13 @@ class RunLog:
 
     BASE_FIELDS = ("step", "loss", "lr", "steps_per_s")
 
-    def __init__(self, out_dir: str | os.PathLike, extra_fields: Sequence[str] = (),
-                 start_step: int = 0, enabled: bool = True):
+    def __init__(
+        self,
+        out_dir: str | os.PathLike,
+        extra_fields: Sequence[str] = (),
+        start_step: int = 0,
+        enabled: bool = True,
+    ):
         self.path = Path(out_dir) / LOG_FILE
         self.fields = (*self.BASE_FIELDS, *extra_fields)
         self.enabled = enabled
@@ -147,7 +161,9 @@ class RunLog:
         if not self.enabled:
             return
         with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, self.fields, extrasaction="ignore").writerow({"step": step, **values})
+            csv.DictWriter(f, self.fields, extrasaction="ignore").writerow(
+                {"step": step, **values}
+            )
         for k, v in values.items():
             group = "val" if k.startswith("val_") else "train"
             self.tb.add_scalar(f"{group}/{k.removeprefix('val_')}", v, step)
@@ -189,7 +205,8 @@ def newest_checkpoint(out_dir: str | os.PathLike, resume: bool) -> Path | None:
     existing = ckpt.list_checkpoints(out_dir)
     if existing and not resume:
         raise NudiffError(
-            f"{out_dir} already holds checkpoints; pass --resume or choose another --out")
+            f"{out_dir} already holds checkpoints; pass --resume or choose another --out"
+        )
     return existing[-1][1] if existing else None
 
 
@@ -250,11 +267,17 @@ class Run:
         return lr
 
 
-def start_run(out_dir: str | os.PathLike, config: Any, accelerator: Any,
-              weights: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer,
-              lr_schedule: Any, resume_from: Path | None,
-              generator: np.random.Generator | None = None,
-              log_fields: Sequence[str] = ()) -> Run:
+def start_run(
+    out_dir: str | os.PathLike,
+    config: Any,
+    accelerator: Any,
+    weights: dict[str, torch.nn.Module],
+    optimizer: torch.optim.Optimizer,
+    lr_schedule: Any,
+    resume_from: Path | None,
+    generator: np.random.Generator | None = None,
+    log_fields: Sequence[str] = (),
+) -> Run:
     """Load ``resume_from`` (:func:`newest_checkpoint`) into the un-prepared ``weights``,
     optimizer, LR schedule, global RNGs and ``generator``; prepare ``weights["model"]`` and the
     optimizer; write ``config`` (the stage's config; its ``train`` is the run's
@@ -273,8 +296,19 @@ def start_run(out_dir: str | os.PathLike, config: Any, accelerator: Any,
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, out_dir / "config.yaml")
     log = RunLog(out_dir, log_fields, start_step=start, enabled=accelerator.is_main_process)
-    return Run(out_dir, config.train, accelerator, model, optimizer, lr_schedule, weights,
-               generator, start, state, log)
+    return Run(
+        out_dir,
+        config.train,
+        accelerator,
+        model,
+        optimizer,
+        lr_schedule,
+        weights,
+        generator,
+        start,
+        state,
+        log,
+    )
 
 
 @dataclass
@@ -308,7 +342,8 @@ class Loop(Protocol):
         """Whether training ends after this step (a time budget), the same in every process."""
 
     def log_row(self, means: dict[str, float]) -> dict[str, float]:
-        """The log row (``loss``, ``lr`` and the loop's own columns) from the step values' means."""
+        """The log row (``loss``, ``lr`` and the loop's own columns) from the step values'
+        means."""
 
     def evaluate(self, step: int) -> dict[str, float] | None:
         """Main process only: the loop's validation at ``step`` (the segmenter's scores and
@@ -321,8 +356,15 @@ class Loop(Protocol):
         """Main process only, after the last step: write the run's model folder."""
 
 
-def run_steps(run: Run, loop: Loop, end: int, evaluate_every: int | None, desc: str,
-              meter: LogMeter | None = None, progress: bool = True) -> int:
+def run_steps(
+    run: Run,
+    loop: Loop,
+    end: int,
+    evaluate_every: int | None,
+    desc: str,
+    meter: LogMeter | None = None,
+    progress: bool = True,
+) -> int:
     """Train steps ``run.start + 1 .. end`` (fewer if ``loop.out_of_time()``), then
     ``loop.export``; returns the last step. After a step: a log row every ``tc.log_every``
     steps, ``loop.evaluate`` every ``evaluate_every`` (0: at the end only; ``None``: never),
@@ -330,8 +372,9 @@ def run_steps(run: Run, loop: Loop, end: int, evaluate_every: int | None, desc: 
     at the last step too. ``meter``: the log sums a resumed run carried over (else none).
     """
     tc, meter = run.tc, meter or LogMeter()
-    bar = progress_bar(total=end, initial=run.start, desc=desc, unit="step",
-                       disable=not (progress and run.main))
+    bar = progress_bar(
+        total=end, initial=run.start, desc=desc, unit="step", disable=not (progress and run.main)
+    )
     step, tick = run.start, time.perf_counter()
     try:
         while step < end:
@@ -343,7 +386,8 @@ def run_steps(run: Run, loop: Loop, end: int, evaluate_every: int | None, desc: 
             if step % tc.log_every == 0 or step == end:
                 tick = write_log_row(run, loop, meter, step, tick, bar)
             if evaluate_every is not None and (
-                    step == end or (evaluate_every and step % evaluate_every == 0)):
+                step == end or (evaluate_every and step % evaluate_every == 0)
+            ):
                 evaluate(run, loop, step, bar)
             if step % tc.checkpoint_every == 0 or step == end:
                 save_checkpoint(run, step, loop.checkpoint_state(step) if run.main else {})
@@ -385,6 +429,7 @@ def save_checkpoint(run: Run, step: int, state: dict[str, Any]) -> None:
 
     run.accelerator.wait_for_everyone()
     if run.main:
-        ckpt.save_training_state(run.out_dir, step, run.weights, run.optimizer, run.lr_schedule,
-                                 state, run.generator)
+        ckpt.save_training_state(
+            run.out_dir, step, run.weights, run.optimizer, run.lr_schedule, state, run.generator
+        )
         ckpt.prune(run.out_dir, run.tc.keep_checkpoints)

@@ -138,7 +138,9 @@ def native_bf16(device) -> bool:
         if device.type != "cpu":
             return True
         if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
-            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+            return bool(
+                torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+            )
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError, TypeError):  # private torch checks moved or gone
         return True
@@ -160,9 +162,12 @@ def machine() -> str:
 
 @functools.cache
 def _warn_emulated_bf16(device: str) -> None:
-    print(f"nudiff: warning: precision bf16 asked for, but this {device} has no native bf16 "
-          "(a CPU needs AVX512-BF16 or AMX) and emulates it many times slower than fp32: running in fp32",
-          file=sys.stderr)
+    print(
+        f"nudiff: warning: precision bf16 asked for, but this {device} has no native bf16 "
+        "(a CPU needs AVX512-BF16 or AMX) and emulates it many times slower than fp32: running in "
+        "fp32",
+        file=sys.stderr,
+    )
 
 
 def resolve_precision(precision: str, device=None, warn: bool = True) -> str:

@@ -22,8 +22,10 @@ MODELS = Path(__file__).resolve().parents[2] / "models"
 
 def _tiny_config(tmp_path) -> Path:
     plan = {k: v for k, v in TINY.items() if k in ("image", "synthesis", "segment")}
-    plan["synthesis"] = plan["synthesis"] | {"structures": "copypaste", "filter": {
-        **TINY["synthesis"]["filter"], "segmenter": "real", "keep_top": 0.5}}
+    plan["synthesis"] = plan["synthesis"] | {
+        "structures": "copypaste",
+        "filter": {**TINY["synthesis"]["filter"], "segmenter": "real", "keep_top": 0.5},
+    }
     plan["experiment"] = {"n_synthetic": 4}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(plan))
@@ -54,8 +56,15 @@ def test_bad_folders_are_one_line_each_and_nothing_is_written(tmp_path, capsys):
         check_labeled_folder(few)
     with pytest.raises(DataError, match="2 held out for evaluation leave none to train on"):
         check_labeled_folder(_dataset(tmp_path / "two", n=2), held_out=2)
-    assert main(["augment", str(_dataset(tmp_path / "ok")), "--out", str(out), "--from", str(tmp_path)]) == 2
-    assert "model" in capsys.readouterr().err and not out.exists()  # --from a folder that is no model
+    assert (
+        main(
+            ["augment", str(_dataset(tmp_path / "ok")), "--out", str(out), "--from", str(tmp_path)]
+        )
+        == 2
+    )
+    assert (
+        "model" in capsys.readouterr().err and not out.exists()
+    )  # --from a folder that is no model
 
 
 def test_from_a_shipped_model_fine_tunes_its_image_model():
@@ -66,7 +75,9 @@ def test_from_a_shipped_model_fine_tunes_its_image_model():
     assert not plan.experiment.shipped_models
 
 
-def test_the_chain_hands_back_segmenters_pairs_and_the_answer_and_resumes(tmp_path, monkeypatch, capsys):
+def test_the_chain_hands_back_segmenters_pairs_and_the_answer_and_resumes(
+    tmp_path, monkeypatch, capsys
+):
     calls = []
 
     def train_segmenter(cfg, folder, real, synthetic, selection, resume=False):
@@ -82,32 +93,62 @@ def test_the_chain_hands_back_segmenters_pairs_and_the_answer_and_resumes(tmp_pa
             write_image(Path(out) / "images" / f"s{k}.png", np.full((64, 64, 3), 200, np.uint8))
             write_instance_map(Path(out) / "labels" / f"s{k}.png", inst)
         from dataclasses import asdict
+
         write_json(Path(out) / "manifest.json", {"config": asdict(cfg), "n_accepted": cfg.n})
 
     def evaluate(pred, labels):  # the pairs add 0.05 AJI on each held-out image
         bonus = 0.05 if "real+syn" in pred.parent.name else 0.0
-        per_image = {i: dict.fromkeys(METRICS, 0.5 + bonus + 0.01 * k) for k, i in enumerate(("img0", "img2"))}
+        per_image = {
+            i: dict.fromkeys(METRICS, 0.5 + bonus + 0.01 * k)
+            for k, i in enumerate(("img0", "img2"))
+        }
         return {"mean": per_image["img0"], "per_image": per_image}
 
     monkeypatch.setattr(loop, "train_segmenter", train_segmenter)
     monkeypatch.setattr(loop, "predict_folder", lambda model, images, out: None)
     monkeypatch.setattr(loop, "evaluate_folders", evaluate)
-    monkeypatch.setattr(td, "train_diffusion", lambda cfg, folder, *a, **k: (
-        calls.append("image model"), (Path(folder) / "model").mkdir(parents=True)))
+    monkeypatch.setattr(
+        td,
+        "train_diffusion",
+        lambda cfg, folder, *a, **k: (
+            calls.append("image model"),
+            (Path(folder) / "model").mkdir(parents=True),
+        ),
+    )
     monkeypatch.setattr(td, "synthesize", synthesize)
     data, out = _dataset(tmp_path / "mine", n=6), tmp_path / "out"
-    args = ["augment", str(data), "--out", str(out), "--config", str(_tiny_config(tmp_path)), "--format", "hovernet"]
+    args = [
+        "augment",
+        str(data),
+        "--out",
+        str(out),
+        "--config",
+        str(_tiny_config(tmp_path)),
+        "--format",
+        "hovernet",
+    ]
     assert main(args) == 0
-    assert calls == [("f1.00_real_s0", 0), "image model", "pairs", ("f1.00_real+syn_s0", 4)]  # filter first
+    assert calls == [
+        ("f1.00_real_s0", 0),
+        "image model",
+        "pairs",
+        ("f1.00_real+syn_s0", 4),
+    ]  # filter first
     printed = capsys.readouterr().out
-    assert "| 100% | real+syn | 1 | 0.5550 | 0.5550 | 0.5550 | +0.0500 [+0.0500, +0.0500] | – | – | – |" in printed
+    assert (
+        "| 100% | real+syn | 1 | 0.5550 | 0.5550 | 0.5550 | +0.0500 [+0.0500, +0.0500] | – | – | "
+        "– |" in printed
+    )
     assert (out / "segmenter").is_dir() and (out / "segmenter-real-only").is_dir()
-    assert sorted(p.name for p in (out / "pairs" / "Labels").iterdir()) == [f"s{k}.mat" for k in range(4)]
+    assert sorted(p.name for p in (out / "pairs" / "Labels").iterdir()) == [
+        f"s{k}.mat" for k in range(4)
+    ]
     table = (out / "report" / "table.md").read_text()
-    assert table.startswith("| labeled | training data | seeds | Dice | AJI | PQ | AJI gain over real")
+    assert table.startswith(
+        "| labeled | training data | seeds | Dice | AJI | PQ | AJI gain over real"
+    )
     assert "f1.00 image model: trained in this run" in table
     held_out = sorted(p.name for p in (out / "run" / "data" / "val" / "images").iterdir())
     assert len(held_out) == 2  # a quarter of 6, rounded: never trained on
     calls.clear()
     assert main(args) == 0 and calls == []  # everything done: nothing retrained
-

@@ -52,7 +52,9 @@ def test_prepare_patches_subset_cli(tmp_path, make_folder, capsys):
         "frac0.50_seed3.json", "frac1.00_seed3.json"
     ]  # fmt: skip
 
-    run(["data", "patches", str(b), "--out", str(tmp_path / "p"), "--size", "64", "--stride", "32"])
+    run(
+        ["data", "patches", str(b), "--out", str(tmp_path / "p"), "--size", "64", "--stride", "32"]
+    )
     assert len(read_json(tmp_path / "p/manifest.json")["patches"]) == 4
     run(["data", "subset", str(tmp_path / "p"), "--fraction", "0.5", "--fraction", "0.8",
          "--seed", "2", "--out", str(tmp_path / "s")])  # fmt: skip
@@ -93,12 +95,25 @@ def test_convert_a_paired_folder_to_another_format(tmp_path, make_folder, capsys
     run(["data", "convert", str(src), "--to", "hovernet", "--out", str(tmp_path / "hv")])
     assert "2 pairs" in capsys.readouterr().out
     mat = scipy.io.loadmat(tmp_path / "hv/Labels/a.mat")
-    # ids renumbered 1..N (the fixture's discs may hide one), so that inst_centroid row k is id k + 1
+    # ids renumbered 1..N (the fixture's discs may hide one), so that inst_centroid row k is id k +
+    # 1
     assert (mat["inst_map"] == relabel(read_instance_map(src / "labels/a.png"))).all()
     assert read_json(tmp_path / "hv/manifest.json")["format"] == "hovernet"
     # the old modes are untouched, and the two do not mix
     with pytest.raises(NudiffError, match="FOLDER --to FORMAT --out DIR, not --images"):
-        run(["data", "convert", str(src), "--to", "npy", "--images", str(src), "--out", str(tmp_path / "x")])
+        run(
+            [
+                "data",
+                "convert",
+                str(src),
+                "--to",
+                "npy",
+                "--images",
+                str(src),
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
     with pytest.raises(NudiffError, match="FOLDER --to FORMAT"):
         run(["data", "convert", str(src), "--out", str(tmp_path / "x")])
     with pytest.raises(SystemExit):
@@ -111,8 +126,20 @@ def test_convert_bad_pair_is_one_line_and_writes_nothing(tmp_path, make_folder):
     src = make_folder(tmp_path / "png", ["a"], shape=(40, 40), n_nuclei=4)
     run(["data", "convert", str(src), "--to", "hovernet", "--out", str(tmp_path / "hv")])
     scipy.io.savemat(tmp_path / "hv/Labels/a.mat", {"type_map": np.zeros((40, 40), np.int32)})
-    with pytest.raises(DataError) as e:  # the CLI prints a NudiffError as "nudiff: error: <message>"
-        run(["data", "convert", str(tmp_path / "hv"), "--to", "npy", "--out", str(tmp_path / "npy")])
+    with pytest.raises(
+        DataError
+    ) as e:  # the CLI prints a NudiffError as "nudiff: error: <message>"
+        run(
+            [
+                "data",
+                "convert",
+                str(tmp_path / "hv"),
+                "--to",
+                "npy",
+                "--out",
+                str(tmp_path / "npy"),
+            ]
+        )
     assert "\n" not in str(e.value) and str(e.value).startswith(str(tmp_path / "hv/Labels/a.mat"))
     assert "no 'inst_map' in .mat file" in str(e.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hv", "png"]

@@ -45,8 +45,9 @@ def test_paste_never_changes_existing_labels_nor_touches_nuclei():
     donors = donors_of([_patch(1), _patch(2)], CopyPasteConfig(), pad=3)
     assert len(donors) == 10
     rng = np.random.default_rng(0)
-    image, inst, pasted = paste_nuclei(target.image, target.instance_map, donors, rng,
-                                       CopyPasteConfig(nuclei=20, margin=2))
+    image, inst, pasted = paste_nuclei(
+        target.image, target.instance_map, donors, rng, CopyPasteConfig(nuclei=20, margin=2)
+    )
     old = target.instance_map > 0
     assert pasted > 0 and np.array_equal(inst[old], target.instance_map[old])
     assert np.array_equal(image[old], target.image[old])  # blending reaches background only
@@ -60,24 +61,34 @@ def test_copy_paste_is_deterministic_and_skips_border_nuclei():
     subset = [_patch(s) for s in range(3)]
     a, _ = copy_paste_set(subset, 3, CopyPasteConfig(seed=1))
     b, _ = copy_paste_set(subset, 3, CopyPasteConfig(seed=1))
-    assert all(np.array_equal(x.image, y.image) and np.array_equal(x.instance_map, y.instance_map)
-               for x, y in zip(a, b))
+    assert all(
+        np.array_equal(x.image, y.image) and np.array_equal(x.instance_map, y.instance_map)
+        for x, y in zip(a, b)
+    )
     cut = _patch(9)
     cut.instance_map[cut.instance_map == 1] = 0
     cut.instance_map[:8, :8] = 1  # touches the border: not a donor
     assert len(donors_of([cut], CopyPasteConfig(), pad=2)) == 4
     with pytest.raises(ValueError, match="no whole nucleus"):
-        copy_paste_set([Sample("e", cut.image, np.zeros_like(cut.instance_map), "x")], 1, CopyPasteConfig())
+        copy_paste_set(
+            [Sample("e", cut.image, np.zeros_like(cut.instance_map), "x")], 1, CopyPasteConfig()
+        )
 
 
 def test_label_only_paste_gives_the_labels_of_the_full_paste():
     subset = [_patch(s) for s in range(3)]
     cfg = CopyPasteConfig(nuclei=8)
     donors = donors_of(subset, cfg, pad=cfg.margin)
-    label_only = donors_of([Sample(s.name, None, s.instance_map, "labels") for s in subset], cfg, pad=cfg.margin)
+    label_only = donors_of(
+        [Sample(s.name, None, s.instance_map, "labels") for s in subset], cfg, pad=cfg.margin
+    )
     assert all(d.image is None for d in label_only) and len(label_only) == len(donors)
     for seed in range(3):
-        image, inst, n = paste_nuclei(subset[0].image, subset[0].instance_map, donors, np.random.default_rng(seed), cfg)
-        none, labels, m = paste_nuclei(None, subset[0].instance_map, label_only, np.random.default_rng(seed), cfg)
+        image, inst, n = paste_nuclei(
+            subset[0].image, subset[0].instance_map, donors, np.random.default_rng(seed), cfg
+        )
+        none, labels, m = paste_nuclei(
+            None, subset[0].instance_map, label_only, np.random.default_rng(seed), cfg
+        )
         assert none is None and m == n > 0
         np.testing.assert_array_equal(labels, inst)

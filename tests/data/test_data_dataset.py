@@ -15,7 +15,9 @@ def test_pairs_by_name_not_order(tmp_path):
     for k, i in enumerate(rng.permutation(len(names))):  # create in shuffled order
         name = names[i]
         write_image(tmp_path / "images" / f"{name}.png", np.full((8, 8, 3), i, np.uint8))
-        write_instance_map(tmp_path / "labels" / f"{name}{suffixes[k % 5]}", np.full((8, 8), i + 1))
+        write_instance_map(
+            tmp_path / "labels" / f"{name}{suffixes[k % 5]}", np.full((8, 8), i + 1)
+        )
     pairs = find_pairs(tmp_path)
     assert [p.name for p in pairs] == sorted(names)
     for s in load_folder(tmp_path, progress=False):

@@ -128,7 +128,9 @@ def test_write_pair_reads_back_exactly_with_scipy_and_numpy(tmp_path, pair_forma
         mat = scipy.io.loadmat(tmp_path / "Labels/a.mat")
         assert sorted(k for k in mat if not k.startswith("__")) == ["inst_centroid", "inst_map"]
         assert mat["inst_map"].dtype == np.int32 and (mat["inst_map"] == inst).all()
-        assert mat["inst_centroid"].dtype == np.float64 and np.array_equal(mat["inst_centroid"], CENTROIDS)
+        assert mat["inst_centroid"].dtype == np.float64 and np.array_equal(
+            mat["inst_centroid"], CENTROIDS
+        )
         assert (np.asarray(Image.open(tmp_path / "Images/a.png")) == image).all()
     elif pair_format == "npy":
         assert written == [tmp_path / "images/a.npy", tmp_path / "labels/a.npy"]
@@ -139,9 +141,13 @@ def test_write_pair_reads_back_exactly_with_scipy_and_numpy(tmp_path, pair_forma
         assert written == [tmp_path / "images/a.png", tmp_path / "labels/a.png"]
         assert (np.asarray(Image.open(written[0])) == image).all()
         assert (np.asarray(Image.open(written[1])) == inst).all()
-    assert detect_pair_format(tmp_path) == pair_format and pair_names(tmp_path, pair_format) == ["a"]
+    assert detect_pair_format(tmp_path) == pair_format and pair_names(tmp_path, pair_format) == [
+        "a"
+    ]
     back_image, back_inst, types = read_pair(tmp_path, "a", pair_format)
-    assert (back_image == image).all() and (back_inst == inst).all() and back_inst.dtype == np.int32
+    assert (
+        (back_image == image).all() and (back_inst == inst).all() and back_inst.dtype == np.int32
+    )
     assert types is None
     assert not [p for p in tmp_path.rglob(".*")]  # no temporary files left
 
@@ -155,8 +161,14 @@ def test_hovernet_labels_renumber_ids_and_take_each_nucleus_majority_type():
     types[10, 20:23] = 4  # 3 of nucleus 2's 27 pixels: its majority stays 1
     types[inst == 3] = 3
     labels = hovernet_labels(gapped, types)
-    assert (labels["inst_map"] == inst).all() and np.array_equal(labels["inst_centroid"], CENTROIDS)
-    assert labels["inst_type"].dtype == np.int32 and labels["inst_type"].tolist() == [[2], [1], [3]]
+    assert (labels["inst_map"] == inst).all() and np.array_equal(
+        labels["inst_centroid"], CENTROIDS
+    )
+    assert labels["inst_type"].dtype == np.int32 and labels["inst_type"].tolist() == [
+        [2],
+        [1],
+        [3],
+    ]
     assert (labels["type_map"] == types).all()
     empty = hovernet_labels(np.zeros((4, 4), np.int32), np.zeros((4, 4), np.int32))
     assert empty["inst_centroid"].shape == (0, 2) and empty["inst_type"].shape == (0, 1)
@@ -186,12 +198,17 @@ def test_convert_png_to_hovernet_to_npy_round_trip_is_exact(tmp_path):
         write_pair(src, name, image, inst, "png")
     (src / "structures").mkdir()
     np.save(src / "structures/syn_00000.npy", np.zeros((3, 4, 4), np.float32))
-    write_json(src / "manifest.json", {"n_accepted": 2, "format": "png", "samples": {"0": {"name": "syn_00000"}}})
+    write_json(
+        src / "manifest.json",
+        {"n_accepted": 2, "format": "png", "samples": {"0": {"name": "syn_00000"}}},
+    )
 
     hv = convert_pairs(src, tmp_path / "hv", "hovernet", progress=False)
     npy = convert_pairs(tmp_path / "hv", tmp_path / "npy", "npy", progress=False)
     assert hv["format"] == "hovernet" and npy["format"] == "npy" and npy["n_pairs"] == 2
-    assert read_json(tmp_path / "npy/manifest.json") == npy and npy["samples"] == {"0": {"name": "syn_00000"}}
+    assert read_json(tmp_path / "npy/manifest.json") == npy and npy["samples"] == {
+        "0": {"name": "syn_00000"}
+    }
     assert npy["converted_from"] == str(tmp_path / "hv")
     assert (tmp_path / "npy/structures/syn_00000.npy").is_file()
     for name, (image, inst) in pairs.items():
@@ -200,7 +217,9 @@ def test_convert_png_to_hovernet_to_npy_round_trip_is_exact(tmp_path):
     convert_pairs(tmp_path / "npy", tmp_path / "back", "png", progress=False)
     for name in pairs:
         for sub in ("images", "labels"):  # PNG is lossless: byte for byte what synthesis wrote
-            assert (tmp_path / f"back/{sub}/{name}.png").read_bytes() == (src / sub / f"{name}.png").read_bytes()
+            assert (tmp_path / f"back/{sub}/{name}.png").read_bytes() == (
+                src / sub / f"{name}.png"
+            ).read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["back", "hv", "npy", "png"]
 
 

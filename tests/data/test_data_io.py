@@ -105,7 +105,9 @@ def _make_bad(tmp_path, case):
         np.save(path := tmp_path / "neg.npy", -np.ones((4, 4), np.int32))
         return path, read_instance_map
     if case == "pickled_npy":
-        np.save(path := tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+        np.save(
+            path := tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True
+        )
         return path, read_instance_map
     if case == "truncated_npy":
         np.save(path := tmp_path / "cut.npy", np.ones((50, 50), np.int32))

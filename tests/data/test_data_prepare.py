@@ -108,27 +108,40 @@ def test_prepare_two_real_images(tmp_path, monuseg):
 def test_prepare_with_split_file(tmp_path, two_folders):
     exact, recovered = two_folders
     split = tmp_path / "split.json"
-    split.write_text('{"train": ["e1", "r1"], "test_same": ["e2"], "test_other": ["r2"], "note": "x"}')
+    split.write_text(
+        '{"train": ["e1", "r1"], "test_same": ["e2"], "test_other": ["r2"], "note": "x"}'
+    )
     out = tmp_path / "out"
     m = prepare([exact, recovered], out, PrepareConfig(**CFG, split=str(split)), progress=False)
     assert m["val"] == ["e2", "r2"] and sorted(m["pool"]) == ["e1", "r1"]
     assert m["groups"] == {"e2": "test_same", "r2": "test_other"}
-    assert {p["image"] for p in read_json(out / "patches/manifest.json")["patches"]} == {"e1", "r1"}
+    assert {p["image"] for p in read_json(out / "patches/manifest.json")["patches"]} == {
+        "e1",
+        "r1",
+    }
     assert sorted(s.name for s in load_val(out)) == ["e2", "r2"]
     from nudiff.data.prepare import load_groups, split_groups
 
     assert load_groups(out) == m["groups"] == split_groups(split)  # the report's two sources agree
 
 
-@pytest.mark.parametrize("text, problem", [
-    ('{"train": ["e1"], "test": ["zz"]}', "not found"),
-    ('{"train": ["e1"], "test": ["e1"]}', "more than once"),
-    ('{"train": ["e1"]}', "needs a 'train' list"),
-    ("{not json", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ('{"train": ["e1"], "test": ["zz"]}', "not found"),
+        ('{"train": ["e1"], "test": ["e1"]}', "more than once"),
+        ('{"train": ["e1"]}', "needs a 'train' list"),
+        ("{not json", "not valid JSON"),
+    ],
+)
 def test_bad_split_file_names_the_problem(tmp_path, two_folders, text, problem):
     split = tmp_path / "split.json"
     split.write_text(text)
     with pytest.raises(DataError, match=problem) as e:
-        prepare(list(two_folders), tmp_path / "out", PrepareConfig(**CFG, split=str(split)), progress=False)
+        prepare(
+            list(two_folders),
+            tmp_path / "out",
+            PrepareConfig(**CFG, split=str(split)),
+            progress=False,
+        )
     assert "split.json" in str(e.value) and not (tmp_path / "out" / "manifest.json").exists()

@@ -23,8 +23,9 @@ def test_resize():
 def _smooth_reference(inst, k, sigma):
     """Whole-image one-hot argmax: what the crop-wise function must equal."""
     onehot = np.eye(inst.max() + 1, dtype=np.float32)[inst].transpose(2, 0, 1)
-    up = F.interpolate(torch.from_numpy(onehot)[None], scale_factor=k, mode="bilinear",
-                       align_corners=False)[0].numpy()
+    up = F.interpolate(
+        torch.from_numpy(onehot)[None], scale_factor=k, mode="bilinear", align_corners=False
+    )[0].numpy()
     up = np.stack([ndi.gaussian_filter(c, sigma, mode="nearest") for c in up])
     return up.argmax(0)
 

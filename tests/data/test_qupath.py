@@ -296,7 +296,9 @@ def test_bad_input_one_line_per_problem_nothing_written(slide, tmp_path):
     geojson = write(tmp_path / "bad.geojson", {"type": "FeatureCollection", "features": features})
     out = tmp_path / "o"
     with pytest.raises(DataError) as e:
-        run(["data", "convert", "--geojson", str(geojson), "--slide", str(path), "--out", str(out)])
+        run(
+            ["data", "convert", "--geojson", str(geojson), "--slide", str(path), "--out", str(out)]
+        )
     lines = str(e.value).splitlines()[1:]
     expected = {
         2: "self-intersecting",

@@ -30,9 +30,18 @@ def test_load_sections(tmp_path):
 def test_overrides_are_set_within_the_section_and_checked(tmp_path):
     path = tmp_path / "d.yaml"
     path.write_text(YAML)
-    s = load_config(DiffusionConfig, path, section="structure",
-                    overrides=["train.compile=default", "model.flash_attention=true", "train.steps=7"])
-    assert (s.train.compile, s.model.flash_attention, s.train.steps, s.train.lr) == ("default", True, 7, 1e-4)
+    s = load_config(
+        DiffusionConfig,
+        path,
+        section="structure",
+        overrides=["train.compile=default", "model.flash_attention=true", "train.steps=7"],
+    )
+    assert (s.train.compile, s.model.flash_attention, s.train.steps, s.train.lr) == (
+        "default",
+        True,
+        7,
+        1e-4,
+    )
     with pytest.raises(DataError, match="stepz"):  # a typo is an error, as in the file
         load_config(DiffusionConfig, path, section="structure", overrides=["train.stepz=7"])
     with pytest.raises(NudiffError, match="expected SECTION.KEY=VALUE"):

@@ -90,7 +90,13 @@ def test_sample_from_model_folder(tmp_path, structure_model):
 
 def test_bf16_autocast_sampling(structure_model, image_model):
     s = sample_structures(
-        structure_model, 2, seed=0, sampler="dpmsolver++", steps=3, precision="bf16", progress=False
+        structure_model,
+        2,
+        seed=0,
+        sampler="dpmsolver++",
+        steps=3,
+        precision="bf16",
+        progress=False,
     )
     assert s.dtype == np.float32 and s[:, 0].min() >= 0 and np.abs(s[:, 1:]).max() <= 1
     im = sample_images(image_model, s, seed=0, steps=3, precision="bf16", progress=False)
@@ -106,14 +112,20 @@ def test_zero_terminal_snr_with_v_prediction(make_config, make_denoiser):
     from nudiff.diffusion.schedule import make_scheduler, training_scheduler
     from nudiff.utils import NudiffError
 
-    cfg = replace(make_config("image", "spade"), prediction_type="v_prediction", zero_terminal_snr=True)
+    cfg = replace(
+        make_config("image", "spade"), prediction_type="v_prediction", zero_terminal_snr=True
+    )
     assert float(training_scheduler(cfg).alphas_cumprod[-1]) < 1e-6
-    assert float(training_scheduler(make_config("image")).alphas_cumprod[-1]) > 1e-5  # DDPM's: not zero
+    assert (
+        float(training_scheduler(make_config("image")).alphas_cumprod[-1]) > 1e-5
+    )  # DDPM's: not zero
     model = make_denoiser(cfg)
     s = np.stack([encode(np.pad(np.ones((6, 6), np.int32), 5))] * 2)
     for sampler in ("ddpm", "ddim", "dpmsolver++"):
         assert make_scheduler(cfg, sampler).config.prediction_type == "v_prediction"
-        im = sample_images(model, s, seed=0, sampler=sampler, steps=4, guidance_scale=2.0, progress=False)
+        im = sample_images(
+            model, s, seed=0, sampler=sampler, steps=4, guidance_scale=2.0, progress=False
+        )
         assert im.shape == (2, 16, 16, 3)
     with pytest.raises(NudiffError, match="zero_terminal_snr needs"):
         DiffusionConfig(zero_terminal_snr=True)
@@ -123,7 +135,8 @@ def test_zero_terminal_snr_with_v_prediction(make_config, make_denoiser):
 
 def test_load_model_goes_to_the_default_device(tmp_path, structure_model, monkeypatch):
     """Synthesis loads its models with load_model and hands them to the samplers: they must be
-    on the GPU when there is one (they were left on the CPU, and sampled there, on a GPU machine)."""
+    on the GPU when there is one (they were left on the CPU, and sampled there, on a GPU
+    machine)."""
     import nudiff.diffusion.sample as sample
 
     save_denoiser(structure_model, tmp_path / "model")

@@ -100,9 +100,21 @@ def test_keep_checkpoints_and_no_silent_overwrite(tmp_path, make_config, toy_pat
     from dataclasses import replace
 
     # a speed option of the model may change on resume; its shape may not
-    train(replace(cfg, model=replace(cfg.model, flash_attention=True)), tmp_path, None, inst, resume=True)
+    train(
+        replace(cfg, model=replace(cfg.model, flash_attention=True)),
+        tmp_path,
+        None,
+        inst,
+        resume=True,
+    )
     with pytest.raises(NudiffError, match="another model config"):
-        train(replace(cfg, model=replace(cfg.model, num_res_blocks=2)), tmp_path, None, inst, resume=True)
+        train(
+            replace(cfg, model=replace(cfg.model, num_res_blocks=2)),
+            tmp_path,
+            None,
+            inst,
+            resume=True,
+        )
 
 
 def test_warmup_cosine(make_config):
@@ -117,15 +129,21 @@ def test_warmup_cosine_ends_at_the_time_budget(make_config):
     tc = make_config(steps=100, warmup_steps=2, max_minutes=1.0).train
     clock = WallClock(tc.max_minutes)
     f = warmup_cosine(tc.steps, tc.warmup_steps, progress=clock.fraction)
-    assert f(10) == pytest.approx(warmup_cosine(tc.steps, tc.warmup_steps)(10), abs=1e-3)  # no time spent yet: by steps
-    clock.before_s = 30.0  # half the budget spent: the schedule is half-way although step 10 is not
+    assert f(10) == pytest.approx(
+        warmup_cosine(tc.steps, tc.warmup_steps)(10), abs=1e-3
+    )  # no time spent yet: by steps
+    clock.before_s = (
+        30.0  # half the budget spent: the schedule is half-way although step 10 is not
+    )
     assert f(10) == pytest.approx(0.5, abs=1e-3)
     clock.before_s = 60.0
     assert clock.up() and f(10) == pytest.approx(0.0, abs=1e-9)
     assert not WallClock(None).up() and WallClock(None).fraction() == 0.0
 
 
-def test_time_budget_stops_training_with_a_model_and_resumes_its_clock(tmp_path, make_config, toy_patches):
+def test_time_budget_stops_training_with_a_model_and_resumes_its_clock(
+    tmp_path, make_config, toy_patches
+):
     _, inst = toy_patches
     cfg = make_config(steps=10_000, checkpoint_every=10_000, sample_every=0, max_minutes=0.5 / 60)
     train(cfg, tmp_path, None, inst)
@@ -145,11 +163,15 @@ def test_window_workers_train_the_same_model(tmp_path, make_config, toy_patches)
     for workers in (0, 2):
         cfg = make_config("image", "spade", steps=3, sample_every=0, num_workers=workers)
         train(cfg, tmp_path / str(workers), images, inst)
-    _assert_same_weights(_weights(tmp_path / "0" / "model" / "model.safetensors"),
-                         _weights(tmp_path / "2" / "model" / "model.safetensors"))
+    _assert_same_weights(
+        _weights(tmp_path / "0" / "model" / "model.safetensors"),
+        _weights(tmp_path / "2" / "model" / "model.safetensors"),
+    )
 
 
-def test_compile_compiles_the_trained_net_in_place(tmp_path, make_config, toy_patches, monkeypatch):
+def test_compile_compiles_the_trained_net_in_place(
+    tmp_path, make_config, toy_patches, monkeypatch
+):
     # torch.compile itself costs ~2 min for a tiny U-Net on this CPU: its call is recorded, not
     # run (compiled in place, the same net gave the same output and state-dict keys)
     calls = []
@@ -227,7 +249,12 @@ def test_min_snr_weights_change_the_loss(tmp_path, make_config, toy_patches):
     _images, inst = toy_patches
     losses = {}
     for gamma in (None, 5.0):
-        train(make_config("structure", steps=2, sample_every=0, min_snr_gamma=gamma), tmp_path / str(gamma), None, inst)
+        train(
+            make_config("structure", steps=2, sample_every=0, min_snr_gamma=gamma),
+            tmp_path / str(gamma),
+            None,
+            inst,
+        )
         with (tmp_path / str(gamma) / "train_log.csv").open() as f:
             losses[gamma] = float(next(csv.DictReader(f))["loss"])
     assert losses[5.0] != pytest.approx(losses[None], rel=1e-3)
@@ -240,13 +267,19 @@ def test_predicted_x0_inverts_the_forward_process(make_config):
 
     for pred in ("epsilon", "v_prediction"):
         sched = training_scheduler(replace(make_config(), prediction_type=pred))
-        x0, noise, t = torch.rand(3, 3, 8, 8) * 2 - 1, torch.randn(3, 3, 8, 8), torch.tensor([1, 400, 990])
+        x0, noise, t = (
+            torch.rand(3, 3, 8, 8) * 2 - 1,
+            torch.randn(3, 3, 8, 8),
+            torch.tensor([1, 400, 990]),
+        )
         xt = sched.add_noise(x0, noise, t)
         out = noise if pred == "epsilon" else sched.get_velocity(x0, noise, t)
         assert torch.allclose(predicted_x0(out, xt, t, sched.alphas_cumprod, pred), x0, atol=2e-3)
 
 
-def test_fine_tuning_starts_from_the_given_model_and_refuses_another_network(tmp_path, make_config, toy_patches):
+def test_fine_tuning_starts_from_the_given_model_and_refuses_another_network(
+    tmp_path, make_config, toy_patches
+):
     """train.init_from: the first step starts from that model's weights (its first logged loss
     is the one the model itself gives, not a fresh network's); another width or scale is one
     line naming the folder; a resumed fine-tuning continues from its checkpoint."""
@@ -257,11 +290,15 @@ def test_fine_tuning_starts_from_the_given_model_and_refuses_another_network(tmp
     images, inst = toy_patches
     base = make_config("image", "spade", steps=6, checkpoint_every=3, sample_every=0)
     trained = train(base, tmp_path / "base", images, inst)
-    tune = dataclasses.replace(base, train=dataclasses.replace(base.train, steps=3, init_from=str(trained)))
+    tune = dataclasses.replace(
+        base, train=dataclasses.replace(base.train, steps=3, init_from=str(trained))
+    )
     before = _weights(trained / "model.safetensors")
     # with lr 0 the fine-tuned model is the one it started from (EMA of constant weights)
     frozen = dataclasses.replace(tune, train=dataclasses.replace(tune.train, lr=0.0))
-    _assert_same_weights(_weights(train(frozen, tmp_path / "frozen", images, inst) / "model.safetensors"), before)
+    _assert_same_weights(
+        _weights(train(frozen, tmp_path / "frozen", images, inst) / "model.safetensors"), before
+    )
     scratch = dataclasses.replace(frozen, train=dataclasses.replace(frozen.train, init_from=None))
     fresh = _weights(train(scratch, tmp_path / "scratch", images, inst) / "model.safetensors")
     assert any(not torch.equal(fresh[k], before[k]) for k in before)
@@ -269,12 +306,18 @@ def test_fine_tuning_starts_from_the_given_model_and_refuses_another_network(tmp
     train(tune, tmp_path / "a", images, inst)  # straight, and stopped then resumed: the same
     train(tune, tmp_path / "b", images, inst, stop_at_step=2)
     train(tune, tmp_path / "b", images, inst, resume=True)
-    _assert_same_weights(_weights(tmp_path / "a/model/model.safetensors"),
-                         _weights(tmp_path / "b/model/model.safetensors"), atol=1e-6)
+    _assert_same_weights(
+        _weights(tmp_path / "a/model/model.safetensors"),
+        _weights(tmp_path / "b/model/model.safetensors"),
+        atol=1e-6,
+    )
 
     wide = make_config("image", "spade", steps=2, sample_every=0)
-    wide = dataclasses.replace(wide, data=dataclasses.replace(wide.data, scale=1.0),
-                               train=dataclasses.replace(wide.train, init_from=str(trained)))
+    wide = dataclasses.replace(
+        wide,
+        data=dataclasses.replace(wide.data, scale=1.0),
+        train=dataclasses.replace(wide.train, init_from=str(trained)),
+    )
     with pytest.raises(DataError, match=r"cannot fine-tune from it: its data.scale differ") as e:
         train(wide, tmp_path / "wide", images, inst)
     assert str(trained) in str(e.value) and "\n" not in str(e.value)

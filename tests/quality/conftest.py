@@ -16,7 +16,9 @@ def quality_data(tmp_path_factory) -> dict[str, Path]:
     return {
         "real": write_folder(root / "real", [he_pair(i, size=128, n=24) for i in range(16)], "r"),
         "synthetic": write_folder(root / "syn", syn),
-        "shuffled": write_folder(root / "shuffled", [(s[0], syn[(i + 1) % len(syn)][1]) for i, s in enumerate(syn)]),
+        "shuffled": write_folder(
+            root / "shuffled", [(s[0], syn[(i + 1) % len(syn)][1]) for i, s in enumerate(syn)]
+        ),
         "shifted": write_folder(root / "shifted", [(colour_shift(s[0]), s[1]) for s in syn]),
     }
 

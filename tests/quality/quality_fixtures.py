@@ -1,4 +1,5 @@
-"""Tiny H&E-like pairs for the quality tests (import as `quality.quality_fixtures`: tests/ is on the path).
+"""Tiny H&E-like pairs for the quality tests (import as `quality.quality_fixtures`: tests/ is on
+the path).
 
 Images: dark purple elliptical nuclei (haematoxylin) on a textured pink background (eosin).
 """
@@ -53,10 +54,23 @@ def colour_shift(image: np.ndarray) -> np.ndarray:
 
 
 def tiny_segment_config(steps: int) -> SegmentConfig:
-    return from_dict(SegmentConfig, {
-        "model": {"widths": [8, 16, 32], "channels_last": False},
-        "train": {"steps": steps, "batch_size": 8, "crop_size": 64, "lr": 5e-3, "warmup_steps": 5,
-                  "precision": "no", "val_every": steps, "checkpoint_every": steps, "log_every": 50,
-                  "target_context": 4, "tune_post": False},
-        "infer": {"tile": 64, "overlap": 0.25, "batch_size": 4},
-    })
+    return from_dict(
+        SegmentConfig,
+        {
+            "model": {"widths": [8, 16, 32], "channels_last": False},
+            "train": {
+                "steps": steps,
+                "batch_size": 8,
+                "crop_size": 64,
+                "lr": 5e-3,
+                "warmup_steps": 5,
+                "precision": "no",
+                "val_every": steps,
+                "checkpoint_every": steps,
+                "log_every": 50,
+                "target_context": 4,
+                "tune_post": False,
+            },
+            "infer": {"tile": 64, "overlap": 0.25, "batch_size": 4},
+        },
+    )

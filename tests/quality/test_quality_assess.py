@@ -14,9 +14,17 @@ from nudiff.utils import DataError, write_json
 
 @pytest.fixture(scope="module")
 def scores(quality_data, segmenter_run):
-    run = {k: assess(quality_data[k], quality_data["real"], segmenter_run, seed=0, c2st_epochs=20,
-                     progress=False)
-           for k in ("synthetic", "shuffled", "shifted")}
+    run = {
+        k: assess(
+            quality_data[k],
+            quality_data["real"],
+            segmenter_run,
+            seed=0,
+            c2st_epochs=20,
+            progress=False,
+        )
+        for k in ("synthetic", "shuffled", "shifted")
+    }
     return {k: a.metrics for k, a in run.items()} | {"pairs": run["shuffled"].pairs}
 
 
@@ -44,7 +52,10 @@ def test_shuffled_labels_lose_label_fidelity(scores):
 
 def test_colour_shift_raises_colour_w1_and_c2st(scores):
     good, bad = scores["synthetic"], scores["shifted"]
-    assert bad["colour_w1_mean"] > good["colour_w1_mean"] + 2 and bad["colour_w1_mean"] > 5 * bad["colour_w1_mean_floor"]
+    assert (
+        bad["colour_w1_mean"] > good["colour_w1_mean"] + 2
+        and bad["colour_w1_mean"] > 5 * bad["colour_w1_mean_floor"]
+    )
     assert bad["c2st_accuracy"] > 0.9 and bad["c2st_accuracy"] > good["c2st_accuracy"] + 0.15
     assert bad["kid"] > good["kid"]
     assert bad["structure_w1_mean"] == pytest.approx(good["structure_w1_mean"])  # same labels
@@ -52,16 +63,42 @@ def test_colour_shift_raises_colour_w1_and_c2st(scores):
 
 def test_cli_writes_report_and_flat_json(quality_data, segmenter_run, tmp_path, capsys):
     out = tmp_path / "q"
-    assert main(["quality", "--synthetic", str(quality_data["shuffled"]), "--real", str(quality_data["real"]),
-                 "--segmenter", str(segmenter_run), "--out", str(out), "--c2st-epochs", "2",
-                 "--max-pairs", "10", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "quality",
+                "--synthetic",
+                str(quality_data["shuffled"]),
+                "--real",
+                str(quality_data["real"]),
+                "--segmenter",
+                str(segmenter_run),
+                "--out",
+                str(out),
+                "--c2st-epochs",
+                "2",
+                "--max-pairs",
+                "10",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "quality.json").read_text())
     assert all(isinstance(v, int | float) for v in metrics.values())
-    assert metrics["n_synthetic"] == 10 and "fidelity_pq_floor" in metrics and "kid_floor" in metrics
+    assert (
+        metrics["n_synthetic"] == 10 and "fidelity_pq_floor" in metrics and "kid_floor" in metrics
+    )
     md = (out / "quality.md").read_text()
     assert "| C2ST held-out accuracy" in md and "label fidelity: segmenter PQ" in md
-    for name in ("histograms.png", "mosaic_fidelity_pq.png", "mosaic_c2st_p_real.png", "mosaic_colour_z.png",
-                 "mosaic_fidelity_unlabeled_rate.png"):
+    for name in (
+        "histograms.png",
+        "mosaic_fidelity_pq.png",
+        "mosaic_c2st_p_real.png",
+        "mosaic_colour_z.png",
+        "mosaic_fidelity_unlabeled_rate.png",
+    ):
         assert (out / name).stat().st_size > 0, name
     assert len((out / "pairs.csv").read_text().splitlines()) == 11
     assert "fidelity_pq" in capsys.readouterr().out
@@ -69,16 +106,46 @@ def test_cli_writes_report_and_flat_json(quality_data, segmenter_run, tmp_path, 
 
 def test_cli_without_segmenter_reports_absent(quality_data, tmp_path):
     out = tmp_path / "q"
-    assert main(["quality", "--synthetic", str(quality_data["synthetic"]), "--real", str(quality_data["real"]),
-                 "--out", str(out), "--c2st-epochs", "1", "--max-pairs", "6", "--split", "images"]) == 0
+    assert (
+        main(
+            [
+                "quality",
+                "--synthetic",
+                str(quality_data["synthetic"]),
+                "--real",
+                str(quality_data["real"]),
+                "--out",
+                str(out),
+                "--c2st-epochs",
+                "1",
+                "--max-pairs",
+                "6",
+                "--split",
+                "images",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "quality.json").read_text())
     assert "kid" not in metrics and metrics["split_by_image"] == 1
     assert "absent (no --segmenter given)" in (out / "quality.md").read_text()
 
 
 def test_cli_errors_are_one_line(quality_data, tmp_path, capsys):
-    assert main(["quality", "--synthetic", str(tmp_path / "nope"), "--real", str(quality_data["real"]),
-                 "--out", str(tmp_path / "q")]) == 2
+    assert (
+        main(
+            [
+                "quality",
+                "--synthetic",
+                str(tmp_path / "nope"),
+                "--real",
+                str(quality_data["real"]),
+                "--out",
+                str(tmp_path / "q"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "nope: folder not found" in err
 
@@ -91,10 +158,12 @@ def test_help_has_an_example(capsys):
 
 def test_tstr_reads_syn_only_beside_real(tmp_path):
     run = RunLayout(tmp_path)  # the experiment's own run-folder layout
-    for cell, mean in ((Cell(0.1, "syn-only", 0), {"aji": 0.3, "pq": 0.25}),
-                       (Cell(0.1, "real", 0), {"aji": 0.5, "pq": 0.4}),
-                       (Cell(0.1, "real+syn", 0), {"aji": 0.45, "pq": 0.4}),
-                       (Cell(0.2, "syn-only", 1), {"aji": 0.2, "pq": 0.1})):  # no real cell beside it
+    for cell, mean in (
+        (Cell(0.1, "syn-only", 0), {"aji": 0.3, "pq": 0.25}),
+        (Cell(0.1, "real", 0), {"aji": 0.5, "pq": 0.4}),
+        (Cell(0.1, "real+syn", 0), {"aji": 0.45, "pq": 0.4}),
+        (Cell(0.2, "syn-only", 1), {"aji": 0.2, "pq": 0.1}),  # no real cell beside it
+    ):
         write_json(run.metrics(cell), {"mean": mean})
     t = tstr(tmp_path)
     assert t["tstr_f0.10_s0_aji"] == 0.3 and t["tstr_f0.10_s0_aji_real"] == 0.5
@@ -114,14 +183,21 @@ def test_half_resolution_set_is_compared_with_real_at_its_scale(quality_data, tm
     from nudiff.quality.assess import at_scale
 
     syn = load_folder(quality_data["synthetic"], progress=False)
-    blurred = write_folder(tmp_path / "half", [(at_scale(s.image[None], 0.5)[0], s.instance_map) for s in syn])
+    blurred = write_folder(
+        tmp_path / "half", [(at_scale(s.image[None], 0.5)[0], s.instance_map) for s in syn]
+    )
     write_json(blurred / "manifest.json", {"scale": 0.5})
     m = assess(blurred, quality_data["real"], seed=0, c2st_epochs=20, progress=False).metrics
     assert m["synthesis_scale"] == 0.5
     assert m["laplacian_variance_ratio"] < 0.6 * m["laplacian_variance_ratio_floor"]
-    assert abs(m["laplacian_variance_ratio_at_scale"] - m["laplacian_variance_ratio"]) < 0.25 * m["laplacian_variance_ratio"]
+    assert (
+        abs(m["laplacian_variance_ratio_at_scale"] - m["laplacian_variance_ratio"])
+        < 0.25 * m["laplacian_variance_ratio"]
+    )
     assert 0 <= m["c2st_accuracy_at_scale"] <= 1 and 0 <= m["c2st_accuracy_resampling"] <= 1
-    plain = assess(quality_data["synthetic"], quality_data["real"], seed=0, c2st_epochs=2, progress=False).metrics
+    plain = assess(
+        quality_data["synthetic"], quality_data["real"], seed=0, c2st_epochs=2, progress=False
+    ).metrics
     assert plain["synthesis_scale"] == 1.0 and "laplacian_variance_ratio_at_scale" not in plain
 
 

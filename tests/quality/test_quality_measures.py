@@ -85,7 +85,9 @@ def test_mmd2_matches_its_definition_and_kid_separates():
     xy = sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / m**2
     assert mmd2_unbiased(x, y) == pytest.approx(xx + yy - 2 * xy)
     same = kid(rng.normal(size=(200, 4)), rng.normal(size=(200, 4)), subsets=20, subset_size=50)
-    apart = kid(rng.normal(size=(200, 4)), rng.normal(size=(200, 4)) + 1, subsets=20, subset_size=50)
+    apart = kid(
+        rng.normal(size=(200, 4)), rng.normal(size=(200, 4)) + 1, subsets=20, subset_size=50
+    )
     assert abs(same[0]) < 0.1 < apart[0]
 
 

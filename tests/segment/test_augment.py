@@ -46,7 +46,12 @@ def test_plain_crop_is_a_window_with_encoded_targets(make_toy):
 def test_small_sample_is_padded(make_toy):
     s = make_toy(1, (40, 50))
     img, structure = augmented_crop(
-        s.image, s.instance_map, 64, np.random.default_rng(1), AugmentConfig(p_affine=1.0), context=4
+        s.image,
+        s.instance_map,
+        64,
+        np.random.default_rng(1),
+        AugmentConfig(p_affine=1.0),
+        context=4,
     )
     assert img.shape == (64, 64, 3) and structure.shape == (3, 64, 64)
 
@@ -119,7 +124,11 @@ def test_warp_matches_scipy_affine_transform(shape):
 
         def ref(a, order, matrix=matrix, offset=offset):
             return ndi.affine_transform(
-                a.astype(np.float64), matrix, offset, output_shape=(size, size), order=order,
+                a.astype(np.float64),
+                matrix,
+                offset,
+                output_shape=(size, size),
+                order=order,
                 mode="mirror",
             )
 

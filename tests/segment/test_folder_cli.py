@@ -26,7 +26,9 @@ def run_dir(tmp_path, make_config):
     cfg = make_config()
     torch.manual_seed(0)
     model = build_segmenter(cfg)
-    return save_model_folder(tmp_path / "run" / "model", model, cfg, "segmenter", {"step": 0}).parent
+    return save_model_folder(
+        tmp_path / "run" / "model", model, cfg, "segmenter", {"step": 0}
+    ).parent
 
 
 def test_load_segmenter(run_dir, make_config):
@@ -118,4 +120,6 @@ def test_cli_train_then_predict(tmp_path, make_toy):
     )
     args.func(args)
     assert (tmp_path / "pred" / "v.png").exists()
-    np.testing.assert_array_equal(io.read_instance_map(tmp_path / "pred" / "v.png").shape, (80, 80))
+    np.testing.assert_array_equal(
+        io.read_instance_map(tmp_path / "pred" / "v.png").shape, (80, 80)
+    )

@@ -97,7 +97,9 @@ def test_model_selection_keeps_best_val(tmp_path, make_toy, make_config, monkeyp
 
     monkeypatch.setattr(train_mod, "validate", fake_validate)
     cfg = make_config(steps=6, val_every=2, checkpoint_every=2, keep_checkpoints=3)
-    run = train_segmenter(cfg, tmp_path / "run", [make_toy(0)], None, [make_toy(1)], progress=False)
+    run = train_segmenter(
+        cfg, tmp_path / "run", [make_toy(0)], None, [make_toy(1)], progress=False
+    )
     info = read_info(run / "model")
     assert info["step"] == 4 and info["selected_by"] == "val_pq" and info["val"]["pq"] == 0.7
     best, ckpt4 = (
@@ -148,17 +150,25 @@ def test_synthetic_weight_reweights_the_two_parts_of_a_batch():
     from nudiff.segment.train import weighted_loss_parts
 
     torch.manual_seed(0)
-    pred = {"nucleus_prediction": torch.randn(4, 2, 16, 16), "horizontal_vertical": torch.randn(4, 2, 16, 16)}
-    target = structure_targets(torch.cat([(torch.rand(4, 1, 16, 16) > 0.5).float(),
-                                          torch.rand(4, 2, 16, 16) * 2 - 1], 1))
+    pred = {
+        "nucleus_prediction": torch.randn(4, 2, 16, 16),
+        "horizontal_vertical": torch.randn(4, 2, 16, 16),
+    }
+    target = structure_targets(
+        torch.cat([(torch.rand(4, 1, 16, 16) > 0.5).float(), torch.rand(4, 2, 16, 16) * 2 - 1], 1)
+    )
     fn, syn = HoVerNetLossParts(), [False, True, False, True]
     plain = weighted_loss_parts(fn, pred, target, syn, 1.0)
     assert all(torch.equal(plain[k], v) for k, v in fn.parts(pred, target).items())
-    real_only = fn.parts({k: v[[0, 2]] for k, v in pred.items()}, {k: v[[0, 2]] for k, v in target.items()})
+    real_only = fn.parts(
+        {k: v[[0, 2]] for k, v in pred.items()}, {k: v[[0, 2]] for k, v in target.items()}
+    )
     zero = weighted_loss_parts(fn, pred, target, syn, 0.0)
     assert all(torch.allclose(zero[k], real_only[k]) for k in real_only)
     half = weighted_loss_parts(fn, pred, target, syn, 0.5)
-    syn_only = fn.parts({k: v[[1, 3]] for k, v in pred.items()}, {k: v[[1, 3]] for k, v in target.items()})
+    syn_only = fn.parts(
+        {k: v[[1, 3]] for k, v in pred.items()}, {k: v[[1, 3]] for k, v in target.items()}
+    )
     assert all(torch.allclose(half[k], (2 * real_only[k] + 1 * syn_only[k]) / 3) for k in half)
 
 

@@ -118,11 +118,15 @@ def test_a_border_nucleus_two_tiles_both_claim_is_kept_once(tmp_path, dx, nuclei
     img[(yy - 32) ** 2 + (xx - 64) ** 2 <= 7**2] = (70, 40, 120)
     path = write_pyramid(tmp_path / "b.tif", img, mpp=0.25, levels=1, tile=32)
     with open_slide(path) as view:
-        summary = run_tiles(view, settings(path, view), Jitter([-dx, dx]), tmp_path / "o", progress=False)
+        summary = run_tiles(
+            view, settings(path, view), Jitter([-dx, dx]), tmp_path / "o", progress=False
+        )
     assert summary["n_nuclei"] == nuclei
     geo = json.loads((tmp_path / "o" / "b.geojson").read_text())
     xs = sorted(f["properties"]["measurements"]["centroid_x"] for f in geo["features"])
-    assert len(xs) == nuclei and xs[0] == pytest.approx(64.5 - dx, abs=0.01)  # the first tile's (pixel centres)
+    assert len(xs) == nuclei and xs[0] == pytest.approx(
+        64.5 - dx, abs=0.01
+    )  # the first tile's (pixel centres)
 
 
 @pytest.mark.parametrize("level", [0, 1])
@@ -141,7 +145,14 @@ def test_stitched_slide_equals_one_image(tmp_path, level):
     geo = json.loads((tmp_path / "o" / "s.geojson").read_text())
     assert len(geo["features"]) == whole.max()
     m = geo["features"][0]["properties"]["measurements"]
-    assert set(m) == {"area", "centroid_x", "centroid_y", "eccentricity", "area_um2", "instance_id"}
+    assert set(m) == {
+        "area",
+        "centroid_x",
+        "centroid_y",
+        "eccentricity",
+        "area_um2",
+        "instance_id",
+    }
     scale = 2**level
     xs = [f["properties"]["measurements"]["centroid_x"] for f in geo["features"]]
     assert max(xs) <= 260 and min(xs) >= 0  # level-0 coordinates whatever the level
@@ -209,7 +220,9 @@ def run_dir(tmp_path, make_config):
     cfg = make_config()
     torch.manual_seed(0)
     model = build_segmenter(cfg)
-    return save_model_folder(tmp_path / "run" / "model", model, cfg, "segmenter", {"step": 0}).parent
+    return save_model_folder(
+        tmp_path / "run" / "model", model, cfg, "segmenter", {"step": 0}
+    ).parent
 
 
 def _cli(argv):

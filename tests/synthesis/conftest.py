@@ -21,10 +21,18 @@ from nudiff.synthesis import SynthesisConfig
 
 def _cfg(kind: str) -> DiffusionConfig:
     return DiffusionConfig(
-        model=ModelConfig(kind=kind, channels=(8, 16), attention_levels=(False, True), num_head_channels=8,
-                          norm_num_groups=8, spade_channels=8),
+        model=ModelConfig(
+            kind=kind,
+            channels=(8, 16),
+            attention_levels=(False, True),
+            num_head_channels=8,
+            norm_num_groups=8,
+            spade_channels=8,
+        ),
         data=DataConfig(patch_size=16, scale=0.5),
-        train=TrainConfig(steps=2, batch_size=2, precision="no", checkpoint_every=2, sample_every=0, log_every=1),
+        train=TrainConfig(
+            steps=2, batch_size=2, precision="no", checkpoint_every=2, sample_every=0, log_every=1
+        ),
         sample=SampleConfig(sampler="ddim", steps=2),
     )
 
@@ -32,9 +40,15 @@ def _cfg(kind: str) -> DiffusionConfig:
 def _syn_cfg(n=5, **kw) -> SynthesisConfig:
     # an untrained model's structures are noise: accept anything so the plumbing is tested
     kw = {"structure_sample": SampleConfig(steps=2), "image_sample": SampleConfig(steps=2)} | kw
-    return SynthesisConfig(n=n, batch_size=2, precision="no",
-                           filter=FilterConfig(min_nuclei=0, min_mean_area=None, max_mean_area=None,
-                                               max_foreground=1.0), **kw)
+    return SynthesisConfig(
+        n=n,
+        batch_size=2,
+        precision="no",
+        filter=FilterConfig(
+            min_nuclei=0, min_mean_area=None, max_mean_area=None, max_foreground=1.0
+        ),
+        **kw,
+    )
 
 
 @pytest.fixture

@@ -25,7 +25,9 @@ def test_synthesize_writes_a_readable_paired_dataset(models, tmp_path, syn_cfg):
     assert pairs[0].image.shape == (32, 32, 3) and pairs[0].instance_map.shape == (32, 32)
     assert (tmp_path / "syn" / "mosaic.png").exists()
     manifest = read_json(tmp_path / "syn" / "manifest.json")
-    assert manifest["config"]["image_sample"]["guidance_scale"] == 2.0 and manifest["structure_model"] == str(s)
+    assert manifest["config"]["image_sample"]["guidance_scale"] == 2.0 and manifest[
+        "structure_model"
+    ] == str(s)
     assert len(list((tmp_path / "syn" / "structures").glob("*.npy"))) == 5
 
 
@@ -34,7 +36,12 @@ def test_deterministic_and_resumable(models, tmp_path, syn_cfg):
     synthesize(s, i, tmp_path / "a", syn_cfg(n=4))
     synthesize(s, i, tmp_path / "b", syn_cfg(n=2))  # a shorter run ...
     with pytest.raises(NudiffError, match="different configuration"):
-        synthesize(s, i, tmp_path / "b", syn_cfg(n=4, image_sample=SampleConfig(steps=2, guidance_scale=3.0)))
+        synthesize(
+            s,
+            i,
+            tmp_path / "b",
+            syn_cfg(n=4, image_sample=SampleConfig(steps=2, guidance_scale=3.0)),
+        )
         # ... cannot silently change its config
     with pytest.raises(NudiffError, match=r"configuration of \['n'\]"):
         synthesize(s, i, tmp_path / "a", syn_cfg(n=2))  # nor hold more pairs than asked
@@ -66,7 +73,10 @@ def test_filter_counts_rejections(models, tmp_path, syn_cfg):
 
 
 def test_pair_filter_keeps_the_top_fraction_and_records_scores(
-    models, untrained_segmenter, tmp_path, syn_cfg,
+    models,
+    untrained_segmenter,
+    tmp_path,
+    syn_cfg,
 ):
     from nudiff.data.io import write_image, write_instance_map
 
@@ -79,7 +89,9 @@ def test_pair_filter_keeps_the_top_fraction_and_records_scores(
     cfg = syn_cfg(n=3)
     cfg.filter.segmenter, cfg.filter.keep_top = str(untrained_segmenter), 0.5
     m = synthesize(s, i, tmp_path / "syn", cfg, real_dir=real)
-    assert read_json(tmp_path / "syn" / "unfiltered" / "manifest.json")["n_accepted"] == 6  # n / keep_top sampled
+    assert (
+        read_json(tmp_path / "syn" / "unfiltered" / "manifest.json")["n_accepted"] == 6
+    )  # n / keep_top sampled
     assert m["n_accepted"] == 3 and m["rejected_by_reason"] == {"not_top_fidelity": 3}
     assert all("fidelity_pq" in v and "count" in v for v in m["samples"].values())
     assert len(load_folder(tmp_path / "syn", progress=False)) == 3
@@ -111,7 +123,9 @@ def test_quality_reads_a_synthesized_folder(models, tmp_path, syn_cfg):
     synthesize(s, i, tmp_path / "syn", syn_cfg(n=4))
     inst = disk_instance_map((48, 48), ((12, 12), (12, 26), (34, 30)), 6)
     for k in range(2):
-        write_image(tmp_path / "real" / "images" / f"r{k}.png", np.full((48, 48, 3), 200, np.uint8))
+        write_image(
+            tmp_path / "real" / "images" / f"r{k}.png", np.full((48, 48, 3), 200, np.uint8)
+        )
         write_instance_map(tmp_path / "real" / "labels" / f"r{k}.png", inst)
     a = assess(tmp_path / "syn", tmp_path / "real", c2st_epochs=1, progress=False)
     assert a.metrics["n_synthetic"] == 4 and a.metrics["window"] == 32
@@ -126,7 +140,9 @@ def test_stain_normalisation_pulls_synthetic_colour_to_the_real_images(models, t
         image = np.full((32, 32, 3), (230, 160, 200), np.uint8)
         image[8:16, 8:16] = (120, 60, 160)
         write_image(tmp_path / "real" / "images" / f"r{k}.png", image)
-        write_instance_map(tmp_path / "real" / "labels" / f"r{k}.png", np.zeros((32, 32), np.int32))
+        write_instance_map(
+            tmp_path / "real" / "labels" / f"r{k}.png", np.zeros((32, 32), np.int32)
+        )
     synthesize(s, i, tmp_path / "plain", syn_cfg(n=2))
     synthesize(s, i, tmp_path / "norm", syn_cfg(n=2, stain="reinhard"), real_dir=tmp_path / "real")
     plain = load_folder(tmp_path / "plain", progress=False)
@@ -158,13 +174,18 @@ def test_decode_and_label_upsampling_are_configurable(models, tmp_path, syn_cfg)
     assert m["config"]["decode"]["min_marker"] == 2 and m["config"]["label_upsampling"] == "smooth"
     for pair in load_folder(tmp_path / "smooth", progress=False):
         structure = np.load(tmp_path / "smooth" / "structures" / f"{pair.name}.npy")
-        assert (pair.instance_map == upsample_instance_map_smooth(decode(structure, cfg.decode), 2)).all()
+        assert (
+            pair.instance_map == upsample_instance_map_smooth(decode(structure, cfg.decode), 2)
+        ).all()
     with pytest.raises(NudiffError, match="label_upsampling"):
         SynthesisConfig(label_upsampling="bicubic")
 
 
 def test_image_model_at_full_resolution_on_half_resolution_structures(
-    models, tmp_path, syn_cfg, tiny_diffusion_config,
+    models,
+    tmp_path,
+    syn_cfg,
+    tiny_diffusion_config,
 ):
     """Structures sampled at scale 0.5, images at scale 1: the decoded labels are upsampled to
     full size first and the image is sampled there (no upsampled, blurred image)."""
@@ -182,9 +203,13 @@ def test_image_model_at_full_resolution_on_half_resolution_structures(
     assert m["scale"] == 1.0 and m["structure_scale"] == 0.5
     for pair in load_folder(tmp_path / "syn", progress=False):
         assert pair.image.shape == (32, 32, 3)
-        structure = np.load(tmp_path / "syn" / "structures" / f"{pair.name}.npy")  # as sampled, 16 px
+        structure = np.load(
+            tmp_path / "syn" / "structures" / f"{pair.name}.npy"
+        )  # as sampled, 16 px
         assert structure.shape[-1] == 16
-        assert (pair.instance_map == upsample_labels(decode(structure, m_decode(m)), 2, "smooth")).all()
+        assert (
+            pair.instance_map == upsample_labels(decode(structure, m_decode(m)), 2, "smooth")
+        ).all()
     from nudiff.diffusion.networks import Denoiser, save_denoiser
 
     s1 = tiny_diffusion_config("structure")
@@ -192,7 +217,9 @@ def test_image_model_at_full_resolution_on_half_resolution_structures(
     save_denoiser(Denoiser(s1), tmp_path / "s1")  # untrained: refused before sampling
     with pytest.raises(NudiffError, match="below the structure model"):
         synthesize(tmp_path / "s1", i_half, tmp_path / "bad", syn_cfg(n=1))
-    with pytest.raises(NudiffError, match="i1/model: holds an image diffusion model, not a structure"):
+    with pytest.raises(
+        NudiffError, match="i1/model: holds an image diffusion model, not a structure"
+    ):
         synthesize(tmp_path / "i1", i_half, tmp_path / "bad", syn_cfg(n=1))  # the models swapped
 
 
@@ -224,7 +251,9 @@ def test_synthesize_writes_each_format_with_the_same_pairs(models, tmp_path, syn
         assert (np.load(tmp_path / "npy" / "images" / f"{name}.npy") == image).all()
         assert (np.load(tmp_path / "npy" / "labels" / f"{name}.npy") == inst).all()
     for out in ("hv", "npy"):
-        assert (tmp_path / out / "mosaic.png").exists() and not (tmp_path / out / "labels" / "syn_00000.png").exists()
+        assert (tmp_path / out / "mosaic.png").exists() and not (
+            tmp_path / out / "labels" / "syn_00000.png"
+        ).exists()
 
 
 def test_synthesize_format_refusals_write_nothing(models, tmp_path, syn_cfg):
@@ -234,7 +263,9 @@ def test_synthesize_format_refusals_write_nothing(models, tmp_path, syn_cfg):
     synthesize(s, i, tmp_path / "hv", syn_cfg(n=1), pair_format="hovernet")
     before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "hv").rglob("*"))
     with pytest.raises(NudiffError, match="manifest.json: pairs written as hovernet, not npy"):
-        synthesize(s, i, tmp_path / "hv", syn_cfg(n=2), pair_format="npy")  # resume in another format
+        synthesize(
+            s, i, tmp_path / "hv", syn_cfg(n=2), pair_format="npy"
+        )  # resume in another format
     assert sorted(p.relative_to(tmp_path) for p in (tmp_path / "hv").rglob("*")) == before
     filtered = syn_cfg(n=1)
     filtered.filter.real_percentiles = (5, 95)
@@ -246,13 +277,30 @@ def test_synthesize_format_refusals_write_nothing(models, tmp_path, syn_cfg):
 
     parser = argparse.ArgumentParser(prog="nudiff")
     register(parser.add_subparsers())
-    argv = ["synthesize", "--structure-model", str(s), "--image-model", str(i), "--out", str(tmp_path / "c")]
+    argv = [
+        "synthesize",
+        "--structure-model",
+        str(s),
+        "--image-model",
+        str(i),
+        "--out",
+        str(tmp_path / "c"),
+    ]
     assert parser.parse_args(argv).pair_format == "png"
     assert parser.parse_args(argv + ["--format", "npy"]).pair_format == "npy"
     with pytest.raises(SystemExit):
         parser.parse_args(argv + ["--format", "tif"])
-    args = parser.parse_args(["synthesize", "--filter-only", str(tmp_path / "hv"), "--out", str(tmp_path / "c"),
-                              "--format", "npy"])
+    args = parser.parse_args(
+        [
+            "synthesize",
+            "--filter-only",
+            str(tmp_path / "hv"),
+            "--out",
+            str(tmp_path / "c"),
+            "--format",
+            "npy",
+        ]
+    )
     with pytest.raises(NudiffError, match="pair filter reads and writes png pairs, not npy"):
         args.func(args)
     assert not (tmp_path / "c").exists()

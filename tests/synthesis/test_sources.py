@@ -19,8 +19,12 @@ def test_subset_window_is_a_relabelled_flip_or_rotation_of_a_crop():
         assert w.shape == (24, 24) and w.dtype == np.int32
         assert set(np.unique(w)) == set(range(int(w.max()) + 1))  # ids 1..n, no gaps
         found = any(
-            np.array_equal(w > 0, np.rot90(label[y:y + 24, x:x + 24], k)[:, ::f] > 0)
-            for y in range(17) for x in range(27) for k in range(4) for f in (1, -1))
+            np.array_equal(w > 0, np.rot90(label[y : y + 24, x : x + 24], k)[:, ::f] > 0)
+            for y in range(17)
+            for x in range(27)
+            for k in range(4)
+            for f in (1, -1)
+        )
         assert found
 
 
@@ -37,9 +41,13 @@ def test_pasted_window_keeps_the_window_and_adds_whole_real_nuclei():
         window = subset_window([label], 40, np.random.default_rng(seed))
         pasted = pasted_window([label], donors, 40, np.random.default_rng(seed), cfg)
         assert pasted.dtype == np.int32 and pasted.shape == (40, 40)
-        np.testing.assert_array_equal(pasted[window > 0], window[window > 0])  # the window's labels untouched
+        np.testing.assert_array_equal(
+            pasted[window > 0], window[window > 0]
+        )  # the window's labels untouched
         new = [i for i in np.unique(pasted) if i > window.max()]
-        assert new == list(range(window.max() + 1, window.max() + 1 + len(new)))  # fresh ids, no gaps
+        assert new == list(
+            range(window.max() + 1, window.max() + 1 + len(new))
+        )  # fresh ids, no gaps
         for i in new:  # each a whole donor nucleus, never touching another
             assert ndi.label(pasted == i)[1] == 1 and (pasted == i).sum() in shapes
             ring = ndi.binary_dilation(pasted == i, iterations=2) & (pasted != i)
@@ -53,24 +61,36 @@ def test_structures_from_the_subset_keep_its_labels_exactly(models, tmp_path, sy
     from nudiff.structure import encode
 
     _, i = models
-    real = disk_instance_map((32, 32), ((8, 8), (8, 22), (24, 16)), 5)  # 16-px windows at scale 0.5
+    real = disk_instance_map(
+        (32, 32), ((8, 8), (8, 22), (24, 16)), 5
+    )  # 16-px windows at scale 0.5
     write_image(tmp_path / "real" / "images" / "r0.png", np.full((32, 32, 3), 200, np.uint8))
     write_instance_map(tmp_path / "real" / "labels" / "r0.png", real)
-    m = synthesize(None, i, tmp_path / "syn", syn_cfg(n=4, structures="subset"), real_dir=tmp_path / "real")
+    m = synthesize(
+        None, i, tmp_path / "syn", syn_cfg(n=4, structures="subset"), real_dir=tmp_path / "real"
+    )
     assert m["n_accepted"] == 4 and m["structure_model"] is None
     transforms = [np.rot90(real, k)[:, ::f] for k in range(4) for f in (1, -1)]
     for pair in load_folder(tmp_path / "syn", progress=False):
         assert pair.image.shape == (32, 32, 3)
         # the label is the real map under one of the 8 flips/rotations, ids and all
-        assert any(np.array_equal(pair.instance_map > 0, t > 0) and pair.instance_map.max() == 3
-                   for t in transforms)
+        assert any(
+            np.array_equal(pair.instance_map > 0, t > 0) and pair.instance_map.max() == 3
+            for t in transforms
+        )
         condition = np.load(tmp_path / "syn" / "structures" / f"{pair.name}.npy")
         small = pair.instance_map[1::2, 1::2]  # nearest halving, pixel-centre aligned
         assert np.allclose(condition, encode(small, min_area=round(30 * 0.25)))
     with pytest.raises(NudiffError, match="needs the labeled subset"):
         synthesize(None, i, tmp_path / "x", syn_cfg(n=1, structures="subset"))
     with pytest.raises(NudiffError, match="at least 64 px"):
-        synthesize(None, i, tmp_path / "y", syn_cfg(n=1, structures="subset", size=32), real_dir=tmp_path / "real")
+        synthesize(
+            None,
+            i,
+            tmp_path / "y",
+            syn_cfg(n=1, structures="subset", size=32),
+            real_dir=tmp_path / "real",
+        )
     with pytest.raises(NudiffError, match="synthesis.structures"):
         SynthesisConfig(structures="model")
 
@@ -96,8 +116,21 @@ def test_structures_copypaste_synthesizes_on_pasted_real_labels(models, tmp_path
     from nudiff.cli import main
 
     # the CLI's --pasted-nuclei reaches the config: 0 pasted leaves the window's one nucleus
-    argv = ["synthesize", "--image-model", str(i), "--structures", "copypaste", "--pasted-nuclei", "0",
-            "--real", str(tmp_path / "real"), "-n", "2", "--out", str(tmp_path / "cli")]
+    argv = [
+        "synthesize",
+        "--image-model",
+        str(i),
+        "--structures",
+        "copypaste",
+        "--pasted-nuclei",
+        "0",
+        "--real",
+        str(tmp_path / "real"),
+        "-n",
+        "2",
+        "--out",
+        str(tmp_path / "cli"),
+    ]
     assert main(argv) == 0
     assert read_json(tmp_path / "cli" / "manifest.json")["config"]["pasted_nuclei"] == 0
     assert max(p.instance_map.max() for p in load_folder(tmp_path / "cli", progress=False)) == 1

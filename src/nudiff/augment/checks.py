@@ -36,8 +36,9 @@ def count_nuclei(samples: list[Sample]) -> int:
     return int(sum(len(np.unique(s.instance_map[s.instance_map > 0])) for s in samples))
 
 
-def check_labeled_folder(folder: str | os.PathLike, held_out: int = 0,
-                         min_nuclei: int = MIN_NUCLEI) -> list[Sample]:
+def check_labeled_folder(
+    folder: str | os.PathLike, held_out: int = 0, min_nuclei: int = MIN_NUCLEI
+) -> list[Sample]:
     """Load the paired folder ``folder`` (every problem listed: an image without its label, an
     unreadable file, shapes that differ) and check its labels; ``held_out`` of its images will
     be held out for evaluation, so at least one more is needed to train on. Returns the samples.
@@ -49,12 +50,20 @@ def check_labeled_folder(folder: str | os.PathLike, held_out: int = 0,
     samples = load_folder(folder, progress=False)
     for s in samples:
         if looks_binary(s.instance_map):
-            raise DataError(folder / "labels" / s.name, "is a binary mask, not an instance map: each "
-                            "nucleus needs its own id (1, 2, 3, ...; 0 = background)")
+            raise DataError(
+                folder / "labels" / s.name,
+                "is a binary mask, not an instance map: each "
+                "nucleus needs its own id (1, 2, 3, ...; 0 = background)",
+            )
     if len(samples) <= held_out:
-        raise DataError(folder, f"holds {len(samples)} labeled image(s): {held_out} held out for "
-                        "evaluation leave none to train on (give --test DIR, or --hold-out 0 with --test)")
+        raise DataError(
+            folder,
+            f"holds {len(samples)} labeled image(s): {held_out} held out for "
+            "evaluation leave none to train on (give --test DIR, or --hold-out 0 with --test)",
+        )
     n = count_nuclei(samples)
     if n < min_nuclei:
-        raise DataError(folder, f"holds {n} labeled nuclei; at least {min_nuclei} are needed to train on")
+        raise DataError(
+            folder, f"holds {n} labeled nuclei; at least {min_nuclei} are needed to train on"
+        )
     return samples

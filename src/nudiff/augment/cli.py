@@ -10,9 +10,12 @@ from nudiff.utils import set_threads
 
 EXAMPLES = """\
 examples:
-  nudiff augment my_labels --out runs/mine                       (a quarter of the images held out to score)
-  nudiff augment my_labels --test my_test --out runs/mine        (score on a separate labeled folder)
-  nudiff augment my_labels --out runs/mine --from models/kumar-f0.10   (fine-tune the shipped image model)
+  nudiff augment my_labels --out runs/mine                       \
+(a quarter of the images held out to score)
+  nudiff augment my_labels --test my_test --out runs/mine        \
+(score on a separate labeled folder)
+  nudiff augment my_labels --out runs/mine --from models/kumar-f0.10   \
+(fine-tune the shipped image model)
   nudiff augment my_labels --out runs/mine --format hovernet --set segment.train.steps=1500
   nudiff data convert --geojson exports/ --slide slides/ --out my_labels   (QuPath exports first)
 then:
@@ -27,26 +30,62 @@ def register(sub) -> None:
 
     p = sub.add_parser(
         "augment",
-        help="your labeled images -> a segmenter trained with synthetic pairs, and whether they helped",
+        help="your labeled images -> a segmenter trained with synthetic pairs, and whether they "
+        "helped",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Your own few labeled H&E images (a paired folder: images/ + labels/ instance "
         "maps) -> a segmenter trained on them plus synthetic pairs painted on their labels, and a "
-        "real-only one at the same budget, both scored on held-out images.\n\n" + (pipeline.__doc__ or ""),
+        "real-only one at the same budget, both scored on held-out images.\n\n"
+        + (pipeline.__doc__ or ""),
         epilog=EXAMPLES,
     )
-    p.add_argument("data", type=Path, help="paired folder: images/<name> + labels/<name> (instance maps)")
+    p.add_argument(
+        "data", type=Path, help="paired folder: images/<name> + labels/<name> (instance maps)"
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder (resumable)")
-    p.add_argument("--test", type=Path, default=None,
-                   help="a labeled folder to score on (default: hold images of DATA out)")
-    p.add_argument("--hold-out", type=int, default=None, metavar="N",
-                   help="images of DATA held out for scoring (default: a quarter, at least 1; 0 with --test)")
-    p.add_argument("--from", dest="from_model", type=Path, default=None, metavar="MODEL",
-                   help="fine-tune this shipped image model (models/kumar-f0.10) instead of training one")
-    p.add_argument("--config", type=Path, default=pipeline.DEFAULT_CONFIG, help="budgets (configs/augment.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config value, e.g. --set segment.train.steps=1500 (repeatable)")
-    p.add_argument("--format", choices=PAIR_FORMATS, default="png", help="format of the pairs written to OUT/pairs")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument(
+        "--test",
+        type=Path,
+        default=None,
+        help="a labeled folder to score on (default: hold images of DATA out)",
+    )
+    p.add_argument(
+        "--hold-out",
+        type=int,
+        default=None,
+        metavar="N",
+        help="images of DATA held out for scoring (default: a quarter, at least 1; 0 with --test)",
+    )
+    p.add_argument(
+        "--from",
+        dest="from_model",
+        type=Path,
+        default=None,
+        metavar="MODEL",
+        help="fine-tune this shipped image model (models/kumar-f0.10) instead of training one",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=pipeline.DEFAULT_CONFIG,
+        help="budgets (configs/augment.yaml)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value, e.g. --set segment.train.steps=1500 (repeatable)",
+    )
+    p.add_argument(
+        "--format",
+        choices=PAIR_FORMATS,
+        default="png",
+        help="format of the pairs written to OUT/pairs",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: all cores)"
+    )
     p.set_defaults(func=_cmd)
 
 
@@ -54,10 +93,20 @@ def _cmd(args) -> None:
     from nudiff.augment.pipeline import augment
 
     set_threads(args.threads)
-    layout = augment(args.data, args.out, args.test, args.hold_out, args.from_model, args.config,
-                     args.set, args.format)
+    layout = augment(
+        args.data,
+        args.out,
+        args.test,
+        args.hold_out,
+        args.from_model,
+        args.config,
+        args.set,
+        args.format,
+    )
     table = layout.report / "table.md"
     if table.exists():
         print(table.read_text().split("\n\n")[0])
-    print(f"segmenter: {layout.segmenter}\nreal-only: {layout.segmenter_real_only}\n"
-          f"pairs: {layout.pairs}\nreport: {layout.report / 'index.html'}")
+    print(
+        f"segmenter: {layout.segmenter}\nreal-only: {layout.segmenter_real_only}\n"
+        f"pairs: {layout.pairs}\nreport: {layout.report / 'index.html'}"
+    )

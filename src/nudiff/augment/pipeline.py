@@ -77,8 +77,13 @@ def shipped_image_model(folder: str | os.PathLike) -> Path:
     return candidate
 
 
-def augment_plan(config: str | os.PathLike, data: str | os.PathLike, hold_out: int,
-                 from_model: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Plan:
+def augment_plan(
+    config: str | os.PathLike,
+    data: str | os.PathLike,
+    hold_out: int,
+    from_model: str | os.PathLike | None = None,
+    overrides: list[str] | None = None,
+) -> Plan:
     """The experiment of ``config`` (budgets) on the user's folder ``data``: 100 % of its
     labels, arms real and real+syn, one seed; ``hold_out`` whole images held out as the test
     images (0: a separate --test folder). ``from_model``: fine-tune that image model (its
@@ -98,10 +103,16 @@ def augment_plan(config: str | os.PathLike, data: str | os.PathLike, hold_out: i
     return plan
 
 
-def augment(data: str | os.PathLike, out: str | os.PathLike, test: str | os.PathLike | None = None,
-            hold_out: int | None = None, from_model: str | os.PathLike | None = None,
-            config: str | os.PathLike = DEFAULT_CONFIG, overrides: list[str] | None = None,
-            pair_format: str = "png") -> AugmentLayout:
+def augment(
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    test: str | os.PathLike | None = None,
+    hold_out: int | None = None,
+    from_model: str | os.PathLike | None = None,
+    config: str | os.PathLike = DEFAULT_CONFIG,
+    overrides: list[str] | None = None,
+    pair_format: str = "png",
+) -> AugmentLayout:
     """Run (or resume) the whole chain on the user's folder ``data``; returns the layout.
 
     test: a labeled folder to score on instead of holding images out of ``data``.
@@ -112,15 +123,21 @@ def augment(data: str | os.PathLike, out: str | os.PathLike, test: str | os.Path
         instead of training one from scratch.
     """
     n_images = len(find_pairs(data))  # a missing label is reported here, before any image is read
-    hold_out = (0 if test is not None else default_hold_out(n_images)) if hold_out is None else hold_out
+    hold_out = (
+        (0 if test is not None else default_hold_out(n_images)) if hold_out is None else hold_out
+    )
     if test is None and hold_out < 1:
-        raise DataError(data, "nothing to score on: hold out at least one image, or give --test DIR")
+        raise DataError(
+            data, "nothing to score on: hold out at least one image, or give --test DIR"
+        )
     check_labeled_folder(data, hold_out)  # every problem of the folder, before anything is written
     if test is not None:
         check_labeled_folder(test, 0)
     plan = augment_plan(config, data, hold_out, from_model, overrides)
     layout = AugmentLayout(Path(out))
-    run_experiment(plan, layout.run.root, test_dir=Path(test) if test else None, data_dirs=[Path(data)])
+    run_experiment(
+        plan, layout.run.root, test_dir=Path(test) if test else None, data_dirs=[Path(data)]
+    )
     _export(layout, pair_format)
     return layout
 

@@ -60,14 +60,28 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="YAML file; its 'data' section is used")
     p.add_argument("--seed", type=int, help="subset seed (overrides the config)")
     p.add_argument("--strategy", choices=sorted(STRATEGIES), help="subset strategy")
-    p.add_argument("--split", type=Path, help="split file (JSON: 'train' + 'test...' lists of "
-                   "image names, e.g. kumar_split.json): hold out exactly its test images")
-    p.add_argument("--val-images", type=int, help="whole images held out as validation (default 4)")
-    p.add_argument("--fraction", type=float, action="append", default=None,
-                   help="labeled fraction(s) to draw (repeatable; default 0.1 0.2 0.5 1.0)")
-    p.add_argument("--paired", action="store_true",
-                   help="also write each subset as a paired folder subsets/<subset>/ (images/ + labels/), "
-                   "what `segment train --real` and `synthesize --real` take")
+    p.add_argument(
+        "--split",
+        type=Path,
+        help="split file (JSON: 'train' + 'test...' lists of "
+        "image names, e.g. kumar_split.json): hold out exactly its test images",
+    )
+    p.add_argument(
+        "--val-images", type=int, help="whole images held out as validation (default 4)"
+    )
+    p.add_argument(
+        "--fraction",
+        type=float,
+        action="append",
+        default=None,
+        help="labeled fraction(s) to draw (repeatable; default 0.1 0.2 0.5 1.0)",
+    )
+    p.add_argument(
+        "--paired",
+        action="store_true",
+        help="also write each subset as a paired folder subsets/<subset>/ (images/ + labels/), "
+        "what `segment train --real` and `synthesize --real` take",
+    )
     p.set_defaults(func=run_prepare)
 
 
@@ -106,10 +120,12 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
         formatter_class=RAW,
         description=(
             "Paired folder (--to): copy FOLDER (a synthetic folder of any format, or images/ +\n"
-            "labels/) into the new folder --out as png (images/ + labels/), hovernet (Images/*.png\n"
-            "+ Labels/*.mat: inst_map, inst_centroid) or npy (images/*.npy + labels/*.npy) pairs,\n"
-            "keeping its manifest with the new format (docs/synthetic-formats.md). A problem names\n"
-            "the file in one line and leaves nothing behind.\n"
+            "labels/) into the new folder --out as png (images/ + labels/), hovernet "
+            "(Images/*.png\n"
+            "+ Labels/*.mat: inst_map, inst_centroid) or npy (images/*.npy + labels/*.npy) "
+            "pairs,\n"
+            "keeping its manifest with the new format (docs/synthetic-formats.md). A problem "
+            "names\nthe file in one line and leaves nothing behind.\n"
             "MoNuSeg/Kumar XML: rasterise <xml-dir>/<name>.xml for every <images>/<name>.*\n"
             "(later polygons overwrite earlier ones, ids 1..N).\n"
             "QuPath GeoJSON: for every annotated region (a top-level QuPath annotation around\n"
@@ -126,8 +142,13 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
             "--slide s.ndpi --out data/mine"
         ),
     )
-    p.add_argument("folder", nargs="?", type=Path, metavar="FOLDER",
-                   help="paired folder to convert (with --to)")
+    p.add_argument(
+        "folder",
+        nargs="?",
+        type=Path,
+        metavar="FOLDER",
+        help="paired folder to convert (with --to)",
+    )
     p.add_argument("--to", choices=PAIR_FORMATS, help="format to write FOLDER's pairs in")
     p.add_argument("--xml-dir", type=Path, help="MoNuSeg/Kumar XML folder (with --images)")
     p.add_argument("--images", type=Path, help="images annotated by --xml-dir")
@@ -177,11 +198,16 @@ def run_convert(args: argparse.Namespace) -> None:
 
 
 def run_convert_pairs(args: argparse.Namespace) -> None:
-    others = [f"--{k.replace('_', '-')}" for k in ("xml_dir", "images", "geojson", "slide", "regions", "level", "mpp")
-              if getattr(args, k) is not None]
+    others = [
+        f"--{k.replace('_', '-')}"
+        for k in ("xml_dir", "images", "geojson", "slide", "regions", "level", "mpp")
+        if getattr(args, k) is not None
+    ]
     if args.folder is None or args.to is None or others:
-        raise NudiffError("data convert: a paired folder takes FOLDER --to FORMAT --out DIR"
-                          + (f", not {' '.join(others)}" if others else ""))
+        raise NudiffError(
+            "data convert: a paired folder takes FOLDER --to FORMAT --out DIR"
+            + (f", not {' '.join(others)}" if others else "")
+        )
     manifest = convert_pairs(args.folder, args.out, args.to)
     print(f"{manifest['n_pairs']} pairs -> {args.out} ({args.to})")
 

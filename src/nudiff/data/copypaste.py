@@ -83,8 +83,15 @@ def _turn(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
     return np.ascontiguousarray(a[:, ::-1] if flip else a)
 
 
-def _blend(region: np.ndarray, crop: np.ndarray, mask: np.ndarray, context: np.ndarray,
-           free: np.ndarray, target_colour: np.ndarray | None, cfg: CopyPasteConfig) -> None:
+def _blend(
+    region: np.ndarray,
+    crop: np.ndarray,
+    mask: np.ndarray,
+    context: np.ndarray,
+    free: np.ndarray,
+    target_colour: np.ndarray | None,
+    cfg: CopyPasteConfig,
+) -> None:
     """Blend a donor ``crop`` into ``region`` (float32, in place): its nucleus (``mask``) fully,
     a feathered ring of its own background (``context``) only where the target is ``free``
     background, so the ring never reaches existing nuclei."""
@@ -98,8 +105,13 @@ def _blend(region: np.ndarray, crop: np.ndarray, mask: np.ndarray, context: np.n
     region[:] = alpha[..., None] * src + (1 - alpha[..., None]) * region
 
 
-def paste_nuclei(image: np.ndarray, instance_map: np.ndarray, donors: list[Donor],
-                 rng: np.random.Generator, cfg: CopyPasteConfig) -> tuple[np.ndarray, np.ndarray, int]:
+def paste_nuclei(
+    image: np.ndarray,
+    instance_map: np.ndarray,
+    donors: list[Donor],
+    rng: np.random.Generator,
+    cfg: CopyPasteConfig,
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Paste up to ``cfg.nuclei`` random donors (random quarter turn and flip) at random free
     positions of ``image`` uint8 (H, W, 3) / ``instance_map`` int (H, W).
 
@@ -124,16 +136,23 @@ def paste_nuclei(image: np.ndarray, instance_map: np.ndarray, donors: list[Donor
             continue
         for _ in range(cfg.attempts):
             y, x = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
-            if not occupied[y:y + ch, x:x + cw][mask].any():
+            if not occupied[y : y + ch, x : x + cw][mask].any():
                 break
         else:
             continue
         if not labels_only:
-            _blend(image[y:y + ch, x:x + cw], _turn(d.image, k, flip), mask, context,
-                   inst[y:y + ch, x:x + cw] == 0, target_colour, cfg)
-        inst[y:y + ch, x:x + cw][mask] = inst.max() + 1
+            _blend(
+                image[y : y + ch, x : x + cw],
+                _turn(d.image, k, flip),
+                mask,
+                context,
+                inst[y : y + ch, x : x + cw] == 0,
+                target_colour,
+                cfg,
+            )
+        inst[y : y + ch, x : x + cw][mask] = inst.max() + 1
         grown = ndi.binary_dilation(mask, margin) if cfg.margin else mask
-        occupied[y:y + ch, x:x + cw] |= grown
+        occupied[y : y + ch, x : x + cw] |= grown
         pasted += 1
     if labels_only:
         return None, inst, pasted
@@ -155,7 +174,9 @@ def copy_paste_set(samples: list, n: int, cfg: CopyPasteConfig) -> tuple[list, l
         rng = np.random.default_rng([cfg.seed, i])
         k = int(rng.integers(len(samples)))
         others = [d for d in donors if d.patch != k] or donors
-        image, inst, pasted = paste_nuclei(samples[k].image, samples[k].instance_map, others, rng, cfg)
+        image, inst, pasted = paste_nuclei(
+            samples[k].image, samples[k].instance_map, others, rng, cfg
+        )
         out.append(Sample(f"cp_{i:04d}", image, inst, "copypaste"))
         counts.append(pasted)
     return out, counts

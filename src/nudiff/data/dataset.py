@@ -122,7 +122,9 @@ def load_pair(pair: Pair, source: str = "") -> Sample:
 def _load_folder(folder: Path, problems: list[str], progress: bool) -> list[Sample]:
     pairs = _find_pairs(folder, problems)
     samples = []
-    for pair in progress_bar(pairs, desc=f"reading {folder.name}", unit="image", disable=not progress):
+    for pair in progress_bar(
+        pairs, desc=f"reading {folder.name}", unit="image", disable=not progress
+    ):
         try:
             samples.append(load_pair(pair, str(folder)))
         except DataError as e:

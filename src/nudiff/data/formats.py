@@ -162,7 +162,9 @@ def nucleus_feature(
     }
 
 
-def _outer_ring(mask: np.ndarray, offset: tuple[int, int], scale: float = 1.0) -> list[list[float]]:
+def _outer_ring(
+    mask: np.ndarray, offset: tuple[int, int], scale: float = 1.0
+) -> list[list[float]]:
     """Closed outer contour ``[[x, y], ...]`` of the largest part of a binary mask."""
     padded = np.pad(mask, 1).astype(np.float32)
     contours = find_contours(padded, 0.5)
@@ -221,10 +223,14 @@ MANIFEST = "manifest.json"
 
 def _check_format(pair_format: str) -> None:
     if pair_format not in PAIR_FORMATS:
-        raise NudiffError(f"unknown pair format {pair_format!r}; use one of {', '.join(PAIR_FORMATS)}")
+        raise NudiffError(
+            f"unknown pair format {pair_format!r}; use one of {', '.join(PAIR_FORMATS)}"
+        )
 
 
-def hovernet_labels(instance_map: np.ndarray, type_map: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def hovernet_labels(
+    instance_map: np.ndarray, type_map: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """The arrays of a HoVer-Net/CoNSeP label ``.mat`` for one instance map (pure).
 
     ``inst_map``: ``int32 (H, W)``, ids renumbered 1..N in the order of the old ids (HoVer-Net
@@ -248,7 +254,9 @@ def hovernet_labels(instance_map: np.ndarray, type_map: np.ndarray | None = None
     if type_map is not None:
         types = np.asarray(type_map).astype(np.int64)
         if types.shape != inst.shape:
-            raise ValueError(f"type map shape {types.shape} differs from instance map shape {inst.shape}")
+            raise ValueError(
+                f"type map shape {types.shape} differs from instance map shape {inst.shape}"
+            )
         out["inst_type"] = _majority_type(inst, types, n)
         out["type_map"] = types.astype(np.int32)
     return out
@@ -262,14 +270,17 @@ def _majority_type(inst: np.ndarray, types: np.ndarray, n: int) -> np.ndarray:
     base = int(types.max()) + 1
     codes, counts = np.unique(inst[fg].astype(np.int64) * base + types[fg], return_counts=True)
     nucleus, kind = np.divmod(codes, base)
-    order = np.lexsort((kind, -counts, nucleus))  # per nucleus: most pixels first, then smaller type
+    order = np.lexsort(
+        (kind, -counts, nucleus)
+    )  # per nucleus: most pixels first, then smaller type
     first = np.unique(nucleus[order], return_index=True)[1]
     inst_type[nucleus[order][first] - 1, 0] = kind[order][first]
     return inst_type
 
 
-def write_hovernet_mat(path: str | os.PathLike, instance_map: np.ndarray,
-                       type_map: np.ndarray | None = None) -> Path:
+def write_hovernet_mat(
+    path: str | os.PathLike, instance_map: np.ndarray, type_map: np.ndarray | None = None
+) -> Path:
     """Write :func:`hovernet_labels` to a (compressed, MATLAB 5) ``.mat`` atomically; return it."""
     import scipy.io
 
@@ -313,12 +324,21 @@ def pair_paths(folder: str | os.PathLike, name: str, pair_format: str) -> tuple[
     folder = Path(folder)
     image_dir, _, label_dir, _ = _LAYOUT[pair_format]
     image_suffixes, label_suffixes = _suffixes(pair_format)
-    return _existing(folder / image_dir, name, image_suffixes), _existing(folder / label_dir, name, label_suffixes)
+    return _existing(folder / image_dir, name, image_suffixes), _existing(
+        folder / label_dir, name, label_suffixes
+    )
 
 
-def write_pair(folder: str | os.PathLike, name: str, image: np.ndarray, instance_map: np.ndarray,
-               pair_format: str = "png", type_map: np.ndarray | None = None) -> list[Path]:
-    """Write one image / instance-map pair into ``folder`` in ``pair_format``; every file atomically.
+def write_pair(
+    folder: str | os.PathLike,
+    name: str,
+    image: np.ndarray,
+    instance_map: np.ndarray,
+    pair_format: str = "png",
+    type_map: np.ndarray | None = None,
+) -> list[Path]:
+    """Write one image / instance-map pair into ``folder`` in ``pair_format``; every file
+    atomically.
 
     Args:
         image: ``uint8 (H, W, 3)`` RGB.
@@ -334,7 +354,9 @@ def write_pair(folder: str | os.PathLike, name: str, image: np.ndarray, instance
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError(f"{name}: image must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
     if inst.shape != image.shape[:2]:
-        raise ValueError(f"{name}: instance map shape {inst.shape} differs from image shape {image.shape[:2]}")
+        raise ValueError(
+            f"{name}: instance map shape {inst.shape} differs from image shape {image.shape[:2]}"
+        )
     image_dir, image_suffix, label_dir, label_suffix = _LAYOUT[pair_format]
     image_path = Path(folder) / image_dir / f"{name}{image_suffix}"
     label_path = Path(folder) / label_dir / f"{name}{label_suffix}"
@@ -347,7 +369,9 @@ def write_pair(folder: str | os.PathLike, name: str, image: np.ndarray, instance
         return written
     written.append(write_instance_map(label_path, inst))
     if type_map is not None:
-        written.append(write_instance_map(Path(folder) / "types" / label_path.name, np.asarray(type_map)))
+        written.append(
+            write_instance_map(Path(folder) / "types" / label_path.name, np.asarray(type_map))
+        )
     return written
 
 
@@ -363,8 +387,9 @@ def _read_npy_image(path: Path) -> np.ndarray:
     return arr
 
 
-def read_pair(folder: str | os.PathLike, name: str,
-              pair_format: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def read_pair(
+    folder: str | os.PathLike, name: str, pair_format: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """``(image uint8 (H, W, 3), instance map int32 (H, W), type map int32 (H, W) or None)`` of
     pair ``name``; a missing, unreadable or mismatched file raises ``DataError`` naming it."""
     from nudiff.data.io import read_image, read_instance_map, read_type_map
@@ -373,15 +398,21 @@ def read_pair(folder: str | os.PathLike, name: str,
     image = _read_npy_image(image_path) if pair_format == "npy" else read_image(image_path)
     inst = read_instance_map(label_path)
     if inst.shape != image.shape[:2]:
-        raise DataError(label_path, f"label shape {inst.shape} differs from image {image_path.name} "
-                        f"shape {image.shape[:2]}")
+        raise DataError(
+            label_path,
+            f"label shape {inst.shape} differs from image {image_path.name} "
+            f"shape {image.shape[:2]}",
+        )
     if pair_format == "hovernet":
         types = read_type_map(label_path)
     else:
         type_path = Path(folder) / "types" / label_path.name
         types = read_instance_map(type_path) if type_path.exists() else None
     if types is not None and types.shape != inst.shape:
-        raise DataError(label_path, f"type map shape {types.shape} differs from the instance map's {inst.shape}")
+        raise DataError(
+            label_path,
+            f"type map shape {types.shape} differs from the instance map's {inst.shape}",
+        )
     return image, inst, types
 
 
@@ -394,7 +425,10 @@ def detect_pair_format(folder: str | os.PathLike) -> str:
         recorded = content.get("format") if isinstance(content, dict) else None
         if recorded is not None:
             if recorded not in PAIR_FORMATS:
-                raise DataError(manifest, f"unknown pair format {recorded!r} (known: {', '.join(PAIR_FORMATS)})")
+                raise DataError(
+                    manifest,
+                    f"unknown pair format {recorded!r} (known: {', '.join(PAIR_FORMATS)})",
+                )
             return recorded
     if not folder.is_dir():
         raise DataError(folder, "folder not found")
@@ -402,8 +436,11 @@ def detect_pair_format(folder: str | os.PathLike) -> str:
         return "hovernet"
     if (folder / "images").is_dir() and (folder / "labels").is_dir():
         return "npy" if any((folder / "images").glob("*.npy")) else "png"
-    raise DataError(folder, "not a paired folder: expected images/ + labels/ (png, npy) "
-                    "or Images/ + Labels/ (hovernet)")
+    raise DataError(
+        folder,
+        "not a paired folder: expected images/ + labels/ (png, npy) "
+        "or Images/ + Labels/ (hovernet)",
+    )
 
 
 def pair_names(folder: str | os.PathLike, pair_format: str) -> list[str]:
@@ -415,9 +452,15 @@ def pair_names(folder: str | os.PathLike, pair_format: str) -> list[str]:
     found = {}
     for sub, suffixes in zip((image_dir, label_dir), _suffixes(pair_format)):
         if not (folder / sub).is_dir():
-            raise DataError(folder / sub, f"folder not found ({pair_format} pairs need {image_dir}/ + {label_dir}/)")
-        found[sub] = {p.stem: p for p in sorted((folder / sub).iterdir())
-                      if not p.name.startswith(".") and p.suffix.lower() in suffixes}
+            raise DataError(
+                folder / sub,
+                f"folder not found ({pair_format} pairs need {image_dir}/ + {label_dir}/)",
+            )
+        found[sub] = {
+            p.stem: p
+            for p in sorted((folder / sub).iterdir())
+            if not p.name.startswith(".") and p.suffix.lower() in suffixes
+        }
     images, labels = found[image_dir], found[label_dir]
     for stem in sorted(set(images) ^ set(labels)):
         if stem in images:
@@ -426,7 +469,9 @@ def pair_names(folder: str | os.PathLike, pair_format: str) -> list[str]:
     return sorted(images)
 
 
-def convert_pairs(source: str | os.PathLike, out: str | os.PathLike, to: str, progress: bool = True) -> dict:
+def convert_pairs(
+    source: str | os.PathLike, out: str | os.PathLike, to: str, progress: bool = True
+) -> dict:
     """Copy the paired folder ``source`` (any :data:`PAIR_FORMATS`, see :func:`detect_pair_format`)
     to the new folder ``out`` in format ``to``; returns ``out``'s manifest.
 
@@ -455,7 +500,9 @@ def convert_pairs(source: str | os.PathLike, out: str | os.PathLike, to: str, pr
     tmp = out.parent / f".tmp-{out.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        for name in progress_bar(names, desc=f"{source_format} -> {to}", unit="pair", disable=not progress):
+        for name in progress_bar(
+            names, desc=f"{source_format} -> {to}", unit="pair", disable=not progress
+        ):
             image, inst, types = read_pair(source, name, source_format)
             write_pair(tmp, name, image, inst, to, types)
         for extra in _EXTRAS:

@@ -103,7 +103,9 @@ def cut_patches(
         dup = sorted({n for n in names if names.count(n) > 1})
         raise DataError(out_dir, f"duplicate source image names {dup}; patch names would clash")
     entries = []
-    for sample in progress_bar(samples, desc="cutting patches", unit="image", disable=not progress):
+    for sample in progress_bar(
+        samples, desc="cutting patches", unit="image", disable=not progress
+    ):
         padded_map = pad_to(sample.image, sample.instance_map, size)[1]
         for y, x, img, inst in extract_patches(sample.image, sample.instance_map, size, stride):
             name = patch_name(sample.name, y, x)

@@ -8,13 +8,13 @@ Layout written under ``out``::
     subsets/frac{f:.2f}_seed{seed}.json             labeled subsets (patch names + stats)
     manifest.json                                   sources, val/pool names, params, subsets
 
-Validation images come whole from one folder (default the first: MoNuSeg ``train/``, whose
-labels are exact); every other image goes to the pool. With ``split`` (a JSON file such as
-``kumar_split.json``: a ``train`` list and one or more ``test*`` lists of image names) the
-held-out images are exactly the ``test*`` images, the pool exactly the ``train`` images, and the
-manifest records each held-out image's group (e.g. ``test_same_organ``) for the report. The validation choice uses
-``val_seed``, not ``seed``, so subsets of several seeds share one validation set and pool.
-Rerunning rewrites every file atomically with the same content; subsets written earlier for
+Validation images come whole from one folder (default the first: MoNuSeg ``train/``, whose labels
+are exact); every other image goes to the pool. With ``split`` (a JSON file such as
+``kumar_split.json``: a ``train`` list and one or more ``test*`` lists of image names) the held-out
+images are exactly the ``test*`` images, the pool exactly the ``train`` images, and the manifest
+records each held-out image's group (e.g. ``test_same_organ``) for the report. The validation
+choice uses ``val_seed``, not ``seed``, so subsets of several seeds share one validation set and
+pool. Rerunning rewrites every file atomically with the same content; subsets written earlier for
 other seeds/fractions are kept while the pool is unchanged, and removed when it changes.
 """
 
@@ -89,7 +89,9 @@ def prepare(
         val = sorted(groups)
         pool = [s for s in samples if s.name in train]
     else:
-        val = choose_validation(samples, cfg.val_images, str(folders[cfg.val_source]), cfg.val_seed)
+        val = choose_validation(
+            samples, cfg.val_images, str(folders[cfg.val_source]), cfg.val_seed
+        )
         pool = [s for s in samples if s.name not in val]
     if not pool:
         raise DataError(out, "no images left for the training pool after the validation split")
@@ -131,7 +133,9 @@ def read_split(path: str | os.PathLike, names: list[str]) -> tuple[set[str], dic
     listed = list(split["train"]) + [n for v in tests.values() for n in v]
     missing = sorted(set(listed) - set(names))
     if missing:
-        raise DataError(path, f"{len(missing)} listed image(s) not found in the data folders: {missing[:3]}")
+        raise DataError(
+            path, f"{len(missing)} listed image(s) not found in the data folders: {missing[:3]}"
+        )
     twice = sorted({n for n in listed if listed.count(n) > 1})
     if twice:
         raise DataError(path, f"image(s) listed more than once: {twice[:3]}")

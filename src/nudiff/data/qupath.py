@@ -188,7 +188,8 @@ def check_on_slide(
         ]
         if not hits and check_orphans:
             problems.append(
-                f"{path}: feature {n.index} (nucleus at x {x0:.0f}, y {y0:.0f}) is outside every region"
+                f"{path}: feature {n.index} (nucleus at x {x0:.0f}, y {y0:.0f}) is outside every "
+                "region"
             )
         for i in hits:
             members[i].append(n)
@@ -407,7 +408,8 @@ def _polygons(
         for ring in rings:
             if ring_self_intersects(ring):
                 problems.append(
-                    f"{where}: self-intersecting polygon near x {ring[0, 0]:.0f}, y {ring[0, 1]:.0f}"
+                    f"{where}: self-intersecting polygon near x {ring[0, 0]:.0f}, y "
+                    f"{ring[0, 1]:.0f}"
                 )
                 return None
             if ring_area(ring) == 0.0:

@@ -70,16 +70,17 @@ def upsample_instance_map_smooth(inst: np.ndarray, factor: int, sigma: float = 1
         y0, y1 = max(sl[0].start - pad, 0), min(sl[0].stop + pad, h)
         x0, x1 = max(sl[1].start - pad, 0), min(sl[1].stop + pad, w)
         p = up(inst[y0:y1, x0:x1] == i)
-        region = best[y0 * k:y1 * k, x0 * k:x1 * k]
+        region = best[y0 * k : y1 * k, x0 * k : x1 * k]
         win = p > region
         region[win] = p[win]
-        out[y0 * k:y1 * k, x0 * k:x1 * k][win] = i
+        out[y0 * k : y1 * k, x0 * k : x1 * k][win] = i
     return out
 
 
 def upsample_labels(inst: np.ndarray, factor: float, method: str = "nearest") -> np.ndarray:
     """int (H, W) instance map resized by ``factor``: ``"nearest"`` (:func:`resize_instance_maps`)
-    or ``"smooth"`` (:func:`upsample_instance_map_smooth`; only when enlarging, nearest otherwise)."""
+    or ``"smooth"`` (:func:`upsample_instance_map_smooth`; only when enlarging, nearest
+    otherwise)."""
     if method == "smooth" and factor > 1:
         return upsample_instance_map_smooth(inst, factor)
     return resize_instance_maps(np.asarray(inst)[None], factor)[0]

@@ -29,7 +29,7 @@ def _mosaic(images: list[np.ndarray], side: int = 1024) -> np.ndarray:
     size = min(min(im.shape[:2]) for im in images)
     per_row = max(1, side // size)
     tiles = [im[:size, :size] for im in images[: per_row * per_row]]
-    rows = [np.concatenate(tiles[i:i + per_row], axis=1) for i in range(0, len(tiles), per_row)]
+    rows = [np.concatenate(tiles[i : i + per_row], axis=1) for i in range(0, len(tiles), per_row)]
     width = rows[0].shape[1]
     rows = [r for r in rows if r.shape[1] == width] or rows[:1]
     return np.concatenate(rows, axis=0)
@@ -67,8 +67,11 @@ def fit_stain_normalizer(reference: list[np.ndarray], method: str):
         return PerImageReinhard(reference)
     import torchstain
 
-    normalizer = (torchstain.normalizers.ReinhardNormalizer if method == "reinhard"
-                  else torchstain.normalizers.MacenkoNormalizer)(backend="numpy")
+    normalizer = (
+        torchstain.normalizers.ReinhardNormalizer
+        if method == "reinhard"
+        else torchstain.normalizers.MacenkoNormalizer
+    )(backend="numpy")
     normalizer.fit(_mosaic(reference))
     return normalizer
 
@@ -91,8 +94,9 @@ def normalize_stain(image: np.ndarray, normalizer) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def normalize_folder(folder: str | os.PathLike, reference: list[np.ndarray], out: str | os.PathLike,
-                     method: str) -> dict:
+def normalize_folder(
+    folder: str | os.PathLike, reference: list[np.ndarray], out: str | os.PathLike, method: str
+) -> dict:
     """Copy paired folder ``folder`` to ``out`` with every image stain-normalised to
     ``reference``; labels unchanged. Returns (and writes) ``out/manifest.json``."""
     from nudiff.data.dataset import load_folder
@@ -109,8 +113,13 @@ def normalize_folder(folder: str | os.PathLike, reference: list[np.ndarray], out
         write_image(out / "images" / f"{s.name}.png", image)
         write_instance_map(out / "labels" / f"{s.name}.png", s.instance_map)
     source = read_json(folder / "manifest.json") if (folder / "manifest.json").exists() else {}
-    manifest = {"source": str(folder), "stain_method": method, "n_reference": len(reference),
-                "n": len(samples), "n_unchanged": unchanged,
-                "source_manifest": {k: v for k, v in source.items() if k != "samples"}}
+    manifest = {
+        "source": str(folder),
+        "stain_method": method,
+        "n_reference": len(reference),
+        "n": len(samples),
+        "n_unchanged": unchanged,
+        "source_manifest": {k: v for k, v in source.items() if k != "samples"},
+    }
     write_json(out / "manifest.json", manifest)
     return manifest

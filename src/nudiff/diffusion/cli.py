@@ -18,10 +18,13 @@ EXAMPLES = """\
 examples:
   nudiff train structure --config configs/cpu.yaml --data runs/data --fraction 0.1 --out runs/s10
   nudiff train image     --config configs/cpu.yaml --data runs/data --fraction 0.1 --out runs/i10
-  nudiff train image     --config configs/cpu.yaml --data runs/data --fraction 0.1 --out runs/i10 --resume
-  nudiff train image     --config configs/kumar-gpu.yaml --folder my_pairs --out runs/i --set train.compile=default
+  nudiff train image     --config configs/cpu.yaml --data runs/data --fraction 0.1 --out runs/i10 \
+--resume
+  nudiff train image     --config configs/kumar-gpu.yaml --folder my_pairs --out runs/i \
+--set train.compile=default
   # several GPUs / nodes: the same command under accelerate
-  accelerate launch -m nudiff.cli train image --config configs/paper.yaml --data runs/data --fraction 0.1 --out runs/i10
+  accelerate launch -m nudiff.cli train image --config configs/paper.yaml --data runs/data \
+--fraction 0.1 --out runs/i10
 """
 
 
@@ -36,26 +39,56 @@ def register(sub) -> None:
         epilog=EXAMPLES,
     )
     p.add_argument("kind", choices=("structure", "image"))
-    p.add_argument("--config", type=Path, default=None, help="YAML with `structure`/`image` sections")
-    p.add_argument("--data", type=Path, default=None, help="folder written by `nudiff data prepare`")
+    p.add_argument(
+        "--config", type=Path, default=None, help="YAML with `structure`/`image` sections"
+    )
+    p.add_argument(
+        "--data", type=Path, default=None, help="folder written by `nudiff data prepare`"
+    )
     p.add_argument("--fraction", type=float, default=0.1, help="labeled subset to train on")
     p.add_argument("--subset-seed", type=int, default=0)
-    p.add_argument("--folder", type=Path, nargs="+", default=None,
-                   help="instead of --data: paired folder(s) with images/ and labels/")
+    p.add_argument(
+        "--folder",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="instead of --data: paired folder(s) with images/ and labels/",
+    )
     p.add_argument("--out", type=Path, required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     p.add_argument("--steps", type=int, default=None, help="override train.steps")
-    p.add_argument("--precision", choices=("no", "bf16", "fp16"), default=None,
-                   help="override train.precision (no = fp32)")
-    p.add_argument("--stop-at-step", type=int, default=None,
-                   help="stop after this step, keeping the LR schedule of the full run (resume later)")
-    p.add_argument("--max-minutes", type=float, default=None,
-                   help="override train.max_minutes: a wall-clock budget that the LR schedule ends at")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a key of the config's section, e.g. train.compile=default or "
-                        "model.flash_attention=true (repeatable)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: all cores); use 1 when other jobs share the cores")
+    p.add_argument(
+        "--precision",
+        choices=("no", "bf16", "fp16"),
+        default=None,
+        help="override train.precision (no = fp32)",
+    )
+    p.add_argument(
+        "--stop-at-step",
+        type=int,
+        default=None,
+        help="stop after this step, keeping the LR schedule of the full run (resume later)",
+    )
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="override train.max_minutes: a wall-clock budget that the LR schedule ends at",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key of the config's section, e.g. train.compile=default or "
+        "model.flash_attention=true (repeatable)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: all cores); use 1 when other jobs share the cores",
+    )
     p.set_defaults(func=_cmd_train)
 
 
@@ -77,7 +110,9 @@ def _cmd_train(args) -> None:
         raise NudiffError("give --data (a prepared folder) or --folder (paired folders)")
     shapes = {s.image.shape for s in samples}
     if len(shapes) != 1:
-        raise NudiffError(f"training patches must share one size, found {sorted(shapes)}; cut patches first")
+        raise NudiffError(
+            f"training patches must share one size, found {sorted(shapes)}; cut patches first"
+        )
     images = np.stack([s.image for s in samples]) if args.kind == "image" else None
     insts = np.stack([s.instance_map for s in samples])
     run = train(cfg, args.out, images, insts, resume=args.resume, stop_at_step=args.stop_at_step)

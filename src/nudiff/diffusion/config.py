@@ -80,7 +80,8 @@ class ModelConfig:
         )
         check(
             all(c % self.norm_num_groups == 0 for c in self.channels),
-            f"model.norm_num_groups={self.norm_num_groups} must divide every width {self.channels}",
+            f"model.norm_num_groups={self.norm_num_groups} must divide every width "
+            f"{self.channels}",
         )
         check(
             all(
@@ -171,7 +172,9 @@ class TrainConfig(BaseTrainConfig):
         check(self.num_workers >= 0, "train.num_workers must be >= 0")
         check(0 <= self.cond_drop_prob <= 1, "train.cond_drop_prob must be in [0, 1]")
         check(0 <= self.ema_decay < 1, "train.ema_decay must be in [0, 1)")
-        check(self.min_snr_gamma is None or self.min_snr_gamma > 0, "train.min_snr_gamma must be > 0")
+        check(
+            self.min_snr_gamma is None or self.min_snr_gamma > 0, "train.min_snr_gamma must be > 0"
+        )
 
 
 @dataclass
@@ -228,7 +231,13 @@ class DiffusionConfig:
 
     def __post_init__(self) -> None:
         check(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}")
-        check(self.prediction_type in PREDICTION_TYPES, f"prediction_type must be one of {PREDICTION_TYPES}")
-        check(not self.zero_terminal_snr or self.prediction_type == "v_prediction",
-               "zero_terminal_snr needs prediction_type: v_prediction (epsilon is undefined at zero SNR)")
+        check(
+            self.prediction_type in PREDICTION_TYPES,
+            f"prediction_type must be one of {PREDICTION_TYPES}",
+        )
+        check(
+            not self.zero_terminal_snr or self.prediction_type == "v_prediction",
+            "zero_terminal_snr needs prediction_type: v_prediction (epsilon is undefined at zero "
+            "SNR)",
+        )
         check(self.num_train_timesteps >= 2, "num_train_timesteps must be >= 2")

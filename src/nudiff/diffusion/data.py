@@ -25,8 +25,13 @@ from nudiff.diffusion.config import DataConfig
 from nudiff.structure import dihedral, dihedral_image, encode
 from nudiff.utils import DataError
 
-__all__ = ["PatchSampler", "resize_images", "resize_instance_maps", "upsample_instance_map_smooth",
-           "upsample_labels"]
+__all__ = [
+    "PatchSampler",
+    "resize_images",
+    "resize_instance_maps",
+    "upsample_instance_map_smooth",
+    "upsample_labels",
+]
 
 
 class PatchSampler:

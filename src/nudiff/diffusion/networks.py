@@ -139,13 +139,20 @@ def load_denoiser(directory: str | Path, kind: str | None = None) -> Denoiser:
     """Read a model folder written by :func:`save_denoiser` (or a diffusion model folder of an
     earlier version: ``config.json``); CPU, eval mode. ``kind``: ``"structure"`` or ``"image"``
     (``None``: either); a folder of another kind is a :class:`DataError` naming it."""
-    folder = read_model_folder(directory, DiffusionConfig, DIFFUSION_KINDS if kind is None else (kind,))
+    folder = read_model_folder(
+        directory, DiffusionConfig, DIFFUSION_KINDS if kind is None else (kind,)
+    )
     if folder.config.model.kind != folder.kind:
-        raise DataError(folder.path, f"holds a model of kind {folder.kind!r} whose config says "
-                        f"model.kind {folder.config.model.kind!r}")
+        raise DataError(
+            folder.path,
+            f"holds a model of kind {folder.kind!r} whose config says "
+            f"model.kind {folder.config.model.kind!r}",
+        )
     model = Denoiser(folder.config)
     try:
         model.load_state_dict(folder.weights)
     except RuntimeError as e:
-        raise DataError(folder.path, f"the weights do not fit the config ({str(e).splitlines()[0]})") from None
+        raise DataError(
+            folder.path, f"the weights do not fit the config ({str(e).splitlines()[0]})"
+        ) from None
     return model.eval()

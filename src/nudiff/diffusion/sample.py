@@ -30,8 +30,9 @@ from nudiff.utils import DataError, autocast, default_device, progress_bar
 ModelArg = Denoiser | str | Path
 
 
-def load_model(run_dir: str | Path, device: str | torch.device | None = None,
-               kind: str | None = None) -> tuple[Denoiser, DiffusionConfig]:
+def load_model(
+    run_dir: str | Path, device: str | torch.device | None = None, kind: str | None = None
+) -> tuple[Denoiser, DiffusionConfig]:
     """The EMA model of a training run (``run_dir/model/``, or a model folder itself), in eval
     mode, on ``device`` (default: the GPU when there is one -- a model loaded to the CPU and
     handed to the samplers would be sampled there, on any machine). ``kind``: ``"structure"``
@@ -46,8 +47,9 @@ def read_model_config(run_dir: str | Path, kind: str | None = None) -> Diffusion
     """The config of a training run's model (or of a model folder), without its weights."""
     run_dir = Path(run_dir)
     directory = run_dir / "model" if (run_dir / "model").is_dir() else run_dir
-    return read_model_folder(directory, DiffusionConfig, DIFFUSION_KINDS if kind is None else (kind,),
-                             weights=False).config
+    return read_model_folder(
+        directory, DiffusionConfig, DIFFUSION_KINDS if kind is None else (kind,), weights=False
+    ).config
 
 
 def sample_generator(seed: int, index: int) -> torch.Generator:
@@ -74,7 +76,9 @@ def guided_eps(
     if cond is None or guidance_scale == 1:
         return model(x, t, cond, x0_prev).float()
     prev = None if x0_prev is None else torch.cat([x0_prev, x0_prev])
-    both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, null_condition(cond)]), prev)
+    both = model(
+        torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, null_condition(cond)]), prev
+    )
     eps_c, eps_u = both.float().chunk(2)
     return eps_u + guidance_scale * (eps_c - eps_u)
 
@@ -109,7 +113,9 @@ def denoise(
         with autocast(device, precision):
             eps = guided_eps(model, inp, tb, cond, guidance_scale, x0_prev)
         if model.self_conditioned:
-            x0_prev = predicted_x0(eps, inp, tb, scheduler.alphas_cumprod, model.config.prediction_type)
+            x0_prev = predicted_x0(
+                eps, inp, tb, scheduler.alphas_cumprod, model.config.prediction_type
+            )
             x0_prev = x0_prev.clamp(-1, 1)
         x = scheduler.step(eps, t, x, generator=generators).prev_sample
     return x
@@ -234,10 +240,10 @@ def _resolve(arg: ModelArg, device: str | torch.device | None) -> tuple[Denoiser
 
 
 def _batches(n: int, batch_size: int, progress: bool, what: str) -> Iterator[tuple[int, int]]:
-    with progress_bar(total=n, desc=f"sampling {what}", unit="sample", disable=not progress) as bar:
+    with progress_bar(
+        total=n, desc=f"sampling {what}", unit="sample", disable=not progress
+    ) as bar:
         for lo in range(0, n, batch_size):
             hi = min(n, lo + batch_size)
             yield lo, hi
             bar.update(hi - lo)
-
-

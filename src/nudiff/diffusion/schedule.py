@@ -67,7 +67,10 @@ def make_scheduler(cfg: DiffusionConfig, sampler: str, clip_x0: bool = True) -> 
 
 
 def predicted_x0(
-    output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor,
+    output: torch.Tensor,
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
     prediction_type: str,
 ) -> torch.Tensor:
     """The clean sample implied by a network output (eps or v) at x_t (B, C, H, W), t (B,):

@@ -55,9 +55,18 @@ GRID_SAMPLES = 8
 GRID_STEPS = 20
 
 
-# what a model to fine-tune must share with the configuration (its training and sampling may differ)
-INIT_SECTIONS = ("model", "data", "num_train_timesteps", "schedule", "beta_start", "beta_end",
-                 "prediction_type", "zero_terminal_snr")
+# what a model to fine-tune must share with the configuration (its training and sampling may
+# differ)
+INIT_SECTIONS = (
+    "model",
+    "data",
+    "num_train_timesteps",
+    "schedule",
+    "beta_start",
+    "beta_end",
+    "prediction_type",
+    "zero_terminal_snr",
+)
 
 
 def init_weights(cfg: DiffusionConfig, folder: str | Path) -> dict:
@@ -67,8 +76,11 @@ def init_weights(cfg: DiffusionConfig, folder: str | Path) -> dict:
     m = read_model_folder(Path(folder), DiffusionConfig, (cfg.model.kind,))
     differ = [d for d in differences(m.config, cfg) if d.split(".")[0] in INIT_SECTIONS]
     if differ:
-        raise DataError(folder, f"cannot fine-tune from it: its {', '.join(differ)} differ from "
-                        "the configuration's (another network or scale)")
+        raise DataError(
+            folder,
+            f"cannot fine-tune from it: its {', '.join(differ)} differ from "
+            "the configuration's (another network or scale)",
+        )
     return m.weights
 
 
@@ -106,8 +118,15 @@ def train(
     clock = WallClock(tc.max_minutes)
     lr_factor = warmup_cosine(tc.steps, tc.warmup_steps, progress=clock.fraction)
     optimizer, lr_schedule = adamw(model, tc, lr_factor)
-    run = start_run(out_dir, cfg, accelerator, {"model": model, "ema": ema.model}, optimizer,
-                    lr_schedule, resume_from)
+    run = start_run(
+        out_dir,
+        cfg,
+        accelerator,
+        {"model": model, "ema": ema.model},
+        optimizer,
+        lr_schedule,
+        resume_from,
+    )
     ema.model.to(accelerator.device)
     if resume_from is not None:  # what the loop keeps besides: EMA update count, minutes spent
         clock.before_s = float(run.state.get("elapsed_s") or 0.0)
@@ -139,8 +158,15 @@ class DiffusionSteps:
     """The diffusion loop's part of :func:`nudiff.training.run_steps`: a denoising step on the
     windows of the step, a sample grid as its validation, the EMA weights as its model."""
 
-    def __init__(self, cfg: DiffusionConfig, run: Run, data: PatchSampler, ema: EMA,
-                 clock: WallClock, end: int):
+    def __init__(
+        self,
+        cfg: DiffusionConfig,
+        run: Run,
+        data: PatchSampler,
+        ema: EMA,
+        clock: WallClock,
+        end: int,
+    ):
         self.cfg, self.run, self.data, self.ema, self.clock = cfg, run, data, ema, clock
         self.process = run.accelerator.process_index
         self.windows = step_windows(data, cfg.train, self.process, run.start + 1, end)
@@ -212,8 +238,10 @@ class DiffusionSteps:
             "ema_updates": self.ema.num_updates,
             "elapsed_s": round(self.clock.elapsed_s(), 1),
             "grad_scaler": scaler.state_dict() if scaler is not None else None,
-            "data_sampler": {"seeding": "SeedSequence([seed, step, process])",
-                             "next_step": step + 1},
+            "data_sampler": {
+                "seeding": "SeedSequence([seed, step, process])",
+                "next_step": step + 1,
+            },
         }
 
     def export(self, step: int) -> None:
@@ -278,8 +306,13 @@ def step_windows(data: PatchSampler, tc: TrainConfig, process: int, first: int, 
         items = (steps[i] for i in range(len(steps)))
     else:
         items = torch.utils.data.DataLoader(
-            steps, batch_size=None, shuffle=False, num_workers=tc.num_workers, prefetch_factor=4,
-            worker_init_fn=_one_thread)
+            steps,
+            batch_size=None,
+            shuffle=False,
+            num_workers=tc.num_workers,
+            prefetch_factor=4,
+            worker_init_fn=_one_thread,
+        )
     for structures, images in items:
         yield structures, (images if len(images) else None)
 
@@ -300,7 +333,12 @@ def write_sample_grid(
 ) -> None:
     """A PNG of a few EMA samples (short DDIM) in ``out_dir/samples/``; its own seeds, so it
     does not disturb training randomness."""
-    kwargs = {"sampler": "ddim", "steps": GRID_STEPS, "batch_size": GRID_SAMPLES, "progress": False}
+    kwargs = {
+        "sampler": "ddim",
+        "steps": GRID_STEPS,
+        "batch_size": GRID_SAMPLES,
+        "progress": False,
+    }
     if model.config.model.kind == "structure":
         samples = sample_structures(model, GRID_SAMPLES, seed=seed, **kwargs)
         grid = mosaic([structure_rgb(x) for x in samples], ncols=8)
@@ -315,8 +353,14 @@ def write_sample_grid(
             **kwargs,
         )
         columns = (structures, fake) if real is None else (structures, fake, real)
-        grid = mosaic([structure_rgb(c[i]) if c is structures else c[i]
-                       for i in range(len(structures)) for c in columns], ncols=len(columns))
+        grid = mosaic(
+            [
+                structure_rgb(c[i]) if c is structures else c[i]
+                for i in range(len(structures))
+                for c in columns
+            ],
+            ncols=len(columns),
+        )
     write_image(out_dir / "samples" / f"step_{step:07d}.png", grid)
 
 
@@ -327,5 +371,7 @@ def _check_same_model(cfg: DiffusionConfig, out_dir: Path) -> None:
     if saved_path.is_file():
         diff = differences(load_config(DiffusionConfig, saved_path).model, cfg.model)
         if diff:
-            raise NudiffError(f"{saved_path}: the run was trained with another model config "
-                              f"(model.{', model.'.join(diff)})")
+            raise NudiffError(
+                f"{saved_path}: the run was trained with another model config "
+                f"(model.{', model.'.join(diff)})"
+            )

@@ -2,7 +2,8 @@
 
 For every labeled fraction that needs synthetic pairs, an image model (and, when the labels
 are sampled, a structure model) is trained on that fraction's own subset (shared by all
-seeds), and ``n_synthetic`` pairs are synthesized. Then every cell trains a segmenter with **the same
+seeds), and ``n_synthetic`` pairs are synthesized. Then every cell trains a segmenter with \
+**the same
 number of optimizer steps**, predicts the test images and is scored per image.
 
 Arms (what the segmenter trains on):
@@ -77,11 +78,42 @@ from nudiff.experiment.training_data import write_subset_folder
 from nudiff.layout import ResultsLayout, RunLayout, fraction_tag
 
 __all__ = [
-    "ARMS", "Arm", "Cell", "ExperimentConfig", "Plan", "ResultsLayout", "RunContext", "RunLayout",
-    "cell_done", "cell_fingerprint", "cell_state", "cells_of",
-    "collect_results", "commit_cell", "committed_cells", "committed_records", "committed_rows",
-    "find_cells", "fraction_tag", "grid_status", "import_committed", "is_committed", "load_plan",
-    "model_kinds", "paired_gains", "paired_interval", "precision_note", "publish_report",
-    "record_rows", "reference_cell", "register", "run_cell", "run_experiment", "status_markdown",
-    "synthetic_done", "timed_step", "write_experiment_report", "write_subset_folder",
+    "ARMS",
+    "Arm",
+    "Cell",
+    "ExperimentConfig",
+    "Plan",
+    "ResultsLayout",
+    "RunContext",
+    "RunLayout",
+    "cell_done",
+    "cell_fingerprint",
+    "cell_state",
+    "cells_of",
+    "collect_results",
+    "commit_cell",
+    "committed_cells",
+    "committed_records",
+    "committed_rows",
+    "find_cells",
+    "fraction_tag",
+    "grid_status",
+    "import_committed",
+    "is_committed",
+    "load_plan",
+    "model_kinds",
+    "paired_gains",
+    "paired_interval",
+    "precision_note",
+    "publish_report",
+    "record_rows",
+    "reference_cell",
+    "register",
+    "run_cell",
+    "run_experiment",
+    "status_markdown",
+    "synthetic_done",
+    "timed_step",
+    "write_experiment_report",
+    "write_subset_folder",
 ]

@@ -24,13 +24,18 @@ EXAMPLES = """\
 examples:
   nudiff experiment --config configs/demo.yaml --out runs/demo
   nudiff experiment --config configs/cpu-grid.yaml --out runs/grid --test my_test_folder
-  nudiff experiment --config configs/kumar-grid.yaml --out runs/kumar --results benchmarks/results/kumar-grid   (resumable across sessions)
-  nudiff experiment --config configs/kumar-grid.yaml --out runs/k-r90 --set segment.train.real_ratio=0.9 --set experiment.arms=[real+syn]
-  nudiff experiment --config configs/kumar-grid.yaml --out runs/kumar --results benchmarks/results/kumar-grid --status
-  nudiff experiment report --out runs/kumar --results benchmarks/results/kumar-grid   (its config.yaml)
+  nudiff experiment --config configs/kumar-grid.yaml --out runs/kumar \
+--results benchmarks/results/kumar-grid   (resumable across sessions)
+  nudiff experiment --config configs/kumar-grid.yaml --out runs/k-r90 \
+--set segment.train.real_ratio=0.9 --set experiment.arms=[real+syn]
+  nudiff experiment --config configs/kumar-grid.yaml --out runs/kumar \
+--results benchmarks/results/kumar-grid --status
+  nudiff experiment report --out runs/kumar --results benchmarks/results/kumar-grid   \
+(its config.yaml)
 on a cluster (docs/cluster.md): --models-only once, then one job per line of --list-cells:
   nudiff experiment --config configs/kumar-grid.yaml --list-cells
-  nudiff experiment --config configs/kumar-grid.yaml --out /shared/run --results /shared/results --cell f0.10_real_s0
+  nudiff experiment --config configs/kumar-grid.yaml --out /shared/run --results /shared/results \
+--cell f0.10_real_s0
 """
 
 
@@ -42,53 +47,113 @@ def register(sub) -> None:
         description=nudiff.experiment.__doc__,
         epilog=EXAMPLES,
     )
-    p.add_argument("action", nargs="?", choices=["report"], default=None, metavar="report",
-                   help="report: rebuild the report of --out from its cells and those committed in "
-                   "--results, and copy it (table, chart, mosaics, CSV, timings) into --results")
-    p.add_argument("--config", type=Path, default=None,
-                   help="the experiment config (required; with report: default RESULTS/config.yaml, "
-                   "the configuration the committed cells ran)")
-    p.add_argument("--out", type=Path, default=None, help="the run folder (required but with --list-cells)")
-    p.add_argument("--test", type=Path, default=None,
-                   help="test folder with images/ and labels/ (default: the validation images)")
-    p.add_argument("--data", type=Path, nargs="+", default=None, help="override experiment.data folders")
-    p.add_argument("--results", type=Path, default=None,
-                   help="keep every finished cell's per-image metrics in RESULTS/cells/ (commit "
-                   "them) and take cells already there instead of recomputing them")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config value, e.g. --set segment.train.real_ratio=0.9 (repeatable)")
-    p.add_argument("--models-only", action="store_true",
-                   help="only train (or resume) the diffusion models the unfinished cells need, then "
-                   "stop; run it with --threads 1 beside a run of the cells that need no pairs "
-                   "(e.g. --set experiment.arms=[real]), then run the whole grid")
-    p.add_argument("--status", action="store_true",
-                   help="only print where each cell stands (committed in --results, finished or "
-                   "started in --out, to run) and what its pairs still need; runs and writes nothing")
-    p.add_argument("--list-cells", action="store_true",
-                   help="only print the grid's cell names, one per line (a scheduler's job list)")
-    p.add_argument("--cell", action="append", default=None, metavar="NAME",
-                   help="run only this cell of the grid (repeatable), e.g. one job of a SLURM array "
-                   "sharing --out and --results; it trains no diffusion model: a cell whose pairs "
-                   "need one is refused until --models-only has finished it; no report is written")
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=["report"],
+        default=None,
+        metavar="report",
+        help="report: rebuild the report of --out from its cells and those committed in "
+        "--results, and copy it (table, chart, mosaics, CSV, timings) into --results",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="the experiment config (required; with report: default RESULTS/config.yaml, "
+        "the configuration the committed cells ran)",
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, help="the run folder (required but with --list-cells)"
+    )
+    p.add_argument(
+        "--test",
+        type=Path,
+        default=None,
+        help="test folder with images/ and labels/ (default: the validation images)",
+    )
+    p.add_argument(
+        "--data", type=Path, nargs="+", default=None, help="override experiment.data folders"
+    )
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="keep every finished cell's per-image metrics in RESULTS/cells/ (commit "
+        "them) and take cells already there instead of recomputing them",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value, e.g. --set segment.train.real_ratio=0.9 (repeatable)",
+    )
+    _add_grid_only_options(p)
     p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.set_defaults(func=_cmd_experiment)
+    _register_run(sub)
 
+
+def _add_grid_only_options(p) -> None:
+    """The options that run, or print, only part of the grid."""
+    p.add_argument(
+        "--models-only",
+        action="store_true",
+        help="only train (or resume) the diffusion models the unfinished cells need, then "
+        "stop; run it with --threads 1 beside a run of the cells that need no pairs "
+        "(e.g. --set experiment.arms=[real]), then run the whole grid",
+    )
+    p.add_argument(
+        "--status",
+        action="store_true",
+        help="only print where each cell stands (committed in --results, finished or "
+        "started in --out, to run) and what its pairs still need; runs and writes nothing",
+    )
+    p.add_argument(
+        "--list-cells",
+        action="store_true",
+        help="only print the grid's cell names, one per line (a scheduler's job list)",
+    )
+    p.add_argument(
+        "--cell",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="run only this cell of the grid (repeatable), e.g. one job of a SLURM array "
+        "sharing --out and --results; it trains no diffusion model: a cell whose pairs "
+        "need one is refused until --models-only has finished it; no report is written",
+    )
+
+
+def _register_run(sub) -> None:
     r = sub.add_parser(
         "run",
         help="the main job: prepare data, run the experiment in CONFIG, write the report",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="The main job of `make run`: same as `nudiff experiment` (data preparation "
         "is its first step).",
-        epilog="example:\n  nudiff run --config configs/demo.yaml --data ../shared/datasets/monuseg/train "
+        epilog="example:\n  nudiff run --config configs/demo.yaml --data "
+        "../shared/datasets/monuseg/train "
         "../shared/datasets/monuseg/train-recovered --out runs/demo",
     )
     r.add_argument("--config", type=Path, default=Path("configs/demo.yaml"))
     r.add_argument("--out", type=Path, default=Path("runs/demo"))
     r.add_argument("--test", type=Path, default=None)
-    r.add_argument("--data", type=Path, nargs="+", default=None,
-                   help="paired folders, or one folder holding train/ and train-recovered/")
-    r.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config value, e.g. --set 'experiment.seeds=[0, 1, 2]' (repeatable)")
+    r.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="paired folders, or one folder holding train/ and train-recovered/",
+    )
+    r.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value, e.g. --set 'experiment.seeds=[0, 1, 2]' (repeatable)",
+    )
     r.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     r.set_defaults(func=_cmd_experiment)
 
@@ -98,8 +163,11 @@ def _cmd_experiment(args) -> None:
     report = getattr(args, "action", None) == "report"
     if args.config is None and not (report and args.results is not None):
         raise NudiffError("nudiff experiment: --config is required")
-    plan = (committed_plan(args.results, args.set) if args.config is None
-            else load_plan(args.config, getattr(args, "set", None)))
+    plan = (
+        committed_plan(args.results, args.set)
+        if args.config is None
+        else load_plan(args.config, getattr(args, "set", None))
+    )
     if getattr(args, "list_cells", False):
         print("\n".join(c.name for c in cells_of(plan.experiment)))
         return
@@ -107,20 +175,38 @@ def _cmd_experiment(args) -> None:
         raise NudiffError("nudiff experiment: --out is required (the run folder)")
     if report:
         if args.results is None:
-            raise NudiffError("nudiff experiment report: --results is required (where the report goes)")
+            raise NudiffError(
+                "nudiff experiment report: --results is required (where the report goes)"
+            )
         for path in publish_report(plan, args.out, args.results):
             print(path.read_text())
         return
     if getattr(args, "status", False):
-        print(status_markdown(grid_status(plan, args.out, args.results)) + precision_note(plan)
-              + seeds_note(args.results, plan), end="")
+        print(
+            status_markdown(grid_status(plan, args.out, args.results))
+            + precision_note(plan)
+            + seeds_note(args.results, plan),
+            end="",
+        )
         return
     cells = find_cells(plan.experiment, args.cell) if getattr(args, "cell", None) else None
     if cells is not None and args.models_only:
         raise NudiffError("--cell and --models-only: run the models first, then the cells")
     data = args.data
-    if data and len(data) == 1 and (data[0] / "train").is_dir() and not (data[0] / "images").is_dir():
+    if (
+        data
+        and len(data) == 1
+        and (data[0] / "train").is_dir()
+        and not (data[0] / "images").is_dir()
+    ):
         data = sorted(p for p in data[0].iterdir() if (p / "images").is_dir())
         data.sort(key=lambda p: p.name != "train")  # exact labels first: validation comes from it
-    run_experiment(plan, args.out, args.test, data, getattr(args, "results", None),
-                   models_only=getattr(args, "models_only", False), cells=cells)
+    run_experiment(
+        plan,
+        args.out,
+        args.test,
+        data,
+        getattr(args, "results", None),
+        models_only=getattr(args, "models_only", False),
+        cells=cells,
+    )

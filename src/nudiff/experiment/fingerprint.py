@@ -89,13 +89,20 @@ def cell_parts(plan: Plan, cell: Cell) -> dict:
     """What a cell's fingerprint hashes: the rule's version, the cell, the data and segmenter
     sections, the subset draw and, for arms that use them, the image model, synthesis and pair
     count (the structure model only when one draws the labels) or the copy-paste settings."""
-    parts = {"version": FINGERPRINT_VERSION, "cell": cell.name,
-             "data": _section(plan, "data"), "segment": _section(plan, "segment"),
-             "subset_seed": plan.experiment.subset_seed}
+    parts = {
+        "version": FINGERPRINT_VERSION,
+        "cell": cell.name,
+        "data": _section(plan, "data"),
+        "segment": _section(plan, "segment"),
+        "subset_seed": plan.experiment.subset_seed,
+    }
     if cell.needs.pairs:
-        parts |= {"image": _section(plan, "image"), "synthesis": _section(plan, "synthesis"),
-                  "n_synthetic": plan.experiment.n_synthetic,
-                  "filter_seed": plan.experiment.filter_seed}
+        parts |= {
+            "image": _section(plan, "image"),
+            "synthesis": _section(plan, "synthesis"),
+            "n_synthetic": plan.experiment.n_synthetic,
+            "filter_seed": plan.experiment.filter_seed,
+        }
         if plan.synthesis.structures not in REAL_STRUCTURES:
             parts["structure"] = _section(plan, "structure")
     if cell.needs.copypaste:
@@ -112,7 +119,10 @@ def cell_fingerprint(plan: Plan, cell: Cell) -> str:
 
 def stamp(plan: Plan, cell: Cell) -> dict:
     """The keys a committed cell's record carries: its fingerprint and the rule's version."""
-    return {"fingerprint": cell_fingerprint(plan, cell), "fingerprint_version": FINGERPRINT_VERSION}
+    return {
+        "fingerprint": cell_fingerprint(plan, cell),
+        "fingerprint_version": FINGERPRINT_VERSION,
+    }
 
 
 def matches(record: dict, plan: Plan, cell: Cell) -> bool:
@@ -122,6 +132,8 @@ def matches(record: dict, plan: Plan, cell: Cell) -> bool:
     if version != FINGERPRINT_VERSION:
         raise NudiffError(
             f"cell {cell.name}: committed under fingerprint version {version}, this nudiff "
-            f"computes version {FINGERPRINT_VERSION}: run `python scripts/restamp_fingerprints.py` "
-            "(it proves each cell's old fingerprint before writing the new one)")
+            f"computes version {FINGERPRINT_VERSION}: run `python "
+            "scripts/restamp_fingerprints.py` "
+            "(it proves each cell's old fingerprint before writing the new one)"
+        )
     return record.get("fingerprint") == cell_fingerprint(plan, cell)

@@ -49,8 +49,12 @@ class ExperimentConfig:
         (the validation images are then the test images and are never used for selection).
     """
 
-    data: list[str] = field(default_factory=lambda: [
-        "../shared/datasets/monuseg/train", "../shared/datasets/monuseg/train-recovered"])
+    data: list[str] = field(
+        default_factory=lambda: [
+            "../shared/datasets/monuseg/train",
+            "../shared/datasets/monuseg/train-recovered",
+        ]
+    )
     fractions: list[float] = field(default_factory=lambda: [0.1, 1.0])
     arms: list[str] = field(default_factory=lambda: ["real", "real+syn"])
     seeds: list[int] = field(default_factory=lambda: [0])
@@ -95,8 +99,9 @@ def find_cells(cfg: ExperimentConfig, names: list[str]) -> list[Cell]:
     cells = {c.name: c for c in cells_of(cfg)}
     unknown = [n for n in names if n not in cells]
     if unknown:
-        raise NudiffError(f"--cell {' '.join(unknown)}: not a cell of this grid "
-                          "(--list-cells prints its cells)")
+        raise NudiffError(
+            f"--cell {' '.join(unknown)}: not a cell of this grid (--list-cells prints its cells)"
+        )
     return [c for name, c in cells.items() if name in names]
 
 
@@ -120,8 +125,12 @@ class Plan:
 
 
 SECTIONS = {
-    "experiment": ExperimentConfig, "data": PrepareConfig, "structure": DiffusionConfig,
-    "image": DiffusionConfig, "synthesis": SynthesisConfig, "segment": SegmentConfig,
+    "experiment": ExperimentConfig,
+    "data": PrepareConfig,
+    "structure": DiffusionConfig,
+    "image": DiffusionConfig,
+    "synthesis": SynthesisConfig,
+    "segment": SegmentConfig,
 }
 
 
@@ -143,5 +152,19 @@ def model_kinds(plan: Plan) -> tuple[str, ...]:
     return ("image",) if plan.synthesis.structures in REAL_STRUCTURES else ("structure", "image")
 
 
-__all__ = ["ARMS", "COPYPASTE_ARM", "REAL_ARM", "REAL_CELL", "Arm", "Cell", "ExperimentConfig",
-           "Plan", "SECTIONS", "cells_of", "find_cells", "load_plan", "model_kinds", "reference_cell"]
+__all__ = [
+    "ARMS",
+    "COPYPASTE_ARM",
+    "REAL_ARM",
+    "REAL_CELL",
+    "Arm",
+    "Cell",
+    "ExperimentConfig",
+    "Plan",
+    "SECTIONS",
+    "cells_of",
+    "find_cells",
+    "load_plan",
+    "model_kinds",
+    "reference_cell",
+]

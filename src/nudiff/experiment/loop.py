@@ -70,9 +70,15 @@ class RunContext:
     timed: Timed
 
 
-def run_experiment(plan: Plan, out: Path, test_dir: Path | None = None,
-                   data_dirs: list[Path] | None = None, results_dir: Path | None = None,
-                   models_only: bool = False, cells: list[Cell] | None = None) -> Path | None:
+def run_experiment(
+    plan: Plan,
+    out: Path,
+    test_dir: Path | None = None,
+    data_dirs: list[Path] | None = None,
+    results_dir: Path | None = None,
+    models_only: bool = False,
+    cells: list[Cell] | None = None,
+) -> Path | None:
     """Run (or resume) every cell; returns the path of results.csv.
 
     results_dir: take committed cells from there and commit finished ones (see
@@ -134,8 +140,9 @@ def run_experiment(plan: Plan, out: Path, test_dir: Path | None = None,
     return run.results_csv
 
 
-def _context(plan: Plan, run: RunLayout, folders: list[Path], test_dir: Path | None,
-             timed: Timed) -> RunContext:
+def _context(
+    plan: Plan, run: RunLayout, folders: list[Path], test_dir: Path | None, timed: Timed
+) -> RunContext:
     """Prepare the data (once; the subsets of fractions it lacks are drawn) and say what the
     cells are tested and selected on."""
     cfg = plan.experiment
@@ -144,8 +151,11 @@ def _context(plan: Plan, run: RunLayout, folders: list[Path], test_dir: Path | N
         if not (run.data / "manifest.json").exists():
             log(f"preparing data from {', '.join(map(str, folders))}")
             timed("data_prepare", lambda: prepare(folders, run.data, data_cfg))
-        missing = [f for f in data_cfg.fractions
-                   if not (run.data / "subsets" / subset_filename(f, cfg.subset_seed)).is_file()]
+        missing = [
+            f
+            for f in data_cfg.fractions
+            if not (run.data / "subsets" / subset_filename(f, cfg.subset_seed)).is_file()
+        ]
         if missing:  # a data folder prepared for other fractions: draw these (the others are kept)
             log(f"drawing the subsets of fractions {missing} in {run.data}")
             prepare(folders, run.data, data_cfg, progress=False)
@@ -154,10 +164,14 @@ def _context(plan: Plan, run: RunLayout, folders: list[Path], test_dir: Path | N
     # Model selection happens on the validation images only when they are not the test
     # images (--test given); otherwise on the labeled subset's patches (see run_cell).
     return RunContext(
-        plan, run, run.data,
+        plan,
+        run,
+        run.data,
         test_images=Path(test_dir) / "images" if test_dir else run.data / "val" / "images",
         test_labels=Path(test_dir) if test_dir else run.data / "val",
-        val=(load_val(run.data) or None) if test_dir else None, timed=timed)  # none held out: the subset's
+        val=(load_val(run.data) or None) if test_dir else None,
+        timed=timed,
+    )  # none held out: the subset's
 
 
 def _refuse_without_models(plan: Plan, run: RunLayout, cells: list[Cell]) -> None:
@@ -170,7 +184,8 @@ def _refuse_without_models(plan: Plan, run: RunLayout, cells: list[Cell]) -> Non
             raise NudiffError(
                 f"cell {cell.name} needs the {fraction_tag(cell.fraction)} diffusion models "
                 f"({', '.join(missing)}), not finished in {run.root}: run `nudiff experiment "
-                "--models-only` with this --config and --out first")
+                "--models-only` with this --config and --out first"
+            )
 
 
 def _pairs_for(ctx: RunContext, fraction: float, results_dir: Path | None, timings: dict) -> None:
@@ -214,17 +229,34 @@ def run_cell(ctx: RunContext, cell: Cell, need_model: bool = False) -> None:
         # Model selection and post-processing thresholds need labeled images the score is not
         # computed on: the validation images when a separate --test is given, else (test = the
         # validation images) a fixed sample of the labeled subset's own patches.
-        selection = ctx.val if ctx.val is not None else real[:: max(1, len(real) // plan.experiment.selection_patches)]
+        selection = (
+            ctx.val
+            if ctx.val is not None
+            else real[:: max(1, len(real) // plan.experiment.selection_patches)]
+        )
         real, synthetic = training_data(plan, ctx.run, cell, real)
         seg_cfg = replace(plan.segment, train=replace(plan.segment.train, seed=cell.seed))
         seed_everything(cell.seed)
         log(f"cell {cell.name}: {len(real)} real-role + {len(synthetic or [])} synthetic patches")
-        ctx.timed(f"cells/{cell.name}/train", lambda: train_segmenter(
-            seg_cfg, cell_dir, real, synthetic, selection, resume=(cell_dir / "checkpoints").exists()))
-        ctx.timed(f"cells/{cell.name}/predict", lambda: predict_folder(cell_dir, ctx.test_images, cell_dir / "pred"))
+        ctx.timed(
+            f"cells/{cell.name}/train",
+            lambda: train_segmenter(
+                seg_cfg,
+                cell_dir,
+                real,
+                synthetic,
+                selection,
+                resume=(cell_dir / "checkpoints").exists(),
+            ),
+        )
+        ctx.timed(
+            f"cells/{cell.name}/predict",
+            lambda: predict_folder(cell_dir, ctx.test_images, cell_dir / "pred"),
+        )
         report = evaluate_folders(cell_dir / "pred", ctx.test_labels)
         write_json(cell_dir / ("metrics_retrained.json" if retraining else "metrics.json"), report)
     m = report["mean"]
-    log(f"cell {cell.name}{' (retrained)' if retraining else ''}: "
-        f"Dice {m['dice']:.4f} AJI {m['aji']:.4f} PQ {m['pq']:.4f}")
-
+    log(
+        f"cell {cell.name}{' (retrained)' if retraining else ''}: "
+        f"Dice {m['dice']:.4f} AJI {m['aji']:.4f} PQ {m['pq']:.4f}"
+    )

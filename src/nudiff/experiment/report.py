@@ -42,9 +42,15 @@ def _cells_table(header: str, entries: list[dict], spec: str, n_seeds, paper) ->
     for e in entries:
         ref = paper(e)
         pd, pa = (format(ref[0], spec), format(ref[1], spec)) if ref else ("–", "–")
-        cols = [format(e[m], spec) + (f" ± {e[m + '_sd']:.4f}" if e[m + "_sd"] is not None else "")
-                for m in REPORT_METRICS]
-        lines.append(f"| {e['fraction']:.0%} | {e['arm']} | {n_seeds(e)} | " + " | ".join(cols) + f" | {pd} | {pa} |")
+        cols = [
+            format(e[m], spec) + (f" ± {e[m + '_sd']:.4f}" if e[m + "_sd"] is not None else "")
+            for m in REPORT_METRICS
+        ]
+        lines.append(
+            f"| {e['fraction']:.0%} | {e['arm']} | {n_seeds(e)} | "
+            + " | ".join(cols)
+            + f" | {pd} | {pa} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -54,21 +60,32 @@ def answer_markdown(entries: list[dict]) -> str:
     closes, and the paper's Table 1 beside."""
     if not entries:
         return ""
-    lines = ["| labeled | training data | seeds | Dice | AJI | PQ | AJI gain over real, 95 % interval "
-             "| share of the gap to 100 % closed | paper Dice | paper AJI |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| labeled | training data | seeds | Dice | AJI | PQ | AJI gain over real, 95 % interval "
+        "| share of the gap to 100 % closed | paper Dice | paper AJI |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for e in entries:
         gain = _interval(e["gain_aji"]) if "gain_aji" in e else "–"
         share = f"{e['share_of_gap']:.0%}" if e.get("share_of_gap") is not None else "–"
         paper = [f"{v:.4f}" for v in e["paper"]] if e["paper"] else ["–", "–"]
-        lines.append(f"| {e['fraction']:.0%} | {e['arm']} | {e['n_seeds']} | {e['dice']:.4f} | {e['aji']:.4f} "
-                     f"| {e['pq']:.4f} | {gain} | {share} | {paper[0]} | {paper[1]} |")
-    unresolved = [e for e in entries if "gain_aji" in e and e["gain_aji"]["lo"] <= 0 <= e["gain_aji"]["hi"]]
+        lines.append(
+            f"| {e['fraction']:.0%} | {e['arm']} | {e['n_seeds']} | {e['dice']:.4f} | "
+            f"{e['aji']:.4f} "
+            f"| {e['pq']:.4f} | {gain} | {share} | {paper[0]} | {paper[1]} |"
+        )
+    unresolved = [
+        e for e in entries if "gain_aji" in e and e["gain_aji"]["lo"] <= 0 <= e["gain_aji"]["hi"]
+    ]
     if unresolved:
         names = ", ".join(f"{e['fraction']:.0%} {e['arm']}" for e in unresolved)
         seeds = max(e["n_seeds"] for e in unresolved)
-        lines += ["", f"Not resolved: the AJI gain of {names} has an interval that includes 0 "
-                  f"({seeds} seed{'s' * (seeds > 1)}). More seeds: the same command with "
-                  "`--set 'experiment.seeds=[0, 1, 2]'` (finished cells are kept)."]
+        lines += [
+            "",
+            f"Not resolved: the AJI gain of {names} has an interval that includes 0 "
+            f"({seeds} seed{'s' * (seeds > 1)}). More seeds: the same command with "
+            "`--set 'experiment.seeds=[0, 1, 2]'` (finished cells are kept).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -80,24 +97,38 @@ def results_markdown(summary: list[dict], paper: str = "monuseg") -> str:
     table = PAPER_TABLES[paper]
     return _cells_table(
         "| labeled | training data | seeds | Dice | AJI | AJI+ | PQ | paper Dice | paper AJI |",
-        summary, ".4f", lambda e: e["n_seeds"],
-        lambda e: table.get((round(e["fraction"], 2), e["arm"])))
+        summary,
+        ".4f",
+        lambda e: e["n_seeds"],
+        lambda e: table.get((round(e["fraction"], 2), e["arm"])),
+    )
 
 
 def gains_markdown(gains: list[dict]) -> str:
     base = gains[0].get("baseline", "real") if gains else "real"
     table = _cells_table(
-        f"| labeled | arm − {base} (paired by seed) | seeds | Δ Dice | Δ AJI | Δ AJI+ | Δ PQ | paper Δ Dice | paper Δ AJI |",
-        gains, "+.4f", lambda e: len(e["seeds"]), lambda e: e["paper"])
+        f"| labeled | arm − {base} (paired by seed) | seeds | Δ Dice | Δ AJI | Δ AJI+ | Δ PQ | "
+        "paper Δ Dice | paper Δ AJI |",
+        gains,
+        "+.4f",
+        lambda e: len(e["seeds"]),
+        lambda e: e["paper"],
+    )
     with_ci = [e for e in gains if "ci" in e]
     return table + ("\n" + _interval_table(f"arm − {base}", with_ci) if with_ci else "")
 
 
 def _interval_table(column: str, entries: list[dict]) -> str:
     """Markdown: per entry its fraction, arm, number of pairs and ``_interval_cells``."""
-    lines = [f"| labeled | {column} | (image × seed) pairs | Δ AJI, 95 % interval | Δ PQ, 95 % interval |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {e['fraction']:.0%} | {e['arm']} | {e['ci']['n']} | {_interval_cells(e['ci'])} |" for e in entries]
+    lines = [
+        f"| labeled | {column} | (image × seed) pairs | Δ AJI, 95 % interval | Δ PQ, 95 % "
+        "interval |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {e['fraction']:.0%} | {e['arm']} | {e['ci']['n']} | {_interval_cells(e['ci'])} |"
+        for e in entries
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -108,24 +139,41 @@ def gaps_markdown(entries: list[dict]) -> str:
 
 def _interval_cells(ci: dict) -> str:
     """The Δ AJI and Δ PQ cells of a ``paired_interval``: mean [lo, hi]."""
-    return " | ".join(f"{ci[m]['mean']:+.4f} [{ci[m]['lo']:+.4f}, {ci[m]['hi']:+.4f}]" for m in ("aji", "pq"))
+    return " | ".join(
+        f"{ci[m]['mean']:+.4f} [{ci[m]['lo']:+.4f}, {ci[m]['hi']:+.4f}]" for m in ("aji", "pq")
+    )
 
 
 def group_gains_markdown(entries: list[dict]) -> str:
     base = entries[0].get("baseline", "real") if entries else "real"
-    lines = [f"| labeled | arm − {base} | test images | (image × seed) pairs | Δ AJI, 95 % interval | Δ PQ, 95 % interval |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"| labeled | arm − {base} | test images | (image × seed) pairs | Δ AJI, 95 % interval | "
+        "Δ PQ, 95 % interval |",
+        "|---|---|---|---|---|---|",
+    ]
     for e in sorted(entries, key=lambda e: (e["fraction"], e["arm"], e["group"])):
-        lines.append(f"| {e['fraction']:.0%} | {e['arm']} | {e['group']} | {e['ci']['n']} | {_interval_cells(e['ci'])} |")
+        lines.append(
+            f"| {e['fraction']:.0%} | {e['arm']} | {e['group']} | {e['ci']['n']} | "
+            f"{_interval_cells(e['ci'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def group_markdown(entries: list[dict]) -> str:
-    lines = ["| labeled | training data | test images | seeds | Dice | AJI | PQ |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| labeled | training data | test images | seeds | Dice | AJI | PQ |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for e in sorted(entries, key=lambda e: (e["fraction"], e["arm"], e["group"])):
-        cols = [f"{e[m]:.4f}" + (f" ± {e[m + '_sd']:.4f}" if e[m + "_sd"] is not None else "")
-                for m in ("dice", "aji", "pq")]
-        lines.append(f"| {e['fraction']:.0%} | {e['arm']} | {e['group']} | {e['n_seeds']} | " + " | ".join(cols) + " |")
+        cols = [
+            f"{e[m]:.4f}" + (f" ± {e[m + '_sd']:.4f}" if e[m + "_sd"] is not None else "")
+            for m in ("dice", "aji", "pq")
+        ]
+        lines.append(
+            f"| {e['fraction']:.0%} | {e['arm']} | {e['group']} | {e['n_seeds']} | "
+            + " | ".join(cols)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -139,16 +187,27 @@ def per_image_markdown(entry: dict) -> str:
     ref = f"{entry['reference'][0]:.0%} {entry['reference'][1]}"
     base = f"{entry['fraction']:.0%} {entry['baseline']}"
     seeds = lambda n: f"{n} seed" + ("s" if n > 1 else "")  # noqa: E731
-    lines = [f"| test image | Δ {m}: {ref} − {base} | "
-             + " | ".join(f"Δ {m}: {a} − {base} ({seeds(len(v['seeds']))})" for a, v in arms.items()) + " |",
-             "|---" * (len(arms) + 2) + "|"]
+    lines = [
+        f"| test image | Δ {m}: {ref} − {base} | "
+        + " | ".join(f"Δ {m}: {a} − {base} ({seeds(len(v['seeds']))})" for a, v in arms.items())
+        + " |",
+        "|---" * (len(arms) + 2) + "|",
+    ]
     for image, g in sorted(entry["label_gain"].items(), key=lambda kv: -kv[1]):
         cols = [f"{v['gains'][image]:+.3f}" if image in v["gains"] else "–" for v in arms.values()]
         lines.append(f"| {image} | {g:+.3f} | " + " | ".join(cols) + " |")
-    lines.append("| Pearson r with the label gain (p) | | "
-                 + " | ".join(f"{v['r']:+.2f} ({v['p']:.2f})" for v in arms.values()) + " |")
-    lines.append("| r, baseline seeds split (label gain over one seed, arm gain over the others) | | "
-                 + " | ".join("–" if np.isnan(v["r_split"]) else f"{v['r_split']:+.2f}" for v in arms.values()) + " |")
+    lines.append(
+        "| Pearson r with the label gain (p) | | "
+        + " | ".join(f"{v['r']:+.2f} ({v['p']:.2f})" for v in arms.values())
+        + " |"
+    )
+    lines.append(
+        "| r, baseline seeds split (label gain over one seed, arm gain over the others) | | "
+        + " | ".join(
+            "–" if np.isnan(v["r_split"]) else f"{v['r_split']:+.2f}" for v in arms.values()
+        )
+        + " |"
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -168,13 +227,20 @@ def per_image_chart(entry: dict, path) -> None:
     m = _metric_label(entry["metric"])
     for k, (arm, v) in enumerate(entry["arms"].items()):
         images = list(v["gains"])
-        ax.scatter([entry["label_gain"][i] for i in images], [v["gains"][i] for i in images],
-                   color=f"C{k}", label=f"{arm} (r = {v['r']:+.2f}, p = {v['p']:.2f}"
-                   + ("" if np.isnan(v["r_split"]) else f"; split r = {v['r_split']:+.2f}") + ")")
+        ax.scatter(
+            [entry["label_gain"][i] for i in images],
+            [v["gains"][i] for i in images],
+            color=f"C{k}",
+            label=f"{arm} (r = {v['r']:+.2f}, p = {v['p']:.2f}"
+            + ("" if np.isnan(v["r_split"]) else f"; split r = {v['r_split']:+.2f}")
+            + ")",
+        )
     ax.axhline(0, color="k", lw=0.8)
     ax.axvline(0, color="k", lw=0.8)
-    ax.set_xlabel(f"Δ {m}: {entry['reference'][0]:.0%} {entry['reference'][1]} − {entry['fraction']:.0%} "
-                  f"{entry['baseline']}  (what more labels give)")
+    ax.set_xlabel(
+        f"Δ {m}: {entry['reference'][0]:.0%} {entry['reference'][1]} − {entry['fraction']:.0%} "
+        f"{entry['baseline']}  (what more labels give)"
+    )
     ax.set_ylabel(f"Δ {m}: arm − {entry['fraction']:.0%} {entry['baseline']}")
     ax.set_title("Per test image: does an arm help where more labels help?", fontsize=10)
     ax.legend(fontsize=7, loc="best")
@@ -199,29 +265,56 @@ def results_chart(summary: list[dict], path, gains: list[dict] | None = None) ->
     width = 0.8 / len(metrics)
     gains = [g for g in gains or [] if "ci" in g]
     ncols = 2 if gains else 1
-    fig, axes = plt.subplots(1, ncols, figsize=(max(6, 1.3 * len(summary)) + 5 * (ncols - 1), 4),
-                             squeeze=False, gridspec_kw={"width_ratios": [max(6, 1.3 * len(summary)), 5][:ncols]})
+    fig, axes = plt.subplots(
+        1,
+        ncols,
+        figsize=(max(6, 1.3 * len(summary)) + 5 * (ncols - 1), 4),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [max(6, 1.3 * len(summary)), 5][:ncols]},
+    )
     ax = axes[0, 0]
     for i, m in enumerate(metrics):
-        ax.bar(x + (i - 1) * width, [e[m] for e in summary], width,
-               yerr=[e[m + "_sd"] or 0 for e in summary], capsize=3, label=m.upper() if m != "dice" else "Dice")
+        ax.bar(
+            x + (i - 1) * width,
+            [e[m] for e in summary],
+            width,
+            yerr=[e[m + "_sd"] or 0 for e in summary],
+            capsize=3,
+            label=m.upper() if m != "dice" else "Dice",
+        )
     ax.set_xticks(x, labels, fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("mean over test images")
     ax.legend(ncol=3, loc="lower right")
-    ax.set_title("Segmenter per labeled fraction × training data\n(error bars: sd over seeds)", fontsize=10)
+    ax.set_title(
+        "Segmenter per labeled fraction × training data\n(error bars: sd over seeds)", fontsize=10
+    )
     if gains:
         ax = axes[0, 1]
         y = np.arange(len(gains))
         for j, (m, colour) in enumerate((("aji", "C1"), ("pq", "C2"))):
             mean = np.array([g["ci"][m]["mean"] for g in gains])
-            err = np.array([[g["ci"][m]["mean"] - g["ci"][m]["lo"], g["ci"][m]["hi"] - g["ci"][m]["mean"]]
-                            for g in gains]).T
-            ax.errorbar(mean, y + (j - 0.5) * 0.3, xerr=np.nan_to_num(err), fmt="o", color=colour,
-                        capsize=3, label="Δ " + m.upper())
+            err = np.array(
+                [
+                    [g["ci"][m]["mean"] - g["ci"][m]["lo"], g["ci"][m]["hi"] - g["ci"][m]["mean"]]
+                    for g in gains
+                ]
+            ).T
+            ax.errorbar(
+                mean,
+                y + (j - 0.5) * 0.3,
+                xerr=np.nan_to_num(err),
+                fmt="o",
+                color=colour,
+                capsize=3,
+                label="Δ " + m.upper(),
+            )
         ax.axvline(0, color="k", lw=0.8)
-        ax.set_yticks(y, [f"{g['fraction']:.0%} {g['arm']}\n− {g.get('baseline', 'real')}" for g in gains],
-                      fontsize=8)
+        ax.set_yticks(
+            y,
+            [f"{g['fraction']:.0%} {g['arm']}\n− {g.get('baseline', 'real')}" for g in gains],
+            fontsize=8,
+        )
         ax.invert_yaxis()
         ax.set_xlabel("difference, 95 % interval over (test image × seed) pairs")
         ax.legend(loc="lower right", fontsize=8)
@@ -232,7 +325,9 @@ def results_chart(summary: list[dict], path, gains: list[dict] | None = None) ->
     plt.close(fig)
 
 
-def write_experiment_report(out, rows: list[dict], cfg=None, groups: dict[str, str] | None = None) -> None:
+def write_experiment_report(
+    out, rows: list[dict], cfg=None, groups: dict[str, str] | None = None
+) -> None:
     """report/table.md, report/summary.json, report/chart.png and report/index.html; ``groups``
     ({test image: group}) defaults to the run's prepared ``data/`` folder's."""
     run = RunLayout(Path(out))
@@ -250,68 +345,152 @@ def write_experiment_report(out, rows: list[dict], cfg=None, groups: dict[str, s
     groups = load_groups(run.data) if groups is None else groups
     by_group = group_summary(rows, groups) if groups else []
     gains_by_group = group_gains(rows, groups, paper) if groups else []
-    versus_copypaste_by_group = group_gains(rows, groups, paper, COPYPASTE_ARM, with_pairs) if groups else []
+    versus_copypaste_by_group = (
+        group_gains(rows, groups, paper, COPYPASTE_ARM, with_pairs) if groups else []
+    )
     fractions = sorted({float(r["fraction"]) for r in rows if float(r["fraction"]) < 1.0})
     # one per-image view per labeled fraction below 100 % that has arms beside its baseline
     per_image = [e for e in (per_image_gains(rows, f) for f in fractions) if e.get("arms")]
-    # (HTML title, markdown) of each section that has rows, in the order of both outputs
-    sections = [(title, md) for title, md in [
-        ("Gain over real-only at the same fraction, paired by seed", gains_markdown(gains) if gains else ""),
-        ("Diffusion versus copy-paste, paired by seed",
-         gains_markdown(versus_copypaste) if versus_copypaste else ""),
-        ("Against 100 % labels, paired by test image and seed", gaps_markdown(gaps) if gaps else ""),
-        ("By group of test images", group_markdown(by_group) if by_group else ""),
-        ("Gain over real-only by group of test images",
-         group_gains_markdown(gains_by_group) if gains_by_group else ""),
-        ("Diffusion versus copy-paste by group of test images",
-         group_gains_markdown(versus_copypaste_by_group) if versus_copypaste_by_group else ""),
-    ] if md]
+    sections = _report_sections(
+        gains, versus_copypaste, gaps, by_group, gains_by_group, versus_copypaste_by_group
+    )
     opening = answer_markdown(answered) + "\n" if answered else ""
     if sources := run.model_sources():  # which diffusion models made the pairs
         opening += "Diffusion models: " + "; ".join(sources) + ".\n\n"
-    write_text(rep / "table.md", opening + table + "".join("\n" + md for _, md in sections)
-               + "".join("\n" + per_image_markdown(e) for e in per_image))
-    write_json(rep / "summary.json", {"answer": answered, "cells": summary, "gains": gains, "versus_copypaste": versus_copypaste, "gaps_to_full": gaps,
-                                      "groups": by_group, "group_gains": gains_by_group,
-                                      "group_versus_copypaste": versus_copypaste_by_group,
-                                      "per_image": per_image})
+    write_text(
+        rep / "table.md",
+        opening
+        + table
+        + "".join("\n" + md for _, md in sections)
+        + "".join("\n" + per_image_markdown(e) for e in per_image),
+    )
+    write_json(
+        rep / "summary.json",
+        {
+            "answer": answered,
+            "cells": summary,
+            "gains": gains,
+            "versus_copypaste": versus_copypaste,
+            "gaps_to_full": gaps,
+            "groups": by_group,
+            "group_gains": gains_by_group,
+            "group_versus_copypaste": versus_copypaste_by_group,
+            "per_image": per_image,
+        },
+    )
     if summary:
         results_chart(summary, rep / "chart.png", gains + versus_copypaste)
     for e in per_image:
         per_image_chart(e, rep / per_image_chart_name(e))
+    pictures = _copy_pictures(run, rep)
+    _write_index_html(rep, answered, table, sections, summary, per_image, pictures)
+
+
+def _report_sections(
+    gains, versus_copypaste, gaps, by_group, gains_by_group, versus_copypaste_by_group
+) -> list[tuple[str, str]]:
+    """(HTML title, markdown) of each section that has rows, in the order of both outputs."""
+    return [
+        (title, md)
+        for title, md in [
+            (
+                "Gain over real-only at the same fraction, paired by seed",
+                gains_markdown(gains) if gains else "",
+            ),
+            (
+                "Diffusion versus copy-paste, paired by seed",
+                gains_markdown(versus_copypaste) if versus_copypaste else "",
+            ),
+            (
+                "Against 100 % labels, paired by test image and seed",
+                gaps_markdown(gaps) if gaps else "",
+            ),
+            ("By group of test images", group_markdown(by_group) if by_group else ""),
+            (
+                "Gain over real-only by group of test images",
+                group_gains_markdown(gains_by_group) if gains_by_group else "",
+            ),
+            (
+                "Diffusion versus copy-paste by group of test images",
+                group_gains_markdown(versus_copypaste_by_group)
+                if versus_copypaste_by_group
+                else "",
+            ),
+        ]
+        if md
+    ]
+
+
+def _copy_pictures(run: RunLayout, rep: Path) -> list[tuple[str, str]]:
+    """Copy the run's mosaics and one overlay per cell into ``rep``: (caption, file name)."""
     pictures = []
     for mosaic_path in run.synthetic_mosaics():
         target = rep / f"mosaic_{mosaic_path.parts[-3]}.png"
         shutil.copyfile(mosaic_path, target)
-        pictures.append((f"Synthetic pairs (top) beside real validation patches (bottom), {mosaic_path.parts[-3]}",
-                         target.name))
+        pictures.append(
+            (
+                "Synthetic pairs (top) beside real validation patches (bottom), "
+                f"{mosaic_path.parts[-3]}",
+                target.name,
+            )
+        )
     for mosaic_path in run.copypaste_mosaics():
         target = rep / f"copypaste_{mosaic_path.parts[-2]}.png"
         shutil.copyfile(mosaic_path, target)
-        pictures.append((f"Copy-paste patches (image, then labels), {mosaic_path.parts[-2]}", target.name))
+        pictures.append(
+            (f"Copy-paste patches (image, then labels), {mosaic_path.parts[-2]}", target.name)
+        )
     for cell_dir in sorted(run.cells.glob("*")):
         overlays = sorted((cell_dir / "pred" / "overlays").glob("*.png"))[:1]
         for o in overlays:
             target = rep / f"overlay_{cell_dir.name}_{o.name}"
             shutil.copyfile(o, target)
             pictures.append((f"Prediction overlay, {cell_dir.name}: {o.stem}", target.name))
+    return pictures
+
+
+def _write_index_html(
+    rep: Path, answered, table: str, sections, summary, per_image, pictures
+) -> None:
+    """report/index.html: the same tables as table.md, the charts and the pictures."""
     body = [
         "<h1>nudiff experiment</h1>",
         "<p>Mean over test images, then mean ± sd over segmenter seeds. Paper: NuDiff Table 1 "
-        "(HoVer-Net, MoNuSeg official test set — a different test set and a far larger budget).</p>",
-        *(["<h3>The answer: each arm, its gain over real-only and the share of the gap to 100 % "
-           "labels it closes</h3>", _markdown_table_html(answer_markdown(answered))] if answered else []),
+        "(HoVer-Net, MoNuSeg official test set — a different test set and a far larger "
+        "budget).</p>",
+        *(
+            [
+                "<h3>The answer: each arm, its gain over real-only and the share of the gap to "
+                "100 % labels it closes</h3>",
+                _markdown_table_html(answer_markdown(answered)),
+            ]
+            if answered
+            else []
+        ),
         _markdown_table_html(table),
         *(f"<h3>{html.escape(title)}</h3>" + _markdown_table_html(md) for title, md in sections),
-        '<img src="chart.png" style="max-width:100%">' if summary else "<p>No finished cells yet.</p>",
-        *(f"<h3>Per test image, {e['fraction']:.0%} labeled: what each arm gives against what more labels give</h3>"
-          + _markdown_table_html(per_image_markdown(e)) + f'<img src="{per_image_chart_name(e)}">' for e in per_image),
+        '<img src="chart.png" style="max-width:100%">'
+        if summary
+        else "<p>No finished cells yet.</p>",
+        *(
+            f"<h3>Per test image, {e['fraction']:.0%} labeled: what each arm gives against what "
+            "more labels give</h3>"
+            + _markdown_table_html(per_image_markdown(e))
+            + f'<img src="{per_image_chart_name(e)}">'
+            for e in per_image
+        ),
     ]
     for caption, name in pictures:
-        body.append(f"<h3>{html.escape(caption)}</h3><img src=\"{html.escape(name)}\" style=\"max-width:100%\">")
-    write_text(rep / "index.html", "<!doctype html><meta charset=utf-8><title>nudiff report</title>"
-               "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}td,th{padding:2px 8px;"
-               "border-bottom:1px solid #ddd}</style>\n" + "\n".join(body) + "\n")
+        body.append(
+            f'<h3>{html.escape(caption)}</h3><img src="{html.escape(name)}" '
+            'style="max-width:100%">'
+        )
+    write_text(
+        rep / "index.html",
+        "<!doctype html><meta charset=utf-8><title>nudiff report</title>"
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}td,th{padding:2px 8px;"
+        "border-bottom:1px solid #ddd}</style>\n" + "\n".join(body) + "\n",
+    )
 
 
 def _markdown_table_html(md: str) -> str:
@@ -320,7 +499,10 @@ def _markdown_table_html(md: str) -> str:
     for block in md.strip().split("\n\n"):
         rows = [r.strip().strip("|").split("|") for r in block.strip().splitlines()]
         head, body = rows[0], rows[2:]
-        out += ["<table>", "<tr>" + "".join(f"<th>{html.escape(c.strip())}</th>" for c in head) + "</tr>"]
+        out += [
+            "<table>",
+            "<tr>" + "".join(f"<th>{html.escape(c.strip())}</th>" for c in head) + "</tr>",
+        ]
         for r in body:
             out.append("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>")
         out.append("</table>")
@@ -335,8 +517,10 @@ def collect_results(out: Path, cells: list[Cell]) -> list[dict]:
         if not run.metrics(cell).exists():
             continue
         for image, m in read_json(run.metrics(cell))["per_image"].items():
-            rows.append({"fraction": cell.fraction, "arm": cell.arm, "seed": cell.seed, "image": image}
-                        | {k: m[k] for k in METRICS})
+            rows.append(
+                {"fraction": cell.fraction, "arm": cell.arm, "seed": cell.seed, "image": image}
+                | {k: m[k] for k in METRICS}
+            )
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["fraction", "arm", "seed", "image", *METRICS])
     writer.writeheader()
@@ -350,9 +534,18 @@ def timings_markdown(timings: dict[str, float], n_cells_done: int, n_cells: int)
     groups: dict[str, float] = {}
     for key, seconds in timings.items():
         stage = key.split("/")[-1] if "/" in key else key
-        group = "segmenter " + stage if key.startswith("cells/") else ("diffusion " + stage if "/" in key else stage)
+        group = (
+            "segmenter " + stage
+            if key.startswith("cells/")
+            else ("diffusion " + stage if "/" in key else stage)
+        )
         groups[group] = groups.get(group, 0.0) + seconds
-    lines = [f"Cells finished: {n_cells_done} of {n_cells}.", "", "| stage | minutes |", "|---|---|"]
+    lines = [
+        f"Cells finished: {n_cells_done} of {n_cells}.",
+        "",
+        "| stage | minutes |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v / 60:.1f} |" for k, v in sorted(groups.items())]
     lines.append(f"| **total** | **{sum(timings.values()) / 60:.1f}** |")
     return "\n".join(lines) + "\n"
@@ -374,7 +567,9 @@ def publish_report(plan: Plan, out: Path, results_dir: Path) -> list[Path]:
     run, dest = RunLayout(Path(out)), ResultsLayout(Path(results_dir))
     cells = cells_of(plan.experiment)
     dest.root.mkdir(parents=True, exist_ok=True)
-    for c in cells:  # committed metrics -> the run's cell folder (refused if another config made them)
+    for (
+        c
+    ) in cells:  # committed metrics -> the run's cell folder (refused if another config made them)
         if is_committed(dest.root, plan, c):
             import_committed(dest.root, c, run)
     timings = read_json(dest.timings) if dest.timings.exists() else {}
@@ -392,10 +587,20 @@ def publish_report(plan: Plan, out: Path, results_dir: Path) -> list[Path]:
     seeds = seed_precisions(dest.root, plan)  # an error for a seed whose cells mix precisions
     if len(set(seeds.values())) > 1:  # the precision rule: contrasts pair cells of one seed only
         ran = ", ".join(f"s{k} {precision_name(p)}" for k, p in sorted(seeds.items()))
-        write_text(rep / "table.md", (rep / "table.md").read_text() + f"\nSegmenter precision by seed: {ran}; "
-                   "every paired contrast compares cells of one seed, so of one precision.\n")
-    for f in [rep / "table.md", rep / "summary.json", rep / "chart.png", *sorted(rep.glob("per_image_f*.png")),
-              *sorted(rep.glob("mosaic_*.png")), run.results_csv, run.timings]:
+        write_text(
+            rep / "table.md",
+            (rep / "table.md").read_text() + f"\nSegmenter precision by seed: {ran}; "
+            "every paired contrast compares cells of one seed, so of one precision.\n",
+        )
+    for f in [
+        rep / "table.md",
+        rep / "summary.json",
+        rep / "chart.png",
+        *sorted(rep.glob("per_image_f*.png")),
+        *sorted(rep.glob("mosaic_*.png")),
+        run.results_csv,
+        run.timings,
+    ]:
         if f.exists():
             shutil.copyfile(f, dest.root / f.name)
     written = [dest.root / "table.md"]

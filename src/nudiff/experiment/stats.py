@@ -12,18 +12,30 @@ from scipy.stats import pearsonr, t
 
 # NuDiff Table 1, HoVer-Net (Dice, AJI): "real" = labeled, "real+syn" = augmented
 PAPER_TABLE1 = {
-    (0.1, "real"): (0.7969, 0.6344), (0.1, "real+syn"): (0.8291, 0.6785),
-    (0.2, "real"): (0.8118, 0.6501), (0.2, "real+syn"): (0.8219, 0.6657),
-    (0.5, "real"): (0.8182, 0.6603), (0.5, "real+syn"): (0.8291, 0.6764),
-    (1.0, "real"): (0.8206, 0.6652), (1.0, "real+syn"): (0.8336, 0.6810),
+    (0.1, "real"): (0.7969, 0.6344),
+    (0.1, "real+syn"): (0.8291, 0.6785),
+    (0.2, "real"): (0.8118, 0.6501),
+    (0.2, "real+syn"): (0.8219, 0.6657),
+    (0.5, "real"): (0.8182, 0.6603),
+    (0.5, "real+syn"): (0.8291, 0.6764),
+    (1.0, "real"): (0.8206, 0.6652),
+    (1.0, "real+syn"): (0.8336, 0.6810),
 }
 PAPER_TABLE1_KUMAR = {
-    (0.1, "real"): (0.8040, 0.5939), (0.1, "real+syn"): (0.8049, 0.6161),
-    (0.2, "real"): (0.8078, 0.6098), (0.2, "real+syn"): (0.8192, 0.6255),
-    (0.5, "real"): (0.8175, 0.6201), (0.5, "real+syn"): (0.8158, 0.6307),
-    (1.0, "real"): (0.8150, 0.6183), (1.0, "real+syn"): (0.8210, 0.6301),
+    (0.1, "real"): (0.8040, 0.5939),
+    (0.1, "real+syn"): (0.8049, 0.6161),
+    (0.2, "real"): (0.8078, 0.6098),
+    (0.2, "real+syn"): (0.8192, 0.6255),
+    (0.5, "real"): (0.8175, 0.6201),
+    (0.5, "real+syn"): (0.8158, 0.6307),
+    (1.0, "real"): (0.8150, 0.6183),
+    (1.0, "real+syn"): (0.8210, 0.6301),
 }
-PAPER_TABLES = {"monuseg": PAPER_TABLE1, "kumar": PAPER_TABLE1_KUMAR, "none": {}}  # none: a user's own data
+PAPER_TABLES = {
+    "monuseg": PAPER_TABLE1,
+    "kumar": PAPER_TABLE1_KUMAR,
+    "none": {},
+}  # none: a user's own data
 REPORT_METRICS = ("dice", "aji", "aji_plus", "pq")
 
 
@@ -31,9 +43,16 @@ def _per_seed_means(rows: list[dict]) -> dict:
     """{(fraction, arm): {seed: {metric: mean over that cell's test images}}}."""
     by_cell: dict = {}
     for r in rows:
-        by_cell.setdefault((float(r["fraction"]), r["arm"]), {}).setdefault(int(r["seed"]), []).append(r)
-    return {cell: {seed: {m: float(np.mean([float(r[m]) for r in rs])) for m in REPORT_METRICS}
-                   for seed, rs in seeds.items()} for cell, seeds in by_cell.items()}
+        by_cell.setdefault((float(r["fraction"]), r["arm"]), {}).setdefault(
+            int(r["seed"]), []
+        ).append(r)
+    return {
+        cell: {
+            seed: {m: float(np.mean([float(r[m]) for r in rs])) for m in REPORT_METRICS}
+            for seed, rs in seeds.items()
+        }
+        for cell, seeds in by_cell.items()
+    }
 
 
 def summarise_results(rows: list[dict]) -> list[dict]:
@@ -52,8 +71,12 @@ def _mean_sd(values: list[float]) -> tuple[float, float | None]:
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None
 
 
-def paired_gains(rows: list[dict], paper: str = "monuseg", baseline: str = "real",
-                 arms: tuple[str, ...] | None = None) -> list[dict]:
+def paired_gains(
+    rows: list[dict],
+    paper: str = "monuseg",
+    baseline: str = "real",
+    arms: tuple[str, ...] | None = None,
+) -> list[dict]:
     """Per fraction and arm (``arms``, default every other arm): (arm - ``baseline``) over the
     seeds both have, paired by seed (per-seed means over test images), mean ± sd; ``ci``: the 95 %
     interval of the difference over (test image × seed) pairs (``paired_interval``); the paper's
@@ -70,8 +93,11 @@ def paired_gains(rows: list[dict], paper: str = "monuseg", baseline: str = "real
         for m in REPORT_METRICS:
             entry[m], entry[m + "_sd"] = _mean_sd([arm_seeds[s][m] - real[s][m] for s in seeds])
         at = [r for r in rows if float(r["fraction"]) == fraction and int(r["seed"]) in seeds]
-        entry["ci"] = paired_interval([r for r in at if r["arm"] == arm],
-                                      [r for r in at if r["arm"] == baseline], ("aji", "pq"))
+        entry["ci"] = paired_interval(
+            [r for r in at if r["arm"] == arm],
+            [r for r in at if r["arm"] == baseline],
+            ("aji", "pq"),
+        )
         entry["baseline"] = baseline
         ref, base = table.get((round(fraction, 2), arm)), table.get((round(fraction, 2), "real"))
         entry["paper"] = [ref[0] - base[0], ref[1] - base[1]] if ref and base else None
@@ -79,8 +105,13 @@ def paired_gains(rows: list[dict], paper: str = "monuseg", baseline: str = "real
     return out
 
 
-def paired_interval(rows_a: list[dict], rows_b: list[dict], metrics=REPORT_METRICS,
-                    confidence: float = 0.95, by_seed: bool = False) -> dict:
+def paired_interval(
+    rows_a: list[dict],
+    rows_b: list[dict],
+    metrics=REPORT_METRICS,
+    confidence: float = 0.95,
+    by_seed: bool = False,
+) -> dict:
     """Differences a − b over the (test image, seed) pairs both have: per metric the mean and
     a Student-t ``confidence`` interval ``{"mean", "lo", "hi"}``; ``"n"``: the number of pairs.
     With ``by_seed`` also ``"seeds"``, the seeds of those pairs (sorted), and per metric
@@ -91,7 +122,9 @@ def paired_interval(rows_a: list[dict], rows_b: list[dict], metrics=REPORT_METRI
     they are not quite; it says whether a gain is distinguishable from the pair-to-pair noise.
     """
     b = {(r["image"], int(r["seed"])): r for r in rows_b}
-    pairs = [(r, b[(r["image"], int(r["seed"]))]) for r in rows_a if (r["image"], int(r["seed"])) in b]
+    pairs = [
+        (r, b[(r["image"], int(r["seed"]))]) for r in rows_a if (r["image"], int(r["seed"])) in b
+    ]
     out: dict = {"n": len(pairs)}
     seed_of = np.array([int(x["seed"]) for x, _ in pairs])
     seeds = sorted(set(seed_of.tolist()))
@@ -100,10 +133,18 @@ def paired_interval(rows_a: list[dict], rows_b: list[dict], metrics=REPORT_METRI
     for m in metrics:
         d = np.array([float(x[m]) - float(y[m]) for x, y in pairs])
         if len(d) < 2:
-            out[m] = {"mean": float(d.mean()) if len(d) else float("nan"), "lo": float("nan"), "hi": float("nan")}
+            out[m] = {
+                "mean": float(d.mean()) if len(d) else float("nan"),
+                "lo": float("nan"),
+                "hi": float("nan"),
+            }
         else:
             half = t.ppf(0.5 + confidence / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
-            out[m] = {"mean": float(d.mean()), "lo": float(d.mean() - half), "hi": float(d.mean() + half)}
+            out[m] = {
+                "mean": float(d.mean()),
+                "lo": float(d.mean() - half),
+                "hi": float(d.mean() + half),
+            }
         if by_seed:
             out[m]["per_seed"] = [float(d[seed_of == k].mean()) for k in seeds]
     return out
@@ -114,7 +155,8 @@ def answer(rows: list[dict], paper: str = "monuseg", full: float = 1.0) -> list[
     test images and seeds); below ``full``, for arms other than real, the AJI gain over real at
     the same fraction with its 95 % interval (:func:`paired_gains`) and, where ``full`` real
     is there too, the share of the real ``fraction`` → real ``full`` AJI gap that the arm
-    closes, over the seeds all three have; the paper's (Dice, AJI). Empty for fewer than two cells."""
+    closes, over the seeds all three have; the paper's (Dice, AJI). Empty for fewer than two
+    cells."""
     summary = {(e["fraction"], e["arm"]): e for e in summarise_results(rows)}
     if len(summary) < 2:
         return []
@@ -122,12 +164,20 @@ def answer(rows: list[dict], paper: str = "monuseg", full: float = 1.0) -> list[
     means = _per_seed_means(rows)
     out = []
     for (fraction, arm), e in sorted(summary.items(), key=lambda kv: (kv[0][0] == full, kv[0])):
-        entry = {"fraction": fraction, "arm": arm, "n_seeds": e["n_seeds"],
-                 **{m: e[m] for m in ("dice", "aji", "pq")},
-                 "paper": PAPER_TABLES[paper].get((round(fraction, 2), arm))}
+        entry = {
+            "fraction": fraction,
+            "arm": arm,
+            "n_seeds": e["n_seeds"],
+            **{m: e[m] for m in ("dice", "aji", "pq")},
+            "paper": PAPER_TABLES[paper].get((round(fraction, 2), arm)),
+        }
         if (g := gains.get((fraction, arm))) is not None:
             entry["gain_aji"] = g["ci"]["aji"]
-            real, top, arm_means = means[(fraction, "real")], means.get((full, "real"), {}), means[(fraction, arm)]
+            real, top, arm_means = (
+                means[(fraction, "real")],
+                means.get((full, "real"), {}),
+                means[(fraction, arm)],
+            )
             seeds = sorted(set(real) & set(top) & set(arm_means)) if fraction < full else []
             if seeds:
                 gap = np.mean([top[s]["aji"] - real[s]["aji"] for s in seeds])
@@ -146,8 +196,11 @@ def gaps_to_full(rows: list[dict], full: float = 1.0) -> list[dict]:
     for fraction, arm in sorted({(float(r["fraction"]), r["arm"]) for r in rows}):
         if fraction >= full:
             continue
-        ci = paired_interval([r for r in rows if float(r["fraction"]) == fraction and r["arm"] == arm],
-                             top, ("aji", "pq"))
+        ci = paired_interval(
+            [r for r in rows if float(r["fraction"]) == fraction and r["arm"] == arm],
+            top,
+            ("aji", "pq"),
+        )
         if ci["n"]:
             out.append({"fraction": fraction, "arm": arm, "full": full, "ci": ci})
     return out
@@ -155,8 +208,11 @@ def gaps_to_full(rows: list[dict], full: float = 1.0) -> list[dict]:
 
 def _per_group(rows: list[dict], groups: dict[str, str], entries) -> list[dict]:
     """``entries(rows)`` within each group of test images, each entry tagged with its group."""
-    return [e | {"group": g} for g in sorted(set(groups.values()))
-            for e in entries([r for r in rows if groups.get(r["image"]) == g])]
+    return [
+        e | {"group": g}
+        for g in sorted(set(groups.values()))
+        for e in entries([r for r in rows if groups.get(r["image"]) == g])
+    ]
 
 
 def group_summary(rows: list[dict], groups: dict[str, str]) -> list[dict]:
@@ -165,8 +221,13 @@ def group_summary(rows: list[dict], groups: dict[str, str]) -> list[dict]:
     return _per_group(rows, groups, summarise_results)
 
 
-def group_gains(rows: list[dict], groups: dict[str, str], paper: str = "monuseg", baseline: str = "real",
-                arms: tuple[str, ...] | None = None) -> list[dict]:
+def group_gains(
+    rows: list[dict],
+    groups: dict[str, str],
+    paper: str = "monuseg",
+    baseline: str = "real",
+    arms: tuple[str, ...] | None = None,
+) -> list[dict]:
     """``paired_gains`` over ``baseline`` within each group of test images (``"group"`` added)."""
     return _per_group(rows, groups, lambda rs: paired_gains(rs, paper, baseline, arms))
 
@@ -179,8 +240,13 @@ def _pearson(x: list[float], y: list[float]) -> tuple[float, float]:
     return float(r), float(p)
 
 
-def per_image_gains(rows: list[dict], fraction: float, baseline: str = "real",
-                    reference: tuple[float, str] = (1.0, "real"), metric: str = "aji") -> dict:
+def per_image_gains(
+    rows: list[dict],
+    fraction: float,
+    baseline: str = "real",
+    reference: tuple[float, str] = (1.0, "real"),
+    metric: str = "aji",
+) -> dict:
     """Where extra data helps, image by image. Per test image: ``label_gain``, the mean over
     seeds of ``reference`` minus the mean of ``baseline`` at ``fraction`` (what more labels
     give); per other arm at ``fraction``, its gain over ``baseline`` (paired by seed, mean over
@@ -220,9 +286,19 @@ def per_image_gains(rows: list[dict], fraction: float, baseline: str = "real",
         splits = []
         for k in seeds:
             held = [i for i in gains if k in base[i] and shared[i] - {k}]
-            splits.append(_pearson([ref_mean[i] - base[i][k] for i in held],
-                                   [gain(cells, i, shared[i] - {k}) for i in held])[0])
+            splits.append(
+                _pearson(
+                    [ref_mean[i] - base[i][k] for i in held],
+                    [gain(cells, i, shared[i] - {k}) for i in held],
+                )[0]
+            )
         r_split = float(np.nanmean(splits)) if any(np.isfinite(splits)) else float("nan")
         arms[arm] = {"gains": gains, "r": r, "p": p, "r_split": r_split, "seeds": seeds}
-    return {"fraction": fraction, "baseline": baseline, "reference": list(reference), "metric": metric,
-            "label_gain": label_gain, "arms": arms}
+    return {
+        "fraction": fraction,
+        "baseline": baseline,
+        "reference": list(reference),
+        "metric": metric,
+        "label_gain": label_gain,
+        "arms": arms,
+    }

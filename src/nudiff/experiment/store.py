@@ -21,8 +21,7 @@ from nudiff.layout import ResultsLayout, RunLayout, fraction_tag, log
 from nudiff.synthesis import REAL_STRUCTURES, check_same_config
 from nudiff.utils import NudiffError, read_json, write_json
 
-STATES = ("committed", "committed elsewhere", "finished", "started", "to run",
-          "to run elsewhere")
+STATES = ("committed", "committed elsewhere", "finished", "started", "to run", "to run elsewhere")
 
 # The precision rule. A CPU without native bf16 trains a bf16 configuration in fp32
 # (utils.resolve_precision); its numbers differ from a bf16 cell's about as a thread count's do.
@@ -53,13 +52,16 @@ def seed_precisions(results_dir: Path | None, plan: Plan) -> dict[int, str]:
             continue
         ran = r.get("segment_precision") or plan.segment.train.precision
         if out.setdefault(int(r["seed"]), ran) != ran:
-            raise NudiffError(f"{results_dir}: seed {r['seed']}'s committed cells ran in two precisions "
-                              f"({out[int(r['seed'])]} and {ran}, {r['cell']}); a seed's cells must share one")
+            raise NudiffError(
+                f"{results_dir}: seed {r['seed']}'s committed cells ran in two precisions "
+                f"({out[int(r['seed'])]} and {ran}, {r['cell']}); a seed's cells must share one"
+            )
     return out
 
 
-def precision_refusal(results_dir: Path | None, plan: Plan, cell: Cell,
-                      seeds: dict[int, str] | None = None) -> str | None:
+def precision_refusal(
+    results_dir: Path | None, plan: Plan, cell: Cell, seeds: dict[int, str] | None = None
+) -> str | None:
     """Why this machine may not add ``cell`` to ``results_dir`` (``None``: it may): its seed's
     committed cells ran in another precision. ``seeds``: :func:`seed_precisions`, if at hand."""
     seeds = seed_precisions(results_dir, plan) if seeds is None else seeds
@@ -67,9 +69,11 @@ def precision_refusal(results_dir: Path | None, plan: Plan, cell: Cell,
     if ran is None or ran == here:
         return None
     ran, here = precision_name(ran), precision_name(here)
-    return (f"seed {cell.seed}'s committed cells ran in {ran} and this machine trains in "
-            f"{here}: left to a machine that trains in {ran} "
-            "(docs/reproducing.md, the precision rule)")
+    return (
+        f"seed {cell.seed}'s committed cells ran in {ran} and this machine trains in "
+        f"{here}: left to a machine that trains in {ran} "
+        "(docs/reproducing.md, the precision rule)"
+    )
 
 
 def is_committed(results_dir: Path, plan: Plan, cell: Cell) -> bool:
@@ -83,9 +87,11 @@ def is_committed(results_dir: Path, plan: Plan, cell: Cell) -> bool:
         return False
     saved = read_json(path)
     if not matches(saved, plan, cell):
-        raise NudiffError(f"{path}: computed with another configuration (fingerprint "
-                          f"{saved.get('fingerprint')} != {cell_fingerprint(plan, cell)}); "
-                          "move it away or use another --results folder")
+        raise NudiffError(
+            f"{path}: computed with another configuration (fingerprint "
+            f"{saved.get('fingerprint')} != {cell_fingerprint(plan, cell)}); "
+            "move it away or use another --results folder"
+        )
     return True
 
 
@@ -104,7 +110,11 @@ def cell_done(results_dir: Path | None, plan: Plan, cell: Cell, run: RunLayout) 
     it, committed there (:func:`is_committed`). A cell finished in the run but not yet committed
     (a run stopped between the two writes) is not done, so the loop (which skips its training)
     commits it."""
-    return run.metrics(cell).exists() if results_dir is None else is_committed(results_dir, plan, cell)
+    return (
+        run.metrics(cell).exists()
+        if results_dir is None
+        else is_committed(results_dir, plan, cell)
+    )
 
 
 def commit_cell(results_dir: Path, plan: Plan, cell: Cell, run: RunLayout, timings: dict) -> None:
@@ -114,15 +124,28 @@ def commit_cell(results_dir: Path, plan: Plan, cell: Cell, run: RunLayout, timin
     if why := precision_refusal(results_dir, plan, cell):
         raise NudiffError(f"cell {cell.name} not committed to {results_dir}: {why}")
     report = read_json(run.metrics(cell))
-    minutes = {k.rsplit("/", 1)[-1]: round(v / 60, 2) for k, v in timings.items()
-               if k.startswith(f"cells/{cell.name}/")}
-    write_json(ResultsLayout(Path(results_dir)).cell(cell), {
-        "cell": cell.name, "fraction": cell.fraction, "arm": cell.arm, "seed": cell.seed,
-        "segment_steps": plan.segment.train.steps, "minutes": minutes,
-        # what ran: a CPU without native bf16 trains a bf16 configuration in fp32
-        "segment_precision": this_precision(plan),
-        "machine": utils.machine(), "threads": _threads(),
-        **stamp(plan, cell), **report})
+    minutes = {
+        k.rsplit("/", 1)[-1]: round(v / 60, 2)
+        for k, v in timings.items()
+        if k.startswith(f"cells/{cell.name}/")
+    }
+    write_json(
+        ResultsLayout(Path(results_dir)).cell(cell),
+        {
+            "cell": cell.name,
+            "fraction": cell.fraction,
+            "arm": cell.arm,
+            "seed": cell.seed,
+            "segment_steps": plan.segment.train.steps,
+            "minutes": minutes,
+            # what ran: a CPU without native bf16 trains a bf16 configuration in fp32
+            "segment_precision": this_precision(plan),
+            "machine": utils.machine(),
+            "threads": _threads(),
+            **stamp(plan, cell),
+            **report,
+        },
+    )
     record_config(results_dir, plan, cell, run)
 
 
@@ -154,8 +177,11 @@ def record_config(results_dir: Path, plan: Plan, cell: Cell, run: RunLayout) -> 
     else:
         why = ""
     if not same:
-        log(f"warning: {path}{why} is not the configuration {cell.name} was committed under "
-            f"({run.root / 'config'}); kept it: a results folder should hold one configuration's cells")
+        log(
+            f"warning: {path}{why} is not the configuration {cell.name} was committed under "
+            f"({run.root / 'config'}); kept it: a results folder should hold one configuration's "
+            "cells"
+        )
 
 
 def committed_plan(results_dir: Path, overrides: list[str] | None = None) -> Plan:
@@ -163,8 +189,9 @@ def committed_plan(results_dir: Path, overrides: list[str] | None = None) -> Pla
     ``overrides``); an error when the folder has none."""
     path = ResultsLayout(Path(results_dir)).config
     if not path.is_file():
-        raise NudiffError(f"{path}: not found (the configuration {results_dir}'s cells ran); "
-                          "give --config")
+        raise NudiffError(
+            f"{path}: not found (the configuration {results_dir}'s cells ran); give --config"
+        )
     return load_plan(path, overrides)
 
 
@@ -188,12 +215,25 @@ def committed_rows(results_dir: Path, fraction: float | None = None) -> list[dic
 
 def record_rows(record: dict) -> list[dict]:
     """The per-image rows of one committed cell's record."""
-    return [{"fraction": record["fraction"], "arm": record["arm"], "seed": record["seed"], "image": image} | m
-            for image, m in record["per_image"].items()]
+    return [
+        {
+            "fraction": record["fraction"],
+            "arm": record["arm"],
+            "seed": record["seed"],
+            "image": image,
+        }
+        | m
+        for image, m in record["per_image"].items()
+    ]
 
 
-def cell_state(plan: Plan, cell: Cell, run: RunLayout, results_dir: Path | None = None,
-               seeds: dict[int, str] | None = None) -> str:
+def cell_state(
+    plan: Plan,
+    cell: Cell,
+    run: RunLayout,
+    results_dir: Path | None = None,
+    seeds: dict[int, str] | None = None,
+) -> str:
     """One of :data:`STATES`: ``committed`` (in ``results_dir`` with this configuration's
     fingerprint), ``committed elsewhere`` (there with another one, which a run refuses),
     ``finished`` (done in the run folder but not in ``results_dir``), ``started`` (a segmenter
@@ -210,8 +250,9 @@ def cell_state(plan: Plan, cell: Cell, run: RunLayout, results_dir: Path | None 
     return "to run elsewhere" if precision_refusal(results_dir, plan, cell, seeds) else "to run"
 
 
-def grid_status(plan: Plan, out: Path, results_dir: Path | None = None,
-                cells: list[Cell] | None = None) -> list[dict]:
+def grid_status(
+    plan: Plan, out: Path, results_dir: Path | None = None, cells: list[Cell] | None = None
+) -> list[dict]:
     """Where each cell of the grid (or ``cells``) stands, without running or writing anything:
     one dict per cell with ``cell``, ``state`` (:func:`cell_state`) and, for arms that need
     pairs, ``pairs`` (what the fraction's synthetic set still needs:
@@ -230,7 +271,10 @@ def status_markdown(rows: list[dict]) -> str:
     counts = {state: n for state in STATES if (n := sum(r["state"] == state for r in rows))}
     lines = ["| cell | state | pairs |", "|---|---|---|"]
     lines += [f"| {r['cell']} | {r['state']} | {r.get('pairs', '')} |" for r in rows]
-    lines += ["", ", ".join(f"{n} {state}" for state, n in counts.items()) + f" (of {len(rows)} cells)"]
+    lines += [
+        "",
+        ", ".join(f"{n} {state}" for state, n in counts.items()) + f" (of {len(rows)} cells)",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -241,8 +285,10 @@ def seeds_note(results_dir: Path | None, plan: Plan) -> str:
         return ""
     ran = ", ".join(f"s{seed} {precision_name(p)}" for seed, p in sorted(seeds.items()))
     here = precision_name(this_precision(plan))
-    return (f"Committed seeds ran in: {ran}; this machine trains in {here}, so it adds cells of "
-            f"the seeds in {here} and of new seeds only.\n")
+    return (
+        f"Committed seeds ran in: {ran}; this machine trains in {here}, so it adds cells of "
+        f"the seeds in {here} and of new seeds only.\n"
+    )
 
 
 def precision_note(plan: Plan) -> str:
@@ -256,9 +302,11 @@ def precision_note(plan: Plan) -> str:
     asked = [name for name, precision in trained if precision == "bf16"]
     if not asked or utils.native_bf16(utils.default_device()):
         return ""
-    return (f"Here, the bf16 {', '.join(asked)} would train in fp32: this "
-            f"{utils.default_device()} has no native bf16 (AVX512-BF16/AMX). Committed cells "
-            "record the precision their segmenter ran in (segment_precision).\n")
+    return (
+        f"Here, the bf16 {', '.join(asked)} would train in fp32: this "
+        f"{utils.default_device()} has no native bf16 (AVX512-BF16/AMX). Committed cells "
+        "record the precision their segmenter ran in (segment_precision).\n"
+    )
 
 
 def missing_models(plan: Plan, run: RunLayout, fraction: float) -> list[str]:
@@ -270,8 +318,12 @@ def synthetic_done(plan: Plan, run: RunLayout, fraction: float) -> bool:
     """Whether the fraction's synthetic folder holds its ``n_synthetic`` pairs, made with this
     plan's synthesis section (another one is an error naming the keys that differ)."""
     syn_cfg = replace(plan.synthesis, n=plan.experiment.n_synthetic)
-    manifest = check_same_config(run.synthetic(fraction) / "manifest.json", syn_cfg, any_segmenter=True,
-                                 models=(plan.structure.sample, plan.image.sample))  # as they are trained
+    manifest = check_same_config(
+        run.synthetic(fraction) / "manifest.json",
+        syn_cfg,
+        any_segmenter=True,
+        models=(plan.structure.sample, plan.image.sample),
+    )  # as they are trained
     return manifest is not None and manifest["n_accepted"] >= syn_cfg.n
 
 

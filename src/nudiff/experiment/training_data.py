@@ -47,7 +47,9 @@ def training_data(plan: Plan, run: RunLayout, cell: Cell, real: list) -> tuple[l
     return arm.compose(real, extra)
 
 
-def train_models(plan: Plan, run: RunLayout, data_dir: Path, fraction: float, timed: Timed) -> list:
+def train_models(
+    plan: Plan, run: RunLayout, data_dir: Path, fraction: float, timed: Timed
+) -> list:
     """Train (or resume) the fraction's diffusion models on its labeled subset, unless they
     exist; returns the subset's samples."""
     samples = load_subset(data_dir, fraction, plan.experiment.subset_seed)
@@ -57,26 +59,43 @@ def train_models(plan: Plan, run: RunLayout, data_dir: Path, fraction: float, ti
         with run.lock(f"{fraction_tag(fraction)}_{kind}"):
             if run.model(fraction, kind).exists():  # another process finished it meanwhile
                 continue
-            ready = find_shipped(kind, getattr(plan, kind), data_dir, fraction, plan.experiment.subset_seed) \
-                if plan.experiment.shipped_models else None
+            ready = (
+                find_shipped(
+                    kind, getattr(plan, kind), data_dir, fraction, plan.experiment.subset_seed
+                )
+                if plan.experiment.shipped_models
+                else None
+            )
             if ready is not None:
-                log(f"the {kind} model of the {fraction:.0%} subset: shipped {ready} (same config and subset; "
-                    "experiment.shipped_models=false trains it)")
+                log(
+                    f"the {kind} model of the {fraction:.0%} subset: shipped {ready} (same config "
+                    "and subset; experiment.shipped_models=false trains it)"
+                )
                 copy_folder(ready, run.model(fraction, kind))
                 write_json(run.shipped_record(fraction, kind), {"from": _from_clone(ready)})
                 continue
             folder = run.model_run(fraction, kind)
             log(f"training the {kind} model on the {fraction:.0%} subset ({len(samples)} patches)")
-            timed(f"{fraction_tag(fraction)}/train_{kind}", functools.partial(
-                train_diffusion, getattr(plan, kind), folder, images if kind == "image" else None,
-                insts, resume=(folder / "checkpoints").exists()))
+            timed(
+                f"{fraction_tag(fraction)}/train_{kind}",
+                functools.partial(
+                    train_diffusion,
+                    getattr(plan, kind),
+                    folder,
+                    images if kind == "image" else None,
+                    insts,
+                    resume=(folder / "checkpoints").exists(),
+                ),
+            )
     return samples
 
 
 def _from_clone(path: Path) -> str:
     """``path`` relative to the clone (``models/...``) when it is inside it."""
     root = MODELS_DIR.parent
-    return str(path.resolve().relative_to(root)) if path.resolve().is_relative_to(root) else str(path)
+    return (
+        str(path.resolve().relative_to(root)) if path.resolve().is_relative_to(root) else str(path)
+    )
 
 
 def copy_folder(src: Path, dst: Path) -> None:
@@ -91,8 +110,14 @@ def _arrays(samples) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([s.image for s in samples]), np.stack([s.instance_map for s in samples])
 
 
-def make_pairs(plan: Plan, run: RunLayout, data_dir: Path, fraction: float, timed: Timed,
-               segmenter: Path | None = None) -> Path:
+def make_pairs(
+    plan: Plan,
+    run: RunLayout,
+    data_dir: Path,
+    fraction: float,
+    timed: Timed,
+    segmenter: Path | None = None,
+) -> Path:
     """The fraction's synthetic pairs (made unless they are there): its diffusion models
     trained if need be, then ``n_synthetic`` pairs synthesized, filtered by ``segmenter``
     when the config says ``real``."""
@@ -107,9 +132,16 @@ def make_pairs(plan: Plan, run: RunLayout, data_dir: Path, fraction: float, time
     # the labeled subset's: never the held-out images, which may be the test images.
     subset_dir = write_subset_folder(samples, run.subset(fraction))
     log(f"synthesizing {syn_cfg.n} pairs for {fraction:.0%}")
-    timed(f"{fraction_tag(fraction)}/synthesize", lambda: synthesize(
-        run.model_run(fraction, "structure"), run.model_run(fraction, "image"), syn, syn_cfg,
-        real_dir=subset_dir))
+    timed(
+        f"{fraction_tag(fraction)}/synthesize",
+        lambda: synthesize(
+            run.model_run(fraction, "structure"),
+            run.model_run(fraction, "image"),
+            syn,
+            syn_cfg,
+            real_dir=subset_dir,
+        ),
+    )
     return syn
 
 
@@ -149,7 +181,17 @@ def copypaste_set(plan: Plan, run: RunLayout, real: list, fraction: float) -> li
             write_instance_map(folder / "labels" / f"{s.name}.png", s.instance_map)
         tiles = [t for s in samples[:8] for t in (s.image, overlay(s.image, s.instance_map))]
         write_image(folder / "mosaic.png", mosaic(tiles, ncols=8))
-        write_json(manifest, {"config": to_dict(cfg) | {"n": n}, "pasted": counts,
-                              "mean_pasted": float(np.mean(counts)), "seconds": round(time.time() - t, 1)})
-    log(f"copy-paste: {n} patches for {fraction:.0%}, {np.mean(counts):.1f} nuclei pasted on average")
+        write_json(
+            manifest,
+            {
+                "config": to_dict(cfg) | {"n": n},
+                "pasted": counts,
+                "mean_pasted": float(np.mean(counts)),
+                "seconds": round(time.time() - t, 1),
+            },
+        )
+    log(
+        f"copy-paste: {n} patches for {fraction:.0%}, {np.mean(counts):.1f} nuclei pasted on "
+        "average"
+    )
     return samples

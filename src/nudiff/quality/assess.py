@@ -47,9 +47,14 @@ class Assessment:
     inputs: dict[str, str] = field(default_factory=dict)
 
 
-def load_windows(syn_dir: str | os.PathLike, real_dir: str | os.PathLike, seed: int = 0,
-                 max_pairs: int | None = None, split: str = "windows",
-                 progress: bool = True) -> dict[str, Windows]:
+def load_windows(
+    syn_dir: str | os.PathLike,
+    real_dir: str | os.PathLike,
+    seed: int = 0,
+    max_pairs: int | None = None,
+    split: str = "windows",
+    progress: bool = True,
+) -> dict[str, Windows]:
     """{"synthetic", "real_a", "real_b"}: the synthetic pairs (central crops) and as many
     windows of each half of the real data, all at the smallest side found in either folder.
 
@@ -64,8 +69,12 @@ def load_windows(syn_dir: str | os.PathLike, real_dir: str | os.PathLike, seed: 
     if max_pairs is not None and max_pairs < len(syn_pairs):
         keep = np.random.default_rng(seed).choice(len(syn_pairs), max_pairs, replace=False)
         syn_pairs = [syn_pairs[i] for i in sorted(keep)]
-    syn = [load_pair(p) for p in progress_bar(syn_pairs, desc="reading synthetic", unit="pair",
-                                               disable=not progress)]
+    syn = [
+        load_pair(p)
+        for p in progress_bar(
+            syn_pairs, desc="reading synthetic", unit="pair", disable=not progress
+        )
+    ]
     if len(syn_pairs) < 2:
         raise DataError(syn_dir, f"needs at least 2 synthetic pairs, found {len(syn_pairs)}")
     real = load_folder(real_dir, progress=progress)
@@ -76,11 +85,17 @@ def load_windows(syn_dir: str | os.PathLike, real_dir: str | os.PathLike, seed: 
         raise DataError(syn_dir, f"windows of {size} px are too small to compare (need >= 16)")
     crops = [stats.centre_crop(s.image, s.instance_map, size) for s in syn]
     n = len(syn)
-    out = {"synthetic": Windows(np.stack([c[0] for c in crops]), np.stack([c[1] for c in crops]),
-                                [s.name for s in syn])}
+    out = {
+        "synthetic": Windows(
+            np.stack([c[0] for c in crops]), np.stack([c[1] for c in crops]), [s.name for s in syn]
+        )
+    }
     if split == "images":  # each half from its own images: between-image variation counts
         order = np.random.default_rng(seed).permutation(len(real))
-        halves = [[real[i] for i in order[: len(real) // 2]], [real[i] for i in order[len(real) // 2:]]]
+        halves = [
+            [real[i] for i in order[: len(real) // 2]],
+            [real[i] for i in order[len(real) // 2 :]],
+        ]
         pairs = [stats.random_windows(h, size, n, seed=seed + k) for k, h in enumerate(halves)]
     else:  # non-overlapping windows of all images, dealt into two halves: sampling noise only
         images, labels = stats.tiled_windows(real, size, 2 * n, seed=seed)
@@ -98,21 +113,37 @@ def _with_floor(metrics: dict, prefix: str, value: dict, floor: dict) -> None:
     metrics[f"{prefix}_mean_floor"] = float(np.nanmean(list(floor.values())))
 
 
-def structure_and_colour(w: dict[str, Windows], metrics: dict, pairs: list[dict]) -> dict[str, dict]:
+def structure_and_colour(
+    w: dict[str, Windows], metrics: dict, pairs: list[dict]
+) -> dict[str, dict]:
     """Nucleus statistics, colour, texture and H-visibility (no network needed); returns the
     distributions per set."""
     a, b, s = w["real_a"], w["real_b"], w["synthetic"]
     st = {k: stats.statistics(v.labels) for k, v in w.items()}
-    _with_floor(metrics, "structure_w1", stats.distances(st["real_a"], st["synthetic"], normalise=True),
-                stats.distances(st["real_a"], st["real_b"], normalise=True))
+    _with_floor(
+        metrics,
+        "structure_w1",
+        stats.distances(st["real_a"], st["synthetic"], normalise=True),
+        stats.distances(st["real_a"], st["real_b"], normalise=True),
+    )
     for k in stats.STRUCTURE_STATS:
-        metrics[f"mean_{k}"] = float(np.mean(st["synthetic"][k])) if len(st["synthetic"][k]) else float("nan")
-        metrics[f"mean_{k}_real"] = float(np.mean(st["real_a"][k])) if len(st["real_a"][k]) else float("nan")
+        metrics[f"mean_{k}"] = (
+            float(np.mean(st["synthetic"][k])) if len(st["synthetic"][k]) else float("nan")
+        )
+        metrics[f"mean_{k}_real"] = (
+            float(np.mean(st["real_a"][k])) if len(st["real_a"][k]) else float("nan")
+        )
     col = {k: stats.colour_statistics(v.images) for k, v in w.items()}
-    _with_floor(metrics, "colour_w1",
-                stats.distances(col["real_a"], col["synthetic"], stats.COLOUR_STATS, normalise=True),
-                stats.distances(col["real_a"], col["real_b"], stats.COLOUR_STATS, normalise=True))
-    lap = {k: np.array([stats.laplacian_variance(stats.grey(i)) for i in v.images]) for k, v in w.items()}
+    _with_floor(
+        metrics,
+        "colour_w1",
+        stats.distances(col["real_a"], col["synthetic"], stats.COLOUR_STATS, normalise=True),
+        stats.distances(col["real_a"], col["real_b"], stats.COLOUR_STATS, normalise=True),
+    )
+    lap = {
+        k: np.array([stats.laplacian_variance(stats.grey(i)) for i in v.images])
+        for k, v in w.items()
+    }
     ref = max(float(lap["real_a"].mean()), 1e-12)
     metrics["laplacian_variance_ratio"] = float(lap["synthetic"].mean()) / ref
     metrics["laplacian_variance_ratio_floor"] = float(lap["real_b"].mean()) / ref
@@ -122,32 +153,43 @@ def structure_and_colour(w: dict[str, Windows], metrics: dict, pairs: list[dict]
     metrics["h_threshold"] = thr
     visible = [stats.visible_nuclei(i, m, thr) for i, m in zip(s.images, s.labels)]
     metrics["visible_fraction"] = stats.agreement(s.images, s.labels, thr)["visible_fraction"]
-    metrics["visible_fraction_floor"] = stats.agreement(b.images, b.labels, thr)["visible_fraction"]
+    metrics["visible_fraction_floor"] = stats.agreement(b.images, b.labels, thr)[
+        "visible_fraction"
+    ]
     sd = {k: max(float(np.std(col["real_a"][k])), 1e-12) for k in stats.COLOUR_STATS}
     med = {k: float(np.median(col["real_a"][k])) for k in stats.COLOUR_STATS}
     for i, p in enumerate(pairs):
         p["count"] = float(st["synthetic"]["count"][i])
-        p["colour_z"] = float(np.mean([abs(col["synthetic"][k][i] - med[k]) / sd[k] for k in stats.COLOUR_STATS]))
+        p["colour_z"] = float(
+            np.mean([abs(col["synthetic"][k][i] - med[k]) / sd[k] for k in stats.COLOUR_STATS])
+        )
         p["visible_fraction"] = visible[i][0] / visible[i][1] if visible[i][1] else float("nan")
         p["laplacian_variance_ratio"] = float(lap["synthetic"][i]) / ref
     return {k: st[k] | col[k] | {"laplacian_variance": lap[k]} for k in w}
 
 
-def distinguishability(w: dict[str, Windows], metrics: dict, pairs: list[dict], seed: int,
-                       epochs: int) -> None:
+def distinguishability(
+    w: dict[str, Windows], metrics: dict, pairs: list[dict], seed: int, epochs: int
+) -> None:
     """C2ST: real A vs synthetic, real A vs real B (floor)."""
     from nudiff.quality.c2st import c2st
 
     r = c2st(w["real_a"].images, w["synthetic"].images, seed=seed, epochs=epochs)
     floor = c2st(w["real_a"].images, w["real_b"].images, seed=seed, epochs=epochs)
-    metrics |= {"c2st_accuracy": r.accuracy, "c2st_accuracy_floor": floor.accuracy,
-                "c2st_n_per_class": r.n_per_class, "c2st_epochs": epochs, "c2st_seed": seed}
+    metrics |= {
+        "c2st_accuracy": r.accuracy,
+        "c2st_accuracy_floor": floor.accuracy,
+        "c2st_n_per_class": r.n_per_class,
+        "c2st_epochs": epochs,
+        "c2st_seed": seed,
+    }
     for p, v in zip(pairs, r.p_a):
         p["c2st_p_real"] = float(v)
 
 
-def segmenter_measures(w: dict[str, Windows], metrics: dict, pairs: list[dict], segmenter, seed: int,
-                       progress: bool) -> None:
+def segmenter_measures(
+    w: dict[str, Windows], metrics: dict, pairs: list[dict], segmenter, seed: int, progress: bool
+) -> None:
     """KID on the segmenter's encoder features and label fidelity (real B is the reference)."""
     from nudiff.quality.fidelity import FIDELITY_METRICS, FIDELITY_RATES, load, pair_fidelity
     from nudiff.quality.kid import encoder_features, kid
@@ -155,9 +197,13 @@ def segmenter_measures(w: dict[str, Windows], metrics: dict, pairs: list[dict], 
     model, cfg = load(segmenter)
     feats = {k: encoder_features(model, v.images) for k, v in w.items()}
     metrics["kid"], metrics["kid_sd"] = kid(feats["real_a"], feats["synthetic"], seed=seed)
-    metrics["kid_floor"], metrics["kid_floor_sd"] = kid(feats["real_a"], feats["real_b"], seed=seed)
+    metrics["kid_floor"], metrics["kid_floor_sd"] = kid(
+        feats["real_a"], feats["real_b"], seed=seed
+    )
     unlabeled: list[np.ndarray] = []
-    syn = pair_fidelity(model, cfg, w["synthetic"].images, w["synthetic"].labels, progress, unlabeled)
+    syn = pair_fidelity(
+        model, cfg, w["synthetic"].images, w["synthetic"].labels, progress, unlabeled
+    )
     w["synthetic"].unlabeled = np.stack(unlabeled) if unlabeled else None
     real = pair_fidelity(model, cfg, w["real_b"].images, w["real_b"].labels, progress)
     for k in (*FIDELITY_METRICS, *FIDELITY_RATES):
@@ -211,7 +257,9 @@ def at_scale(images: np.ndarray, scale: float) -> np.ndarray:
     return resize_images(small, images.shape[1] / small.shape[1])
 
 
-def resolution_ceiling(w: dict[str, Windows], metrics: dict, scale: float, seed: int, epochs: int) -> None:
+def resolution_ceiling(
+    w: dict[str, Windows], metrics: dict, scale: float, seed: int, epochs: int
+) -> None:
     """For pairs sampled below full resolution and upsampled, the real windows taken to the same
     scale: the most texture such images can have (``laplacian_variance_ratio_at_scale``) and
     whether a classifier still tells synthetic from real once resolution is equal
@@ -225,15 +273,29 @@ def resolution_ceiling(w: dict[str, Windows], metrics: dict, scale: float, seed:
         return
     a, b = at_scale(w["real_a"].images, scale), at_scale(w["real_b"].images, scale)
     # the same reference as laplacian_variance_ratio (real A's mean, from structure_and_colour)
-    metrics["laplacian_variance_ratio_at_scale"] = float(
-        np.mean([stats.laplacian_variance(stats.grey(i)) for i in b])) / metrics["laplacian_variance_real"]
-    metrics["c2st_accuracy_at_scale"] = c2st(a, w["synthetic"].images, seed=seed, epochs=epochs).accuracy
-    metrics["c2st_accuracy_resampling"] = c2st(w["real_a"].images, b, seed=seed, epochs=epochs).accuracy
+    metrics["laplacian_variance_ratio_at_scale"] = (
+        float(np.mean([stats.laplacian_variance(stats.grey(i)) for i in b]))
+        / metrics["laplacian_variance_real"]
+    )
+    metrics["c2st_accuracy_at_scale"] = c2st(
+        a, w["synthetic"].images, seed=seed, epochs=epochs
+    ).accuracy
+    metrics["c2st_accuracy_resampling"] = c2st(
+        w["real_a"].images, b, seed=seed, epochs=epochs
+    ).accuracy
 
 
-def assess(syn_dir: str | os.PathLike, real_dir: str | os.PathLike, segmenter: str | os.PathLike | None = None,
-           experiment: str | os.PathLike | None = None, seed: int = 0, c2st_epochs: int = 15,
-           max_pairs: int | None = None, split: str = "windows", progress: bool = True) -> Assessment:
+def assess(
+    syn_dir: str | os.PathLike,
+    real_dir: str | os.PathLike,
+    segmenter: str | os.PathLike | None = None,
+    experiment: str | os.PathLike | None = None,
+    seed: int = 0,
+    c2st_epochs: int = 15,
+    max_pairs: int | None = None,
+    split: str = "windows",
+    progress: bool = True,
+) -> Assessment:
     """Every measure of :mod:`nudiff.quality` on two paired folders (see the module doc)."""
     t0 = time.time()
 
@@ -241,14 +303,27 @@ def assess(syn_dir: str | os.PathLike, real_dir: str | os.PathLike, segmenter: s
         if progress:
             print(f"[quality {time.time() - t0:5.0f} s] {msg}", file=sys.stderr, flush=True)
 
-    out = Assessment(inputs={"synthetic": str(syn_dir), "real": str(real_dir),
-                             "segmenter": str(segmenter) if segmenter else "", "experiment": str(experiment or "")})
+    out = Assessment(
+        inputs={
+            "synthetic": str(syn_dir),
+            "real": str(real_dir),
+            "segmenter": str(segmenter) if segmenter else "",
+            "experiment": str(experiment or ""),
+        }
+    )
     w = out.sets = load_windows(syn_dir, real_dir, seed, max_pairs, split, progress)
     s = w["synthetic"]
-    out.metrics |= {"n_synthetic": len(s.names), "window": int(s.images.shape[1]), "seed": seed,
-                    "split_by_image": int(split == "images")}
+    out.metrics |= {
+        "n_synthetic": len(s.names),
+        "window": int(s.images.shape[1]),
+        "seed": seed,
+        "split_by_image": int(split == "images"),
+    }
     out.pairs = [{"name": n} for n in s.names]
-    stage(f"{len(s.names)} synthetic pairs, {s.images.shape[1]}-px windows; nucleus, colour, texture statistics")
+    stage(
+        f"{len(s.names)} synthetic pairs, {s.images.shape[1]}-px windows; nucleus, colour, "
+        "texture statistics"
+    )
     out.distributions = structure_and_colour(w, out.metrics, out.pairs)
     stage("distinguishability (C2ST)")
     t = time.time()

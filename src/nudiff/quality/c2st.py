@@ -1,9 +1,9 @@
 """Classifier two-sample test: can a small CNN tell two image sets apart?
 
-A 4-layer convolutional network, trained from scratch (on the GPU when there is one), learns
-to tell set A (real) from set B (synthetic, or another half of the real data: the floor). Balanced classes,
-two-fold: each half of the images is predicted by the network trained on the other half, so
-every image gets a held-out prediction. Accuracy 0.5 means indistinguishable, 1.0 perfectly
+A 4-layer convolutional network, trained from scratch (on the GPU when there is one), learns to
+tell set A (real) from set B (synthetic, or another half of the real data: the floor). Balanced
+classes, two-fold: each half of the images is predicted by the network trained on the other half,
+so every image gets a held-out prediction. Accuracy 0.5 means indistinguishable, 1.0 perfectly
 separable. Random flips and quarter turns during training; deterministic for a seed.
 """
 
@@ -35,9 +35,15 @@ def small_cnn(width: int = 16) -> nn.Module:
     layers: list[nn.Module] = []
     c = 3
     for w in (width, 2 * width, 4 * width, 4 * width):
-        layers += [nn.Conv2d(c, w, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+        layers += [
+            nn.Conv2d(c, w, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(w),
+            nn.ReLU(inplace=True),
+        ]
         c = w
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 1), nn.Flatten(0))
+    return nn.Sequential(
+        *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 1), nn.Flatten(0)
+    )
 
 
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -52,8 +58,16 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.rot90(x, int(torch.randint(0, 4, (), generator=gen)), dims=(-2, -1))
 
 
-def _fit_predict(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, epochs: int,
-                 batch_size: int, lr: float, seed: int, device: torch.device) -> torch.Tensor:
+def _fit_predict(
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_test: torch.Tensor,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    device: torch.device,
+) -> torch.Tensor:
     """Train a fresh :func:`small_cnn` on ``device``; held-out probabilities of class 1 for
     ``x_test`` (on the CPU). The random draws stay on the CPU, so a seed picks the same batches
     on any device."""
@@ -75,11 +89,23 @@ def _fit_predict(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Ten
         sched.step()
     model.eval()
     with torch.no_grad():
-        return torch.cat([torch.sigmoid(model(x_test[i:i + 64].to(device))).cpu() for i in range(0, len(x_test), 64)])
+        return torch.cat(
+            [
+                torch.sigmoid(model(x_test[i : i + 64].to(device))).cpu()
+                for i in range(0, len(x_test), 64)
+            ]
+        )
 
 
-def c2st(images_a: np.ndarray, images_b: np.ndarray, seed: int = 0, epochs: int = 15,
-         batch_size: int = 32, lr: float = 3e-3, device: torch.device | str | None = None) -> C2STResult:
+def c2st(
+    images_a: np.ndarray,
+    images_b: np.ndarray,
+    seed: int = 0,
+    epochs: int = 15,
+    batch_size: int = 32,
+    lr: float = 3e-3,
+    device: torch.device | str | None = None,
+) -> C2STResult:
     """Held-out accuracy of telling ``images_a`` from ``images_b`` (uint8 (N, S, S, 3), S a
     multiple of 16 is best; both sets the same S).
 
@@ -91,7 +117,9 @@ def c2st(images_a: np.ndarray, images_b: np.ndarray, seed: int = 0, epochs: int 
 
     device = torch.device(device) if device is not None else default_device()
     if images_a.shape[1:] != images_b.shape[1:]:
-        raise ValueError(f"image sets differ in shape: {images_a.shape[1:]} vs {images_b.shape[1:]}")
+        raise ValueError(
+            f"image sets differ in shape: {images_a.shape[1:]} vs {images_b.shape[1:]}"
+        )
     rng = np.random.default_rng(seed)
     n = min(len(images_a), len(images_b))
     if n < 2:
@@ -103,7 +131,9 @@ def c2st(images_a: np.ndarray, images_b: np.ndarray, seed: int = 0, epochs: int 
     p_b = torch.empty(2 * n)
     for k in (0, 1):
         test = torch.from_numpy(fold == k)
-        p_b[test] = _fit_predict(x[~test], y[~test], x[test], epochs, batch_size, lr, seed + k, device)
+        p_b[test] = _fit_predict(
+            x[~test], y[~test], x[test], epochs, batch_size, lr, seed + k, device
+        )
     accuracy = float(((p_b > 0.5).float() == y).float().mean())
     p_a = np.full(len(images_b), np.nan)
     p_a[ib] = 1.0 - p_b[n:].numpy()

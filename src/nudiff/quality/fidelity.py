@@ -30,19 +30,24 @@ FIDELITY_RATES = ("unlabeled_rate", "missed_rate")
 MIN_OVERLAP = 0.5
 
 
-def _uncovered(instances: np.ndarray, other_foreground: np.ndarray, min_overlap: float) -> np.ndarray:
+def _uncovered(
+    instances: np.ndarray, other_foreground: np.ndarray, min_overlap: float
+) -> np.ndarray:
     """The ids of ``instances`` (> 0) with less than ``min_overlap`` of their pixels in
     ``other_foreground``."""
     ids = instances.ravel()
     area = np.bincount(ids)
-    covered = np.bincount(ids, weights=other_foreground.ravel().astype(np.float64), minlength=len(area))
+    covered = np.bincount(
+        ids, weights=other_foreground.ravel().astype(np.float64), minlength=len(area)
+    )
     present = np.nonzero(area)[0]
     present = present[present > 0]
     return present[covered[present] < min_overlap * area[present]]
 
 
-def label_agreement(label: np.ndarray, predicted: np.ndarray,
-                    min_overlap: float = MIN_OVERLAP) -> dict[str, float]:
+def label_agreement(
+    label: np.ndarray, predicted: np.ndarray, min_overlap: float = MIN_OVERLAP
+) -> dict[str, float]:
     """Which way an image and its label disagree, from a real-trained segmenter's ``predicted``
     instances.
 
@@ -58,16 +63,25 @@ def label_agreement(label: np.ndarray, predicted: np.ndarray,
     unlabeled = _uncovered(predicted, label > 0, min_overlap)
     missed = _uncovered(label, predicted > 0, min_overlap)
     n_pred, n_label = len(np.unique(predicted[predicted > 0])), len(np.unique(label[label > 0]))
-    return {"unlabeled_rate": len(unlabeled) / n_pred if n_pred else 0.0,
-            "missed_rate": len(missed) / n_label if n_label else 0.0,
-            "n_unlabeled": len(unlabeled), "n_missed": len(missed), "n_predicted": n_pred, "n_labeled": n_label}
+    return {
+        "unlabeled_rate": len(unlabeled) / n_pred if n_pred else 0.0,
+        "missed_rate": len(missed) / n_label if n_label else 0.0,
+        "n_unlabeled": len(unlabeled),
+        "n_missed": len(missed),
+        "n_predicted": n_pred,
+        "n_labeled": n_label,
+    }
 
 
-def unlabeled_nuclei(label: np.ndarray, predicted: np.ndarray, min_overlap: float = MIN_OVERLAP) -> np.ndarray:
+def unlabeled_nuclei(
+    label: np.ndarray, predicted: np.ndarray, min_overlap: float = MIN_OVERLAP
+) -> np.ndarray:
     """``predicted`` with only its unlabeled nuclei kept (the others set to 0): what a mosaic
     outlines in another colour."""
     predicted = np.asarray(predicted)
-    return np.where(np.isin(predicted, _uncovered(predicted, np.asarray(label) > 0, min_overlap)), predicted, 0)
+    return np.where(
+        np.isin(predicted, _uncovered(predicted, np.asarray(label) > 0, min_overlap)), predicted, 0
+    )
 
 
 def load(run_dir: str | os.PathLike):
@@ -77,8 +91,14 @@ def load(run_dir: str | os.PathLike):
     return load_segmenter(run_dir)
 
 
-def pair_fidelity(model, cfg, images: Sequence[np.ndarray], instance_maps: Sequence[np.ndarray],
-                  progress: bool = True, unlabeled: list | None = None) -> list[dict[str, float]]:
+def pair_fidelity(
+    model,
+    cfg,
+    images: Sequence[np.ndarray],
+    instance_maps: Sequence[np.ndarray],
+    progress: bool = True,
+    unlabeled: list | None = None,
+) -> list[dict[str, float]]:
     """Per pair, :data:`FIDELITY_METRICS` of the segmenter's prediction against the label and
     the :data:`FIDELITY_RATES` (:func:`label_agreement`).
 
@@ -91,12 +111,16 @@ def pair_fidelity(model, cfg, images: Sequence[np.ndarray], instance_maps: Seque
     from nudiff.segment.predict import predict_with_config
 
     out = []
-    for image, label in progress_bar(list(zip(images, instance_maps)), desc="label fidelity",
-                                     unit="pair", disable=not progress):
+    for image, label in progress_bar(
+        list(zip(images, instance_maps)), desc="label fidelity", unit="pair", disable=not progress
+    ):
         pred, _ = predict_with_config(model, cfg, np.ascontiguousarray(image))
         m = instance_metrics(label, pred)
         rates = label_agreement(label, pred)
-        out.append({k: float(m[k]) for k in FIDELITY_METRICS} | {k: float(rates[k]) for k in FIDELITY_RATES})
+        out.append(
+            {k: float(m[k]) for k in FIDELITY_METRICS}
+            | {k: float(rates[k]) for k in FIDELITY_RATES}
+        )
         if unlabeled is not None:
             unlabeled.append(unlabeled_nuclei(label, pred))
     return out

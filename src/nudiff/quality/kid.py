@@ -46,14 +46,15 @@ def encoder_features(model: nn.Module, images: np.ndarray, batch_size: int = 16)
     images = _pad_to_multiple(np.asarray(images, np.uint8), int(getattr(model, "multiple", 1)))
     captured: list[torch.Tensor] = []
     hook = encoder_module(model).register_forward_hook(
-        lambda _m, _i, out: captured.append(out.float().mean(dim=(-2, -1))))
+        lambda _m, _i, out: captured.append(out.float().mean(dim=(-2, -1)))
+    )
     params = next(model.parameters())
     channels_last = params.is_contiguous(memory_format=torch.channels_last)
     was_training = model.training
     model.eval()
     try:
         for i in range(0, len(images), batch_size):
-            x = image_to_tensor(images[i:i + batch_size], params.device)
+            x = image_to_tensor(images[i : i + batch_size], params.device)
             model(x.contiguous(memory_format=torch.channels_last) if channels_last else x)
     finally:
         hook.remove()
@@ -73,15 +74,24 @@ def mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     return float(within - 2 * k_xy.sum() / m**2)
 
 
-def kid(features_a: np.ndarray, features_b: np.ndarray, subsets: int = 50, subset_size: int = 100,
-        seed: int = 0) -> tuple[float, float]:
+def kid(
+    features_a: np.ndarray,
+    features_b: np.ndarray,
+    subsets: int = 50,
+    subset_size: int = 100,
+    seed: int = 0,
+) -> tuple[float, float]:
     """(mean, sd) of :func:`mmd2_unbiased` over ``subsets`` random subsets of
     ``min(subset_size, len(a), len(b))`` rows of each set (float (N, d) features)."""
     m = min(subset_size, len(features_a), len(features_b))
     if m < 2:
         raise ValueError("KID needs at least 2 feature vectors per set")
     rng = np.random.default_rng(seed)
-    values = [mmd2_unbiased(features_a[rng.choice(len(features_a), m, replace=False)],
-                            features_b[rng.choice(len(features_b), m, replace=False)])
-              for _ in range(subsets)]
+    values = [
+        mmd2_unbiased(
+            features_a[rng.choice(len(features_a), m, replace=False)],
+            features_b[rng.choice(len(features_b), m, replace=False)],
+        )
+        for _ in range(subsets)
+    ]
     return float(np.mean(values)), float(np.std(values))

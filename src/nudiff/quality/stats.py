@@ -21,8 +21,12 @@ from nudiff.structure import relabel
 #: per-window (count) and per-nucleus statistics of instance maps
 STRUCTURE_STATS = ("count", "area", "eccentricity", "solidity", "equivalent_diameter")
 #: per-image colour statistics: mean and std of each HED and Lab channel
-COLOUR_STATS = tuple(f"{space}_{ch}_{m}" for space, chans in (("hed", "hed"), ("lab", "lab"))
-                     for ch in chans for m in ("mean", "std"))
+COLOUR_STATS = tuple(
+    f"{space}_{ch}_{m}"
+    for space, chans in (("hed", "hed"), ("lab", "lab"))
+    for ch in chans
+    for m in ("mean", "std")
+)
 #: per-pair summaries of an instance map (what the synthesis filter checks)
 PAIR_STATS = ("count", "mean_area", "mean_eccentricity", "mean_solidity")
 
@@ -41,12 +45,14 @@ def windows(samples, scale: float, size: int) -> tuple[np.ndarray, np.ndarray]:
         lab = resize_instance_maps(s.instance_map[None], scale)[0]
         for y in range(0, lab.shape[0] - size + 1, size):
             for x in range(0, lab.shape[1] - size + 1, size):
-                out_i.append(img[y:y + size, x:x + size])
-                out_l.append(relabel(lab[y:y + size, x:x + size]))
+                out_i.append(img[y : y + size, x : x + size])
+                out_l.append(relabel(lab[y : y + size, x : x + size]))
     return np.stack(out_i), np.stack(out_l)
 
 
-def random_windows(samples: Sequence, size: int, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def random_windows(
+    samples: Sequence, size: int, n: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """``n`` random ``size`` crops, drawn from the samples in turn (a shuffled round robin).
 
     Every sample must be at least ``size`` px on both sides. Deterministic for a seed.
@@ -59,12 +65,14 @@ def random_windows(samples: Sequence, size: int, n: int, seed: int = 0) -> tuple
         s = samples[order[k % len(samples)]]
         h, w = s.instance_map.shape
         y, x = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
-        images.append(s.image[y:y + size, x:x + size])
-        labels.append(relabel(s.instance_map[y:y + size, x:x + size]))
+        images.append(s.image[y : y + size, x : x + size])
+        labels.append(relabel(s.instance_map[y : y + size, x : x + size]))
     return np.stack(images), np.stack(labels)
 
 
-def tiled_windows(samples: Sequence, size: int, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def tiled_windows(
+    samples: Sequence, size: int, n: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``n`` non-overlapping ``size`` windows: each sample is tiled from a random offset,
     and a seeded random choice of all those tiles is kept (so every image contributes in
     proportion to its area). Falls back to :func:`random_windows` (which may overlap) for the
@@ -76,29 +84,35 @@ def tiled_windows(samples: Sequence, size: int, n: int, seed: int = 0) -> tuple[
     for i, s in enumerate(samples):
         h, w = s.instance_map.shape
         oy, ox = rng.integers(0, h % size + 1), rng.integers(0, w % size + 1)
-        tiles += [(i, y, x) for y in range(oy, h - size + 1, size) for x in range(ox, w - size + 1, size)]
+        tiles += [
+            (i, y, x) for y in range(oy, h - size + 1, size) for x in range(ox, w - size + 1, size)
+        ]
     chosen = [tiles[k] for k in rng.permutation(len(tiles))[:n]]
-    images = [samples[i].image[y:y + size, x:x + size] for i, y, x in chosen]
-    labels = [relabel(samples[i].instance_map[y:y + size, x:x + size]) for i, y, x in chosen]
+    images = [samples[i].image[y : y + size, x : x + size] for i, y, x in chosen]
+    labels = [relabel(samples[i].instance_map[y : y + size, x : x + size]) for i, y, x in chosen]
     if len(chosen) < n:
         extra_i, extra_l = random_windows(samples, size, n - len(chosen), seed + 1)
         images, labels = images + list(extra_i), labels + list(extra_l)
     return np.stack(images), np.stack(labels)
 
 
-def centre_crop(image: np.ndarray, instance_map: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+def centre_crop(
+    image: np.ndarray, instance_map: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The central ``size`` crop of one pair (unchanged when it already is that size)."""
     h, w = instance_map.shape
     y, x = (h - size) // 2, (w - size) // 2
-    return image[y:y + size, x:x + size], relabel(instance_map[y:y + size, x:x + size])
+    return image[y : y + size, x : x + size], relabel(instance_map[y : y + size, x : x + size])
 
 
 def _nucleus_props(instance_map: np.ndarray) -> dict[str, np.ndarray]:
     props = regionprops(np.asarray(instance_map, np.int32))
-    return {"area": np.array([p.area for p in props], float),
-            "eccentricity": np.array([p.eccentricity for p in props], float),
-            "solidity": np.array([p.solidity for p in props], float),
-            "equivalent_diameter": np.array([p.equivalent_diameter_area for p in props], float)}
+    return {
+        "area": np.array([p.area for p in props], float),
+        "eccentricity": np.array([p.eccentricity for p in props], float),
+        "solidity": np.array([p.solidity for p in props], float),
+        "equivalent_diameter": np.array([p.equivalent_diameter_area for p in props], float),
+    }
 
 
 def statistics(instance_maps) -> dict[str, np.ndarray]:
@@ -119,12 +133,17 @@ def pair_statistics(instance_map: np.ndarray) -> dict[str, float]:
     def mean(k: str) -> float:
         return float(p[k].mean()) if n else float("nan")
 
-    return {"count": float(n), "mean_area": mean("area"), "mean_eccentricity": mean("eccentricity"),
-            "mean_solidity": mean("solidity")}
+    return {
+        "count": float(n),
+        "mean_area": mean("area"),
+        "mean_eccentricity": mean("eccentricity"),
+        "mean_solidity": mean("solidity"),
+    }
 
 
-def distances(reference: dict, other: dict, keys: Sequence[str] = STRUCTURE_STATS,
-              normalise: bool = False) -> dict[str, float]:
+def distances(
+    reference: dict, other: dict, keys: Sequence[str] = STRUCTURE_STATS, normalise: bool = False
+) -> dict[str, float]:
     """Wasserstein-1 between ``reference[k]`` and ``other[k]`` for each key (NaN when either is
     empty); ``normalise`` divides by the reference's standard deviation (unit-free)."""
     out = {}
@@ -170,12 +189,16 @@ def h_threshold(images: np.ndarray, instance_maps: np.ndarray) -> float:
     of ``H > t`` against the foreground, over quantiles 0.30..0.95 of H)."""
     h = np.stack([rgb2hed(i)[..., 0] for i in images])
     fg = np.asarray(instance_maps) > 0
-    best = max(np.quantile(h, np.linspace(0.3, 0.95, 27)),
-               key=lambda t: 2 * ((h > t) & fg).sum() / ((h > t).sum() + fg.sum()))
+    best = max(
+        np.quantile(h, np.linspace(0.3, 0.95, 27)),
+        key=lambda t: 2 * ((h > t) & fg).sum() / ((h > t).sum() + fg.sum()),
+    )
     return float(best)
 
 
-def visible_nuclei(image: np.ndarray, instance_map: np.ndarray, threshold: float) -> tuple[int, int, float]:
+def visible_nuclei(
+    image: np.ndarray, instance_map: np.ndarray, threshold: float
+) -> tuple[int, int, float]:
     """(visible nuclei, nuclei, pixel Dice of the H mask against the foreground) of one pair.
 
     A nucleus is *visible* when more than half of its pixels have haematoxylin above
@@ -189,7 +212,8 @@ def visible_nuclei(image: np.ndarray, instance_map: np.ndarray, threshold: float
     if n == 0:
         return 0, 0, float(dice)
     frac = np.bincount(inst.ravel(), weights=hpos.ravel(), minlength=n + 1)[1:] / np.maximum(
-        np.bincount(inst.ravel(), minlength=n + 1)[1:], 1)
+        np.bincount(inst.ravel(), minlength=n + 1)[1:], 1
+    )
     present = np.bincount(inst.ravel(), minlength=n + 1)[1:] > 0
     return int((frac[present] > 0.5).sum()), int(present.sum()), float(dice)
 
@@ -198,5 +222,8 @@ def agreement(images, instance_maps, threshold: float) -> dict[str, float]:
     """Image-label agreement of a set: fraction of visible nuclei (pooled), mean pixel Dice."""
     counts = [visible_nuclei(i, m, threshold) for i, m in zip(images, instance_maps)]
     visible, total = sum(c[0] for c in counts), sum(c[1] for c in counts)
-    return {"visible_fraction": visible / max(total, 1), "pixel_dice": float(np.mean([c[2] for c in counts])),
-            "n_nuclei": total}
+    return {
+        "visible_fraction": visible / max(total, 1),
+        "pixel_dice": float(np.mean([c[2] for c in counts])),
+        "n_nuclei": total,
+    }

@@ -37,7 +37,8 @@ def random_affine(rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
 
 
 def _window_origin(length: int, size: int, rng: np.random.Generator) -> int:
-    """Top (or left) of a window of ``size`` px inside ``length`` px (centred when it cannot fit)."""
+    """Top (or left) of a window of ``size`` px inside ``length`` px (centred when it cannot
+    fit)."""
     if length >= size:
         return int(rng.integers(0, length - size + 1))
     return -((size - length) // 2)

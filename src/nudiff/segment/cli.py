@@ -15,13 +15,16 @@ from nudiff.utils import set_threads
 
 TRAIN_EXAMPLES = """\
 examples:
-  nudiff segment train --config configs/cpu.yaml --real ../shared/datasets/monuseg/train-recovered \\
+  nudiff segment train --config configs/cpu.yaml \
+--real ../shared/datasets/monuseg/train-recovered \\
       --val runs/data/val --out runs/seg
   nudiff segment train --config configs/cpu.yaml --real runs/real10 --synthetic runs/syn10 \\
       --val runs/data/val --out runs/seg
-  nudiff segment train --config configs/cpu.yaml --real runs/real10 --val runs/data/val --out runs/seg --resume
+  nudiff segment train --config configs/cpu.yaml --real runs/real10 --val runs/data/val \
+--out runs/seg --resume
   # GPUs: the same command under accelerate (set segment.model.arch: hovernet for HoVer-Net)
-  accelerate launch -m nudiff.cli segment train --config configs/paper.yaml --real ... --out runs/seg
+  accelerate launch -m nudiff.cli segment train --config configs/paper.yaml --real ... \
+--out runs/seg
 
 Each DIR is a paired folder: DIR/images/<name>.png + DIR/labels/<name>.png (instance map).
 Writes RUN_DIR/model/ (best validation PQ), checkpoints/, train_log.csv, tb/, config.yaml.
@@ -30,10 +33,12 @@ Writes RUN_DIR/model/ (best validation PQ), checkpoints/, train_log.csv, tb/, co
 PREDICT_EXAMPLES = """\
 example:
   nudiff segment predict --model runs/seg --images runs/data/val/images --out runs/pred
-  nudiff segment predict --model runs/seg --images slides/ --out runs/pred --tta 8   # 8x slower, smoother
+  nudiff segment predict --model runs/seg --images slides/ --out runs/pred --tta 8   \
+# 8x slower, smoother
   nudiff evaluate --pred runs/pred --gt runs/data/val --out runs/eval
   nudiff segment predict --model runs/seg --slide slide.svs --out runs/slide1
-  nudiff segment predict --model runs/seg --slide slide.ndpi --roi 20000,14000,4096,4096 --out runs/roi
+  nudiff segment predict --model runs/seg --slide slide.ndpi --roi 20000,14000,4096,4096 \
+--out runs/roi
 
 Images: writes OUT/<name>.png (16-bit instance map), OUT/overlays/<name>.png (contours on
 the image) and OUT/geojson/<name>.geojson (QuPath detections) for every image.
@@ -73,15 +78,30 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "the synthetic ones; the checkpoint with the best validation PQ is kept as RUN_DIR/model.",
         epilog=TRAIN_EXAMPLES,
     )
-    t.add_argument("--config", type=Path, default=None,
-                   help="YAML with a `segment` section (default: CPU defaults)")
+    t.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML with a `segment` section (default: CPU defaults)",
+    )
     t.add_argument(
         "--real", type=Path, nargs="+", required=True, metavar="DIR", help="real paired folder(s)"
     )
-    t.add_argument("--synthetic", type=Path, nargs="+", default=None, metavar="DIR",
-                   help="synthetic paired folder(s)")
-    t.add_argument("--val", type=Path, default=None, metavar="DIR",
-                   help="validation paired folder (whole images)")
+    t.add_argument(
+        "--synthetic",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="DIR",
+        help="synthetic paired folder(s)",
+    )
+    t.add_argument(
+        "--val",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="validation paired folder (whole images)",
+    )
     t.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run directory")
     t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     t.add_argument("--steps", type=int, default=None, help="override segment.train.steps")
@@ -100,7 +120,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         epilog=PREDICT_EXAMPLES,
     )
     p.add_argument(
-        "--model", type=Path, required=True, metavar="RUN_DIR", help="run directory (or its model/)"
+        "--model",
+        type=Path,
+        required=True,
+        metavar="RUN_DIR",
+        help="run directory (or its model/)",
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", type=Path, metavar="DIR", help="folder of RGB images")
@@ -109,7 +133,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
     p.add_argument(
-        "--tta", type=int, choices=range(1, 9), default=None, metavar="N",
+        "--tta",
+        type=int,
+        choices=range(1, 9),
+        default=None,
+        metavar="N",
         help="test-time augmentation: average N flipped / turned copies, 1-8 "
         "(default: the model's segment.infer.tta)",
     )
@@ -121,7 +149,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 def _add_slide_options(p: argparse.ArgumentParser) -> None:
     """The flags of ``segment predict --slide`` only: region, level, tiling, tissue mask."""
     p.add_argument(
-        "--roi", type=_roi, metavar="X,Y,W,H",
+        "--roi",
+        type=_roi,
+        metavar="X,Y,W,H",
         help="slide only: predict this level-0 rectangle instead of the whole slide",
     )
     res = p.add_mutually_exclusive_group()
@@ -131,7 +161,9 @@ def _add_slide_options(p: argparse.ArgumentParser) -> None:
         "--tile-size", type=int, default=1024, help="slide only: tile core in px (default 1024)"
     )
     p.add_argument(
-        "--margin", type=int, default=128,
+        "--margin",
+        type=int,
+        default=128,
         help="slide only: context px around each core; > a nucleus' radius (default 128)",
     )
     p.add_argument("--no-tissue-mask", action="store_true", help="slide only: predict every tile")

@@ -125,8 +125,10 @@ class TrainConfig(BaseTrainConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check(self.synthetic_weight >= 0, "train.synthetic_weight must be >= 0")
-        _check(self.synthetic_until is None or self.synthetic_until >= 0,
-               "train.synthetic_until must be >= 0")
+        _check(
+            self.synthetic_until is None or self.synthetic_until >= 0,
+            "train.synthetic_until must be >= 0",
+        )
         _check(self.schedule in SCHEDULES, f"train.schedule must be one of {SCHEDULES}")
         _check(self.crop_size >= 16, "train.crop_size must be >= 16")
         _check(
@@ -140,14 +142,14 @@ class TrainConfig(BaseTrainConfig):
 class AugmentConfig:
     """HoVer-Net-style augmentation (vqdang/hover_net ``train_loader``), applied per crop.
 
-    Geometry (image bilinear, instance map nearest, one resampling): ``scale`` range,
-    ``rotate`` (max degrees, uniform in +-), ``shear`` (max degrees), then a random flip and
-    quarter turn. Colour (on the batch): ``hue`` (max degrees of hue rotation),
-    ``saturation`` / ``contrast`` (max relative change), ``brightness`` (max shift, 0-1 scale),
-    HED stain jitter (per H, E, D channel: scale ``1 +- hed_scale``, shift ``+- hed_shift``
-    in the units of skimage's ``rgb2hed``, where 0.01 is 0.14 optical density), then with probability
-    ``p_blur`` a Gaussian blur (sigma up to ``blur_sigma``) or with ``p_noise`` additive
-    Gaussian noise (std up to ``noise_std``). ``enabled: false`` keeps only the random crop.
+    Geometry (image bilinear, instance map nearest, one resampling): ``scale`` range, ``rotate``
+    (max degrees, uniform in +-), ``shear`` (max degrees), then a random flip and quarter turn.
+    Colour (on the batch): ``hue`` (max degrees of hue rotation), ``saturation`` / ``contrast``
+    (max relative change), ``brightness`` (max shift, 0-1 scale), HED stain jitter (per H, E, D
+    channel: scale ``1 +- hed_scale``, shift ``+- hed_shift`` in the units of skimage's
+    ``rgb2hed``, where 0.01 is 0.14 optical density), then with probability ``p_blur`` a Gaussian
+    blur (sigma up to ``blur_sigma``) or with ``p_noise`` additive Gaussian noise (std up to
+    ``noise_std``). ``enabled: false`` keeps only the random crop.
     """
 
     enabled: bool = True
@@ -228,5 +230,6 @@ class SegmentConfig:
         if self.model.arch == "hovernet":
             _check(
                 self.train.crop_size == 256 and self.infer.tile == 256,
-                "model.arch 'hovernet' (MONAI fast mode) takes 256x256 input: crop_size and tile 256",
+                "model.arch 'hovernet' (MONAI fast mode) takes 256x256 input: crop_size and tile "
+                "256",
             )

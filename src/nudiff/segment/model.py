@@ -24,7 +24,9 @@ HV = HoVerNetBranch.HV.value
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
-    return nn.BatchNorm2d(channels) if kind == "batch" else nn.InstanceNorm2d(channels, affine=True)
+    return (
+        nn.BatchNorm2d(channels) if kind == "batch" else nn.InstanceNorm2d(channels, affine=True)
+    )
 
 
 class DoubleConv(nn.Sequential):

@@ -44,7 +44,9 @@ def load_segmenter(
     try:
         model.load_state_dict(folder.weights)
     except RuntimeError as e:
-        raise DataError(folder.path, f"the weights do not fit the config ({str(e).splitlines()[0]})") from None
+        raise DataError(
+            folder.path, f"the weights do not fit the config ({str(e).splitlines()[0]})"
+        ) from None
     if cfg.model.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model.to(device or default_device()).eval(), cfg
@@ -60,7 +62,16 @@ def _pad_to(image: np.ndarray, size: int) -> np.ndarray:
 
 
 #: test-time augmentation: the first ``tta`` of these (quarter turns, left-right flip)
-TTA_TRANSFORMS = ((0, False), (0, True), (2, False), (2, True), (1, False), (1, True), (3, False), (3, True))
+TTA_TRANSFORMS = (
+    (0, False),
+    (0, True),
+    (2, False),
+    (2, True),
+    (1, False),
+    (1, True),
+    (3, False),
+    (3, True),
+)
 
 
 @torch.no_grad()
@@ -99,7 +110,11 @@ def predict_structure(
         return torch.cat([prob, out[HV].float()], dim=1).contiguous()
 
     inferer = SlidingWindowInferer(
-        roi_size=(tile, tile), sw_batch_size=batch_size, overlap=overlap, mode=blend, progress=False
+        roi_size=(tile, tile),
+        sw_batch_size=batch_size,
+        overlap=overlap,
+        mode=blend,
+        progress=False,
     )
 
     def tiled(img: np.ndarray) -> np.ndarray:

@@ -195,11 +195,14 @@ def lr_factor(cfg: SegmentConfig):
     """Multiplier of ``train.lr`` after ``step`` optimizer steps (a function of ``step``):
     linear warm-up, then cosine to ``min_lr_ratio`` (or constant)."""
     t = cfg.train
-    return warmup_cosine(t.steps, t.warmup_steps, t.min_lr_ratio, constant=t.schedule == "constant")
+    return warmup_cosine(
+        t.steps, t.warmup_steps, t.min_lr_ratio, constant=t.schedule == "constant"
+    )
 
 
-def weighted_loss_parts(loss_fn, prediction: dict, target: dict, synthetic: list[bool],
-                        weight: float) -> dict[str, torch.Tensor]:
+def weighted_loss_parts(
+    loss_fn, prediction: dict, target: dict, synthetic: list[bool], weight: float
+) -> dict[str, torch.Tensor]:
     """Loss parts of a batch whose items ``synthetic[i]`` count ``weight`` times a real item.
 
     ``weight == 1`` or a one-pool batch: the plain batch loss. Otherwise the parts are computed
@@ -214,8 +217,9 @@ def weighted_loss_parts(loss_fn, prediction: dict, target: dict, synthetic: list
     out: dict[str, torch.Tensor] = {}
     for mask, w in ((~flags, (len(synthetic) - n_syn) / total), (flags, weight * n_syn / total)):
         idx = mask.nonzero().squeeze(1)
-        part = loss_fn.parts({k: v[idx] for k, v in prediction.items()},
-                             {k: v[idx] for k, v in target.items()})
+        part = loss_fn.parts(
+            {k: v[idx] for k, v in prediction.items()}, {k: v[idx] for k, v in target.items()}
+        )
         for k, v in part.items():
             out[k] = out.get(k, 0.0) + w * v
     return out
@@ -255,8 +259,17 @@ def train_segmenter(
     optimizer, scheduler = adamw(model, t, lr_factor(cfg))
     # each process draws its own batches (data parallel); the first one's stream is the reference
     rng = np.random.default_rng([t.seed, accelerator.process_index])
-    run = start_run(out, cfg, accelerator, {"model": model}, optimizer, scheduler, resume_from,
-                    generator=rng, log_fields=LOG_FIELDS)
+    run = start_run(
+        out,
+        cfg,
+        accelerator,
+        {"model": model},
+        optimizer,
+        scheduler,
+        resume_from,
+        generator=rng,
+        log_fields=LOG_FIELDS,
+    )
     loop = SegmenterSteps(cfg, run, real, synthetic or [], val)
     model.train()
     run_steps(run, loop, t.steps, t.val_every if val else None, "segment", loop.meter, progress)
@@ -268,8 +281,14 @@ class SegmenterSteps:
     (real or synthetic by ``train.real_ratio``), validation with model selection by mean PQ,
     the best (or final) weights as its model; the log sums are kept in each checkpoint."""
 
-    def __init__(self, cfg: SegmentConfig, run: Run, real: Sequence, synthetic: Sequence,
-                 val: Sequence | None):
+    def __init__(
+        self,
+        cfg: SegmentConfig,
+        run: Run,
+        real: Sequence,
+        synthetic: Sequence,
+        val: Sequence | None,
+    ):
         self.cfg, self.run, self.val = cfg, run, val
         self.pools = {"real": real, "synthetic": synthetic}
         self.real_areas, self.syn_areas = sample_areas(real), sample_areas(synthetic)
@@ -292,9 +311,13 @@ class SegmenterSteps:
         with self.run.accelerator.autocast():
             prediction = self.run.model(x)
         synthetic = [p == "synthetic" for p, _ in items]
-        parts = weighted_loss_parts(self.loss_fn, prediction, target, synthetic, t.synthetic_weight)
+        parts = weighted_loss_parts(
+            self.loss_fn, prediction, target, synthetic, t.synthetic_weight
+        )
         self.run.update(sum(parts.values()))
-        return {k: v.detach() for k, v in parts.items()}  # kept as tensors: no device sync per step
+        return {
+            k: v.detach() for k, v in parts.items()
+        }  # kept as tensors: no device sync per step
 
     def out_of_time(self) -> bool:
         return False

@@ -2,14 +2,14 @@
 
 The region (the whole slide, or ``--roi``) is cut into square *core* tiles. Each core is
 predicted with a ``margin`` of context on every side (clipped to the region) by the ordinary
-per-image predictor (:func:`nudiff.segment.predict.predict_with_config`). A nucleus is kept
-by the one tile whose core holds its centroid, so a nucleus on a tile border is neither cut
-in two nor counted twice (it lies whole inside that tile's window as long as it reaches less
-than ``margin`` px out of the core). Two tiles that predict a border nucleus a little
-differently can both place its centroid in their own core: a nucleus lying for half its area
-or more on one an earlier neighbour kept is dropped (:func:`drop_claimed`). Window origins sit on the sliding-window inferer's
-stride, so that inside the core the network sees the same 256-px windows as it would on the
-region as one image.
+per-image predictor (:func:`nudiff.segment.predict.predict_with_config`). A nucleus is kept by the
+one tile whose core holds its centroid, so a nucleus on a tile border is neither cut in two nor
+counted twice (it lies whole inside that tile's window as long as it reaches less than ``margin``
+px out of the core). Two tiles that predict a border nucleus a little differently can both place
+its centroid in their own core: a nucleus lying for half its area or more on one an earlier
+neighbour kept is dropped (:func:`drop_claimed`). Window origins sit on the sliding-window
+inferer's stride, so that inside the core the network sees the same 256-px windows as it would on
+the region as one image.
 
 Each finished tile is saved (``OUT/tiles/r<row>_c<col>.npz``: its kept nuclei as a label
 crop, their QuPath features, a low-resolution overlay patch); a rerun skips saved tiles.
@@ -108,7 +108,9 @@ def drop_claimed(
     for labels, (cx, cy, cw, ch) in claimed:
         x0, y0, x1, y1 = max(x, cx), max(y, cy), min(x + w, cx + cw), min(y + h, cy + ch)
         if x0 < x1 and y0 < y1:
-            taken[y0 - y : y1 - y, x0 - x : x1 - x] |= labels[y0 - cy : y1 - cy, x0 - cx : x1 - cx] > 0
+            taken[y0 - y : y1 - y, x0 - x : x1 - x] |= (
+                labels[y0 - cy : y1 - cy, x0 - cx : x1 - cx] > 0
+            )
     n = int(kept.max(initial=0))
     if not n or not taken.any():
         return kept
@@ -260,9 +262,15 @@ def run_tiles(
         x, y, _, _ = k.window
         core = (k.core[0] - x, k.core[1] - y, k.core[2], k.core[3])
         kept = keep_core_instances(predict(image), core)
-        kept = drop_claimed(kept, k.window, [(load_tile(path)["labels"], k2.window)
-                                             for k2 in _earlier_neighbours(grid, k)
-                                             if (path := tile_dir / f"{k2.name}.npz").exists()])
+        kept = drop_claimed(
+            kept,
+            k.window,
+            [
+                (load_tile(path)["labels"], k2.window)
+                for k2 in _earlier_neighbours(grid, k)
+                if (path := tile_dir / f"{k2.name}.npz").exists()
+            ],
+        )
         feats = nucleus_features(kept, (x, y), view.scale, view.mpp, Path(settings.slide).stem)
         patch = _overlay_patch(image, kept, core, k.core, t)
         _save_tile(tile_dir / f"{k.name}.npz", kept, k, feats, patch)
@@ -290,7 +298,12 @@ def _earlier_neighbours(grid: dict[tuple[int, int], Tile], k: Tile) -> list[Tile
     """The tiles before ``k`` (row by row) whose cores touch its core (``grid``: tiles by
     (row, col)): the only ones that can hold a nucleus whose centroid ``k`` also places in its
     own core."""
-    spots = [(k.row, k.col - 1), (k.row - 1, k.col - 1), (k.row - 1, k.col), (k.row - 1, k.col + 1)]
+    spots = [
+        (k.row, k.col - 1),
+        (k.row - 1, k.col - 1),
+        (k.row - 1, k.col),
+        (k.row - 1, k.col + 1),
+    ]
     return [grid[rc] for rc in spots if rc in grid]
 
 
@@ -314,7 +327,9 @@ def _check_resume(out: Path, settings: WsiSettings) -> None:
     now = json.loads(json.dumps(asdict(settings)))
     if path.exists():
         try:
-            diff = differences(from_dict(WsiSettings, read_json(path).get("settings"), str(path)), settings)
+            diff = differences(
+                from_dict(WsiSettings, read_json(path).get("settings"), str(path)), settings
+            )
         except (DataError, TypeError):  # written by a version with other settings
             diff = ["settings"]
         if not diff:
@@ -359,7 +374,9 @@ def _thumb_span(core: tuple[int, int, int, int], t: float) -> tuple[tuple[int, i
     )
 
 
-def _save_tile(path: Path, kept: np.ndarray, k: Tile, feats: list[dict], patch: np.ndarray) -> None:
+def _save_tile(
+    path: Path, kept: np.ndarray, k: Tile, feats: list[dict], patch: np.ndarray
+) -> None:
     with atomic_path(path) as tmp:
         np.savez_compressed(
             tmp,

@@ -49,56 +49,111 @@ def register(sub) -> None:
         description=pipeline.__doc__,
         epilog=EXAMPLES,
     )
-    p.add_argument("--structure-model", type=Path, default=None,
-                   help="run dir of `nudiff train structure`")
-    p.add_argument("--image-model", type=Path, default=None, help="run dir of `nudiff train image`")
+    p.add_argument(
+        "--structure-model", type=Path, default=None, help="run dir of `nudiff train structure`"
+    )
+    p.add_argument(
+        "--image-model", type=Path, default=None, help="run dir of `nudiff train image`"
+    )
     p.add_argument("-n", type=int, default=None, help="number of pairs (default: config)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--format", choices=PAIR_FORMATS, default="png", dest="pair_format",
-                   help="how the pairs are written: png (images/ + labels/, what nudiff reads), "
-                   "hovernet (Images/*.png + Labels/*.mat with inst_map, inst_centroid) or npy "
-                   "(images/*.npy + labels/*.npy); see docs/synthetic-formats.md")
+    p.add_argument(
+        "--format",
+        choices=PAIR_FORMATS,
+        default="png",
+        dest="pair_format",
+        help="how the pairs are written: png (images/ + labels/, what nudiff reads), "
+        "hovernet (Images/*.png + Labels/*.mat with inst_map, inst_centroid) or npy "
+        "(images/*.npy + labels/*.npy); see docs/synthetic-formats.md",
+    )
     p.add_argument("--config", type=Path, default=None, help="YAML with a `synthesis` section")
     p.add_argument("--sampler", choices=("ddpm", "ddim", "dpmsolver++"), default=None)
     p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--guidance-scale", type=float, default=None,
-                   help="s in eps_u + s (eps_c - eps_u); the paper's w is s - 1")
-    p.add_argument("--real", type=Path, default=None,
-                   help="paired folder of real images: the mosaic, the percentiles of "
-                   "--real-percentiles and the stain reference of --stain")
-    p.add_argument("--stain", choices=STAIN_METHODS, default=None,
-                   help="stain-normalise every synthetic image to the --real images (torchstain; "
-                   "reinhard-each: to one real image each, keeping their spread)")
-    p.add_argument("--label-upsampling", choices=LABEL_UPSAMPLING, default=None,
-                   help="labels of half-resolution models back to full size: nearest or smooth "
-                   "(round outlines)")
-    p.add_argument("--structures", choices=STRUCTURE_SOURCES, default=None,
-                   help="sampled: labels from --structure-model (the method); subset: windows of "
-                   "the --real folder's own labels, only the images synthesized; copypaste: "
-                   "those windows with more of its nuclei pasted in (the recipe that paid on "
-                   "Kumar 10 %%)")
-    p.add_argument("--pasted-nuclei", type=int, default=None,
-                   help="nuclei tried per window with --structures copypaste (default 3)")
-    p.add_argument("--min-marker", type=int, default=None,
-                   help="decode: smallest marker (px) that seeds a nucleus (2 splits more merges)")
+    p.add_argument(
+        "--guidance-scale",
+        type=float,
+        default=None,
+        help="s in eps_u + s (eps_c - eps_u); the paper's w is s - 1",
+    )
+    p.add_argument(
+        "--real",
+        type=Path,
+        default=None,
+        help="paired folder of real images: the mosaic, the percentiles of "
+        "--real-percentiles and the stain reference of --stain",
+    )
+    p.add_argument(
+        "--stain",
+        choices=STAIN_METHODS,
+        default=None,
+        help="stain-normalise every synthetic image to the --real images (torchstain; "
+        "reinhard-each: to one real image each, keeping their spread)",
+    )
+    p.add_argument(
+        "--label-upsampling",
+        choices=LABEL_UPSAMPLING,
+        default=None,
+        help="labels of half-resolution models back to full size: nearest or smooth "
+        "(round outlines)",
+    )
+    p.add_argument(
+        "--structures",
+        choices=STRUCTURE_SOURCES,
+        default=None,
+        help="sampled: labels from --structure-model (the method); subset: windows of "
+        "the --real folder's own labels, only the images synthesized; copypaste: "
+        "those windows with more of its nuclei pasted in (the recipe that paid on "
+        "Kumar 10 %%)",
+    )
+    p.add_argument(
+        "--pasted-nuclei",
+        type=int,
+        default=None,
+        help="nuclei tried per window with --structures copypaste (default 3)",
+    )
+    p.add_argument(
+        "--min-marker",
+        type=int,
+        default=None,
+        help="decode: smallest marker (px) that seeds a nucleus (2 splits more merges)",
+    )
     _add_filter_options(p)
     p.set_defaults(func=_cmd_synthesize)
 
 
 def _add_filter_options(p: argparse.ArgumentParser) -> None:
     f = p.add_argument_group("pair filter (off by default; synthesis.filter in the config)")
-    f.add_argument("--segmenter", default=None, metavar="SEG_RUN",
-                   help="a segmenter trained on real data: scores every pair's label fidelity")
+    f.add_argument(
+        "--segmenter",
+        default=None,
+        metavar="SEG_RUN",
+        help="a segmenter trained on real data: scores every pair's label fidelity",
+    )
     f.add_argument("--fidelity-metric", choices=("pq", "aji", "dice"), default=None)
     f.add_argument("--min-fidelity", type=float, default=None, help="reject pairs scoring below")
-    f.add_argument("--keep-top", type=float, default=None,
-                   help="keep this best fraction by fidelity (n / fraction pairs are sampled)")
-    f.add_argument("--real-percentiles", type=float, nargs=2, default=None, metavar=("LO", "HI"),
-                   help="reject pairs whose nucleus statistics fall outside these percentiles of "
-                   "real windows")
-    f.add_argument("--filter-only", type=Path, default=None, metavar="SYN_DIR",
-                   help="filter this synthesized folder into --out instead of sampling")
+    f.add_argument(
+        "--keep-top",
+        type=float,
+        default=None,
+        help="keep this best fraction by fidelity (n / fraction pairs are sampled)",
+    )
+    f.add_argument(
+        "--real-percentiles",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LO", "HI"),
+        help="reject pairs whose nucleus statistics fall outside these percentiles of "
+        "real windows",
+    )
+    f.add_argument(
+        "--filter-only",
+        type=Path,
+        default=None,
+        metavar="SYN_DIR",
+        help="filter this synthesized folder into --out instead of sampling",
+    )
 
 
 def _set_sampling(cfg: SynthesisConfig, args) -> None:
@@ -119,9 +174,14 @@ def _set_sampling(cfg: SynthesisConfig, args) -> None:
 def _config_from_args(args) -> SynthesisConfig:
     """The ``synthesis`` section of ``--config`` with the flags given on top."""
     cfg = load_config(SynthesisConfig, args.config, section="synthesis")
-    for key, value in (("n", args.n), ("seed", args.seed),
-                       ("stain", args.stain), ("label_upsampling", args.label_upsampling),
-                       ("structures", args.structures), ("pasted_nuclei", args.pasted_nuclei)):
+    for key, value in (
+        ("n", args.n),
+        ("seed", args.seed),
+        ("stain", args.stain),
+        ("label_upsampling", args.label_upsampling),
+        ("structures", args.structures),
+        ("pasted_nuclei", args.pasted_nuclei),
+    ):
         if value is not None:
             setattr(cfg, key, value)
     if args.min_marker is not None:
@@ -142,15 +202,24 @@ def _cmd_synthesize(args) -> None:
         if m["n_accepted"]:
             write_mosaic(args.out, args.real)
     elif args.structure_model is not None and cfg.structures in REAL_STRUCTURES:
-        raise NudiffError(f"synthesize: --structure-model is not used with structures "
-                          f"'{cfg.structures}' (labels from --real); pass --structures sampled "
-                          "to use it")
-    elif args.image_model is None or (args.structure_model is None and cfg.structures == "sampled"):
-        raise NudiffError("synthesize: --structure-model and --image-model are required "
-                          "(--image-model and --real with --structures subset or copypaste; or "
-                          "--filter-only SYN_DIR)")
+        raise NudiffError(
+            f"synthesize: --structure-model is not used with structures "
+            f"'{cfg.structures}' (labels from --real); pass --structures sampled "
+            "to use it"
+        )
+    elif args.image_model is None or (
+        args.structure_model is None and cfg.structures == "sampled"
+    ):
+        raise NudiffError(
+            "synthesize: --structure-model and --image-model are required "
+            "(--image-model and --real with --structures subset or copypaste; or "
+            "--filter-only SYN_DIR)"
+        )
     else:
-        m = synthesize(args.structure_model, args.image_model, args.out, cfg, args.real,
-                       args.pair_format)
-    print(f"{m['n_accepted']} pairs in {args.out} ({m['n_rejected']} rejected: "
-          f"{m['rejected_by_reason']}); mosaic: {args.out / 'mosaic.png'}")
+        m = synthesize(
+            args.structure_model, args.image_model, args.out, cfg, args.real, args.pair_format
+        )
+    print(
+        f"{m['n_accepted']} pairs in {args.out} ({m['n_rejected']} rejected: "
+        f"{m['rejected_by_reason']}); mosaic: {args.out / 'mosaic.png'}"
+    )

@@ -27,8 +27,11 @@ FLAT_KEYS_REMOVED_IN = "0.2"
 # the flat keys of earlier versions: model -> {key: SampleConfig field}
 FLAT_SAMPLE_KEYS = {
     "structure": {"structure_sampler": "sampler", "structure_steps": "steps"},
-    "image": {"image_sampler": "sampler", "image_steps": "steps",
-              "guidance_scale": "guidance_scale"},
+    "image": {
+        "image_sampler": "sampler",
+        "image_steps": "steps",
+        "guidance_scale": "guidance_scale",
+    },
 }
 
 
@@ -84,13 +87,18 @@ class SynthesisConfig:
 
     def __post_init__(self) -> None:
         if self.structures not in STRUCTURE_SOURCES:
-            raise NudiffError(f"synthesis.structures must be one of {STRUCTURE_SOURCES}, "
-                              f"got {self.structures!r}")
+            raise NudiffError(
+                f"synthesis.structures must be one of {STRUCTURE_SOURCES}, got {self.structures!r}"
+            )
         if self.stain not in STAIN_METHODS:
-            raise NudiffError(f"synthesis.stain must be one of {STAIN_METHODS}, got {self.stain!r}")
+            raise NudiffError(
+                f"synthesis.stain must be one of {STAIN_METHODS}, got {self.stain!r}"
+            )
         if self.label_upsampling not in LABEL_UPSAMPLING:
-            raise NudiffError(f"synthesis.label_upsampling must be one of {LABEL_UPSAMPLING}, "
-                              f"got {self.label_upsampling!r}")
+            raise NudiffError(
+                f"synthesis.label_upsampling must be one of {LABEL_UPSAMPLING}, "
+                f"got {self.label_upsampling!r}"
+            )
 
     @staticmethod
     def upgrade_keys(data: dict, where: str) -> dict:
@@ -108,19 +116,25 @@ class SynthesisConfig:
             given = {field: flat[key] for key, field in keys.items() if key in flat}
             if given:
                 if data.get(f"{model}_sample") is not None:
-                    raise DataError(where, f"{', '.join(k for k in keys if k in flat)} and "
-                                    f"{model}_sample both given; keep {model}_sample")
+                    raise DataError(
+                        where,
+                        f"{', '.join(k for k in keys if k in flat)} and "
+                        f"{model}_sample both given; keep {model}_sample",
+                    )
                 defaults = {"sampler": "ddim", "steps": 50, "guidance_scale": 2.0}
                 data[f"{model}_sample"] = defaults | given
-        warn_deprecated(f"{where}: synthesis keys {', '.join(flat)} are deprecated and will be "
-                        f"removed in nudiff {FLAT_KEYS_REMOVED_IN}; use structure_sample: "
-                        "{sampler, steps} and image_sample: {sampler, steps, guidance_scale} "
-                        "instead")
+        warn_deprecated(
+            f"{where}: synthesis keys {', '.join(flat)} are deprecated and will be "
+            f"removed in nudiff {FLAT_KEYS_REMOVED_IN}; use structure_sample: "
+            "{sampler, steps} and image_sample: {sampler, steps, guidance_scale} "
+            "instead"
+        )
         return data
 
 
-def resolve_sampling(cfg: SynthesisConfig, structure: SampleConfig | None,
-                     image: SampleConfig) -> SynthesisConfig:
+def resolve_sampling(
+    cfg: SynthesisConfig, structure: SampleConfig | None, image: SampleConfig
+) -> SynthesisConfig:
     """``cfg`` with each model's sampling settled: a ``null`` ``structure_sample`` /
     ``image_sample`` becomes that model's own settings (``structure`` / ``image``: the
     ``sample`` section of its config); with labels from the subset no structure model is
@@ -129,9 +143,12 @@ def resolve_sampling(cfg: SynthesisConfig, structure: SampleConfig | None,
     return replace(cfg, structure_sample=s, image_sample=cfg.image_sample or image)
 
 
-def check_same_config(manifest_path: Path, cfg: SynthesisConfig, any_segmenter: bool = False,
-                      models: tuple[SampleConfig | None, SampleConfig] | None = None,
-                      ) -> dict | None:
+def check_same_config(
+    manifest_path: Path,
+    cfg: SynthesisConfig,
+    any_segmenter: bool = False,
+    models: tuple[SampleConfig | None, SampleConfig] | None = None,
+) -> dict | None:
     """The manifest at ``manifest_path`` (``None`` if absent); an error naming the fields that
     differ (:func:`nudiff.config.differences`) if it was written with another configuration
     (keys added since it was written count as their defaults). ``models``: the models' own
@@ -151,6 +168,8 @@ def check_same_config(manifest_path: Path, cfg: SynthesisConfig, any_segmenter: 
         made = replace(made, filter=replace(made.filter, segmenter=cfg.filter.segmenter))
     diff = differences(made, cfg)
     if diff:
-        raise NudiffError(f"{manifest_path}: made with another synthesis configuration (a "
-                          f"different configuration of {diff}); use a new --out")
+        raise NudiffError(
+            f"{manifest_path}: made with another synthesis configuration (a "
+            f"different configuration of {diff}); use a new --out"
+        )
     return manifest

@@ -58,8 +58,14 @@ from nudiff.synthesis.sources import LabelSource, LabelWindow, real_windows, sam
 from nudiff.utils import DataError, NudiffError, progress_bar, write_json
 
 
-def synthesize(structure_run: Path | None, image_run: Path, out: Path, cfg: SynthesisConfig,
-               real_dir: Path | None = None, pair_format: str = "png") -> dict:
+def synthesize(
+    structure_run: Path | None,
+    image_run: Path,
+    out: Path,
+    cfg: SynthesisConfig,
+    real_dir: Path | None = None,
+    pair_format: str = "png",
+) -> dict:
     """Write ``cfg.n`` accepted synthetic pairs to ``out`` in ``pair_format`` (one of
     :data:`nudiff.data.formats.PAIR_FORMATS`); returns the manifest.
 
@@ -75,15 +81,25 @@ def synthesize(structure_run: Path | None, image_run: Path, out: Path, cfg: Synt
     structure = None if cfg.structures in REAL_STRUCTURES else structure_run
     check_same_config(out / "manifest.json", cfg, models=model_sampling(structure, image_run))
     n_sampled = math.ceil(cfg.n / cfg.filter.keep_top) if cfg.filter.keep_top else cfg.n
-    raw_filter = replace(cfg.filter, segmenter=None, min_fidelity=None, keep_top=None,
-                         real_percentiles=None)
-    raw = _sample_pairs(structure_run, image_run, out / "unfiltered",
-                        replace(cfg, n=n_sampled, filter=raw_filter), real_dir)
-    header = {k: raw[k] for k in ("structure_model", "image_model", "scale", "structure_scale",
-                                  "format") if k in raw}
+    raw_filter = replace(
+        cfg.filter, segmenter=None, min_fidelity=None, keep_top=None, real_percentiles=None
+    )
+    raw = _sample_pairs(
+        structure_run,
+        image_run,
+        out / "unfiltered",
+        replace(cfg, n=n_sampled, filter=raw_filter),
+        real_dir,
+    )
+    header = {
+        k: raw[k]
+        for k in ("structure_model", "image_model", "scale", "structure_scale", "format")
+        if k in raw
+    }
     header |= {"config": raw["config"] | {"n": cfg.n, "filter": asdict(cfg.filter)}}
-    manifest = filter_pairs(out / "unfiltered", out, cfg.filter, real_dir, n_keep=cfg.n,
-                            header=header)
+    manifest = filter_pairs(
+        out / "unfiltered", out, cfg.filter, real_dir, n_keep=cfg.n, header=header
+    )
     if manifest["n_accepted"]:
         write_mosaic(out, real_dir, segmenter=cfg.filter.segmenter)
     return manifest
@@ -92,19 +108,25 @@ def synthesize(structure_run: Path | None, image_run: Path, out: Path, cfg: Synt
 def check_pair_format(pair_format: str, filtered: bool) -> None:
     """Refuse an unknown ``pair_format``, and any but png with the pair filter on."""
     if pair_format not in PAIR_FORMATS:
-        raise NudiffError(f"synthesize: unknown format {pair_format!r}; use one of "
-                          f"{', '.join(PAIR_FORMATS)}")
+        raise NudiffError(
+            f"synthesize: unknown format {pair_format!r}; use one of {', '.join(PAIR_FORMATS)}"
+        )
     if filtered and pair_format != "png":
-        raise NudiffError(f"synthesize: the pair filter reads and writes png pairs, not "
-                          f"{pair_format}; filter with --format png, then `nudiff data convert "
-                          f"OUT --to {pair_format} --out DIR`")
+        raise NudiffError(
+            f"synthesize: the pair filter reads and writes png pairs, not "
+            f"{pair_format}; filter with --format png, then `nudiff data convert "
+            f"OUT --to {pair_format} --out DIR`"
+        )
 
 
-def model_sampling(structure_run: Path | None,
-                   image_run: Path) -> tuple[SampleConfig | None, SampleConfig]:
-    """The ``sample`` settings saved in the models' folders (``None`` without a structure model)."""
-    structure = (None if structure_run is None
-                 else read_model_config(structure_run, "structure").sample)
+def model_sampling(
+    structure_run: Path | None, image_run: Path
+) -> tuple[SampleConfig | None, SampleConfig]:
+    """The ``sample`` settings saved in the models' folders (``None`` without a structure
+    model)."""
+    structure = (
+        None if structure_run is None else read_model_config(structure_run, "structure").sample
+    )
     return structure, read_model_config(image_run, "image").sample
 
 
@@ -150,8 +172,14 @@ class _Pair(NamedTuple):
     n_nuclei: int
 
 
-def _sample_pairs(structure_run: Path | None, image_run: Path, out: Path, cfg: SynthesisConfig,
-                  real_dir: Path | None = None, pair_format: str = "png") -> dict:
+def _sample_pairs(
+    structure_run: Path | None,
+    image_run: Path,
+    out: Path,
+    cfg: SynthesisConfig,
+    real_dir: Path | None = None,
+    pair_format: str = "png",
+) -> dict:
     """Sample, decode, check and write ``cfg.n`` pairs (the unfiltered synthesis)."""
     run = _open_run(structure_run, image_run, out, cfg, real_dir, pair_format)
     cfg, manifest_path = run.cfg, out / "manifest.json"
@@ -174,36 +202,50 @@ def _sample_pairs(structure_run: Path | None, image_run: Path, out: Path, cfg: S
         _write_manifest(manifest_path, run.header, samples, rejected, time.time() - t0)
     bar.close()
     if len(samples) < cfg.n:
-        print(f"warning: only {len(samples)} of {cfg.n} structures passed the filter "
-              f"after {index} attempts ({_counts(rejected)})")
+        print(
+            f"warning: only {len(samples)} of {cfg.n} structures passed the filter "
+            f"after {index} attempts ({_counts(rejected)})"
+        )
     manifest = _write_manifest(manifest_path, run.header, samples, rejected, time.time() - t0)
     if samples:
         write_mosaic(out, real_dir)
     return manifest
 
 
-def _open_run(structure_run: Path | None, image_run: Path, out: Path, cfg: SynthesisConfig,
-              real_dir: Path | None, pair_format: str) -> _Run:
+def _open_run(
+    structure_run: Path | None,
+    image_run: Path,
+    out: Path,
+    cfg: SynthesisConfig,
+    real_dir: Path | None,
+    pair_format: str,
+) -> _Run:
     """Load the models and the label source, refusing what cannot be resumed or sampled before
     anything is written."""
     image_model, i_cfg = load_model(image_run, kind="image")
     from_subset = cfg.structures in REAL_STRUCTURES
-    structure_model, s_cfg = ((None, i_cfg) if from_subset
-                              else load_model(structure_run, kind="structure"))
+    structure_model, s_cfg = (
+        (None, i_cfg) if from_subset else load_model(structure_run, kind="structure")
+    )
     cfg = resolve_sampling(cfg, s_cfg.sample, i_cfg.sample)
     manifest_path = out / "manifest.json"
     manifest = check_same_config(manifest_path, cfg, models=(s_cfg.sample, i_cfg.sample))
     if manifest is not None and manifest.get("format", "png") != pair_format:
-        raise NudiffError(f"{manifest_path}: pairs written as {manifest.get('format', 'png')}, not "
-                          f"{pair_format}; use a new --out (or `nudiff data convert`)")
+        raise NudiffError(
+            f"{manifest_path}: pairs written as {manifest.get('format', 'png')}, not "
+            f"{pair_format}; use a new --out (or `nudiff data convert`)"
+        )
     normalizer = _stain_normalizer(cfg.stain, real_dir)
     # the structure model may work below the image model's resolution (e.g. structures at 0.5,
     # images at 1): its decoded labels are then upsampled to full size and taken to the image scale
     scale, image_scale = float(s_cfg.data.scale), float(i_cfg.data.scale)
     if image_scale < scale:
-        raise DataError(image_run, f"image model at scale {image_scale:g} below the structure "
-                        f"model's {scale:g}: its labels would be downsampled; train the image "
-                        f"model at >= {scale:g}")
+        raise DataError(
+            image_run,
+            f"image model at scale {image_scale:g} below the structure "
+            f"model's {scale:g}: its labels would be downsampled; train the image "
+            f"model at >= {scale:g}",
+        )
     if from_subset:
         full_side = round((cfg.size or i_cfg.data.patch_size) / scale)
         labels = real_windows(cfg, real_dir, full_side, scale)
@@ -211,15 +253,28 @@ def _open_run(structure_run: Path | None, image_run: Path, out: Path, cfg: Synth
         labels = sampled_structures(structure_model, cfg)
     header = {
         "structure_model": None if from_subset else str(structure_run),
-        "image_model": str(image_run), "config": asdict(cfg), "scale": image_scale,
-        "structure_scale": scale, "format": pair_format,
+        "image_model": str(image_run),
+        "config": asdict(cfg),
+        "scale": image_scale,
+        "structure_scale": scale,
+        "format": pair_format,
     }
-    return _Run(cfg, labels, image_model, i_cfg.data.hv_min_area, scale, image_scale, normalizer,
-                header, manifest)
+    return _Run(
+        cfg,
+        labels,
+        image_model,
+        i_cfg.data.hv_min_area,
+        scale,
+        image_scale,
+        normalizer,
+        header,
+        manifest,
+    )
 
 
-def _check_windows(windows: list[LabelWindow], first_index: int, cfg: FilterConfig,
-                   rejected: dict) -> list[tuple[int, LabelWindow]]:
+def _check_windows(
+    windows: list[LabelWindow], first_index: int, cfg: FilterConfig, rejected: dict
+) -> list[tuple[int, LabelWindow]]:
     """The windows that pass :func:`check_structure`, with their indices; the others' reasons
     go to ``rejected`` (index -> reason)."""
     kept = []
@@ -236,27 +291,39 @@ def _for_image_model(index: int, window: LabelWindow, run: _Run) -> _Pair:
     """``window``'s labels at the image model's scale and at the source resolution."""
     upsampling = run.cfg.label_upsampling
     if run.image_scale != run.scale:
-        at_image, full = _to_image_scale(window.instance_map, run.scale, run.image_scale,
-                                         upsampling)
+        at_image, full = _to_image_scale(
+            window.instance_map, run.scale, run.image_scale, upsampling
+        )
         return _Pair(index, at_image, full, window.structure, int(full.max()))
     if window.exact:  # full-size labels already: the subset window's own
         full = window.full_size
         return _Pair(index, window.instance_map, full, None, int(full.max()))
     full = upsample_labels(window.instance_map, 1 / run.scale, upsampling)
-    return _Pair(index, window.instance_map, full, window.structure, int(window.instance_map.max()))
+    return _Pair(
+        index, window.instance_map, full, window.structure, int(window.instance_map.max())
+    )
 
 
-def _draw_images(run: _Run, pairs: list[_Pair], first_index: int, out: Path,
-                 pair_format: str) -> list[dict]:
+def _draw_images(
+    run: _Run, pairs: list[_Pair], first_index: int, out: Path, pair_format: str
+) -> list[dict]:
     """Sample an image for each of ``pairs`` (noise from (seed + 1, ``first_index`` + k)), write
     each pair and its structure; the manifest's record of each."""
     i_sample = run.cfg.image_sample
     conditions = np.stack([encode(p.condition_labels, min_area=run.hv_min_area) for p in pairs])
-    images = sample_images(run.image_model, conditions, seed=run.cfg.seed + 1,
-                           first_index=first_index,
-                           sampler=i_sample.sampler, steps=i_sample.steps,
-                           guidance_scale=i_sample.guidance_scale, batch_size=run.cfg.batch_size,
-                           clip_x0=i_sample.clip_x0, precision=run.cfg.precision, progress=False)
+    images = sample_images(
+        run.image_model,
+        conditions,
+        seed=run.cfg.seed + 1,
+        first_index=first_index,
+        sampler=i_sample.sampler,
+        steps=i_sample.steps,
+        guidance_scale=i_sample.guidance_scale,
+        batch_size=run.cfg.batch_size,
+        clip_x0=i_sample.clip_x0,
+        precision=run.cfg.precision,
+        progress=False,
+    )
     written = []
     for pair, condition, image in zip(pairs, conditions, images):
         name = f"syn_{pair.index:05d}"
@@ -270,8 +337,9 @@ def _draw_images(run: _Run, pairs: list[_Pair], first_index: int, out: Path,
     return written
 
 
-def _to_image_scale(inst: np.ndarray, scale: float, image_scale: float,
-                    labels: str) -> tuple[np.ndarray, np.ndarray]:
+def _to_image_scale(
+    inst: np.ndarray, scale: float, image_scale: float, labels: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Labels decoded at the structure model's ``scale`` -> (labels at ``image_scale``, the
     full-size labels), upsampled as ``labels`` says (nearest or smooth)."""
     full = upsample_labels(inst, 1 / scale, labels) if scale != 1 else inst
@@ -294,19 +362,24 @@ def _counts(rejected: dict) -> dict:
     return out
 
 
-def _write_manifest(path: Path, header: dict, samples: dict, rejected: dict,
-                    seconds: float) -> dict:
+def _write_manifest(
+    path: Path, header: dict, samples: dict, rejected: dict, seconds: float
+) -> dict:
     manifest = header | {
-        "n_accepted": len(samples), "n_rejected": len(rejected),
+        "n_accepted": len(samples),
+        "n_rejected": len(rejected),
         "rejected_by_reason": _counts(rejected),
-        "seconds_this_run": round(seconds, 1), "samples": samples, "rejected": rejected,
+        "seconds_this_run": round(seconds, 1),
+        "samples": samples,
+        "rejected": rejected,
     }
     write_json(path, manifest)
     return manifest
 
 
-def write_mosaic(out: Path, real_dir: Path | None = None, n: int = 8,
-                 segmenter: str | None = None) -> Path:
+def write_mosaic(
+    out: Path, real_dir: Path | None = None, n: int = 8, segmenter: str | None = None
+) -> Path:
     """mosaic.png: rows of (image | overlay) for synthetic pairs (in any pair format), then real
     ones. With ``segmenter`` (a real-trained segmenter's run folder, the filter's), the nuclei
     it finds in a synthetic image that the label lacks are outlined in magenta."""

@@ -63,17 +63,27 @@ def sampled_structures(model, cfg: SynthesisConfig) -> LabelSource:
     sample = cfg.structure_sample
 
     def draw(first_index: int, count: int) -> list[LabelWindow]:
-        structures = sample_structures(model, count, seed=cfg.seed, first_index=first_index,
-                                       size=cfg.size, sampler=sample.sampler, steps=sample.steps,
-                                       batch_size=cfg.batch_size, clip_x0=sample.clip_x0,
-                                       precision=cfg.precision, progress=False)
+        structures = sample_structures(
+            model,
+            count,
+            seed=cfg.seed,
+            first_index=first_index,
+            size=cfg.size,
+            sampler=sample.sampler,
+            steps=sample.steps,
+            batch_size=cfg.batch_size,
+            clip_x0=sample.clip_x0,
+            precision=cfg.precision,
+            progress=False,
+        )
         return [LabelWindow(decode(s, cfg.decode), structure=s) for s in structures]
 
     return draw
 
 
-def real_windows(cfg: SynthesisConfig, real_dir: Path | None, full_side: int,
-                 scale: float) -> LabelSource:
+def real_windows(
+    cfg: SynthesisConfig, real_dir: Path | None, full_side: int, scale: float
+) -> LabelSource:
     """``full_side``-px windows of the labels in ``real_dir``/labels (``cfg.structures``:
     ``subset`` or ``copypaste``), taken to the model ``scale``; window ``i`` from the
     generator ``(cfg.seed, i)``.
@@ -101,14 +111,19 @@ def subset_window(label_maps: list[np.ndarray], side: int, rng: np.random.Genera
     relabelled 1..n (int32)."""
     m = label_maps[int(rng.integers(len(label_maps)))]
     y, x = int(rng.integers(m.shape[0] - side + 1)), int(rng.integers(m.shape[1] - side + 1))
-    window = np.rot90(m[y:y + side, x:x + side], int(rng.integers(4)))
+    window = np.rot90(m[y : y + side, x : x + side], int(rng.integers(4)))
     if rng.integers(2):
         window = window[:, ::-1]
     return relabel_sequential(np.ascontiguousarray(window, dtype=np.int32))[0]
 
 
-def pasted_window(label_maps: list[np.ndarray], donors: list, side: int, rng: np.random.Generator,
-                  cfg: CopyPasteConfig) -> np.ndarray:
+def pasted_window(
+    label_maps: list[np.ndarray],
+    donors: list,
+    side: int,
+    rng: np.random.Generator,
+    cfg: CopyPasteConfig,
+) -> np.ndarray:
     """:func:`subset_window` with up to ``cfg.nuclei`` of ``donors`` (label-only
     :class:`nudiff.data.copypaste.Donor`) pasted at free positions, ids max+1… (int32)."""
     return paste_nuclei(None, subset_window(label_maps, side, rng), donors, rng, cfg)[1]
@@ -124,13 +139,16 @@ def label_donors(label_maps: list[np.ndarray], nuclei: int) -> tuple[list, CopyP
 def subset_labels(real_dir: Path | None, side: int, source: str = "subset") -> list[np.ndarray]:
     """The instance maps of ``real_dir``/labels, each at least ``side`` px a side."""
     if real_dir is None:
-        raise NudiffError(f"synthesis.structures '{source}' needs the labeled subset's folder "
-                          "(--real)")
+        raise NudiffError(
+            f"synthesis.structures '{source}' needs the labeled subset's folder (--real)"
+        )
     paths = sorted((Path(real_dir) / "labels").glob("*.png"))
     maps = [read_instance_map(p) for p in paths]
     small = [p.name for p, m in zip(paths, maps) if min(m.shape) < side]
     if not maps or small:
         found = "none found" if not maps else "smaller: " + ", ".join(small[:3])
-        raise NudiffError(f"{Path(real_dir) / 'labels'}: synthesis.structures '{source}' needs "
-                          f"label maps of at least {side} px a side ({found})")
+        raise NudiffError(
+            f"{Path(real_dir) / 'labels'}: synthesis.structures '{source}' needs "
+            f"label maps of at least {side} px a side ({found})"
+        )
     return maps
