@@ -25,7 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nudiff.diffusion.config import DataConfig, DiffusionConfig, ModelConfig, TrainConfig
+from nudiff.diffusion.config import (
+    DataConfig,
+    DenoiserConfig,
+    DiffusionConfig,
+    DiffusionTrainConfig,
+)
 from nudiff.diffusion.networks import Denoiser, condition_tensor
 from nudiff.diffusion.sample import denoise, sample_generator, sample_images, sample_structures
 from nudiff.diffusion.train import train
@@ -56,7 +61,7 @@ def make_config(variant: str, args, precision: str) -> DiffusionConfig:
         "image-spade128": ("image", "spade", 128),
     }[variant]
     return DiffusionConfig(
-        model=ModelConfig(
+        model=DenoiserConfig(
             kind=kind,
             channels=args.channels,
             attention_levels=(False,) * (len(args.channels) - 1) + (True,),
@@ -64,7 +69,7 @@ def make_config(variant: str, args, precision: str) -> DiffusionConfig:
             spade_channels=spade,
         ),
         data=DataConfig(patch_size=args.size, scale=0.5),
-        train=TrainConfig(
+        train=DiffusionTrainConfig(
             steps=args.train_steps,
             batch_size=args.batch,
             precision=precision,

@@ -140,13 +140,13 @@ def step_seconds(
     """Seconds per training step (median of the logged windows after the first) on the 100 %
     subset's patches, at the threads already set."""
     from nudiff.data.prepare import load_subset
-    from nudiff.segment.config import ModelConfig, SegmentConfig, TrainConfig
+    from nudiff.segment.config import SegmentConfig, SegmenterNetConfig, SegmentTrainConfig
     from nudiff.segment.train import train_segmenter
 
     real = load_subset(data, HIGH, 0)
     cfg = SegmentConfig(
-        model=ModelConfig(base=base),
-        train=TrainConfig(
+        model=SegmenterNetConfig(base=base),
+        train=SegmentTrainConfig(
             steps=steps,
             batch_size=batch,
             crop_size=crop,

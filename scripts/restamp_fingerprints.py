@@ -47,16 +47,16 @@ PROOF = RESULTS / "fingerprints" / "restamp"
 
 # --- version 1 (until 2026-12): speed-only fields left out, but ``sample.batch_size`` (hashed
 # before speed-only fields were declared); options added after cells were committed left out
-# while at their default (the fields tagged ``ADDED_LATER`` then, by class and name);
-# ``segment.post``
-# and synthesis's samplers hashed as they were once written; real-label cells committed before
-# their hash left the unused ``structure`` section out carry the "legacy" hash.
+# while at their default (the fields tagged ``ADDED_LATER`` then, by today's class and field
+# names); ``segment.post`` and synthesis's samplers hashed as they were once written;
+# real-label cells committed before their hash left the unused ``structure`` section out carry
+# the "legacy" hash.
 V1_HASHED_BEFORE = ("sample.batch_size",)
 V1_ADDED_LATER = {
-    ("ModelConfig", "self_condition"),
-    ("TrainConfig", "min_snr_gamma"),
-    ("TrainConfig", "max_minutes"),
-    ("TrainConfig", "init_from"),
+    ("DenoiserConfig", "self_condition"),
+    ("DiffusionTrainConfig", "min_snr_gamma"),
+    ("DiffusionTrainConfig", "max_minutes"),
+    ("DiffusionTrainConfig", "init_from"),
     ("DiffusionConfig", "prediction_type"),
     ("DiffusionConfig", "zero_terminal_snr"),
     ("DecodeParams", "semantic_sigma"),

@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 
 from nudiff.checkpoint import state_dict_cpu
 from nudiff.config import from_dict, to_dict
-from nudiff.diffusion.config import DataConfig, DiffusionConfig, ModelConfig
+from nudiff.diffusion.config import DataConfig, DenoiserConfig, DiffusionConfig
 from nudiff.diffusion.networks import Denoiser, load_denoiser, save_denoiser
 from nudiff.model_folder import (
     FORMAT_VERSION,
@@ -24,7 +24,7 @@ from nudiff.utils import DataError, write_json
 
 def _denoiser(kind="structure"):
     torch.manual_seed(0)
-    model = ModelConfig(
+    model = DenoiserConfig(
         kind=kind,
         channels=(8, 16),
         attention_levels=(False, False),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from nudiff.diffusion.config import DataConfig, DiffusionConfig, ModelConfig
+from nudiff.diffusion.config import DataConfig, DenoiserConfig, DiffusionConfig
 from nudiff.diffusion.networks import Denoiser, save_denoiser
 from nudiff.diffusion.sample import load_model, sample_images, sample_structures
 from nudiff.model_folder import read_info
@@ -74,7 +74,7 @@ def test_a_shipped_image_model_fits_its_structure_model(folder):
 
 def _tiny_run(tmp_path, kind="structure"):
     cfg = DiffusionConfig(
-        model=ModelConfig(
+        model=DenoiserConfig(
             kind=kind,
             channels=(8, 16),
             attention_levels=(False, False),

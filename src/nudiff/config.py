@@ -27,6 +27,9 @@ T = TypeVar("T")
 # SPEED_ONLY: the option changes how fast a result comes, not the result (beyond float rounding);
 # BOOKKEEPING: how often a run writes logs, checkpoints or previews: not the result either.
 # Neither enters :func:`differences` (the "same configuration?" rule) nor a cell's fingerprint.
+# Every compatibility path (keys, files and columns written by earlier versions, read with a
+# warning or mapped silently) is removed in this release; each names it where it is defined.
+REMOVED_IN = "0.2"
 SPEED_ONLY = {"speed_only": True}
 BOOKKEEPING = {"bookkeeping": True}
 

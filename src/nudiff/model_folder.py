@@ -36,6 +36,8 @@ from nudiff.utils import DataError, atomic_folder, read_json, write_text
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
+# model folders before format_version 1, read until nudiff.config.REMOVED_IN
+# (`python -m nudiff.models upgrade FOLDER` rewrites one):
 LEGACY_CONFIG_JSON = "config.json"  # diffusion models before format_version 1
 LEGACY_INFO_JSON = "info.json"  # segmenters before format_version 1
 DIFFUSION_KINDS = ("structure", "image")

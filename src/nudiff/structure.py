@@ -146,9 +146,8 @@ class DecodeParams:
     method: ``"nudiff"`` (the steps below) or ``"hovernet"``: HoVer-Net's own watershed
         (MONAI ``HoVerNetInstanceMapPostProcessing``: markers from Sobel gradients of h/v,
         kernel ``sobel_size``, 21 as HoVer-Net; uses ``fg_threshold`` and ``min_size``).
-        On clean 256-px structures ``"nudiff"`` is better (round-trip AJI 0.989 vs 0.961,
-        benchmarks/results/structure_roundtrip.md); on a segmenter's soft maps of whole
-        images ``"hovernet"`` can be (benchmarks/results/post_compare.md).
+        Which does better where: ``docs/structure.md`` (clean structures) and
+        ``docs/segmenter.md`` (a segmenter's soft maps).
     sobel_size: Sobel kernel (px) of ``method="hovernet"``.
     semantic_sigma: Gaussian smoothing (px) of the semantic channel before ``fg_threshold``;
         0 disables it. Sampled semantic channels have ragged, pixel-noisy outlines: sigma 1 lifts

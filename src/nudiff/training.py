@@ -39,15 +39,16 @@ if TYPE_CHECKING:  # torch is imported where a run starts: the config modules im
 
 PRECISIONS = ("no", "bf16", "fp16")
 LOG_FILE = "train_log.csv"
-LEGACY_LOG_FILES = ("log.csv",)  # the segmenter's log before it was train_log.csv
+# read until nudiff.config.REMOVED_IN: the segmenter's log before it was train_log.csv
+LEGACY_LOG_FILES = ("log.csv",)
 # columns renamed since: old name -> new name (read from logs of earlier runs on resume)
 LEGACY_LOG_COLUMNS = {"it_per_s": "steps_per_s"}
 
 
 @dataclass
 class TrainConfig:
-    """Fields of both training loops (each loop's ``TrainConfig`` extends this one and may
-    change a default).
+    """Fields of both training loops (``DiffusionTrainConfig`` and ``SegmentTrainConfig`` extend
+    this one and may change a default).
 
     steps: optimizer steps in total (the schedule spans them).
     batch_size: samples per step and process.

@@ -7,10 +7,10 @@ import pytest
 
 from nudiff.diffusion.config import (
     DataConfig,
+    DenoiserConfig,
     DiffusionConfig,
-    ModelConfig,
+    DiffusionTrainConfig,
     SampleConfig,
-    TrainConfig,
 )
 
 
@@ -28,7 +28,7 @@ def tiny_config(kind: str = "structure", conditioning: str = "spade", **train) -
     }
     train_args.update(train)
     return DiffusionConfig(
-        model=ModelConfig(
+        model=DenoiserConfig(
             kind=kind,
             channels=(8, 16),
             attention_levels=(False, True),
@@ -39,7 +39,7 @@ def tiny_config(kind: str = "structure", conditioning: str = "spade", **train) -
             spade_channels=8,
         ),
         data=DataConfig(patch_size=16, scale=0.5),
-        train=TrainConfig(**train_args),
+        train=DiffusionTrainConfig(**train_args),
         sample=SampleConfig(sampler="ddim", steps=3, batch_size=4),
     )
 

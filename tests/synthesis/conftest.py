@@ -9,10 +9,10 @@ import torch
 from helpers import disk_instance_map
 from nudiff.diffusion.config import (
     DataConfig,
+    DenoiserConfig,
     DiffusionConfig,
-    ModelConfig,
+    DiffusionTrainConfig,
     SampleConfig,
-    TrainConfig,
 )
 from nudiff.diffusion.train import train
 from nudiff.quality.filter import FilterConfig
@@ -21,7 +21,7 @@ from nudiff.synthesis import SynthesisConfig
 
 def _cfg(kind: str) -> DiffusionConfig:
     return DiffusionConfig(
-        model=ModelConfig(
+        model=DenoiserConfig(
             kind=kind,
             channels=(8, 16),
             attention_levels=(False, True),
@@ -30,7 +30,7 @@ def _cfg(kind: str) -> DiffusionConfig:
             spade_channels=8,
         ),
         data=DataConfig(patch_size=16, scale=0.5),
-        train=TrainConfig(
+        train=DiffusionTrainConfig(
             steps=2, batch_size=2, precision="no", checkpoint_every=2, sample_every=0, log_every=1
         ),
         sample=SampleConfig(sampler="ddim", steps=2),

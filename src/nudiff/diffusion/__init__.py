@@ -10,10 +10,10 @@
 
 from nudiff.diffusion.config import (
     DataConfig,
+    DenoiserConfig,
     DiffusionConfig,
-    ModelConfig,
+    DiffusionTrainConfig,
     SampleConfig,
-    TrainConfig,
 )
 from nudiff.diffusion.networks import Denoiser, condition_tensor
 from nudiff.diffusion.sample import load_model, sample_images, sample_structures
@@ -22,9 +22,9 @@ __all__ = [
     "DataConfig",
     "Denoiser",
     "DiffusionConfig",
-    "ModelConfig",
+    "DenoiserConfig",
     "SampleConfig",
-    "TrainConfig",
+    "DiffusionTrainConfig",
     "condition_tensor",
     "load_model",
     "sample_images",

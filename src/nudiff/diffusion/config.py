@@ -25,12 +25,12 @@ KINDS = ("structure", "image")
 CONDITIONINGS = ("spade", "concat")
 COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune")
 SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
-SCHEDULES = ("linear_beta",)
+NOISE_SCHEDULES = ("linear_beta",)
 PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
 @dataclass
-class ModelConfig:
+class DenoiserConfig:
     """The denoising U-Net (MONAI ``DiffusionModelUNet`` / ``SPADEDiffusionModelUNet``).
 
     kind: ``"structure"`` (3 -> 3 channels, unconditional) or ``"image"`` (RGB, conditioned on
@@ -121,7 +121,7 @@ class DataConfig:
 
 
 @dataclass
-class TrainConfig(BaseTrainConfig):
+class DiffusionTrainConfig(BaseTrainConfig):
     """Optimisation, checkpointing and logging of the one training loop: the fields of
     :class:`nudiff.training.TrainConfig` (steps, batch_size, lr, warmup_steps, weight_decay,
     grad_clip, precision, seed, checkpoint_every, keep_checkpoints, log_every), then:
@@ -218,9 +218,9 @@ class DiffusionConfig:
         at zero SNR).
     """
 
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: DenoiserConfig = field(default_factory=DenoiserConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: DiffusionTrainConfig = field(default_factory=DiffusionTrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     num_train_timesteps: int = 1000
     schedule: str = "linear_beta"
@@ -230,7 +230,7 @@ class DiffusionConfig:
     zero_terminal_snr: bool = False
 
     def __post_init__(self) -> None:
-        check(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}")
+        check(self.schedule in NOISE_SCHEDULES, f"schedule must be one of {NOISE_SCHEDULES}")
         check(
             self.prediction_type in PREDICTION_TYPES,
             f"prediction_type must be one of {PREDICTION_TYPES}",

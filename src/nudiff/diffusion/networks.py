@@ -24,7 +24,7 @@ import torch
 from monai.networks.nets import DiffusionModelUNet, SPADEDiffusionModelUNet
 from torch import nn
 
-from nudiff.diffusion.config import DiffusionConfig, ModelConfig
+from nudiff.diffusion.config import DenoiserConfig, DiffusionConfig
 from nudiff.model_folder import DIFFUSION_KINDS, read_model_folder, save_model_folder
 from nudiff.utils import DataError
 
@@ -61,7 +61,7 @@ def null_condition(x: torch.Tensor) -> torch.Tensor:
     return x.new_zeros((b, CONDITION_CHANNELS, h, w))
 
 
-def build_network(model: ModelConfig) -> nn.Module:
+def build_network(model: DenoiserConfig) -> nn.Module:
     """The MONAI U-Net for ``model`` (epsilon prediction, 3 output channels)."""
     common = {
         "spatial_dims": 2,

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from nudiff.config import differences, load_config
 from nudiff.data.io import write_image
-from nudiff.diffusion.config import DiffusionConfig, TrainConfig
+from nudiff.diffusion.config import DiffusionConfig, DiffusionTrainConfig
 from nudiff.diffusion.data import PatchSampler
 from nudiff.diffusion.ema import EMA
 from nudiff.diffusion.networks import Denoiser, condition_tensor, save_denoiser
@@ -250,8 +250,9 @@ class DiffusionSteps:
 
 
 class WallClock:
-    """Training minutes against ``TrainConfig.max_minutes`` (a resumed run adds its earlier
-    minutes, kept in the checkpoint). Without a budget, ``fraction()`` is 0 and ``up()`` False."""
+    """Training minutes against ``DiffusionTrainConfig.max_minutes`` (a resumed run adds its
+    earlier minutes, kept in the checkpoint). Without a budget, ``fraction()`` is 0 and ``up()``
+    False."""
 
     def __init__(self, max_minutes: float | None):
         self.budget_s = None if max_minutes is None else 60.0 * max_minutes
@@ -282,7 +283,9 @@ def time_is_up(clock: WallClock, accelerator) -> bool:
 class StepWindows(torch.utils.data.Dataset):
     """Item ``i``: the windows of step ``first + i`` (drawn with that step's generator)."""
 
-    def __init__(self, data: PatchSampler, tc: TrainConfig, process: int, first: int, last: int):
+    def __init__(
+        self, data: PatchSampler, tc: DiffusionTrainConfig, process: int, first: int, last: int
+    ):
         self.data, self.tc, self.process, self.first, self.last = data, tc, process, first, last
 
     def __len__(self) -> int:
@@ -298,7 +301,9 @@ def _one_thread(_worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
-def step_windows(data: PatchSampler, tc: TrainConfig, process: int, first: int, last: int):
+def step_windows(
+    data: PatchSampler, tc: DiffusionTrainConfig, process: int, first: int, last: int
+):
     """The (structures, images or None) of steps ``first..last`` in order: drawn here, or by
     ``tc.num_workers`` worker processes ahead of the training step."""
     steps = StepWindows(data, tc, process, first, last)

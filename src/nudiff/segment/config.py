@@ -24,7 +24,7 @@ from nudiff.training import TrainConfig as BaseTrainConfig
 from nudiff.training import check
 
 ARCHS = ("unet", "hovernet")
-SCHEDULES = ("cosine", "constant")
+LR_SCHEDULES = ("cosine", "constant")
 BLENDS = ("gaussian", "constant")
 
 
@@ -33,7 +33,7 @@ def _check(ok: bool, message: str) -> None:
 
 
 @dataclass
-class ModelConfig:
+class SegmenterNetConfig:
     """The network.
 
     arch: ``"unet"`` (light U-Net, CPU) or ``"hovernet"`` (MONAI ``HoVerNet`` fast mode with
@@ -77,7 +77,7 @@ class ModelConfig:
 
 
 @dataclass
-class TrainConfig(BaseTrainConfig):
+class SegmentTrainConfig(BaseTrainConfig):
     """The training loop: the fields of :class:`nudiff.training.TrainConfig` (steps,
     batch_size, lr, warmup_steps, weight_decay, grad_clip, precision, seed, checkpoint_every,
     keep_checkpoints, log_every) with the segmenter's defaults, then:
@@ -129,7 +129,7 @@ class TrainConfig(BaseTrainConfig):
             self.synthetic_until is None or self.synthetic_until >= 0,
             "train.synthetic_until must be >= 0",
         )
-        _check(self.schedule in SCHEDULES, f"train.schedule must be one of {SCHEDULES}")
+        _check(self.schedule in LR_SCHEDULES, f"train.schedule must be one of {LR_SCHEDULES}")
         _check(self.crop_size >= 16, "train.crop_size must be >= 16")
         _check(
             self.real_ratio is None or 0.0 <= self.real_ratio <= 1.0,
@@ -207,15 +207,16 @@ class SegmentConfig:
     """All of the segmentation stage (YAML section ``segment``). ``post``: the post-processing
     (:class:`nudiff.structure.DecodeParams`; tuned on the validation images after training)."""
 
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    model: SegmenterNetConfig = field(default_factory=SegmenterNetConfig)
+    train: SegmentTrainConfig = field(default_factory=SegmentTrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     post: DecodeParams = field(default_factory=DecodeParams)
     infer: InferConfig = field(default_factory=InferConfig)
 
     @staticmethod
     def upgrade_keys(data: dict, where: str) -> dict:
-        """``post`` written before it was a ``DecodeParams``: ``null`` meant "the default"."""
+        """``post`` written before it was a ``DecodeParams``: ``null`` meant "the default"
+        (read until :data:`nudiff.config.REMOVED_IN`)."""
         if isinstance(data.get("post"), dict):
             data["post"] = {k: v for k, v in data["post"].items() if v is not None}
         return data

@@ -17,7 +17,7 @@ from monai.networks.nets import HoVerNet
 from monai.utils.enums import HoVerNetBranch
 from torch import nn
 
-from nudiff.segment.config import ModelConfig, SegmentConfig
+from nudiff.segment.config import SegmentConfig, SegmenterNetConfig
 
 NP = HoVerNetBranch.NP.value
 HV = HoVerNetBranch.HV.value
@@ -120,7 +120,7 @@ class HoVerNetSegmenter(nn.Module):
         return {NP: out[NP], HV: hv}
 
 
-def build_segmenter(cfg: SegmentConfig | ModelConfig) -> nn.Module:
+def build_segmenter(cfg: SegmentConfig | SegmenterNetConfig) -> nn.Module:
     """The network named by ``cfg.model.arch`` (randomly initialised, float32, train mode)."""
     m = cfg.model if isinstance(cfg, SegmentConfig) else cfg
     if m.arch == "hovernet":

@@ -103,8 +103,8 @@ def register(sub) -> None:
         default=None,
         help="sampled: labels from --structure-model (the method); subset: windows of "
         "the --real folder's own labels, only the images synthesized; copypaste: "
-        "those windows with more of its nuclei pasted in (the recipe that paid on "
-        "Kumar 10 %%)",
+        "those windows with more of its nuclei pasted in (configs/demo.yaml's "
+        "recipe)",
     )
     p.add_argument(
         "--pasted-nuclei",

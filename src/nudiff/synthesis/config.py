@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from nudiff.config import differences, from_dict, warn_deprecated
+from nudiff.config import REMOVED_IN, differences, from_dict, warn_deprecated
 from nudiff.data.stain import STAIN_METHODS
 from nudiff.diffusion.config import SampleConfig
 from nudiff.quality.filter import FilterConfig
@@ -22,7 +22,7 @@ REAL_STRUCTURES = ("subset", "copypaste")  # sources that need no structure mode
 
 # the release that stops reading the flat sampler keys (FLAT_SAMPLE_KEYS), as diffusers'
 # `deprecate("name", "0.x", ...)` names the version that removes what it warns about
-FLAT_KEYS_REMOVED_IN = "0.2"
+FLAT_KEYS_REMOVED_IN = REMOVED_IN
 
 # the flat keys of earlier versions: model -> {key: SampleConfig field}
 FLAT_SAMPLE_KEYS = {
@@ -66,9 +66,8 @@ class SynthesisConfig:
     (:func:`nudiff.data.copypaste.paste_nuclei`, labels only: exact, never touching): new
     arrangements of real nucleus shapes, whose image the image model draws whole, so there is
     no blending seam.
-    ``pasted_nuclei``: nuclei tried per window with ``structures: copypaste`` (3: about the
-    copy-paste arm's density, ~10 pasted per 256-px patch, for the 128-px windows of scale
-    0.5)."""
+    ``pasted_nuclei``: nuclei tried per window with ``structures: copypaste`` (the default
+    matches the copy-paste arm's density at the image model's window size and scale)."""
 
     n: int = 256
     seed: int = 0
