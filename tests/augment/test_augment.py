@@ -1,6 +1,7 @@
 """`nudiff augment`: bad input is one line before anything is written; the chain (training
 stubbed) hands back both segmenters, the pairs in the asked format and a report that opens
-with real-only against real + pairs; a second call resumes; --from fine-tunes the shipped model."""
+with real-only against real + pairs; a second call resumes; --from fine-tunes the shipped model;
+a QuPath export goes through `data convert` then `augment`."""
 
 from pathlib import Path
 
@@ -75,9 +76,9 @@ def test_from_a_shipped_model_fine_tunes_its_image_model():
     assert not plan.experiment.shipped_models
 
 
-def test_the_chain_hands_back_segmenters_pairs_and_the_answer_and_resumes(
-    tmp_path, monkeypatch, capsys
-):
+def _stub_trainings(monkeypatch) -> list:
+    """Stub the segmenter, diffusion training, synthesis and scoring of the chain; returns the
+    list each stub appends its call to."""
     calls = []
 
     def train_segmenter(cfg, folder, real, synthetic, selection, resume=False):
@@ -116,6 +117,13 @@ def test_the_chain_hands_back_segmenters_pairs_and_the_answer_and_resumes(
         ),
     )
     monkeypatch.setattr(td, "synthesize", synthesize)
+    return calls
+
+
+def test_the_chain_hands_back_segmenters_pairs_and_the_answer_and_resumes(
+    tmp_path, monkeypatch, capsys
+):
+    calls = _stub_trainings(monkeypatch)
     data, out = _dataset(tmp_path / "mine", n=6), tmp_path / "out"
     args = [
         "augment",
@@ -152,3 +160,49 @@ def test_the_chain_hands_back_segmenters_pairs_and_the_answer_and_resumes(
     assert len(held_out) == 2  # a quarter of 6, rounded: never trained on
     calls.clear()
     assert main(args) == 0 and calls == []  # everything done: nothing retrained
+
+
+def test_a_qupath_export_converts_then_augments(tmp_path, monkeypatch, capsys):
+    """The README's QuPath route: `nudiff data convert --geojson --slide`, then `nudiff
+    augment` on the folder it writes (six annotated regions of one slide)."""
+    from nudiff.data.formats import instance_map_to_geojson
+    from nudiff.data.slide import write_pyramid
+
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:128, :128]
+    truth, regions = np.zeros((256, 384), np.int32), []
+    for k in range(6):  # 128-px regions in a 2 x 3 grid, 12 nuclei each, none cut
+        y0, x0 = 128 * (k // 3), 128 * (k % 3)
+        inst = np.zeros((128, 128), np.int32)
+        for j, (cy, cx) in enumerate(rng.integers(12, 116, (12, 2)), start=1):
+            inst[((yy - cy) ** 2 + (xx - cx) ** 2 <= 36) & (inst == 0)] = j
+        truth[y0 : y0 + 128, x0 : x0 + 128] = np.where(inst > 0, inst + 100 * k, 0)
+        ring = [[x0, y0], [x0 + 128, y0], [x0 + 128, y0 + 128], [x0, y0 + 128], [x0, y0]]
+        regions.append(
+            {
+                "type": "Feature",
+                "geometry": {"type": "Polygon", "coordinates": [ring]},
+                "properties": {"objectType": "annotation"},
+            }
+        )
+    image = np.full((256, 384, 3), 225, np.uint8)
+    image[truth > 0] = (80, 40, 140)
+    slides, exports = tmp_path / "slides", tmp_path / "exports"
+    write_pyramid(slides / "case1.tif", image, mpp=0.5, levels=2, tile=64)
+    exports.mkdir()
+    features = regions + instance_map_to_geojson(truth)["features"]
+    write_json(exports / "case1.geojson", {"type": "FeatureCollection", "features": features})
+    labels = tmp_path / "my_labels"
+    convert = ["data", "convert", "--geojson", str(exports), "--slide", str(slides)]
+    assert main([*convert, "--out", str(labels)]) == 0
+    assert len(list((labels / "labels").glob("case1_x*_y*.png"))) == 6
+
+    calls = _stub_trainings(monkeypatch)
+    out = tmp_path / "out"
+    config = str(_tiny_config(tmp_path))
+    assert main(["augment", str(labels), "--out", str(out), "--config", config]) == 0
+    assert ("f1.00_real+syn_s0", 4) in calls
+    assert (out / "segmenter").is_dir() and (out / "segmenter-real-only").is_dir()
+    held_out = sorted(p.name for p in (out / "run" / "data" / "val" / "images").iterdir())
+    assert len(held_out) == 2 and all(n.startswith("case1_x") for n in held_out)
+    assert "real+syn" in (out / "report" / "table.md").read_text()
