@@ -72,6 +72,17 @@ def test_visible_nuclei_and_threshold():
     assert stats.visible_nuclei(image, np.roll(inst, 20, axis=1), thr)[0] < total
 
 
+def test_haematoxylin_blobs_without_a_label_are_counted():
+    image, inst = he_pair(3)
+    thr = stats.h_threshold(image[None], inst[None])
+    big = np.bincount(inst.ravel())[1:] >= stats.MIN_BLOB_AREA
+    unlabeled, blobs = stats.h_unlabeled(image, inst, thr)
+    assert unlabeled == 0 and blobs == big.sum()  # every dark blob has its label
+    first = np.argmax(big) + 1  # one nucleus-sized label erased: its blob is unlabeled
+    assert stats.h_unlabeled(image, np.where(inst == first, 0, inst), thr) == (1, blobs)
+    assert stats.h_unlabeled(image, inst, thr, min_area=10_000) == (0, 0)  # none nucleus-sized
+
+
 def test_mmd2_matches_its_definition_and_kid_separates():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(20, 4)), rng.normal(size=(20, 4)) + 1

@@ -156,6 +156,10 @@ def structure_and_colour(
     metrics["visible_fraction_floor"] = stats.agreement(b.images, b.labels, thr)[
         "visible_fraction"
     ]
+    h_blobs = [stats.h_unlabeled(i, m, thr) for i, m in zip(s.images, s.labels)]
+    floor_blobs = [stats.h_unlabeled(i, m, thr) for i, m in zip(b.images, b.labels)]
+    metrics["h_unlabeled_rate"] = _pooled_rate(h_blobs)
+    metrics["h_unlabeled_rate_floor"] = _pooled_rate(floor_blobs)
     sd = {k: max(float(np.std(col["real_a"][k])), 1e-12) for k in stats.COLOUR_STATS}
     med = {k: float(np.median(col["real_a"][k])) for k in stats.COLOUR_STATS}
     for i, p in enumerate(pairs):
@@ -164,8 +168,15 @@ def structure_and_colour(
             np.mean([abs(col["synthetic"][k][i] - med[k]) / sd[k] for k in stats.COLOUR_STATS])
         )
         p["visible_fraction"] = visible[i][0] / visible[i][1] if visible[i][1] else float("nan")
+        p["h_unlabeled_rate"] = h_blobs[i][0] / h_blobs[i][1] if h_blobs[i][1] else 0.0
         p["laplacian_variance_ratio"] = float(lap["synthetic"][i]) / ref
     return {k: st[k] | col[k] | {"laplacian_variance": lap[k]} for k in w}
+
+
+def _pooled_rate(counts: list[tuple[int, int]]) -> float:
+    """sum of the first counts / sum of the second (0 when there is nothing to count)."""
+    total = sum(c[1] for c in counts)
+    return sum(c[0] for c in counts) / total if total else 0.0
 
 
 def distinguishability(

@@ -38,6 +38,11 @@ PAIR_SCORES = (
         True,
         "share of the label's nuclei that are haematoxylin-positive in the image",
     ),
+    (
+        "h_unlabeled_rate",
+        False,
+        "share of the image's nucleus-sized haematoxylin blobs that have no label",
+    ),
 )
 
 #: rows of the summary table: (key, measure, better)
@@ -53,6 +58,7 @@ TABLE = (
     ("colour_w1_lab_l_mean", "colour: W1 / real sd, L* mean", "lower"),
     ("laplacian_variance_ratio", "texture: Laplacian variance / real", "nearer 1"),
     ("visible_fraction", "label: nuclei visible in haematoxylin", "higher"),
+    ("h_unlabeled_rate", "label: haematoxylin blobs without a label (share)", "lower"),
     ("c2st_accuracy", "C2ST held-out accuracy (0.5 = indistinguishable)", "lower"),
     ("kid", "KID on the segmenter's encoder features", "lower"),
     ("fidelity_dice", "label fidelity: segmenter Dice vs label", "higher"),

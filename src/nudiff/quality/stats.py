@@ -218,6 +218,36 @@ def visible_nuclei(
     return int((frac[present] > 0.5).sum()), int(present.sum()), float(dice)
 
 
+#: haematoxylin blobs smaller than this (px, full resolution) are not counted as nuclei
+#: (HoVer-Net's 30 px rule)
+MIN_BLOB_AREA = 30
+
+
+def h_unlabeled(
+    image: np.ndarray,
+    instance_map: np.ndarray,
+    threshold: float,
+    min_area: int = MIN_BLOB_AREA,
+    min_overlap: float = 0.5,
+) -> tuple[int, int]:
+    """(haematoxylin blobs without a label, haematoxylin blobs) of one pair: nucleus-sized
+    components of ``H > threshold`` (8-connected, at least ``min_area`` px) with less than
+    ``min_overlap`` of their pixels on the label's foreground. The label-free count of nuclei
+    an image shows and its label lacks (no segmenter involved).
+
+    image: uint8 (H, W, 3) RGB; instance_map: int (H, W), 0 = background."""
+    hpos = rgb2hed(image)[..., 0] > threshold
+    blobs, n = ndi.label(hpos, structure=np.ones((3, 3)))
+    if n == 0:
+        return 0, 0
+    area = np.bincount(blobs.ravel(), minlength=n + 1)[1:]
+    on_label = np.bincount(
+        blobs.ravel(), weights=(np.asarray(instance_map) > 0).ravel(), minlength=n + 1
+    )[1:]
+    big = area >= min_area
+    return int((big & (on_label < min_overlap * area)).sum()), int(big.sum())
+
+
 def agreement(images, instance_maps, threshold: float) -> dict[str, float]:
     """Image-label agreement of a set: fraction of visible nuclei (pooled), mean pixel Dice."""
     counts = [visible_nuclei(i, m, threshold) for i, m in zip(images, instance_maps)]
