@@ -91,6 +91,7 @@ LOADED = {
     ("c128-s2700-lr3e-3", "f0.10_real_s0"),
     ("c128-s3000", "f0.10_real_s1"),
     ("c128-s3000", "f1.00_real_s1"),
+    ("c128-s3000", "f0.10_real_s2"),  # demo-kumar's seed-2 cell (same fingerprint), beside others
 }
 GRID = [
     "experiment.arms=[real]",
