@@ -34,7 +34,12 @@ from typing import Any
 import yaml
 
 from nudiff.config import save_config, to_dict
-from nudiff.experiment.fingerprint import FINGERPRINT_VERSION, cell_fingerprint, stamp
+from nudiff.experiment.fingerprint import (
+    FINGERPRINT_VERSION,
+    cell_fingerprint,
+    field_default,
+    stamp,
+)
 from nudiff.experiment.grid import Cell, Plan, load_plan
 from nudiff.experiment.store import committed_plan
 from nudiff.structure import DecodeParams
@@ -72,7 +77,7 @@ def _v1_hashed(config: Any, keep: tuple[str, ...] = (), prefix: str = "") -> dic
         value, name = getattr(config, f.name), prefix + f.name
         if f.metadata.get("speed_only") and name not in keep:
             continue
-        if (type(config).__name__, f.name) in V1_ADDED_LATER and value == _default(f):
+        if (type(config).__name__, f.name) in V1_ADDED_LATER and value == field_default(f):
             continue
         out[f.name] = (
             _v1_hashed(value, keep, name + ".")
@@ -80,10 +85,6 @@ def _v1_hashed(config: Any, keep: tuple[str, ...] = (), prefix: str = "") -> dic
             else copy.deepcopy(value)
         )
     return out
-
-
-def _default(f: dataclasses.Field) -> Any:
-    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def _v1_segment(plan: Plan) -> dict:

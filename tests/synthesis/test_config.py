@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from helpers import disk_instance_map
+from nudiff.config import REMOVED_IN
 from nudiff.data.dataset import load_folder
 from nudiff.diffusion.config import DataConfig, SampleConfig
-from nudiff.synthesis import FLAT_KEYS_REMOVED_IN, SynthesisConfig, synthesize
+from nudiff.synthesis import SynthesisConfig, synthesize
 from nudiff.utils import NudiffError
 
 
@@ -26,7 +27,7 @@ def test_flat_sampler_keys_of_earlier_versions_are_read_with_a_warning(tmp_path,
         "old.yaml: synthesis keys structure_steps, image_sampler, guidance_scale are deprecated"
         in err
     )
-    assert f"will be removed in nudiff {FLAT_KEYS_REMOVED_IN}; use structure_sample" in err
+    assert f"will be removed in nudiff {REMOVED_IN}; use structure_sample" in err
     assert from_dict(SynthesisConfig, {}).image_sample is None
     with pytest.raises(NudiffError, match="image_steps and image_sample both given"):
         from_dict(SynthesisConfig, {"image_steps": 5, "image_sample": {"steps": 5}}, "both.yaml")

@@ -43,7 +43,7 @@ def decisive(config: Any, prefix: str = "") -> dict:
         if dataclasses.is_dataclass(value):
             if nested := decisive(value, prefix + f.name + "."):
                 out[f.name] = nested
-        elif plain_value(value) != plain_value(_default(f)):
+        elif plain_value(value) != plain_value(field_default(f)):
             out[f.name] = plain_value(value)
     return out
 
@@ -55,7 +55,7 @@ def decisive_defaults(config_class: type, prefix: str = "") -> dict[str, Any]:
     for f in dataclasses.fields(config_class):
         if not decides_result(f):
             continue
-        default = _default(f)
+        default = field_default(f)
         if dataclasses.is_dataclass(default):
             out |= decisive_defaults(type(default), prefix + f.name + ".")
         else:
@@ -70,7 +70,8 @@ def all_decisive_defaults() -> dict[str, dict[str, Any]]:
     return {cls.__name__: decisive_defaults(cls) for cls in [*classes, CopyPasteConfig]}
 
 
-def _default(f: dataclasses.Field) -> Any:
+def field_default(f: dataclasses.Field) -> Any:
+    """A dataclass field's default value (its factory called)."""
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 

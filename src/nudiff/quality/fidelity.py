@@ -30,7 +30,7 @@ FIDELITY_RATES = ("unlabeled_rate", "missed_rate")
 MIN_OVERLAP = 0.5
 
 
-def _uncovered(
+def uncovered(
     instances: np.ndarray, other_foreground: np.ndarray, min_overlap: float
 ) -> np.ndarray:
     """The ids of ``instances`` (> 0) with less than ``min_overlap`` of their pixels in
@@ -60,8 +60,8 @@ def label_agreement(
     ``n_unlabeled``, ``n_missed``, ``n_predicted``, ``n_labeled``.
     """
     label, predicted = np.asarray(label), np.asarray(predicted)
-    unlabeled = _uncovered(predicted, label > 0, min_overlap)
-    missed = _uncovered(label, predicted > 0, min_overlap)
+    unlabeled = uncovered(predicted, label > 0, min_overlap)
+    missed = uncovered(label, predicted > 0, min_overlap)
     n_pred, n_label = len(np.unique(predicted[predicted > 0])), len(np.unique(label[label > 0]))
     return {
         "unlabeled_rate": len(unlabeled) / n_pred if n_pred else 0.0,
@@ -80,7 +80,7 @@ def unlabeled_nuclei(
     outlines in another colour."""
     predicted = np.asarray(predicted)
     return np.where(
-        np.isin(predicted, _uncovered(predicted, np.asarray(label) > 0, min_overlap)), predicted, 0
+        np.isin(predicted, uncovered(predicted, np.asarray(label) > 0, min_overlap)), predicted, 0
     )
 
 

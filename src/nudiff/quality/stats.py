@@ -16,6 +16,7 @@ from scipy.stats import wasserstein_distance
 from skimage.color import rgb2hed, rgb2lab
 from skimage.measure import regionprops
 
+from nudiff.quality.fidelity import uncovered
 from nudiff.structure import relabel
 
 #: per-window (count) and per-nucleus statistics of instance maps
@@ -237,15 +238,11 @@ def h_unlabeled(
 
     image: uint8 (H, W, 3) RGB; instance_map: int (H, W), 0 = background."""
     hpos = rgb2hed(image)[..., 0] > threshold
-    blobs, n = ndi.label(hpos, structure=np.ones((3, 3)))
-    if n == 0:
-        return 0, 0
-    area = np.bincount(blobs.ravel(), minlength=n + 1)[1:]
-    on_label = np.bincount(
-        blobs.ravel(), weights=(np.asarray(instance_map) > 0).ravel(), minlength=n + 1
-    )[1:]
-    big = area >= min_area
-    return int((big & (on_label < min_overlap * area)).sum()), int(big.sum())
+    blobs, _ = ndi.label(hpos, structure=np.ones((3, 3)))
+    area = np.bincount(blobs.ravel())
+    blobs[(area < min_area)[blobs]] = 0  # background (id 0) stays 0
+    n_blobs = int((area[1:] >= min_area).sum())
+    return len(uncovered(blobs, np.asarray(instance_map) > 0, min_overlap)), n_blobs
 
 
 def agreement(images, instance_maps, threshold: float) -> dict[str, float]:

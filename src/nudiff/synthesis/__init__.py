@@ -13,7 +13,6 @@
 from nudiff.quality.filter import FilterConfig  # with its filter, in nudiff.quality.filter
 from nudiff.synthesis.cli import register
 from nudiff.synthesis.config import (
-    FLAT_KEYS_REMOVED_IN,
     FLAT_SAMPLE_KEYS,
     LABEL_UPSAMPLING,
     REAL_STRUCTURES,
@@ -31,7 +30,6 @@ from nudiff.synthesis.pipeline import (
 from nudiff.synthesis.sources import LabelWindow, pasted_window, subset_window
 
 __all__ = [
-    "FLAT_KEYS_REMOVED_IN",
     "FLAT_SAMPLE_KEYS",
     "LABEL_UPSAMPLING",
     "REAL_STRUCTURES",

@@ -22,7 +22,6 @@ REAL_STRUCTURES = ("subset", "copypaste")  # sources that need no structure mode
 
 # the release that stops reading the flat sampler keys (FLAT_SAMPLE_KEYS), as diffusers'
 # `deprecate("name", "0.x", ...)` names the version that removes what it warns about
-FLAT_KEYS_REMOVED_IN = REMOVED_IN
 
 # the flat keys of earlier versions: model -> {key: SampleConfig field}
 FLAT_SAMPLE_KEYS = {
@@ -45,7 +44,7 @@ class SynthesisConfig:
     settings, saved in its folder. Their ``batch_size`` is not used: ``batch_size`` here is the
     pairs per chunk and network call. (The flat keys of earlier versions, ``structure_sampler``,
     ``structure_steps``, ``image_sampler``, ``image_steps``, ``guidance_scale``, are still read,
-    with a warning, until the release :data:`FLAT_KEYS_REMOVED_IN`.)
+    with a warning, until the release :data:`nudiff.config.REMOVED_IN`.)
     ``stain``: ``none`` | ``reinhard`` | ``macenko`` | ``reinhard-each`` — every image is
     stain-normalised to the real images (``real_dir``: the labeled subset in an experiment) as
     it is written;
@@ -124,7 +123,7 @@ class SynthesisConfig:
                 data[f"{model}_sample"] = defaults | given
         warn_deprecated(
             f"{where}: synthesis keys {', '.join(flat)} are deprecated and will be "
-            f"removed in nudiff {FLAT_KEYS_REMOVED_IN}; use structure_sample: "
+            f"removed in nudiff {REMOVED_IN}; use structure_sample: "
             "{sampler, steps} and image_sample: {sampler, steps, guidance_scale} "
             "instead"
         )
