@@ -65,3 +65,13 @@ def test_fingerprints_hash_what_decides_a_result_where_it_differs_from_its_defau
     assert decisive(Outer(inner=Inner(width=4, threads=2, log_every=1))) == {"inner": {"width": 4}}
     assert decisive(Outer(sizes=[1, 2])) == {}  # as written back from YAML
     assert decisive(Outer(sizes=(3,))) == {"sizes": [3]}
+
+
+def test_a_deprecation_warning_is_printed_once(capsys):
+    from nudiff.config import warn_deprecated
+
+    warn_deprecated.cache_clear()
+    for _ in range(3):
+        warn_deprecated("`old.key` is deprecated; use `new.key` (removed in 0.2)")
+    warn_deprecated("another one")
+    assert capsys.readouterr().err.count("nudiff: warning:") == 2

@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from nudiff import checkpoint as ckpt
-from nudiff.training import RunLog, TrainConfig, read_log, warmup_cosine
+from nudiff.training import (
+    RunLog,
+    TrainConfig,
+    newest_checkpoint,
+    read_log,
+    save_checkpoint,
+    start_run,
+    warmup_cosine,
+)
 from nudiff.utils import NudiffError, atomic_folder, write_json
 
 
@@ -96,6 +104,50 @@ def test_training_state_round_trip_with_rngs(tmp_path):
     assert sched2.state_dict() == sched.state_dict()
     got = (gen2.random(), torch.rand(3), random.random())
     assert got[0] == expected[0] and torch.equal(got[1], expected[1]) and got[2] == expected[2]
+
+
+class _Fp16Accelerator:
+    """What start_run/save_checkpoint use of an fp16 accelerate.Accelerator, on the CPU."""
+
+    is_main_process = True
+
+    def __init__(self):
+        self.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+
+    def prepare(self, *objects):
+        return objects
+
+    def wait_for_everyone(self):
+        pass
+
+
+class _Config:
+    def __init__(self):
+        self.train = TrainConfig(keep_checkpoints=2)
+
+
+def test_a_resumed_fp16_run_keeps_its_loss_scale(tmp_path, monkeypatch):
+    monkeypatch.setattr("nudiff.config.save_config", lambda cfg, path: None)
+    model, opt, sched = _trained_pair()
+    acc = _Fp16Accelerator()
+    run = start_run(tmp_path, _Config(), acc, {"model": model}, opt, sched, None)
+    acc.scaler.scale(torch.ones(1))  # the scale is made on first use
+    acc.scaler.update(new_scale=128.0)  # what overflowing fp16 steps leave behind
+    save_checkpoint(run, 5, {"ema_updates": 5})
+
+    acc2 = _Fp16Accelerator()
+    model2, opt2, sched2 = _trained_pair()
+    resumed = start_run(
+        tmp_path,
+        _Config(),
+        acc2,
+        {"model": model2},
+        opt2,
+        sched2,
+        newest_checkpoint(tmp_path, True),
+    )
+    assert resumed.start == 5 and resumed.state == {"ema_updates": 5}
+    assert acc2.scaler.get_scale() == 128.0
 
 
 def test_a_segmenter_checkpoint_of_the_earlier_format_loads(tmp_path):

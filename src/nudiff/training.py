@@ -292,7 +292,9 @@ def start_run(
     if resume_from is not None:
         state = ckpt.load_training_state(resume_from, weights, optimizer, lr_schedule, generator)
     start = int(state.pop("step", 0))
+    scaler_state = state.pop("grad_scaler", None)
     model, optimizer = accelerator.prepare(weights["model"], optimizer)
+    restore_grad_scaler(accelerator, scaler_state)
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, out_dir / "config.yaml")
@@ -422,12 +424,24 @@ def evaluate(run: Run, loop: Loop, step: int, bar) -> None:
         bar.write(f"step {step}: val " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
 
+def restore_grad_scaler(accelerator: Any, saved: dict[str, Any] | None) -> None:
+    """Put a checkpoint's fp16 loss scale back into the accelerator's grad scaler (none in
+    bf16/fp32, and none saved by a run in those): a resumed fp16 run goes on from the scale it
+    had reached instead of the initial 65,536, which costs it skipped steps."""
+    scaler = getattr(accelerator, "scaler", None)
+    if scaler is not None and saved:
+        scaler.load_state_dict(saved)
+
+
 def save_checkpoint(run: Run, step: int, state: dict[str, Any]) -> None:
     """Checkpoint ``step`` (:func:`nudiff.checkpoint.save_training_state`: the run's weights,
-    optimizer, LR schedule, RNGs and the loop's ``state``) from the main process, then keep
-    the newest ``tc.keep_checkpoints``."""
+    optimizer, LR schedule, RNGs, the fp16 grad scaler when there is one and the loop's
+    ``state``) from the main process, then keep the newest ``tc.keep_checkpoints``."""
     from nudiff import checkpoint as ckpt
 
+    scaler = getattr(run.accelerator, "scaler", None)
+    if scaler is not None:
+        state = state | {"grad_scaler": scaler.state_dict()}
     run.accelerator.wait_for_everyone()
     if run.main:
         ckpt.save_training_state(

@@ -13,10 +13,11 @@ from test_end_to_end import TINY, _dataset
 import nudiff.experiment.loop as loop
 import nudiff.experiment.training_data as td
 from nudiff.augment import augment_plan, check_labeled_folder
+from nudiff.augment.folds import fold_of
 from nudiff.cli import main
 from nudiff.data.io import write_image, write_instance_map
 from nudiff.metrics import METRICS
-from nudiff.utils import DataError, write_json
+from nudiff.utils import DataError, read_json, write_json
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 
@@ -206,3 +207,58 @@ def test_a_qupath_export_converts_then_augments(tmp_path, monkeypatch, capsys):
     held_out = sorted(p.name for p in (out / "run" / "data" / "val" / "images").iterdir())
     assert len(held_out) == 2 and all(n.startswith("case1_x") for n in held_out)
     assert "real+syn" in (out / "report" / "table.md").read_text()
+
+
+def test_folds_deal_every_image_once_in_balanced_folds():
+    names = [f"img{i}" for i in range(7)]
+    folds = fold_of(names, 3)
+    assert sorted(folds) == names and sorted(folds.values()).count(1) == 3
+    assert {f: list(folds.values()).count(f) for f in (1, 2, 3)} == {1: 3, 2: 2, 3: 2}
+    assert fold_of(list(reversed(names)), 3) == folds  # the order given does not matter
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        fold_of(names, 1)
+
+
+def test_k_fold_scores_each_image_once_then_trains_on_all(tmp_path, monkeypatch, capsys):
+    calls = _stub_trainings(monkeypatch)
+    seen = []
+
+    def evaluate(pred, labels):  # each held-out image: the pairs add 0.02 to 0.06 AJI
+        names = sorted(p.stem for p in (Path(labels) / "labels").iterdir())
+        seen.append((pred.parent.name, tuple(names)))
+        paired = "real+syn" in pred.parent.name
+        per_image = {
+            n: dict.fromkeys(METRICS, 0.5 + (0.02 * (1 + int(n[3:]) % 3) if paired else 0.0))
+            for n in names
+        }
+        return {"mean": per_image[names[0]], "per_image": per_image}
+
+    monkeypatch.setattr(loop, "evaluate_folders", evaluate)
+    args = ["--out", str(out := tmp_path / "out"), "--config", str(_tiny_config(tmp_path))]
+    few = _dataset(tmp_path / "few", n=4)  # 2 folds of 4 images leave 24 nuclei to train on
+    assert main(["augment", str(few), *args, "--folds", "2"]) == 2
+    assert "fold1/split/train: holds 24 labeled nuclei" in capsys.readouterr().err
+    assert not out.exists()  # nothing left behind
+    data = _dataset(tmp_path / "mine", n=6)
+    args = ["augment", str(data), *args]
+    assert main([*args, "--folds", "2", "--test", str(data)]) == 2
+    assert "not with --test" in capsys.readouterr().err
+    assert main([*args, "--folds", "7"]) == 2
+    assert "--folds 7: needs 2 to 6 folds" in capsys.readouterr().err
+
+    assert main([*args, "--folds", "3"]) == 0
+    held = [names for cell, names in seen if cell == "f1.00_real_s0"]
+    assert sorted(sum(held[:3], ())) == [f"img{i}" for i in range(6)]  # folds: each image once
+    assert len(held) == 4  # three folds, then the final chain (scored, not reported)
+    for fold in (1, 2, 3):
+        split = out / "folds" / f"fold{fold}" / "split"
+        train = {p.name for p in (split / "train" / "labels").iterdir()}
+        test = {p.name for p in (split / "test" / "labels").iterdir()}
+        assert not train & test and len(train | test) == 6 and len(test) == 2
+    answer = read_json(out / "report" / "folds.json")
+    assert answer["images"] == 6 and answer["gain"]["aji"]["mean"] == pytest.approx(0.04)
+    assert "3-fold: every image held out once (6 images)" in capsys.readouterr().out
+    assert (out / "segmenter").is_dir() and (out / "pairs").is_dir()
+    assert calls.count("image model") == 4
+    calls.clear()
+    assert main([*args, "--folds", "3"]) == 0 and calls == []  # resumed: nothing retrained

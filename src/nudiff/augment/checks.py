@@ -37,11 +37,15 @@ def count_nuclei(samples: list[Sample]) -> int:
 
 
 def check_labeled_folder(
-    folder: str | os.PathLike, held_out: int = 0, min_nuclei: int = MIN_NUCLEI
+    folder: str | os.PathLike,
+    held_out: int = 0,
+    min_nuclei: int = MIN_NUCLEI,
+    purpose: str = "to train on",
 ) -> list[Sample]:
     """Load the paired folder ``folder`` (every problem listed: an image without its label, an
     unreadable file, shapes that differ) and check its labels; ``held_out`` of its images will
-    be held out for evaluation, so at least one more is needed to train on. Returns the samples.
+    be held out for evaluation, so at least one more is needed to train on; ``min_nuclei`` labeled
+    nuclei are needed for ``purpose`` (a test folder: one, "to score on"). Returns the samples.
 
     Raises:
         DataError: naming the folder or the file, one line per problem.
@@ -64,6 +68,6 @@ def check_labeled_folder(
     n = count_nuclei(samples)
     if n < min_nuclei:
         raise DataError(
-            folder, f"holds {n} labeled nuclei; at least {min_nuclei} are needed to train on"
+            folder, f"holds {n} labeled nuclei; at least {min_nuclei} are needed {purpose}"
         )
     return samples

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from nudiff.data.formats import PAIR_FORMATS
-from nudiff.utils import set_threads
+from nudiff.utils import NudiffError, set_threads
 
 EXAMPLES = """\
 examples:
@@ -16,6 +16,8 @@ examples:
 (score on a separate labeled folder)
   nudiff augment my_labels --out runs/mine --from models/kumar-f0.10   \
 (fine-tune the shipped image model)
+  nudiff augment my_labels --out runs/mine --folds 4             \
+(very few images: each held out once, 5 chains)
   nudiff augment my_labels --out runs/mine --format hovernet --set segment.train.steps=1500
   nudiff data convert --geojson exports/ --slide slides/ --out my_labels   (QuPath exports first)
 then:
@@ -57,6 +59,14 @@ def register(sub) -> None:
         help="images of DATA held out for scoring (default: a quarter, at least 1; 0 with --test)",
     )
     p.add_argument(
+        "--folds",
+        type=int,
+        default=None,
+        metavar="K",
+        help="k-fold evaluation (very few images): each image held out once, then the chain on "
+        "all images gives the segmenters (K + 1 chains; not with --test / --hold-out)",
+    )
+    p.add_argument(
         "--from",
         dest="from_model",
         type=Path,
@@ -90,23 +100,25 @@ def register(sub) -> None:
 
 
 def _cmd(args) -> None:
-    from nudiff.augment.pipeline import augment
+    from nudiff.augment.folds import augment_folds
+    from nudiff.augment.pipeline import AugmentLayout, augment
 
     set_threads(args.threads)
-    layout = augment(
-        args.data,
-        args.out,
-        args.test,
-        args.hold_out,
-        args.from_model,
-        args.config,
-        args.set,
-        args.format,
+    chain = dict(
+        from_model=args.from_model, config=args.config, overrides=args.set, pair_format=args.format
     )
-    table = layout.report / "table.md"
-    if table.exists():
-        print(table.read_text().split("\n\n")[0])
+    if args.folds is not None:
+        if args.test is not None or args.hold_out is not None:
+            raise NudiffError("--folds holds every image out once: not with --test or --hold-out")
+        print(augment_folds(args.data, args.out, args.folds, **chain).read_text())
+        layout = AugmentLayout(args.out)
+    else:
+        layout = augment(args.data, args.out, args.test, args.hold_out, **chain)
+        table = layout.report / "table.md"
+        if table.exists():
+            print(table.read_text().split("\n\n")[0])
+    page = layout.report / "index.html"
     print(
         f"segmenter: {layout.segmenter}\nreal-only: {layout.segmenter_real_only}\n"
-        f"pairs: {layout.pairs}\nreport: {layout.report / 'index.html'}"
+        f"pairs: {layout.pairs}\nreport: {page if page.exists() else layout.report / 'table.md'}"
     )

@@ -132,7 +132,7 @@ def augment(
         )
     check_labeled_folder(data, hold_out)  # every problem of the folder, before anything is written
     if test is not None:
-        check_labeled_folder(test, 0)
+        check_labeled_folder(test, 0, min_nuclei=1, purpose="to score on")
     plan = augment_plan(config, data, hold_out, from_model, overrides)
     layout = AugmentLayout(Path(out))
     run_experiment(
@@ -146,12 +146,13 @@ def _export(layout: AugmentLayout, pair_format: str) -> None:
     """The two segmenters, the pairs and the report, out of the run folder."""
     run = layout.run
     for cell, dest in ((AUGMENTED, layout.segmenter), (REAL, layout.segmenter_real_only)):
-        _copy_tree(run.cell(cell) / "model", dest)
+        copy_tree(run.cell(cell) / "model", dest)
     if not layout.pairs.exists():  # written once: a resumed run finds it
         convert_pairs(run.synthetic(ALL), layout.pairs, pair_format, progress=False)
-    _copy_tree(run.report, layout.report)
+    copy_tree(run.report, layout.report)
 
 
-def _copy_tree(src: Path, dest: Path) -> None:
+def copy_tree(src: Path, dest: Path) -> None:
+    """``src`` copied to ``dest``, replaced atomically."""
     with atomic_folder(dest) as tmp:
         shutil.copytree(src, tmp, dirs_exist_ok=True)

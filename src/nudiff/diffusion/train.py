@@ -232,12 +232,10 @@ class DiffusionSteps:
         write_sample_grid(self.run.out_dir, step, self.ema.model, self.data, self.cfg.train.seed)
 
     def checkpoint_state(self, step: int) -> dict:
-        """The EMA's update count, the minutes spent and the grad scaler."""
-        scaler = self.run.accelerator.scaler
+        """The EMA's update count and the minutes spent (the grad scaler: the skeleton's)."""
         return {
             "ema_updates": self.ema.num_updates,
             "elapsed_s": round(self.clock.elapsed_s(), 1),
-            "grad_scaler": scaler.state_dict() if scaler is not None else None,
             "data_sampler": {
                 "seeding": "SeedSequence([seed, step, process])",
                 "next_step": step + 1,

@@ -169,7 +169,7 @@ def _context(
         run.data,
         test_images=Path(test_dir) / "images" if test_dir else run.data / "val" / "images",
         test_labels=Path(test_dir) if test_dir else run.data / "val",
-        val=(load_val(run.data) or None) if test_dir else None,
+        val=(load_val(run.data) or None) if test_dir and (run.data / "val").is_dir() else None,
         timed=timed,
     )  # none held out: the subset's
 

@@ -1,0 +1,187 @@
+"""Kumar 10 %: which synthetic pairs teach the segmenter (the verdict of issue 38).
+
+Every recipe adds 128 extra patches to the 10 % labeled subset, a quarter of each batch, at the
+cheap protocol of ``configs/demo.yaml`` (128-px crops, 3,000 steps; the segmenter-budget study's
+chosen setting). All recipes are paired by seed and test image with the same ``real`` cells (the
+demo's, committed in ``benchmarks/results/demo-kumar/``; the verdict folders hold copies, same
+fingerprint):
+
+- ``method``: NuDiff's own pairs: structures sampled by the shipped v-prediction structure model,
+  painted by the shipped image model (scale 0.5); ``configs/verdict-kumar.yaml``;
+- ``real-label``: the subset's own labels with up to 3 of its nuclei pasted in, painted by the
+  same image model (the demo's ``real+syn``); ``configs/demo.yaml``;
+- ``real-label-full``: the same labels painted by an image model at scale 1 (128-px windows);
+  ``configs/verdict-kumar-s1.yaml``;
+- ``copypaste``: real nuclei pasted into real subset patches, exact labels, nothing painted
+  (the bar diffusion pairs must clear); ``configs/verdict-kumar.yaml``'s ``real+copypaste``.
+
+Each grid runs with ``nudiff experiment --config CONFIG --out runs/... --results FOLDER`` (the
+configs' headers); this script only reads the committed cells:
+
+    python benchmarks/verdict.py
+
+Writes ``benchmarks/results/verdict-kumar/verdict.{json,md}``: per recipe the gain over 10 % real
+and the share of the 10 % → 100 % gap it closes; then each diffusion recipe against copy-paste.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import NamedTuple
+
+from nudiff.experiment import committed_rows, paired_gains, paired_interval
+from nudiff.utils import write_json, write_text
+
+RESULTS = Path(__file__).parent / "results"
+BASE = RESULTS / "demo-kumar"  # the real cells every recipe is paired with
+FRACTION = 0.1
+
+
+class Recipe(NamedTuple):
+    what: str
+    folder: str  # results folder under benchmarks/results
+    arm: str
+
+
+RECIPES: dict[str, Recipe] = {
+    "method": Recipe(
+        "NuDiff's pairs: sampled structures, painted at scale 0.5", "verdict-kumar", "real+syn"
+    ),
+    "real-label": Recipe(
+        "subset labels + 3 pasted nuclei, painted at scale 0.5", "demo-kumar", "real+syn"
+    ),
+    "real-label-full": Recipe(
+        "subset labels + 3 pasted nuclei, painted at scale 1", "verdict-kumar-s1", "real+syn"
+    ),
+    "copypaste": Recipe(
+        "real nuclei pasted into real patches (nothing painted)", "verdict-kumar", "real+copypaste"
+    ),
+}
+BAR = "copypaste"  # what a diffusion recipe must beat
+
+
+def recipe_rows(results: Path, name: str) -> list[dict]:
+    """The committed per-image rows of one recipe, its arm renamed to the recipe."""
+    r = RECIPES[name]
+    folder = results / r.folder
+    if not folder.is_dir():
+        return []
+    rows = [x for x in committed_rows(folder, FRACTION) if x["arm"] == r.arm]
+    return [x | {"arm": name} for x in rows]
+
+
+def _real(results: Path, fraction: float) -> list[dict]:
+    base = results / BASE.name
+    return [x for x in committed_rows(base, fraction) if x["arm"] == "real"]
+
+
+def _mean(rows: list[dict], metric: str) -> float:
+    return sum(float(r[metric]) for r in rows) / len(rows)
+
+
+def summarise(results: Path) -> dict[str, dict]:
+    real, full = _real(results, FRACTION), _real(results, 1.0)
+    out = {}
+    for name, recipe in RECIPES.items():
+        rows = recipe_rows(results, name)
+        for g in paired_gains(real + rows, paper="kumar", arms=(name,)):
+            seeds = g["seeds"]
+            at = [r for r in real if int(r["seed"]) in seeds]
+            top = [r for r in full if int(r["seed"]) in seeds]
+            gap = _mean(top, "aji") - _mean(at, "aji") if top else None
+            out[name] = {
+                "what": recipe.what,
+                "results": f"benchmarks/results/{recipe.folder}",
+                "arm": recipe.arm,
+                "seeds": seeds,
+                "aji": _mean([r for r in rows if int(r["seed"]) in seeds], "aji"),
+                "pq": _mean([r for r in rows if int(r["seed"]) in seeds], "pq"),
+                "gain_aji": g["aji"],
+                "gain_pq": g["pq"],
+                "gain_aji_ci": [g["ci"]["aji"]["lo"], g["ci"]["aji"]["hi"]],
+                "gain_pq_ci": [g["ci"]["pq"]["lo"], g["ci"]["pq"]["hi"]],
+                "gap_closed": g["aji"] / gap if gap else None,
+            }
+    return out
+
+
+def versus_bar(results: Path) -> list[dict]:
+    """Each diffusion recipe − copy-paste over the (test image, seed) pairs both have."""
+    bar = recipe_rows(results, BAR)
+    out = []
+    for name in RECIPES:
+        if name == BAR:
+            continue
+        ci = paired_interval(recipe_rows(results, name), bar, ("aji", "pq"), by_seed=True)
+        if not ci["seeds"]:
+            continue
+        out.append(
+            {
+                "a": name,
+                "b": BAR,
+                "seeds": ci["seeds"],
+                "pairs": ci["n"],
+                **{f"gain_{m}": ci[m]["mean"] for m in ("aji", "pq")},
+                **{f"gain_{m}_ci": [ci[m]["lo"], ci[m]["hi"]] for m in ("aji", "pq")},
+            }
+        )
+    return out
+
+
+def _ci(row: dict, key: str) -> str:
+    lo, hi = row[f"gain_{key}_ci"]
+    return f"{row[f'gain_{key}']:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+
+
+def markdown(rows: dict[str, dict], heads: list[dict]) -> str:
+    lines = [
+        "# Kumar 10 %: which pairs teach (`benchmarks/verdict.py`)",
+        "",
+        "10 % labeled + 128 extra patches (a quarter of each batch), 128-px crops, 3,000-step "
+        "segmenters, scored on Kumar's 14 test images. Gain over 10 % real paired by seed and "
+        "test image, 95 % interval; *gap*: the share of the 10 % → 100 % real AJI gap closed.",
+        "",
+        "| recipe | extra patches | seeds | AJI | PQ | Δ AJI | Δ PQ | gap |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        gap = "–" if r["gap_closed"] is None else f"{r['gap_closed']:.0%}"
+        lines.append(
+            f"| {name} | {r['what']} | {', '.join(map(str, r['seeds']))} | {r['aji']:.4f} | "
+            f"{r['pq']:.4f} | {_ci(r, 'aji')} | {_ci(r, 'pq')} | {gap} |"
+        )
+    if heads:
+        lines += [
+            "",
+            f"Against `{BAR}`, paired by seed and test image, 95 % interval:",
+            "",
+            "| a − b | seeds | (image × seed) pairs | Δ AJI | Δ PQ |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {h['a']} − {h['b']} | {', '.join(map(str, h['seeds']))} | {h['pairs']} | "
+            f"{_ci(h, 'aji')} | {_ci(h, 'pq')} |"
+            for h in heads
+        ]
+    missing = [n for n in RECIPES if n not in rows]
+    if missing:
+        lines += ["", "Not run yet: " + ", ".join(f"`{n}`" for n in missing) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--results", type=Path, default=RESULTS, help="benchmarks/results")
+    args = ap.parse_args()
+    rows, heads = summarise(args.results), versus_bar(args.results)
+    out = args.results / "verdict-kumar"
+    write_json(out / "verdict.json", {"recipes": rows, "versus_copypaste": heads})
+    write_text(out / "verdict.md", markdown(rows, heads))
+    print(markdown(rows, heads))
+
+
+if __name__ == "__main__":
+    main()
