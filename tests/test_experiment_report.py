@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 
-from nudiff.experiment.report import (
+from nudiff.experiment.charts import per_image_chart
+from nudiff.experiment.report import write_experiment_report
+from nudiff.experiment.tables import (
     gains_markdown,
     gaps_markdown,
     group_gains_markdown,
     group_markdown,
-    per_image_chart,
     per_image_markdown,
     results_markdown,
-    write_experiment_report,
 )
 from nudiff.experiment.stats import (
     gaps_to_full,
@@ -315,7 +315,7 @@ def test_the_answer_opens_the_report_with_gain_and_share_of_the_gap(tmp_path):
         in table
     )
     assert "Not resolved" not in table
-    from nudiff.experiment.report import answer_markdown
+    from nudiff.experiment.tables import answer_markdown
 
     syn["gain_aji"] = {"mean": 0.004, "lo": -0.006, "hi": 0.014}  # one seed, an interval across 0
     assert (

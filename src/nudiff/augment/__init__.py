@@ -6,11 +6,20 @@ is checked (:mod:`nudiff.augment.checks`), part of its images is held out for ev
 ``--test DIR``), the image model is trained on the rest or fine-tuned from a shipped one
 (``--from``), pairs are painted on the user's own labels and filtered, and two segmenters are
 trained at the same budget: real only, and real + pairs. Both are scored on the held-out images;
-the report opens with real-only against real + pairs (:mod:`nudiff.augment.pipeline`).
+the report opens with real-only against real + pairs (:mod:`nudiff.augment.pipeline`). With
+very few images, ``--folds K`` holds each image out once instead (:mod:`nudiff.augment.folds`).
 """
 
 from nudiff.augment.checks import check_labeled_folder
 from nudiff.augment.cli import register
+from nudiff.augment.folds import augment_folds
 from nudiff.augment.pipeline import AugmentLayout, augment, augment_plan
 
-__all__ = ["AugmentLayout", "augment", "augment_plan", "check_labeled_folder", "register"]
+__all__ = [
+    "AugmentLayout",
+    "augment",
+    "augment_folds",
+    "augment_plan",
+    "check_labeled_folder",
+    "register",
+]

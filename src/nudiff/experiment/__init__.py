@@ -37,9 +37,9 @@ On a cluster, ``--models-only`` trains the diffusion models once, then one job p
 
 The package: ``grid`` (config, the plan), ``fingerprint``, ``store`` (committed cells, where
 each cell stands: ``--status``), ``training_data`` (models, pairs, copy-paste patches, what each
-arm trains on), ``loop``, ``stats`` and ``report``, ``cli``. Cells, the arm table and the run and
-results folders are in :mod:`nudiff.layout` (standard library only, so that ``nudiff quality``
-and the benchmark scripts read runs without importing this package).
+arm trains on), ``loop``, ``stats``, ``tables``, ``charts`` and ``report``, ``cli``. Cells, the
+arm table and the run and results folders are in :mod:`nudiff.layout` (standard library only,
+so that ``nudiff quality`` and the benchmark scripts read runs without importing this package).
 """
 
 from nudiff.experiment.cli import register
