@@ -5,14 +5,6 @@ import pytest
 
 from nudiff.experiment.charts import per_image_chart
 from nudiff.experiment.report import write_experiment_report
-from nudiff.experiment.tables import (
-    gains_markdown,
-    gaps_markdown,
-    group_gains_markdown,
-    group_markdown,
-    per_image_markdown,
-    results_markdown,
-)
 from nudiff.experiment.stats import (
     gaps_to_full,
     group_gains,
@@ -21,6 +13,14 @@ from nudiff.experiment.stats import (
     paired_interval,
     per_image_gains,
     summarise_results,
+)
+from nudiff.experiment.tables import (
+    gains_markdown,
+    gaps_markdown,
+    group_gains_markdown,
+    group_markdown,
+    per_image_markdown,
+    results_markdown,
 )
 from nudiff.utils import read_json
 
