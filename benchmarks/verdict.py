@@ -21,7 +21,7 @@ configs' headers); this script only reads the committed cells:
     python benchmarks/verdict.py
 
 Writes ``benchmarks/results/verdict-kumar/verdict.{json,md}``: per recipe the gain over 10 % real
-and the share of the 10 % → 100 % gap it closes; then each diffusion recipe against copy-paste.
+and the share of the 10 % → 100 % gap it closes; then the recipes head to head.
 """
 
 from __future__ import annotations
@@ -58,7 +58,15 @@ RECIPES: dict[str, Recipe] = {
         "real nuclei pasted into real patches (nothing painted)", "verdict-kumar", "real+copypaste"
     ),
 }
-BAR = "copypaste"  # what a diffusion recipe must beat
+# head to head (a − b): each diffusion recipe against copy-paste (the bar), and the painted
+# recipes against each other (do sampled layouts, or full resolution, change what pairs teach?)
+CONTRASTS = (
+    ("method", "copypaste"),
+    ("real-label", "copypaste"),
+    ("real-label-full", "copypaste"),
+    ("method", "real-label"),
+    ("real-label-full", "real-label"),
+)
 
 
 def recipe_rows(results: Path, name: str) -> list[dict]:
@@ -102,28 +110,32 @@ def summarise(results: Path) -> dict[str, dict]:
                 "gain_aji_ci": [g["ci"]["aji"]["lo"], g["ci"]["aji"]["hi"]],
                 "gain_pq_ci": [g["ci"]["pq"]["lo"], g["ci"]["pq"]["hi"]],
                 "gap_closed": g["aji"] / gap if gap else None,
+                "per_seed_aji": paired_interval(rows, real, ("aji",), by_seed=True)["aji"][
+                    "per_seed"
+                ],
             }
     return out
 
 
-def versus_bar(results: Path) -> list[dict]:
-    """Each diffusion recipe − copy-paste over the (test image, seed) pairs both have."""
-    bar = recipe_rows(results, BAR)
+def head_to_head(results: Path) -> list[dict]:
+    """Each ``CONTRASTS`` pair both of whose recipes ran: a − b over the (test image, seed)
+    pairs both have, mean and 95 % interval of AJI and PQ."""
     out = []
-    for name in RECIPES:
-        if name == BAR:
-            continue
-        ci = paired_interval(recipe_rows(results, name), bar, ("aji", "pq"), by_seed=True)
+    for a, b in CONTRASTS:
+        ci = paired_interval(
+            recipe_rows(results, a), recipe_rows(results, b), ("aji", "pq"), by_seed=True
+        )
         if not ci["seeds"]:
             continue
         out.append(
             {
-                "a": name,
-                "b": BAR,
+                "a": a,
+                "b": b,
                 "seeds": ci["seeds"],
                 "pairs": ci["n"],
                 **{f"gain_{m}": ci[m]["mean"] for m in ("aji", "pq")},
                 **{f"gain_{m}_ci": [ci[m]["lo"], ci[m]["hi"]] for m in ("aji", "pq")},
+                "per_seed_aji": ci["aji"]["per_seed"],
             }
         )
     return out
@@ -134,6 +146,10 @@ def _ci(row: dict, key: str) -> str:
     return f"{row[f'gain_{key}']:+.4f} [{lo:+.4f}, {hi:+.4f}]"
 
 
+def _seeds(row: dict) -> str:
+    return ", ".join(f"{g:+.3f}" for g in row["per_seed_aji"])
+
+
 def markdown(rows: dict[str, dict], heads: list[dict]) -> str:
     lines = [
         "# Kumar 10 %: which pairs teach (`benchmarks/verdict.py`)",
@@ -142,26 +158,26 @@ def markdown(rows: dict[str, dict], heads: list[dict]) -> str:
         "segmenters, scored on Kumar's 14 test images. Gain over 10 % real paired by seed and "
         "test image, 95 % interval; *gap*: the share of the 10 % → 100 % real AJI gap closed.",
         "",
-        "| recipe | extra patches | seeds | AJI | PQ | Δ AJI | Δ PQ | gap |",
-        "|---|---|---|---|---|---|---|---|",
+        "| recipe | extra patches | seeds | AJI | PQ | Δ AJI | Δ PQ | gap | Δ AJI per seed |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
         gap = "–" if r["gap_closed"] is None else f"{r['gap_closed']:.0%}"
         lines.append(
             f"| {name} | {r['what']} | {', '.join(map(str, r['seeds']))} | {r['aji']:.4f} | "
-            f"{r['pq']:.4f} | {_ci(r, 'aji')} | {_ci(r, 'pq')} | {gap} |"
+            f"{r['pq']:.4f} | {_ci(r, 'aji')} | {_ci(r, 'pq')} | {gap} | {_seeds(r)} |"
         )
     if heads:
         lines += [
             "",
-            f"Against `{BAR}`, paired by seed and test image, 95 % interval:",
+            "Head to head, paired by seed and test image, 95 % interval:",
             "",
-            "| a − b | seeds | (image × seed) pairs | Δ AJI | Δ PQ |",
-            "|---|---|---|---|---|",
+            "| a − b | seeds | (image × seed) pairs | Δ AJI | Δ PQ | Δ AJI per seed |",
+            "|---|---|---|---|---|---|",
         ]
         lines += [
             f"| {h['a']} − {h['b']} | {', '.join(map(str, h['seeds']))} | {h['pairs']} | "
-            f"{_ci(h, 'aji')} | {_ci(h, 'pq')} |"
+            f"{_ci(h, 'aji')} | {_ci(h, 'pq')} | {_seeds(h)} |"
             for h in heads
         ]
     missing = [n for n in RECIPES if n not in rows]
@@ -176,9 +192,9 @@ def main() -> None:
     )
     ap.add_argument("--results", type=Path, default=RESULTS, help="benchmarks/results")
     args = ap.parse_args()
-    rows, heads = summarise(args.results), versus_bar(args.results)
+    rows, heads = summarise(args.results), head_to_head(args.results)
     out = args.results / "verdict-kumar"
-    write_json(out / "verdict.json", {"recipes": rows, "versus_copypaste": heads})
+    write_json(out / "verdict.json", {"recipes": rows, "head_to_head": heads})
     write_text(out / "verdict.md", markdown(rows, heads))
     print(markdown(rows, heads))
 
