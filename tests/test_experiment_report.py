@@ -317,8 +317,14 @@ def test_the_answer_opens_the_report_with_gain_and_share_of_the_gap(tmp_path):
     assert "Not resolved" not in table
     from nudiff.experiment.tables import answer_markdown
 
-    syn["gain_aji"] = {"mean": 0.004, "lo": -0.006, "hi": 0.014}  # one seed, an interval across 0
+    syn["gain_aji"] = {"mean": 0.004, "lo": -0.006, "hi": 0.014}  # an interval across 0
+    unresolved = answer_markdown(entries)
     assert (
-        "Not resolved: the AJI gain of 10% real+syn has an interval that includes 0"
-        in answer_markdown(entries)
+        "Not resolved: the AJI gain of 10% real+syn has an interval that includes 0" in unresolved
     )
+    assert (
+        "(3 seeds). More seeds: the same command with `--set 'experiment.seeds=[0, 1, 2, 3, 4]'`"
+        in unresolved
+    )
+    syn["n_seeds"] = 1
+    assert "`--set 'experiment.seeds=[0, 1, 2]'`" in answer_markdown(entries)

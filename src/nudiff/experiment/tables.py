@@ -60,7 +60,8 @@ def answer_markdown(entries: list[dict]) -> str:
             "",
             f"Not resolved: the AJI gain of {names} has an interval that includes 0 "
             f"({seeds} seed{'s' * (seeds > 1)}). More seeds: the same command with "
-            "`--set 'experiment.seeds=[0, 1, 2]'` (finished cells are kept).",
+            f"`--set 'experiment.seeds={list(range(max(3, seeds + 2)))}'` (finished cells are "
+            "kept).",
         ]
     return "\n".join(lines) + "\n"
 
