@@ -8,6 +8,10 @@ fingerprint):
 
 - ``method``: NuDiff's own pairs: structures sampled by the shipped v-prediction structure model,
   painted by the shipped image model (scale 0.5); ``configs/verdict-kumar.yaml``;
+- ``method-decode``: the same sampled structures decoded as the grids decode them
+  (``min_marker 2``, ``semantic_sigma 1``, smooth label upsampling: rounder outlines);
+  ``configs/verdict-kumar.yaml`` with those three ``--set`` overrides
+  (``benchmarks/results/verdict-kumar-decode/config.yaml``);
 - ``real-label``: the subset's own labels with up to 3 of its nuclei pasted in, painted by the
   same image model (the demo's ``real+syn``); ``configs/demo.yaml``;
 - ``real-label-full``: the same labels painted by an image model at scale 1 (128-px windows);
@@ -31,7 +35,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from nudiff.experiment import committed_rows, paired_gains, paired_interval
-from nudiff.utils import write_json, write_text
+from nudiff.utils import read_json, write_json, write_text
 
 RESULTS = Path(__file__).parent / "results"
 BASE = RESULTS / "demo-kumar"  # the real cells every recipe is paired with
@@ -48,6 +52,11 @@ RECIPES: dict[str, Recipe] = {
     "method": Recipe(
         "NuDiff's pairs: sampled structures, painted at scale 0.5", "verdict-kumar", "real+syn"
     ),
+    "method-decode": Recipe(
+        "NuDiff's pairs, the grids' decode (min_marker 2, semantic_sigma 1, smooth labels)",
+        "verdict-kumar-decode",
+        "real+syn",
+    ),
     "real-label": Recipe(
         "subset labels + 3 pasted nuclei, painted at scale 0.5", "demo-kumar", "real+syn"
     ),
@@ -62,9 +71,12 @@ RECIPES: dict[str, Recipe] = {
 # recipes against each other (do sampled layouts, or full resolution, change what pairs teach?)
 CONTRASTS = (
     ("method", "copypaste"),
+    ("method-decode", "copypaste"),
     ("real-label", "copypaste"),
     ("real-label-full", "copypaste"),
     ("method", "real-label"),
+    ("method-decode", "method"),
+    ("method-decode", "real-label"),
     ("real-label-full", "real-label"),
 )
 
@@ -141,6 +153,47 @@ def head_to_head(results: Path) -> list[dict]:
     return out
 
 
+# (quality.json key, column) of the pair-quality table: images, then labels
+QUALITY = (
+    ("colour_w1_mean", "colour W1"),
+    ("c2st_accuracy", "C2ST"),
+    ("kid", "KID"),
+    ("laplacian_variance_ratio", "Laplacian ratio"),
+    ("structure_w1_mean", "structure W1"),
+    ("structure_w1_solidity", "solidity W1"),
+    ("mean_solidity", "solidity"),
+    ("fidelity_aji", "fidelity AJI"),
+    ("fidelity_pq", "fidelity PQ"),
+    ("fidelity_missed_rate", "missed rate"),
+)
+
+
+def pair_quality(folders: dict[str, Path]) -> dict[str, dict]:
+    """Per recipe the measures of ``nudiff quality`` on its kept pairs (``quality.json`` in
+    each folder), with the real-vs-real floors."""
+    out, floor = {}, {}
+    for name, folder in folders.items():
+        q = read_json(folder / "quality.json")
+        out[name] = {k: q.get(k) for k, _ in QUALITY}
+        floor = {k: q.get(f"{k}_floor", q.get(f"{k}_real")) for k, _ in QUALITY}
+    return out | ({"real vs real": floor} if floor else {})
+
+
+def quality_markdown(quality: dict[str, dict]) -> str:
+    lines = [
+        "",
+        "The kept pairs against the 14 test images (`nudiff quality`, 128-px windows, the 100 % "
+        "real segmenter for KID and fidelity):",
+        "",
+        "| pairs | " + " | ".join(c for _, c in QUALITY) + " |",
+        "|---|" + "---|" * len(QUALITY),
+    ]
+    for name, q in quality.items():
+        cells = ["–" if q[k] is None else f"{q[k]:.3f}" for k, _ in QUALITY]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _ci(row: dict, key: str) -> str:
     lo, hi = row[f"gain_{key}_ci"]
     return f"{row[f'gain_{key}']:+.4f} [{lo:+.4f}, {hi:+.4f}]"
@@ -191,12 +244,26 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--results", type=Path, default=RESULTS, help="benchmarks/results")
+    ap.add_argument(
+        "--quality",
+        nargs="*",
+        default=[],
+        metavar="RECIPE=DIR",
+        help="a `nudiff quality` output folder of a recipe's kept pairs (a table of their "
+        "measures is added)",
+    )
     args = ap.parse_args()
     rows, heads = summarise(args.results), head_to_head(args.results)
     out = args.results / "verdict-kumar"
-    write_json(out / "verdict.json", {"recipes": rows, "head_to_head": heads})
-    write_text(out / "verdict.md", markdown(rows, heads))
-    print(markdown(rows, heads))
+    quality = pair_quality({k: Path(v) for k, v in (q.split("=", 1) for q in args.quality)})
+    if not quality and (out / "verdict.json").exists():  # keep the table measured before
+        quality = read_json(out / "verdict.json").get("pair_quality", {})
+    md = markdown(rows, heads) + (quality_markdown(quality) if quality else "")
+    write_json(
+        out / "verdict.json", {"recipes": rows, "head_to_head": heads, "pair_quality": quality}
+    )
+    write_text(out / "verdict.md", md)
+    print(md)
 
 
 if __name__ == "__main__":
