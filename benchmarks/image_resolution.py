@@ -5,7 +5,9 @@ with real nuclei pasted in: ``synthesis.structures: copypaste``, seed fixed, no 
 ``nudiff quality`` measures the pairs against held-out real images with a real-trained
 segmenter: C2ST (at full resolution, and at the model's scale), colour W1, Laplacian ratio,
 H-visible nuclei, KID, label fidelity (PQ; unlabeled-nucleus and missed-label rates), each with
-its real-vs-real floor. Rows have the form of ``results/image-model/curve.json``.
+its real-vs-real floor. Rows have the form of ``results/image-model/curve.json``. With
+``--guidance NAME=S`` a row samples its model at guidance scale S (the lever table of issue 38:
+``--results benchmarks/results/image-levers``).
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/image_resolution.py \\
         --models half=models/kumar-f0.10/image full=runs/img-s1 \\
@@ -57,6 +59,13 @@ def _pairs(name: str, model: Path, args: argparse.Namespace) -> Path:
     synthesis.pop("filter", None)  # every pair, the same windows for every model
     if name in args.sizes:  # window side in model pixels (default: the model's patch_size)
         synthesis["size"] = args.sizes[name]
+    if name in args.guidance:  # the model's own sampler at another guidance scale
+        synthesis["image_sample"] = {
+            "sampler": "dpmsolver++",
+            "steps": 20,
+            "guidance_scale": args.guidance[name],
+            "clip_x0": True,
+        }
     config = args.out / f"synthesis-{name}.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(yaml.safe_dump({"synthesis": synthesis}))
@@ -107,12 +116,16 @@ def _run(argv: list[str]) -> None:
     subprocess.run([str(Path(sys.executable).with_name("nudiff")), *argv], check=True)
 
 
-def _row(name: str, model: Path, quality: dict, minutes: dict[str, float]) -> dict:
+def _row(
+    name: str, model: Path, quality: dict, minutes: dict[str, float], guidance: float | None
+) -> dict:
     folder = model / "model" if (model / "model").is_dir() else model
     config = yaml.safe_load((folder / "config.yaml").read_text())
+    sample = config["config"].get("sample", {})
     return {
         "setting": name,
         "model": str(model),
+        "guidance_scale": guidance if guidance is not None else sample.get("guidance_scale"),
         "scale": config["config"]["data"]["scale"],
         "window_px": quality.get("window"),
         "steps": config["info"].get("step"),
@@ -129,7 +142,8 @@ def _fmt(value: float | None) -> str:
 
 def _markdown(rows: list[dict], args: argparse.Namespace) -> str:
     """One row per model, then the real-vs-real floor at each window size the rows used."""
-    head = ["image model", "scale", "window px", "steps", "train min", "C2ST at its scale"]
+    head = ["image model", "scale", "window px", "steps", "guidance", "train min"]
+    head.append("C2ST at its scale")
     lines = [
         "| " + " | ".join(head + [c for _, c in COLUMNS]) + " |",
         "|" + "---|" * (len(head) + len(COLUMNS)),
@@ -140,13 +154,14 @@ def _markdown(rows: list[dict], args: argparse.Namespace) -> str:
             str(r["scale"]),
             str(r["window_px"]),
             str(r["steps"]),
+            str(r.get("guidance_scale")),
             _fmt(r["minutes"]),
             _fmt(r["c2st_accuracy_at_scale"]),
         ]
         lines.append("| " + " | ".join(cells + [_fmt(r[k]) for k, _ in COLUMNS]) + " |")
     for window in sorted({r["window_px"] for r in rows}):
         floors = next(r["floors"] for r in rows if r["window_px"] == window)
-        cells = [f"real vs real ({window}-px windows)", "", str(window), "", "", ""]
+        cells = [f"real vs real ({window}-px windows)", "", str(window), "", "", "", ""]
         lines.append("| " + " | ".join(cells + [_fmt(floors[k]) for k, _ in COLUMNS]) + " |")
     targets = ", ".join(f"{k} {v}" for k, v in TARGETS.items())
     return (
@@ -187,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--sizes", nargs="*", default=[], help="NAME=window side in model pixels (synthesis.size)"
     )
+    p.add_argument(
+        "--guidance", nargs="*", default=[], help="NAME=guidance scale s (default: the model's)"
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "image-resolution")
     p.add_argument("--results", type=Path, default=ROOT / "benchmarks/results/image-resolution")
@@ -194,10 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     models = dict(m.split("=", 1) for m in args.models)
     minutes = {k: float(v) for k, v in (m.split("=", 1) for m in args.minutes)}
     args.sizes = {k: int(v) for k, v in (m.split("=", 1) for m in args.sizes)}
+    args.guidance = {k: float(v) for k, v in (m.split("=", 1) for m in args.guidance)}
     rows = []
     for name, model in models.items():
         quality = _quality(name, _pairs(name, Path(model), args), args)
-        rows.append(_row(name, Path(model), quality, minutes))
+        rows.append(_row(name, Path(model), quality, minutes, args.guidance.get(name)))
     args.results.mkdir(parents=True, exist_ok=True)
     write_json(args.results / "image_resolution.json", {"entries": rows})
     write_text(args.results / "image_resolution.md", _markdown(rows, args))
