@@ -27,7 +27,7 @@ import shutil
 import time
 from pathlib import Path
 
-from nudiff.experiment import committed_rows, load_plan, paired_gains
+from nudiff.experiment import committed_rows, load_plan, paired_gains, paired_interval
 from nudiff.utils import read_json, set_threads, write_json, write_text
 
 # name -> how it is made: synthesis overrides, or a post-pass over another variant's set
@@ -170,6 +170,26 @@ def gain_columns(g: dict) -> dict:
         "gain_pq": g["pq"],
         "gain_aji_ci": [g["ci"]["aji"]["lo"], g["ci"]["aji"]["hi"]],
         "gain_pq_ci": [g["ci"]["pq"]["lo"], g["ci"]["pq"]["hi"]],
+    }
+
+
+def contrast_columns(
+    a: str, b: str, rows_a: list[dict], rows_b: list[dict], per_seed: bool = False
+) -> dict | None:
+    """``a`` − ``b`` over the (test image, seed) pairs both have (None when they share no seed):
+    seeds, pair count, mean and 95 % interval of AJI and PQ; with ``per_seed`` also the per-seed
+    AJI differences (``per_seed_aji``)."""
+    ci = paired_interval(rows_a, rows_b, ("aji", "pq"), by_seed=True)
+    if not ci["seeds"]:
+        return None
+    return {
+        "a": a,
+        "b": b,
+        "seeds": ci["seeds"],
+        "pairs": ci["n"],
+        **{f"gain_{m}": ci[m]["mean"] for m in ("aji", "pq")},
+        **{f"gain_{m}_ci": [ci[m]["lo"], ci[m]["hi"]] for m in ("aji", "pq")},
+        **({"per_seed_aji": ci["aji"]["per_seed"]} if per_seed else {}),
     }
 
 

@@ -33,7 +33,7 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
-from pair_ablation import gain_columns  # sibling script
+from pair_ablation import contrast_columns, gain_columns  # sibling script
 
 from nudiff.experiment import (
     Cell,
@@ -42,7 +42,6 @@ from nudiff.experiment import (
     committed_rows,
     load_plan,
     paired_gains,
-    paired_interval,
     run_experiment,
 )
 from nudiff.utils import NudiffError, read_json, set_threads, write_json, write_text
@@ -214,24 +213,11 @@ def summarise(results: Path) -> dict[str, dict]:
 def contrasts(results: Path) -> list[dict]:
     """Each ``CONTRASTS`` pair whose variants share seeds: a − b over the (test image, seed)
     pairs both have, mean and 95 % interval of AJI and PQ."""
-    out = []
-    for a, b in CONTRASTS:
-        ci = paired_interval(
-            variant_rows(results, a), variant_rows(results, b), ("aji", "pq"), by_seed=True
-        )
-        if not ci["seeds"]:
-            continue
-        out.append(
-            {
-                "a": a,
-                "b": b,
-                "seeds": ci["seeds"],
-                "pairs": ci["n"],
-                **{f"gain_{m}": ci[m]["mean"] for m in ("aji", "pq")},
-                **{f"gain_{m}_ci": [ci[m]["lo"], ci[m]["hi"]] for m in ("aji", "pq")},
-            }
-        )
-    return out
+    heads = (
+        contrast_columns(a, b, variant_rows(results, a), variant_rows(results, b))
+        for a, b in CONTRASTS
+    )
+    return [h for h in heads if h is not None]
 
 
 def _ci(row: dict, key: str) -> str:

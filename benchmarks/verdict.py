@@ -34,6 +34,8 @@ import argparse
 from pathlib import Path
 from typing import NamedTuple
 
+from pair_ablation import contrast_columns  # sibling script
+
 from nudiff.experiment import committed_rows, paired_gains, paired_interval
 from nudiff.utils import read_json, write_json, write_text
 
@@ -132,25 +134,11 @@ def summarise(results: Path) -> dict[str, dict]:
 def head_to_head(results: Path) -> list[dict]:
     """Each ``CONTRASTS`` pair both of whose recipes ran: a − b over the (test image, seed)
     pairs both have, mean and 95 % interval of AJI and PQ."""
-    out = []
-    for a, b in CONTRASTS:
-        ci = paired_interval(
-            recipe_rows(results, a), recipe_rows(results, b), ("aji", "pq"), by_seed=True
-        )
-        if not ci["seeds"]:
-            continue
-        out.append(
-            {
-                "a": a,
-                "b": b,
-                "seeds": ci["seeds"],
-                "pairs": ci["n"],
-                **{f"gain_{m}": ci[m]["mean"] for m in ("aji", "pq")},
-                **{f"gain_{m}_ci": [ci[m]["lo"], ci[m]["hi"]] for m in ("aji", "pq")},
-                "per_seed_aji": ci["aji"]["per_seed"],
-            }
-        )
-    return out
+    heads = (
+        contrast_columns(a, b, recipe_rows(results, a), recipe_rows(results, b), per_seed=True)
+        for a, b in CONTRASTS
+    )
+    return [h for h in heads if h is not None]
 
 
 # (quality.json key, column) of the pair-quality table: images, then labels

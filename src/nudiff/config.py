@@ -115,7 +115,6 @@ def plain_value(value: Any) -> Any:
 
 
 @functools.cache
-@functools.cache
 def warn_deprecated(what: str) -> None:
     """A one-line deprecation warning on stderr, once per process and message."""
     print(f"nudiff: warning: {what}", file=sys.stderr)

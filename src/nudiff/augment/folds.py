@@ -55,9 +55,8 @@ def write_fold_split(pairs: list[Pair], folds: dict[str, int], fold: int, folder
         _link(pair, folder / ("test" if folds[pair.name] == fold else "train"))
 
 
-def check_folds(data: str | os.PathLike, k: int) -> None:
-    """One line when ``k`` folds cannot be made of ``data``'s images."""
-    n = len(find_pairs(data))
+def check_folds(data: str | os.PathLike, k: int, n: int) -> None:
+    """One line when ``k`` folds cannot be made of ``data``'s ``n`` images."""
     if k < 2 or k > n:
         raise DataError(data, f"--folds {k}: needs 2 to {n} folds (one per image at most)")
 
@@ -114,8 +113,8 @@ def augment_folds(data: str | os.PathLike, out: str | os.PathLike, k: int, **cha
     ``overrides``, ``pair_format``). Returns the report's table."""
     from nudiff.augment.pipeline import augment
 
-    check_folds(data, k)
     out, pairs = Path(out), find_pairs(data)
+    check_folds(data, k, len(pairs))
     folds = fold_of([p.name for p in pairs], k)
     roots = [out / "folds" / f"fold{fold}" for fold in range(1, k + 1)]
     fresh = not out.exists()
