@@ -66,3 +66,28 @@ def test_imports_only_go_down():
             if other != unit and RANK[other] >= RANK[unit]:
                 upward.append(f"{'/'.join(rel)}.py imports {module}")
     assert not upward, upward
+
+
+def test_the_parser_and_help_load_no_deep_learning_library():
+    """`nudiff --help`, a subcommand's --help and `experiment --status` parse without torch,
+    MONAI or diffusers (seconds, not ten): the stages import them when they run."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, nudiff.cli as c; c.build_parser(); "
+        "print(sorted({'torch', 'monai', 'diffusers'} & set(sys.modules)))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "[]"
+
+
+def test_lazy_packages_still_export_their_names():
+    import nudiff.augment
+    import nudiff.diffusion
+    import nudiff.experiment
+    import nudiff.synthesis
+
+    for package in (nudiff.augment, nudiff.diffusion, nudiff.experiment, nudiff.synthesis):
+        for name in package.__all__:
+            assert getattr(package, name) is not None, (package.__name__, name)

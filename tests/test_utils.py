@@ -69,3 +69,15 @@ def test_bf16_on_a_cpu_that_emulates_it_runs_in_fp32_and_says_so_once(monkeypatc
     with utils.autocast("cpu", "bf16"):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
     utils._warn_emulated_bf16.cache_clear()
+
+
+def test_module_doc_reads_a_docstring_without_importing():
+    import inspect
+
+    from nudiff.utils import module_doc
+
+    doc = module_doc("nudiff.synthesis.pipeline")
+    import nudiff.synthesis.pipeline as pipeline
+
+    assert doc and doc == inspect.getdoc(pipeline)
+    assert module_doc("nudiff.no_such_module") is None

@@ -79,6 +79,18 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def module_doc(name: str) -> str | None:
+    """The docstring of module ``name``, read from its source without importing it (a
+    subcommand's ``--help`` shows a heavy module's documentation without loading torch)."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        return None
+    return ast.get_docstring(ast.parse(Path(spec.origin).read_text(encoding="utf-8")))
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

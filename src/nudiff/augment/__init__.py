@@ -10,10 +10,23 @@ the report opens with real-only against real + pairs (:mod:`nudiff.augment.pipel
 very few images, ``--folds K`` holds each image out once instead (:mod:`nudiff.augment.folds`).
 """
 
-from nudiff.augment.checks import check_labeled_folder
-from nudiff.augment.cli import register
-from nudiff.augment.folds import augment_folds
-from nudiff.augment.pipeline import AugmentLayout, augment, augment_plan
+from pathlib import Path
+
+import lazy_loader
+
+#: the configuration `nudiff augment` runs by default
+DEFAULT_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "augment.yaml"
+
+# imported on first use (lazy_loader, as scikit-image does): `nudiff --help` stays light
+__getattr__, __dir__, _ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "checks": ["check_labeled_folder"],
+        "cli": ["register"],
+        "folds": ["augment_folds"],
+        "pipeline": ["AugmentLayout", "augment", "augment_plan"],
+    },
+)
 
 __all__ = [
     "AugmentLayout",

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from nudiff.augment import DEFAULT_CONFIG
 from nudiff.data.formats import PAIR_FORMATS
-from nudiff.utils import NudiffError, set_threads
+from nudiff.utils import NudiffError, module_doc, set_threads
 
 EXAMPLES = """\
 examples:
@@ -28,8 +29,6 @@ Run the same command again to resume after a stop.
 
 
 def register(sub) -> None:
-    from nudiff.augment import pipeline
-
     p = sub.add_parser(
         "augment",
         help="your labeled images -> a segmenter trained with synthetic pairs, and whether they "
@@ -38,7 +37,7 @@ def register(sub) -> None:
         description="Your own few labeled H&E images (a paired folder: images/ + labels/ instance "
         "maps) -> a segmenter trained on them plus synthetic pairs painted on their labels, and a "
         "real-only one at the same budget, both scored on held-out images.\n\n"
-        + (pipeline.__doc__ or ""),
+        + (module_doc("nudiff.augment.pipeline") or ""),
         epilog=EXAMPLES,
     )
     p.add_argument(
@@ -77,7 +76,7 @@ def register(sub) -> None:
     p.add_argument(
         "--config",
         type=Path,
-        default=pipeline.DEFAULT_CONFIG,
+        default=DEFAULT_CONFIG,
         help="budgets (configs/augment.yaml)",
     )
     p.add_argument(

@@ -23,6 +23,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from nudiff.augment import DEFAULT_CONFIG
 from nudiff.augment.checks import check_labeled_folder
 from nudiff.data.dataset import find_pairs
 from nudiff.data.formats import convert_pairs
@@ -31,7 +32,6 @@ from nudiff.experiment import Cell, Plan, RunLayout, load_plan, run_experiment
 from nudiff.utils import DataError, atomic_folder
 
 #: the budgets of `nudiff augment` (image model, pairs, segmenters), beside the package in a clone
-DEFAULT_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "augment.yaml"
 ALL = 1.0  # the user's labels are all they have: one fraction, 100 %
 REAL, AUGMENTED = Cell(ALL, "real", 0), Cell(ALL, "real+syn", 0)
 

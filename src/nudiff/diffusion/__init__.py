@@ -8,15 +8,23 @@
 - :mod:`~nudiff.diffusion.sample`: ``load_model``, ``sample_structures``, ``sample_images``.
 """
 
-from nudiff.diffusion.config import (
-    DataConfig,
-    DenoiserConfig,
-    DiffusionConfig,
-    DiffusionTrainConfig,
-    SampleConfig,
+import lazy_loader
+
+# imported on first use (lazy_loader, as scikit-image does): `nudiff --help` stays light
+__getattr__, __dir__, _ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "config": [
+            "DataConfig",
+            "DenoiserConfig",
+            "DiffusionConfig",
+            "DiffusionTrainConfig",
+            "SampleConfig",
+        ],
+        "networks": ["Denoiser", "condition_tensor"],
+        "sample": ["load_model", "sample_images", "sample_structures"],
+    },
 )
-from nudiff.diffusion.networks import Denoiser, condition_tensor
-from nudiff.diffusion.sample import load_model, sample_images, sample_structures
 
 __all__ = [
     "DataConfig",

@@ -5,13 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
-from nudiff.config import load_config
-from nudiff.data.dataset import load_folders
-from nudiff.data.prepare import load_subset
-from nudiff.diffusion.config import DiffusionConfig
-from nudiff.diffusion.train import train
 from nudiff.utils import NudiffError, set_threads
 
 EXAMPLES = """\
@@ -93,6 +86,14 @@ def register(sub) -> None:
 
 
 def _cmd_train(args) -> None:
+    import numpy as np
+
+    from nudiff.config import load_config
+    from nudiff.data.dataset import load_folders
+    from nudiff.data.prepare import load_subset
+    from nudiff.diffusion.config import DiffusionConfig
+    from nudiff.diffusion.train import train
+
     set_threads(args.threads)
     cfg = load_config(DiffusionConfig, args.config, section=args.kind, overrides=args.set)
     cfg.model.kind = args.kind

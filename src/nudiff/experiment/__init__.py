@@ -42,40 +42,49 @@ arm table and the run and results folders are in :mod:`nudiff.layout` (standard 
 so that ``nudiff quality`` and the benchmark scripts read runs without importing this package).
 """
 
-from nudiff.experiment.cli import register
-from nudiff.experiment.fingerprint import cell_fingerprint
-from nudiff.experiment.grid import (
-    ARMS,
-    Arm,
-    Cell,
-    ExperimentConfig,
-    Plan,
-    cells_of,
-    find_cells,
-    load_plan,
-    model_kinds,
-    reference_cell,
-)
-from nudiff.experiment.loop import RunContext, run_cell, run_experiment, timed_step
-from nudiff.experiment.report import collect_results, publish_report, write_experiment_report
-from nudiff.experiment.stats import paired_gains, paired_interval
-from nudiff.experiment.store import (
-    cell_done,
-    cell_state,
-    commit_cell,
-    committed_cells,
-    committed_records,
-    committed_rows,
-    grid_status,
-    import_committed,
-    is_committed,
-    precision_note,
-    record_rows,
-    status_markdown,
-    synthetic_done,
-)
-from nudiff.experiment.training_data import write_subset_folder
+import lazy_loader
+
 from nudiff.layout import ResultsLayout, RunLayout, fraction_tag
+
+# imported on first use (lazy_loader, as scikit-image does): `nudiff --help` stays light
+__getattr__, __dir__, _ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "cli": ["register"],
+        "fingerprint": ["cell_fingerprint"],
+        "grid": [
+            "ARMS",
+            "Arm",
+            "Cell",
+            "ExperimentConfig",
+            "Plan",
+            "cells_of",
+            "find_cells",
+            "load_plan",
+            "model_kinds",
+            "reference_cell",
+        ],
+        "loop": ["RunContext", "run_cell", "run_experiment", "timed_step"],
+        "report": ["collect_results", "publish_report", "write_experiment_report"],
+        "stats": ["paired_gains", "paired_interval"],
+        "store": [
+            "cell_done",
+            "cell_state",
+            "commit_cell",
+            "committed_cells",
+            "committed_records",
+            "committed_rows",
+            "grid_status",
+            "import_committed",
+            "is_committed",
+            "precision_note",
+            "record_rows",
+            "status_markdown",
+            "synthetic_done",
+        ],
+        "training_data": ["write_subset_folder"],
+    },
+)
 
 __all__ = [
     "ARMS",

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import nudiff.experiment
 from nudiff.experiment.grid import cells_of, find_cells, load_plan
-from nudiff.experiment.loop import run_experiment
-from nudiff.experiment.report import publish_report
 from nudiff.experiment.store import (
     committed_plan,
     grid_status,
@@ -178,6 +176,8 @@ def _cmd_experiment(args) -> None:
             raise NudiffError(
                 "nudiff experiment report: --results is required (where the report goes)"
             )
+        from nudiff.experiment.report import publish_report
+
         for path in publish_report(plan, args.out, args.results):
             print(path.read_text())
         return
@@ -201,6 +201,8 @@ def _cmd_experiment(args) -> None:
     ):
         data = sorted(p for p in data[0].iterdir() if (p / "images").is_dir())
         data.sort(key=lambda p: p.name != "train")  # exact labels first: validation comes from it
+    from nudiff.experiment.loop import run_experiment
+
     run_experiment(
         plan,
         args.out,

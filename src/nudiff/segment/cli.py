@@ -5,12 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nudiff.config import load_config
-from nudiff.data.dataset import load_folder, load_folders
-from nudiff.segment.config import SegmentConfig
-from nudiff.segment.predict import predict_folder
-from nudiff.segment.train import train_segmenter
-from nudiff.segment.wsi import predict_slide
 from nudiff.utils import set_threads
 
 TRAIN_EXAMPLES = """\
@@ -170,6 +164,11 @@ def _add_slide_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
+    from nudiff.config import load_config
+    from nudiff.data.dataset import load_folder, load_folders
+    from nudiff.segment.config import SegmentConfig
+    from nudiff.segment.train import train_segmenter
+
     set_threads(args.threads)
     cfg = load_config(SegmentConfig, args.config, section="segment")
     if args.steps is not None:
@@ -197,11 +196,15 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     set_threads(args.threads)
     if args.slide is not None:
         return _cmd_predict_slide(args)
+    from nudiff.segment.predict import predict_folder
+
     written = predict_folder(args.model, args.images, args.out, tta=args.tta)
     print(f"segmented {len(written)} image(s) into {args.out}")
 
 
 def _cmd_predict_slide(args: argparse.Namespace) -> None:
+    from nudiff.segment.wsi import predict_slide
+
     summary = predict_slide(
         args.model,
         args.slide,

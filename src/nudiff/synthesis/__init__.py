@@ -10,24 +10,28 @@
 - :mod:`nudiff.synthesis.cli`: the ``nudiff synthesize`` command.
 """
 
-from nudiff.quality.filter import FilterConfig  # with its filter, in nudiff.quality.filter
-from nudiff.synthesis.cli import register
-from nudiff.synthesis.config import (
-    FLAT_SAMPLE_KEYS,
-    LABEL_UPSAMPLING,
-    REAL_STRUCTURES,
-    STRUCTURE_SOURCES,
-    SynthesisConfig,
-    check_same_config,
-    resolve_sampling,
+import lazy_loader
+
+from nudiff.quality.filter import FilterConfig
+
+# imported on first use (lazy_loader, as scikit-image does): `nudiff --help` stays light
+__getattr__, __dir__, _ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "cli": ["register"],
+        "config": [
+            "FLAT_SAMPLE_KEYS",
+            "LABEL_UPSAMPLING",
+            "REAL_STRUCTURES",
+            "STRUCTURE_SOURCES",
+            "SynthesisConfig",
+            "check_same_config",
+            "resolve_sampling",
+        ],
+        "pipeline": ["check_structure", "model_sampling", "synthesize", "write_mosaic"],
+        "sources": ["LabelWindow", "pasted_window", "subset_window"],
+    },
 )
-from nudiff.synthesis.pipeline import (
-    check_structure,
-    model_sampling,
-    synthesize,
-    write_mosaic,
-)
-from nudiff.synthesis.sources import LabelWindow, pasted_window, subset_window
 
 __all__ = [
     "FLAT_SAMPLE_KEYS",

@@ -10,17 +10,13 @@ from pathlib import Path
 from nudiff.config import load_config
 from nudiff.data.formats import PAIR_FORMATS
 from nudiff.data.stain import STAIN_METHODS
-from nudiff.diffusion.sample import read_model_config
-from nudiff.quality.filter import filter_pairs
-from nudiff.synthesis import pipeline
 from nudiff.synthesis.config import (
     LABEL_UPSAMPLING,
     REAL_STRUCTURES,
     STRUCTURE_SOURCES,
     SynthesisConfig,
 )
-from nudiff.synthesis.pipeline import check_pair_format, synthesize, write_mosaic
-from nudiff.utils import NudiffError
+from nudiff.utils import NudiffError, module_doc
 
 EXAMPLES = """\
 examples:
@@ -46,7 +42,7 @@ def register(sub) -> None:
         "synthesize",
         help="sample structures, decode them, sample matching images: a paired dataset",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=pipeline.__doc__,
+        description=module_doc("nudiff.synthesis.pipeline"),
         epilog=EXAMPLES,
     )
     p.add_argument(
@@ -159,6 +155,8 @@ def _add_filter_options(p: argparse.ArgumentParser) -> None:
 def _set_sampling(cfg: SynthesisConfig, args) -> None:
     """--sampler / --steps (both models) and --guidance-scale (the image model) on top of the
     config's sampling, or of the model's own where the config leaves it to the model."""
+    from nudiff.diffusion.sample import read_model_config
+
     runs = {"structure": args.structure_model, "image": args.image_model}
     for kind, run in runs.items():
         given = {"sampler": args.sampler, "steps": args.steps}
@@ -195,6 +193,9 @@ def _config_from_args(args) -> SynthesisConfig:
 
 
 def _cmd_synthesize(args) -> None:
+    from nudiff.quality.filter import filter_pairs
+    from nudiff.synthesis.pipeline import check_pair_format, synthesize, write_mosaic
+
     cfg = _config_from_args(args)
     if args.filter_only is not None:
         check_pair_format(args.pair_format, filtered=True)
