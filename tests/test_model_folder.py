@@ -5,9 +5,9 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
+from helpers import tiny_diffusion_config
 from nudiff.checkpoint import state_dict_cpu
 from nudiff.config import from_dict, to_dict
-from nudiff.diffusion.config import DataConfig, DenoiserConfig, DiffusionConfig
 from nudiff.diffusion.networks import Denoiser, load_denoiser, save_denoiser
 from nudiff.model_folder import (
     FORMAT_VERSION,
@@ -24,15 +24,7 @@ from nudiff.utils import DataError, write_json
 
 def _denoiser(kind="structure"):
     torch.manual_seed(0)
-    model = DenoiserConfig(
-        kind=kind,
-        channels=(8, 16),
-        attention_levels=(False, False),
-        norm_num_groups=8,
-        num_head_channels=8,
-        spade_channels=8,
-    )
-    return Denoiser(DiffusionConfig(model=model, data=DataConfig(patch_size=16)))
+    return Denoiser(tiny_diffusion_config(kind, attention=(False, False)))
 
 
 def _segmenter():

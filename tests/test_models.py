@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from nudiff.diffusion.config import DataConfig, DenoiserConfig, DiffusionConfig
+from helpers import tiny_diffusion_config
+from nudiff.diffusion.config import DiffusionConfig
 from nudiff.diffusion.networks import Denoiser, save_denoiser
 from nudiff.diffusion.sample import load_model, sample_images, sample_structures
 from nudiff.model_folder import read_info
@@ -73,18 +74,7 @@ def test_a_shipped_image_model_fits_its_structure_model(folder):
 
 
 def _tiny_run(tmp_path, kind="structure"):
-    cfg = DiffusionConfig(
-        model=DenoiserConfig(
-            kind=kind,
-            channels=(8, 16),
-            attention_levels=(False, False),
-            norm_num_groups=8,
-            num_head_channels=8,
-            spade_channels=8,
-        ),
-        data=DataConfig(patch_size=16, scale=0.5),
-        prediction_type="v_prediction",
-    )
+    cfg = tiny_diffusion_config(kind, attention=(False, False), prediction_type="v_prediction")
     torch.manual_seed(0)
     save_denoiser(Denoiser(cfg), tmp_path / "run" / "model", info={"step": 7})
     return tmp_path / "run"

@@ -5,43 +5,12 @@ Shared through fixtures only (tests import nothing from here)."""
 import numpy as np
 import pytest
 
-from nudiff.diffusion.config import (
-    DataConfig,
-    DenoiserConfig,
-    DiffusionConfig,
-    DiffusionTrainConfig,
-    SampleConfig,
-)
+from helpers import tiny_diffusion_config
+from nudiff.diffusion.config import DiffusionConfig
 
 
 def tiny_config(kind: str = "structure", conditioning: str = "spade", **train) -> DiffusionConfig:
-    train_args = {
-        "steps": 4,
-        "batch_size": 2,
-        "lr": 1e-3,
-        "warmup_steps": 2,
-        "precision": "no",
-        "checkpoint_every": 2,
-        "keep_checkpoints": 3,
-        "log_every": 1,
-        "sample_every": 2,
-    }
-    train_args.update(train)
-    return DiffusionConfig(
-        model=DenoiserConfig(
-            kind=kind,
-            channels=(8, 16),
-            attention_levels=(False, True),
-            num_res_blocks=1,
-            num_head_channels=8,
-            norm_num_groups=8,
-            conditioning=conditioning,
-            spade_channels=8,
-        ),
-        data=DataConfig(patch_size=16, scale=0.5),
-        train=DiffusionTrainConfig(**train_args),
-        sample=SampleConfig(sampler="ddim", steps=3, batch_size=4),
-    )
+    return tiny_diffusion_config(kind, conditioning, **train)
 
 
 def discs(shape, centers, radius) -> np.ndarray:

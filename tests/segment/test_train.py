@@ -24,6 +24,10 @@ def test_loss_decreases(tmp_path, make_toy, make_config):
     assert losses[-1] < 0.8 * losses[0]
     assert (run / "model" / "model.safetensors").exists()
     assert read_info(run / "model")["selected_by"] == "final"
+    # a row's lr is the LR its last update used (update index step - 1), as in the diffusion log
+    f = lr_factor(cfg)
+    for r in _log(run):
+        assert float(r["lr"]) == pytest.approx(cfg.train.lr * f(int(r["step"]) - 1))
 
 
 def test_real_ratio_sampling_proportion():

@@ -7,34 +7,16 @@ import pytest
 import torch
 
 from helpers import disk_instance_map
-from nudiff.diffusion.config import (
-    DataConfig,
-    DenoiserConfig,
-    DiffusionConfig,
-    DiffusionTrainConfig,
-    SampleConfig,
-)
+from helpers import tiny_diffusion_config as tiny_config
+from nudiff.diffusion.config import DiffusionConfig, SampleConfig
 from nudiff.diffusion.train import train
 from nudiff.quality.filter import FilterConfig
 from nudiff.synthesis import SynthesisConfig
 
 
 def _cfg(kind: str) -> DiffusionConfig:
-    return DiffusionConfig(
-        model=DenoiserConfig(
-            kind=kind,
-            channels=(8, 16),
-            attention_levels=(False, True),
-            num_head_channels=8,
-            norm_num_groups=8,
-            spade_channels=8,
-        ),
-        data=DataConfig(patch_size=16, scale=0.5),
-        train=DiffusionTrainConfig(
-            steps=2, batch_size=2, precision="no", checkpoint_every=2, sample_every=0, log_every=1
-        ),
-        sample=SampleConfig(sampler="ddim", steps=2),
-    )
+    batch = SampleConfig().batch_size  # as _syn_cfg's explicit settings
+    return tiny_config(kind, steps=2, sample_every=0, sample_steps=2, sample_batch_size=batch)
 
 
 def _syn_cfg(n=5, **kw) -> SynthesisConfig:

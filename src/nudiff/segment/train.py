@@ -297,6 +297,7 @@ class SegmenterSteps:
         self.kept = {k: v for k, v in run.state.items() if k not in ("log_sums", "log_count")}
         self.kept = self.kept or {"best_pq": -1.0, "best_step": None}
         self.meter = LogMeter(dict(run.state.get("log_sums", {})), run.state.get("log_count", 0))
+        self.lr = 0.0
 
     def step(self, step: int) -> dict[str, torch.Tensor]:
         t, rng, device = self.cfg.train, self.run.generator, self.run.accelerator.device
@@ -314,7 +315,7 @@ class SegmenterSteps:
         parts = weighted_loss_parts(
             self.loss_fn, prediction, target, synthetic, t.synthetic_weight
         )
-        self.run.update(sum(parts.values()))
+        self.lr = self.run.update(sum(parts.values()))
         return {
             k: v.detach() for k, v in parts.items()
         }  # kept as tensors: no device sync per step
@@ -323,8 +324,8 @@ class SegmenterSteps:
         return False
 
     def log_row(self, means: dict[str, float]) -> dict[str, float]:
-        # the LR of the next update (the diffusion log has the LR of the row's last update)
-        return means | {"loss": sum(means.values()), "lr": self.run.lr_schedule.get_last_lr()[0]}
+        # the LR of the row's last update, as in the diffusion log
+        return means | {"loss": sum(means.values()), "lr": self.lr}
 
     def evaluate(self, step: int) -> dict[str, float]:
         """Mean metrics on the validation images; the best mean PQ so far is exported."""
