@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pair_ablation import segmenter_columns  # sibling script
+from pair_ablation import contrast_columns, segmenter_columns  # sibling scripts
 
-from nudiff.experiment import ResultsLayout, committed_rows, paired_gains, paired_interval
+from nudiff.experiment import ResultsLayout, committed_rows, paired_gains
 from nudiff.utils import read_json, write_json, write_text
 
 RESULTS = Path(__file__).parent / "results"
@@ -134,26 +134,12 @@ def arm_rows(results: Path, name: str) -> list[dict]:
 
 def contrasts(results: Path) -> list[dict]:
     """Each ``CONTRASTS`` pair over the (test image, seed) pairs both have: AJI and PQ of a − b,
-    mean and 95 % interval, and the per-seed AJI differences."""
-    out = []
-    for a, b in CONTRASTS:
-        ci = paired_interval(
-            arm_rows(results, a), arm_rows(results, b), ("aji", "pq"), by_seed=True
-        )
-        if not ci["seeds"]:
-            continue
-        out.append(
-            {
-                "a": a,
-                "b": b,
-                "seeds": ci["seeds"],
-                "pairs": ci["n"],
-                "aji_per_seed": ci["aji"]["per_seed"],
-                **{m: ci[m]["mean"] for m in ("aji", "pq")},
-                **{f"{m}_ci": [ci[m]["lo"], ci[m]["hi"]] for m in ("aji", "pq")},
-            }
-        )
-    return out
+    mean and 95 % interval, and the per-seed AJI differences (``contrast_columns``)."""
+    found = (
+        contrast_columns(a, b, arm_rows(results, a), arm_rows(results, b), per_seed=True)
+        for a, b in CONTRASTS
+    )
+    return [c for c in found if c is not None]
 
 
 def collect(results: Path) -> dict[str, dict]:
@@ -174,12 +160,12 @@ def collect(results: Path) -> dict[str, dict]:
     return out
 
 
-def _gain_text(g: dict, key: str) -> str:
+def _gain_text(g: dict, key: str, prefix: str = "") -> str:
     if not g:
         return "not run"
-    lo, hi = g[f"{key}_ci"]
+    lo, hi = g[f"{prefix}{key}_ci"]
     n = len(g["seeds"])
-    return f"{g[key]:+.3f} [{lo:+.3f}, {hi:+.3f}]" + (f" ({n} seeds)" if n > 1 else "")
+    return f"{g[prefix + key]:+.3f} [{lo:+.3f}, {hi:+.3f}]" + (f" ({n} seeds)" if n > 1 else "")
 
 
 def markdown(rows: dict[str, dict], heads: list[dict] | None = None) -> str:
@@ -242,9 +228,9 @@ def markdown(rows: dict[str, dict], heads: list[dict] | None = None) -> str:
         ]
         lines += [
             f"| {h['a']} | {h['b']} | {', '.join(map(str, h['seeds']))} | "
-            f"{_gain_text(h, 'aji').split(' (')[0]} | "
-            f"{_gain_text(h, 'pq').split(' (')[0]} | "
-            f"{', '.join(f'{d:+.3f}' for d in h['aji_per_seed'])} |"
+            f"{_gain_text(h, 'aji', 'gain_').split(' (')[0]} | "
+            f"{_gain_text(h, 'pq', 'gain_').split(' (')[0]} | "
+            f"{', '.join(f'{d:+.3f}' for d in h['per_seed_aji'])} |"
             for h in heads
         ]
     return "\n".join(lines) + "\n"
