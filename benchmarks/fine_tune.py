@@ -58,7 +58,7 @@ def _order(name: str) -> tuple[int, int]:
 def settings_args(name: str) -> list[str]:
     """``nudiff augment`` options of a setting (``scratch`` | ``fine-N``)."""
     if name == "scratch":
-        return []
+        return ["--scratch"]
     steps = int(name.removeprefix("fine-"))
     return [
         "--from",

@@ -193,14 +193,17 @@ def test_the_readme_own_data_chain_runs_as_written(tmp_path, monkeypatch):
         "filter": TINY["synthesis"]["filter"] | {"segmenter": "real", "keep_top": 0.5},
     }
     tiny["experiment"] = {"n_synthetic": 4}
+    # whole 128-px images as patches: the shipped image model's windows (64 px at scale 0.5)
+    tiny["data"] = TINY["data"] | {"patch_size": 128, "stride": 128}
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "augment.yaml").write_text(yaml.safe_dump(tiny))
     _dataset(tmp_path / "my_labels", n=6)
     monkeypatch.chdir(tmp_path)
     for command in _own_data_commands():
         args = shlex.split(command.replace("-n 64", "-n 4"))[1:]
-        if args[0] == "augment":
-            args += ["--config", "configs/augment.yaml"]
+        if args[0] == "augment":  # the shipped image model, fine-tuned 2 steps
+            args += ["--config", "configs/augment.yaml", "--set", "image.train.steps=2"]
+            args += ["--set", "image.train.warmup_steps=1"]
         assert main(args) == 0, command
     assert (tmp_path / "runs" / "mine" / "segmenter" / "model.safetensors").is_file()
     assert (tmp_path / "runs" / "eval" / "metrics.json").is_file()

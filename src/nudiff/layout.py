@@ -172,11 +172,11 @@ class RunLayout:
         lines = []
         for model in sorted(self.root.glob("diffusion/*/*/model")):
             record = model.parent / SHIPPED_RECORD
-            source = (
-                f"shipped, {json.loads(record.read_text())['from']}"
-                if record.is_file()
-                else "trained in this run"
-            )
+            if record.is_file():
+                source = f"shipped, {json.loads(record.read_text())['from']}"
+            else:
+                start = fine_tuned_from(model / "config.yaml")
+                source = f"fine-tuned in this run from {start}" if start else "trained in this run"
             lines.append(f"{model.parts[-3]} {model.parts[-2]} model: {source}")
         return lines
 
@@ -265,3 +265,13 @@ class ResultsLayout:
     @property
     def timings(self) -> Path:
         return self.root / "timings.json"
+
+
+def fine_tuned_from(config_yaml: Path) -> str | None:
+    """The model a diffusion model folder was fine-tuned from (``train.init_from`` of its
+    ``config.yaml``, the last three path parts: ``models/kumar-f0.10/image``), or None."""
+    text = config_yaml.read_text() if config_yaml.is_file() else ""
+    found = re.search(r"^\s*init_from:\s*(\S+)\s*$", text, re.MULTILINE)
+    if found is None or found.group(1) in ("null", "~", "''", '""'):
+        return None
+    return "/".join(Path(found.group(1).strip("'\"")).parts[-3:])

@@ -14,7 +14,9 @@ import nudiff.experiment.loop as loop
 import nudiff.experiment.training_data as td
 from nudiff.augment import augment_plan, check_labeled_folder
 from nudiff.augment.folds import fold_of
+from nudiff.augment.pipeline import FINE_TUNE
 from nudiff.cli import main
+from nudiff.config import save_config
 from nudiff.data.io import write_image, write_instance_map
 from nudiff.metrics import METRICS
 from nudiff.utils import DataError, read_json, write_json
@@ -77,10 +79,14 @@ def test_from_a_shipped_model_fine_tunes_its_image_model():
     assert not plan.experiment.shipped_models
 
 
+class _Calls(list):
+    image_steps: int | None = None
+
+
 def _stub_trainings(monkeypatch) -> list:
     """Stub the segmenter, diffusion training, synthesis and scoring of the chain; returns the
     list each stub appends its call to."""
-    calls = []
+    calls = _Calls()
 
     def train_segmenter(cfg, folder, real, synthetic, selection, resume=False):
         calls.append((folder.name, len(synthetic or [])))
@@ -109,14 +115,14 @@ def _stub_trainings(monkeypatch) -> list:
     monkeypatch.setattr(loop, "train_segmenter", train_segmenter)
     monkeypatch.setattr(loop, "predict_folder", lambda model, images, out: None)
     monkeypatch.setattr(loop, "evaluate_folders", evaluate)
-    monkeypatch.setattr(
-        td,
-        "train_diffusion",
-        lambda cfg, folder, *a, **k: (
-            calls.append("image model"),
-            (Path(folder) / "model").mkdir(parents=True),
-        ),
-    )
+
+    def train_diffusion(cfg, folder, *a, **k):  # a model folder whose config says its start
+        calls.append("image model")
+        (Path(folder) / "model").mkdir(parents=True)
+        save_config(cfg, Path(folder) / "model" / "config.yaml")
+        calls.image_steps = cfg.train.steps
+
+    monkeypatch.setattr(td, "train_diffusion", train_diffusion)
     monkeypatch.setattr(td, "synthesize", synthesize)
     return calls
 
@@ -156,7 +162,9 @@ def test_the_chain_hands_back_segmenters_pairs_and_the_answer_and_resumes(
     assert table.startswith(
         "| labeled | training data | seeds | Dice | AJI | PQ | AJI gain over real"
     )
-    assert "f1.00 image model: trained in this run" in table
+    # by default the shipped image model is fine-tuned, 250 steps (benchmarks/results/fine-tune/)
+    assert "f1.00 image model: fine-tuned in this run from models/kumar-f0.10/image" in table
+    assert calls.image_steps == FINE_TUNE["steps"]
     held_out = sorted(p.name for p in (out / "run" / "data" / "val" / "images").iterdir())
     assert len(held_out) == 2  # a quarter of 6, rounded: never trained on
     calls.clear()
@@ -262,3 +270,20 @@ def test_k_fold_scores_each_image_once_then_trains_on_all(tmp_path, monkeypatch,
     assert calls.count("image model") == 4
     calls.clear()
     assert main([*args, "--folds", "3"]) == 0 and calls == []  # resumed: nothing retrained
+
+
+def test_scratch_trains_the_image_model_from_the_config(tmp_path, monkeypatch):
+    calls = _stub_trainings(monkeypatch)
+    data, out = _dataset(tmp_path / "mine", n=6), tmp_path / "out"
+    args = ["augment", str(data), "--out", str(out), "--config", str(_tiny_config(tmp_path))]
+    assert main([*args, "--scratch"]) == 0
+    assert "f1.00 image model: trained in this run" in (out / "report" / "table.md").read_text()
+    assert calls.image_steps == TINY["image"]["train"]["steps"] != FINE_TUNE["steps"]
+    plan = augment_plan(
+        Path("configs/augment.yaml"),
+        "x",
+        1,
+        MODELS / "kumar-f0.10",
+        ["image.train.steps=40"],
+    )
+    assert plan.image.train.steps == 40 and plan.image.train.warmup_steps == 50  # --set wins
