@@ -91,3 +91,4 @@ def test_lazy_packages_still_export_their_names():
     for package in (nudiff.augment, nudiff.diffusion, nudiff.experiment, nudiff.synthesis):
         for name in package.__all__:
             assert getattr(package, name) is not None, (package.__name__, name)
+        assert set(package.__all__) <= set(dir(package)), package.__name__

@@ -22,7 +22,7 @@ DEFAULT_CONFIG = _CLONE / "configs" / "augment.yaml"
 DEFAULT_FROM = _CLONE / "models" / "kumar-f0.10"
 
 # imported on first use (lazy_loader, as scikit-image does): `nudiff --help` stays light
-__getattr__, __dir__, _ = lazy_loader.attach(
+__getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
         "checks": ["check_labeled_folder"],
@@ -31,12 +31,3 @@ __getattr__, __dir__, _ = lazy_loader.attach(
         "pipeline": ["AugmentLayout", "augment", "augment_plan"],
     },
 )
-
-__all__ = [
-    "AugmentLayout",
-    "augment",
-    "augment_folds",
-    "augment_plan",
-    "check_labeled_folder",
-    "register",
-]

@@ -11,7 +11,7 @@
 import lazy_loader
 
 # imported on first use (lazy_loader, as scikit-image does): `nudiff --help` stays light
-__getattr__, __dir__, _ = lazy_loader.attach(
+__getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
         "config": [
@@ -25,16 +25,3 @@ __getattr__, __dir__, _ = lazy_loader.attach(
         "sample": ["load_model", "sample_images", "sample_structures"],
     },
 )
-
-__all__ = [
-    "DataConfig",
-    "Denoiser",
-    "DiffusionConfig",
-    "DenoiserConfig",
-    "SampleConfig",
-    "DiffusionTrainConfig",
-    "condition_tensor",
-    "load_model",
-    "sample_images",
-    "sample_structures",
-]

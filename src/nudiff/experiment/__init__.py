@@ -47,7 +47,7 @@ import lazy_loader
 from nudiff.layout import ResultsLayout, RunLayout, fraction_tag
 
 # imported on first use (lazy_loader, as scikit-image does): `nudiff --help` stays light
-__getattr__, __dir__, _ = lazy_loader.attach(
+__getattr__, _, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
         "cli": ["register"],
@@ -85,44 +85,8 @@ __getattr__, __dir__, _ = lazy_loader.attach(
         "training_data": ["write_subset_folder"],
     },
 )
+__all__ += ["ResultsLayout", "RunLayout", "fraction_tag"]  # imported above, eagerly
 
-__all__ = [
-    "ARMS",
-    "Arm",
-    "Cell",
-    "ExperimentConfig",
-    "Plan",
-    "ResultsLayout",
-    "RunContext",
-    "RunLayout",
-    "cell_done",
-    "cell_fingerprint",
-    "cell_state",
-    "cells_of",
-    "collect_results",
-    "commit_cell",
-    "committed_cells",
-    "committed_records",
-    "committed_rows",
-    "find_cells",
-    "fraction_tag",
-    "grid_status",
-    "import_committed",
-    "is_committed",
-    "load_plan",
-    "model_kinds",
-    "paired_gains",
-    "paired_interval",
-    "precision_note",
-    "publish_report",
-    "record_rows",
-    "reference_cell",
-    "register",
-    "run_cell",
-    "run_experiment",
-    "status_markdown",
-    "synthetic_done",
-    "timed_step",
-    "write_experiment_report",
-    "write_subset_folder",
-]
+
+def __dir__() -> list[str]:  # the lazy names and the eager ones
+    return list(__all__)

@@ -15,7 +15,7 @@ import lazy_loader
 from nudiff.quality.filter import FilterConfig
 
 # imported on first use (lazy_loader, as scikit-image does): `nudiff --help` stays light
-__getattr__, __dir__, _ = lazy_loader.attach(
+__getattr__, _, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
         "cli": ["register"],
@@ -32,22 +32,8 @@ __getattr__, __dir__, _ = lazy_loader.attach(
         "sources": ["LabelWindow", "pasted_window", "subset_window"],
     },
 )
+__all__ += ["FilterConfig"]  # imported above, eagerly
 
-__all__ = [
-    "FLAT_SAMPLE_KEYS",
-    "LABEL_UPSAMPLING",
-    "REAL_STRUCTURES",
-    "STRUCTURE_SOURCES",
-    "FilterConfig",
-    "LabelWindow",
-    "SynthesisConfig",
-    "check_same_config",
-    "check_structure",
-    "model_sampling",
-    "pasted_window",
-    "register",
-    "resolve_sampling",
-    "subset_window",
-    "synthesize",
-    "write_mosaic",
-]
+
+def __dir__() -> list[str]:  # the lazy names and the eager ones
+    return list(__all__)
