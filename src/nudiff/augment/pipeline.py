@@ -93,7 +93,8 @@ def augment_plan(
     images (0: a separate --test folder). ``from_model``: fine-tune that image model (its
     network, windows and schedule replace the config's, trained :data:`FINE_TUNE` steps unless
     ``overrides`` set them)."""
-    plan = load_plan(Path(config), overrides)
+    budget = [f"image.train.{k}={v}" for k, v in FINE_TUNE.items()] if from_model else []
+    plan = load_plan(Path(config), budget + list(overrides or []))  # the user's --set comes last
     e = plan.experiment
     e.data, e.fractions, e.arms, e.seeds = [str(data)], [ALL], ["real", "real+syn"], [0]
     e.synthetic_fractions, e.seeds_by_fraction, e.arm_fractions, e.arm_seeds = [ALL], {}, {}, {}
@@ -103,9 +104,7 @@ def augment_plan(
     if from_model is not None:
         image = shipped_image_model(from_model)
         shipped = read_model_config(image, kind="image")
-        given = {o.split("=", 1)[0].strip() for o in overrides or []}
-        budget = {k: v for k, v in FINE_TUNE.items() if f"image.train.{k}" not in given}
-        train = dataclasses.replace(plan.image.train, init_from=str(image.resolve()), **budget)
+        train = dataclasses.replace(plan.image.train, init_from=str(image.resolve()))
         plan.image = dataclasses.replace(shipped, train=train, sample=plan.image.sample)
     return plan
 
