@@ -7,6 +7,7 @@ from nudiff.experiment.grid import (
     Cell,
     ExperimentConfig,
     cells_of,
+    check_windows,
     find_cells,
     load_plan,
     model_kinds,
@@ -96,6 +97,19 @@ def test_shipped_configs_load(name):
     plan = _plan(name)
     assert plan.structure.model.kind == "structure" and plan.image.model.kind == "image"
     assert cells_of(plan.experiment)
+    check_windows(plan, name)  # every shipped grid's patches hold its models' windows
+
+
+def test_patches_smaller_than_a_models_window_are_refused_upfront():
+    # 64-px patches at scale 0.5 are 32 px: the image model's 64-px window does not fit
+    with pytest.raises(
+        NudiffError,
+        match=r"demo.yaml: data.patch_size 64 .* window image.data.patch_size 64: "
+        r"set data.patch_size >= 128",
+    ):
+        check_windows(_plan("demo.yaml", ["data.patch_size=64"]), "demo.yaml")
+    # a grid of real cells only trains no diffusion model
+    check_windows(_plan("demo.yaml", ["data.patch_size=64", "experiment.arms=[real]"]), "x")
 
 
 def test_unknown_section_is_an_error(tmp_path):

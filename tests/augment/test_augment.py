@@ -69,6 +69,12 @@ def test_bad_folders_are_one_line_each_and_nothing_is_written(tmp_path, capsys):
     assert (
         "model" in capsys.readouterr().err and not out.exists()
     )  # --from a folder that is no model
+    # patches smaller than the image model's window: refused before anything is written
+    ok = _dataset(tmp_path / "ok")
+    assert main(["augment", str(ok), "--out", str(out), "--set", "data.patch_size=64"]) == 2
+    err = capsys.readouterr().err
+    assert "set data.patch_size >= 128" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
 
 
 def test_from_a_shipped_model_fine_tunes_its_image_model():

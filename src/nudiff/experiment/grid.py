@@ -7,6 +7,7 @@ here for the loop, the fingerprint, ``--status`` and the report.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,6 +153,27 @@ def model_kinds(plan: Plan) -> tuple[str, ...]:
     return ("image",) if plan.synthesis.structures in REAL_STRUCTURES else ("structure", "image")
 
 
+def check_windows(plan: Plan, where: str | Path = "config") -> None:
+    """A diffusion model the grid's pairs need draws its training windows from the prepared
+    patches resized by its ``data.scale``: they must be at least its ``data.patch_size``.
+
+    Raises:
+        NudiffError: one line naming ``where`` and the sizes, before anything runs.
+    """
+    if not any(c.needs.pairs for c in cells_of(plan.experiment)):
+        return
+    size = plan.data.patch_size
+    for kind in model_kinds(plan):
+        d = getattr(plan, kind).data
+        if round(size * d.scale) < d.patch_size:
+            raise NudiffError(
+                f"{where}: data.patch_size {size} resized by {kind}.data.scale {d.scale} is "
+                f"{round(size * d.scale)} px, smaller than the {kind} model's window "
+                f"{kind}.data.patch_size {d.patch_size}: set data.patch_size >= "
+                f"{math.ceil(d.patch_size / d.scale)}"
+            )
+
+
 __all__ = [
     "ARMS",
     "COPYPASTE_ARM",
@@ -163,6 +185,7 @@ __all__ = [
     "Plan",
     "SECTIONS",
     "cells_of",
+    "check_windows",
     "find_cells",
     "load_plan",
     "model_kinds",

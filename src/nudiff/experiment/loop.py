@@ -17,7 +17,15 @@ from pathlib import Path
 from nudiff.config import save_config
 from nudiff.data.dataset import load_folder
 from nudiff.data.prepare import load_subset, load_val, prepare, subset_filename
-from nudiff.experiment.grid import REAL_CELL, SECTIONS, Cell, Plan, cells_of, reference_cell
+from nudiff.experiment.grid import (
+    REAL_CELL,
+    SECTIONS,
+    Cell,
+    Plan,
+    cells_of,
+    check_windows,
+    reference_cell,
+)
 from nudiff.experiment.report import collect_results, write_experiment_report
 from nudiff.experiment.store import (
     cell_done,
@@ -88,6 +96,7 @@ def run_experiment(
     grid (``--cell``; returns None, the report is built apart); a cell whose pairs need
     diffusion models that ``--models-only`` has not finished is refused."""
     cfg = plan.experiment
+    check_windows(plan, "the experiment's config")  # before anything is written
     run = RunLayout(Path(out))
     run.root.mkdir(parents=True, exist_ok=True)
     for name in SECTIONS:
