@@ -17,6 +17,8 @@ fingerprint):
   ``benchmarks/results/verdict-kumar-random/``). The ranking keeps the half the real segmenter
   reproduces best, which are easier than real patches (fidelity AJI 0.68 against real's 0.53):
   does choosing the easy half cost the segmenter what the pairs could teach?
+- ``method-random-decode``: both levers at once, no ranking and the grids' decode
+  (``benchmarks/results/verdict-kumar-random-decode/``);
 - ``real-label``: the subset's own labels with up to 3 of its nuclei pasted in, painted by the
   same image model (the demo's ``real+syn``); ``configs/demo.yaml``;
 - ``real-label-full``: the same labels painted by an image model at scale 1 (128-px windows);
@@ -69,6 +71,11 @@ RECIPES: dict[str, Recipe] = {
         "verdict-kumar-random",
         "real+syn",
     ),
+    "method-random-decode": Recipe(
+        "NuDiff's pairs, no fidelity ranking, the grids' decode",
+        "verdict-kumar-random-decode",
+        "real+syn",
+    ),
     "real-label": Recipe(
         "subset labels + 3 pasted nuclei, painted at scale 0.5", "demo-kumar", "real+syn"
     ),
@@ -89,6 +96,11 @@ CONTRASTS = (
     ("method", "real-label"),
     ("method-decode", "method"),
     ("method-random", "method"),
+    ("method-random", "copypaste"),
+    ("method-random", "real-label"),
+    ("method-random-decode", "method-random"),
+    ("method-random-decode", "method-decode"),
+    ("method-random-decode", "copypaste"),
     ("method-decode", "real-label"),
     ("real-label-full", "real-label"),
 )
