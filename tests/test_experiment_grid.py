@@ -104,7 +104,7 @@ def test_patches_smaller_than_a_models_window_are_refused_upfront():
     # 64-px patches at scale 0.5 are 32 px: the image model's 64-px window does not fit
     with pytest.raises(
         NudiffError,
-        match=r"demo.yaml: data.patch_size 64 .* window image.data.patch_size 64: "
+        match=r"demo.yaml: data.patch_size 64 .* window structure.data.patch_size 64: "
         r"set data.patch_size >= 128",
     ):
         check_windows(_plan("demo.yaml", ["data.patch_size=64"]), "demo.yaml")
@@ -155,11 +155,12 @@ def test_find_cells_picks_cells_of_the_grid_by_name():
         find_cells(cfg, [names[0], "f0.10_real_s9"])
 
 
-def test_demo_runs_the_real_label_recipe_in_three_cells():
-    """The main job runs the pair recipe that paid on Kumar 10 % (real labels with real nuclei
-    pasted in, the image model alone) and no more cells than its 60-minute budget holds."""
+def test_demo_runs_the_methods_pairs_in_three_cells():
+    """The main job runs NuDiff's own pairs (sampled structures, both shipped models) without
+    the fidelity ranking (benchmarks/results/verdict-kumar-random/), in no more cells than its
+    45-minute budget holds."""
     plan = _plan("demo.yaml")
     names = [c.name for c in cells_of(plan.experiment)]
     assert names == ["f0.10_real_s0", "f0.10_real+syn_s0", "f1.00_real_s0"]
-    assert plan.synthesis.structures == "copypaste" and model_kinds(plan) == ("image",)
-    assert plan.synthesis.filter.segmenter == "real"
+    assert plan.synthesis.structures == "sampled" and model_kinds(plan) == ("structure", "image")
+    assert plan.synthesis.filter.segmenter == "real" and plan.synthesis.filter.keep_top is None

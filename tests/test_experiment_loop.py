@@ -103,7 +103,7 @@ def test_a_retrained_filter_cell_keeps_its_committed_metrics(tmp_path, monkeypat
 
 
 def test_a_cell_job_refuses_a_cell_whose_models_are_not_finished(tmp_path, monkeypatch):
-    plan = _plan("demo.yaml")  # real labels: the image model alone
+    plan = _plan("demo.yaml", ["synthesis.structures=copypaste"])  # the image model alone
     out = tmp_path / "run"
     monkeypatch.setattr(loop, "_context", lambda plan, run, *a: _context(plan, run.root))
     ran = []

@@ -165,14 +165,16 @@ def test_the_kumar_grid_config_takes_the_shipped_structure_model():
     assert diff == []
 
 
-def test_the_main_job_takes_the_shipped_image_model():
-    """configs/demo.yaml (make run) paints with exactly the shipped Kumar 10 % image model."""
+@pytest.mark.parametrize("kind", ["structure", "image"])
+def test_the_main_job_takes_the_shipped_models(kind):
+    """configs/demo.yaml (make run) samples and paints with exactly the shipped Kumar 10 %
+    structure and image models."""
     from pathlib import Path
 
     from nudiff.config import differences
     from nudiff.experiment import load_plan
 
-    shipped_cfg = load_model(MODELS_DIR / "kumar-f0.10" / "image", device="cpu")[1]
-    demo = load_plan(Path(__file__).parents[1] / "configs" / "demo.yaml").image
+    shipped_cfg = load_model(MODELS_DIR / "kumar-f0.10" / kind, device="cpu")[1]
+    demo = getattr(load_plan(Path(__file__).parents[1] / "configs" / "demo.yaml"), kind)
     diff = [d for d in differences(shipped_cfg, demo) if not d.startswith("sample.")]
     assert diff == []
