@@ -21,6 +21,8 @@ fingerprint):
   (``benchmarks/results/verdict-kumar-random-decode/``);
 - ``real-label``: the subset's own labels with up to 3 of its nuclei pasted in, painted by the
   same image model (the demo's ``real+syn``); ``configs/demo.yaml``;
+- ``real-label-random``: the real-label recipe without the ranking (128 painted, all kept;
+  ``benchmarks/results/verdict-kumar-real-label-random/``);
 - ``real-label-full``: the same labels painted by an image model at scale 1 (128-px windows);
   ``configs/verdict-kumar-s1.yaml``;
 - ``copypaste``: real nuclei pasted into real subset patches, exact labels, nothing painted
@@ -79,6 +81,11 @@ RECIPES: dict[str, Recipe] = {
     "real-label": Recipe(
         "subset labels + 3 pasted nuclei, painted at scale 0.5", "demo-kumar", "real+syn"
     ),
+    "real-label-random": Recipe(
+        "subset labels + 3 pasted nuclei, painted at scale 0.5, no fidelity ranking",
+        "verdict-kumar-real-label-random",
+        "real+syn",
+    ),
     "real-label-full": Recipe(
         "subset labels + 3 pasted nuclei, painted at scale 1", "verdict-kumar-s1", "real+syn"
     ),
@@ -102,6 +109,8 @@ CONTRASTS = (
     ("method-random-decode", "method-decode"),
     ("method-random-decode", "copypaste"),
     ("method-decode", "real-label"),
+    ("real-label-random", "real-label"),
+    ("method-random", "real-label-random"),
     ("real-label-full", "real-label"),
 )
 
