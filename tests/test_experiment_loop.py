@@ -443,3 +443,10 @@ def test_the_run_says_which_diffusion_models_were_shipped_and_which_trained(tmp_
         "f0.10 image model: shipped, models/kumar-f0.10/image",
         "f0.10 structure model: trained in this run",
     ]
+
+
+def test_reuse_without_a_results_folder_is_refused_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["experiment", "--config", str(CONFIGS / "demo.yaml"), "--out", str(out)]
+    assert main([*args, "--reuse", str(tmp_path)]) == 2
+    assert "--reuse needs --results" in capsys.readouterr().err and not out.exists()

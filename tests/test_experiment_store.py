@@ -17,6 +17,7 @@ from nudiff.experiment.store import (
     import_committed,
     is_committed,
     precision_note,
+    reuse_cells,
 )
 from nudiff.layout import RunLayout
 from nudiff.utils import NudiffError, read_json, write_json
@@ -170,6 +171,50 @@ def test_a_commit_keeps_the_configuration_the_folder_ran(tmp_path, capsys):
     config.write_text(written.replace("real_ratio:", "old_name:"))  # an option renamed since
     commit_cell(results, plan, cells[3], run, {})
     assert "(unreadable: " in capsys.readouterr().out
+
+
+def test_reuse_takes_the_cells_of_this_configuration_and_precision_only(
+    tmp_path, monkeypatch, capsys
+):
+    """--reuse: another results folder's cells with this configuration's fingerprint are
+    committed here (config.yaml recorded); another configuration's, or another precision than
+    the seed's cells here, are not."""
+    from nudiff import utils
+
+    plan, run = _plan(), RunLayout(tmp_path / "run")
+    source, results = tmp_path / "source", tmp_path / "results"
+    s0, s1, s2 = (Cell(0.1, "real", s) for s in range(3))
+    full1 = Cell(1.0, "real", 1)
+    for c in (s0, s1, s2, full1):
+        write_json(run.metrics(c), {"per_image": {"a": {"aji": 0.5}}, "mean": {}, "n_images": 1})
+    monkeypatch.setattr(utils, "native_bf16", lambda device: True)
+    for c in (s0, s1, full1):
+        commit_cell(source, plan, c, run, {})
+    other = _plan(overrides=["segment.train.steps=7"])  # decides every cell's numbers
+    commit_cell(source, other, s2, run, {})
+    monkeypatch.setattr(utils, "native_bf16", lambda device: False)  # seed 1 here ran in fp32
+    commit_cell(results, plan, s1, run, {})
+    fp32 = read_json(results / "cells" / f"{s1.name}.json")
+    capsys.readouterr()
+
+    taken = reuse_cells(results, plan, [s0, s1, s2, full1], [source], run)
+    assert taken == [s0] and is_committed(results, plan, s0)
+    assert read_json(results / "cells" / f"{s0.name}.json") == read_json(
+        source / "cells" / f"{s0.name}.json"
+    )
+    assert read_json(results / "cells" / f"{s1.name}.json") == fp32  # already here: left
+    assert not (results / "cells" / f"{s2.name}.json").exists()
+    assert not (results / "cells" / f"{full1.name}.json").exists()
+    out = capsys.readouterr().out
+    assert f"cell {s2.name}: not reused from" in out and "another configuration" in out
+    assert (
+        f"cell {full1.name}: not reused" in out
+        and "ran in bf16, this folder's seed 1 in fp32" in out
+    )
+
+    fresh = tmp_path / "fresh"  # an empty folder gets the cells and their config.yaml
+    assert reuse_cells(fresh, plan, [s0, full1], [tmp_path / "none", source], run) == [s0, full1]
+    assert to_dict(committed_plan(fresh)) == to_dict(plan)
 
 
 def test_a_folder_of_committed_cells_without_its_config_fails(tmp_path):

@@ -30,6 +30,9 @@ examples:
 --results benchmarks/results/kumar-grid --status
   nudiff experiment report --out runs/kumar --results benchmarks/results/kumar-grid   \
 (its config.yaml)
+another recipe paired with the same real cells (taken, not trained again):
+  nudiff experiment --config configs/verdict-kumar.yaml --out runs/v2 --results \
+benchmarks/results/v2 --reuse benchmarks/results/verdict-kumar --set synthesis.filter.keep_top=null
 on a cluster (docs/cluster.md): --models-only once, then one job per line of --list-cells:
   nudiff experiment --config configs/kumar-grid.yaml --list-cells
   nudiff experiment --config configs/kumar-grid.yaml --out /shared/run --results /shared/results \
@@ -86,6 +89,16 @@ def register(sub) -> None:
         default=[],
         metavar="SECTION.KEY=VALUE",
         help="override a config value, e.g. --set segment.train.real_ratio=0.9 (repeatable)",
+    )
+    p.add_argument(
+        "--reuse",
+        action="append",
+        default=None,
+        type=Path,
+        metavar="RESULTS",
+        help="another results folder: its cells committed under this configuration (same "
+        "fingerprint, e.g. the real cells several recipes share) are copied into --results "
+        "first instead of being trained again (repeatable)",
     )
     _add_grid_only_options(p)
     p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
@@ -211,4 +224,5 @@ def _cmd_experiment(args) -> None:
         getattr(args, "results", None),
         models_only=getattr(args, "models_only", False),
         cells=cells,
+        reuse=getattr(args, "reuse", None),
     )

@@ -34,6 +34,7 @@ from nudiff.experiment.store import (
     is_committed,
     missing_models,
     precision_refusal,
+    reuse_cells,
     seed_precisions,
     synthetic_done,
 )
@@ -86,6 +87,7 @@ def run_experiment(
     results_dir: Path | None = None,
     models_only: bool = False,
     cells: list[Cell] | None = None,
+    reuse: list[Path] | None = None,
 ) -> Path | None:
     """Run (or resume) every cell; returns the path of results.csv.
 
@@ -94,9 +96,13 @@ def run_experiment(
     every fraction whose unfinished cells need pairs, then stop (returns None) -- a second
     process can meanwhile run the cells that need none. cells: run only these cells of the
     grid (``--cell``; returns None, the report is built apart); a cell whose pairs need
-    diffusion models that ``--models-only`` has not finished is refused."""
+    diffusion models that ``--models-only`` has not finished is refused. reuse: results
+    folders whose cells of this configuration are committed to ``results_dir`` first
+    (:func:`~nudiff.experiment.store.reuse_cells`)."""
     cfg = plan.experiment
     check_windows(plan, "the experiment's config")  # before anything is written
+    if reuse and results_dir is None:
+        raise NudiffError("--reuse needs --results (the folder the cells are committed to)")
     run = RunLayout(Path(out))
     run.root.mkdir(parents=True, exist_ok=True)
     for name in SECTIONS:
@@ -105,6 +111,8 @@ def run_experiment(
     timed = functools.partial(timed_step, run.timings, timings)
     ctx = _context(plan, run, [Path(d) for d in (data_dirs or cfg.data)], test_dir, timed)
     grid = cells_of(cfg) if cells is None else cells
+    if reuse:
+        reuse_cells(Path(results_dir), plan, grid, [Path(r) for r in reuse], run)
 
     def unfinished(some: list[Cell]) -> list[Cell]:
         """The cells to run here: not committed, and of a seed this machine may add to

@@ -149,6 +149,46 @@ def commit_cell(results_dir: Path, plan: Plan, cell: Cell, run: RunLayout, timin
     record_config(results_dir, plan, cell, run)
 
 
+def reuse_cells(
+    results_dir: Path, plan: Plan, cells: list[Cell], sources: list[Path], run: RunLayout
+) -> list[Cell]:
+    """Commit to ``results_dir`` the cells of ``cells`` that a results folder of ``sources``
+    holds under this configuration's fingerprint (``--reuse``: the ``real`` cells every recipe
+    of a verdict is paired with, say), their records copied as they are, and record
+    ``config.yaml`` (:func:`record_config`). A cell already in ``results_dir`` is left; one a
+    source holds under another configuration, or in another precision than its seed's cells
+    here (the precision rule), is not taken (one log line). Returns the cells taken."""
+    taken = []
+    for cell in cells:
+        dest = ResultsLayout(Path(results_dir)).cell(cell)
+        if dest.exists():
+            continue
+        for source in sources:
+            path = ResultsLayout(Path(source)).cell(cell)
+            if not path.is_file():
+                continue
+            saved = read_json(path)
+            ran = saved.get("segment_precision") or plan.segment.train.precision
+            here = seed_precisions(results_dir, plan).get(cell.seed, ran)
+            why = (
+                "computed with another configuration"
+                if not matches(saved, plan, cell)
+                else f"ran in {precision_name(ran)}, this folder's seed {cell.seed} in "
+                f"{precision_name(here)}"
+                if here != ran
+                else None
+            )
+            if why:
+                log(f"cell {cell.name}: not reused from {path}: {why}")
+                continue
+            write_json(dest, saved)
+            record_config(results_dir, plan, cell, run)
+            log(f"cell {cell.name}: reused from {path} (same fingerprint)")
+            taken.append(cell)
+            break
+    return taken
+
+
 def _threads() -> int:
     import torch  # the store is read by --status, which needs no torch; a commit follows training
 
