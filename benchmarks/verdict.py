@@ -17,6 +17,8 @@ fingerprint):
   ``benchmarks/results/verdict-kumar-random/``). The ranking keeps the half the real segmenter
   reproduces best, which are easier than real patches (fidelity AJI 0.68 against real's 0.53):
   does choosing the easy half cost the segmenter what the pairs could teach?
+- ``method-random+copypaste``: the unranked pairs and copy-paste patches together, a quarter
+  of each batch from the 256 (``verdict-kumar-random``'s ``real+copypaste+syn`` arm);
 - ``method-random-decode``: both levers at once, no ranking and the grids' decode
   (``benchmarks/results/verdict-kumar-random-decode/``);
 - ``real-label``: the subset's own labels with up to 3 of its nuclei pasted in, painted by the
@@ -73,6 +75,11 @@ RECIPES: dict[str, Recipe] = {
         "verdict-kumar-random",
         "real+syn",
     ),
+    "method-random+copypaste": Recipe(
+        "NuDiff's pairs, no ranking, and 128 copy-paste patches (256 extra in all)",
+        "verdict-kumar-random",
+        "real+copypaste+syn",
+    ),
     "method-random-decode": Recipe(
         "NuDiff's pairs, no fidelity ranking, the grids' decode",
         "verdict-kumar-random-decode",
@@ -108,6 +115,8 @@ CONTRASTS = (
     ("method-random-decode", "method-random"),
     ("method-random-decode", "method-decode"),
     ("method-random-decode", "copypaste"),
+    ("method-random+copypaste", "copypaste"),
+    ("method-random+copypaste", "method-random"),
     ("method-decode", "real-label"),
     ("real-label-random", "real-label"),
     ("method-random", "real-label-random"),
