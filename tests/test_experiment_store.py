@@ -206,10 +206,10 @@ def test_reuse_takes_the_cells_of_this_configuration_and_precision_only(
     assert not (results / "cells" / f"{s2.name}.json").exists()
     assert not (results / "cells" / f"{full1.name}.json").exists()
     out = capsys.readouterr().out
-    assert f"cell {s2.name}: not reused from" in out and "another configuration" in out
+    assert f"cell {s2.name}: not reused from" in out and "another configuration's" in out
     assert (
         f"cell {full1.name}: not reused" in out
-        and "ran in bf16, this folder's seed 1 in fp32" in out
+        and "it ran in bf16, this folder's seed 1 in fp32" in out
     )
 
     fresh = tmp_path / "fresh"  # an empty folder gets the cells and their config.yaml

@@ -170,16 +170,15 @@ def reuse_cells(
             saved = read_json(path)
             ran = saved.get("segment_precision") or plan.segment.train.precision
             here = seed_precisions(results_dir, plan).get(cell.seed, ran)
-            why = (
-                "computed with another configuration"
-                if not matches(saved, plan, cell)
-                else f"ran in {precision_name(ran)}, this folder's seed {cell.seed} in "
-                f"{precision_name(here)}"
-                if here != ran
-                else None
-            )
-            if why:
-                log(f"cell {cell.name}: not reused from {path}: {why}")
+            if not matches(saved, plan, cell):
+                log(f"cell {cell.name}: not reused from {path}: another configuration's")
+                continue
+            if here != ran:
+                log(
+                    f"cell {cell.name}: not reused from {path}: it ran in "
+                    f"{precision_name(ran)}, this folder's seed {cell.seed} in "
+                    f"{precision_name(here)}"
+                )
                 continue
             write_json(dest, saved)
             record_config(results_dir, plan, cell, run)
