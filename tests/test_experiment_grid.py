@@ -101,7 +101,7 @@ def test_shipped_configs_load(name):
 
 
 def test_patches_smaller_than_a_models_window_are_refused_upfront():
-    # 64-px patches at scale 0.5 are 32 px: the image model's 64-px window does not fit
+    # 64-px patches at scale 0.5 are 32 px: the models' 64-px windows do not fit
     with pytest.raises(
         NudiffError,
         match=r"demo.yaml: data.patch_size 64 .* window structure.data.patch_size 64: "
