@@ -158,7 +158,7 @@ def reuse_cells(
     ``config.yaml`` (:func:`record_config`). A cell already in ``results_dir`` is left; one a
     source holds under another configuration, or in another precision than its seed's cells
     here (the precision rule), is not taken (one log line). Returns the cells taken."""
-    taken = []
+    taken, seeds = [], seed_precisions(results_dir, plan)  # kept up to date as cells come in
     for cell in cells:
         dest = ResultsLayout(Path(results_dir)).cell(cell)
         if dest.exists():
@@ -169,7 +169,7 @@ def reuse_cells(
                 continue
             saved = read_json(path)
             ran = saved.get("segment_precision") or plan.segment.train.precision
-            here = seed_precisions(results_dir, plan).get(cell.seed, ran)
+            here = seeds.get(cell.seed, ran)
             if not matches(saved, plan, cell):
                 log(f"cell {cell.name}: not reused from {path}: another configuration's")
                 continue
@@ -181,6 +181,7 @@ def reuse_cells(
                 )
                 continue
             write_json(dest, saved)
+            seeds[cell.seed] = ran
             record_config(results_dir, plan, cell, run)
             log(f"cell {cell.name}: reused from {path} (same fingerprint)")
             taken.append(cell)
