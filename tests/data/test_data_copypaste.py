@@ -5,6 +5,7 @@ from nudiff.data.copypaste import CopyPasteConfig, copy_paste_set, donors_of, pa
 from nudiff.data.dataset import Sample
 from nudiff.metrics import instance_metrics
 from nudiff.structure import decode, encode
+from nudiff.utils import NudiffError
 
 
 def _patch(seed: int, size: int = 96, n: int = 5) -> Sample:
@@ -92,3 +93,18 @@ def test_label_only_paste_gives_the_labels_of_the_full_paste():
         )
         assert none is None and m == n > 0
         np.testing.assert_array_equal(labels, inst)
+
+
+def test_resample_blurs_the_images_and_keeps_the_labels():
+    subset = [_patch(i) for i in range(3)]
+    sharp, _ = copy_paste_set(subset, 3, CopyPasteConfig())
+    soft, _ = copy_paste_set(subset, 3, CopyPasteConfig(resample=0.5))
+    for a, b in zip(sharp, soft):
+        assert np.array_equal(a.instance_map, b.instance_map) and a.image.shape == b.image.shape
+        # half the detail: the edges of the nuclei are softer, the colours the same on average
+        grad_a = (np.diff(a.image.astype(float), axis=1) ** 2).mean()
+        grad_b = (np.diff(b.image.astype(float), axis=1) ** 2).mean()
+        assert grad_b < 0.7 * grad_a
+        assert abs(a.image.mean() - b.image.mean()) < 1.0
+    with pytest.raises(NudiffError, match="resample"):
+        CopyPasteConfig(resample=2.0)

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from nudiff.data.resize import resize_images
+from nudiff.utils import NudiffError
+
 
 @dataclass
 class CopyPasteConfig:
@@ -31,6 +34,10 @@ class CopyPasteConfig:
     match_colour: shift a pasted nucleus's mean colour to the target patch's mean nucleus colour.
     min_area: nuclei smaller than this (px) or cut by their patch border are not used as donors.
     seed: the augmented set is a deterministic function of (subset, config, seed).
+    resample: each finished image is taken to this scale and back (area down, bilinear up, as
+        synthesis upsamples an image model's windows), labels unchanged: real pixels with only
+        the detail an image model painting at that scale can give. A diagnostic (is the painter's
+        resolution what holds its pairs back?); 1 = off.
     """
 
     nuclei: int = 12
@@ -40,6 +47,11 @@ class CopyPasteConfig:
     match_colour: bool = True
     min_area: int = 30
     seed: int = 0
+    resample: float = 1.0
+
+    def __post_init__(self):
+        if not 0 < self.resample <= 1:
+            raise NudiffError(f"copypaste.resample must be in (0, 1], got {self.resample}")
 
 
 @dataclass
@@ -177,6 +189,18 @@ def copy_paste_set(samples: list, n: int, cfg: CopyPasteConfig) -> tuple[list, l
         image, inst, pasted = paste_nuclei(
             samples[k].image, samples[k].instance_map, others, rng, cfg
         )
+        if cfg.resample != 1:
+            image = resample_image(image, cfg.resample)
         out.append(Sample(f"cp_{i:04d}", image, inst, "copypaste"))
         counts.append(pasted)
     return out, counts
+
+
+def resample_image(image: np.ndarray, scale: float) -> np.ndarray:
+    """uint8 (H, W, 3) taken to ``scale`` (area averaging) and back to (H, W) (bilinear)."""
+    small = resize_images(image[None], scale)
+    h, w = image.shape[:2]
+    back = resize_images(small, h / small.shape[1])
+    if back.shape[1:3] != (h, w):
+        raise ValueError(f"resample {scale}: {h}x{w} px do not go to that scale and back exactly")
+    return back[0]
