@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from nudiff.data.resize import resize_images
 from nudiff.utils import NudiffError
 
 
@@ -198,6 +197,8 @@ def copy_paste_set(samples: list, n: int, cfg: CopyPasteConfig) -> tuple[list, l
 
 def resample_image(image: np.ndarray, scale: float) -> np.ndarray:
     """uint8 (H, W, 3) taken to ``scale`` (area averaging) and back to (H, W) (bilinear)."""
+    from nudiff.data.resize import resize_images  # torch: kept out of the CLI's import time
+
     small = resize_images(image[None], scale)
     h, w = image.shape[:2]
     back = resize_images(small, h / small.shape[1])
