@@ -28,7 +28,10 @@ fingerprint):
 - ``real-label-full``: the same labels painted by an image model at scale 1 (128-px windows);
   ``configs/verdict-kumar-s1.yaml``;
 - ``copypaste``: real nuclei pasted into real subset patches, exact labels, nothing painted
-  (the bar diffusion pairs must clear); ``configs/verdict-kumar.yaml``'s ``real+copypaste``.
+  (the bar diffusion pairs must clear); ``configs/verdict-kumar.yaml``'s ``real+copypaste``;
+- ``copypaste-half``: the same copy-paste patches taken to scale 0.5 and back
+  (``--set experiment.copypaste.resample=0.5``, ``benchmarks/results/verdict-kumar-copypaste-half/``):
+  real pixels with only a half-resolution painter's detail. Is resolution what painted pairs lack?
 
 Each grid runs with ``nudiff experiment --config CONFIG --out runs/... --results FOLDER`` (the
 configs' headers); this script only reads the committed cells:
@@ -99,6 +102,11 @@ RECIPES: dict[str, Recipe] = {
     "copypaste": Recipe(
         "real nuclei pasted into real patches (nothing painted)", "verdict-kumar", "real+copypaste"
     ),
+    "copypaste-half": Recipe(
+        "copy-paste patches taken to scale 0.5 and back (real pixels, half the detail)",
+        "verdict-kumar-copypaste-half",
+        "real+copypaste",
+    ),
 }
 # head to head (a − b): each diffusion recipe against copy-paste (the bar), and the painted
 # recipes against each other (do sampled layouts, or full resolution, change what pairs teach?)
@@ -121,6 +129,9 @@ CONTRASTS = (
     ("real-label-random", "real-label"),
     ("method-random", "real-label-random"),
     ("real-label-full", "real-label"),
+    ("copypaste-half", "copypaste"),
+    ("method-random", "copypaste-half"),
+    ("real-label", "copypaste-half"),
 )
 
 
