@@ -30,8 +30,9 @@ fingerprint):
 - ``copypaste``: real nuclei pasted into real subset patches, exact labels, nothing painted
   (the bar diffusion pairs must clear); ``configs/verdict-kumar.yaml``'s ``real+copypaste``;
 - ``copypaste-half``: the same copy-paste patches taken to scale 0.5 and back
-  (``--set experiment.copypaste.resample=0.5``, ``benchmarks/results/verdict-kumar-copypaste-half/``):
-  real pixels with only a half-resolution painter's detail. Is resolution what painted pairs lack?
+  (``--set experiment.copypaste.resample=0.5``,
+  ``benchmarks/results/verdict-kumar-copypaste-half/``): real pixels with only a
+  half-resolution painter's detail. Is resolution what painted pairs lack?
 
 Each grid runs with ``nudiff experiment --config CONFIG --out runs/... --results FOLDER`` (the
 configs' headers); this script only reads the committed cells:

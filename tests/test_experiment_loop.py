@@ -450,3 +450,42 @@ def test_reuse_without_a_results_folder_is_refused_before_anything_is_written(tm
     args = ["experiment", "--config", str(CONFIGS / "demo.yaml"), "--out", str(out)]
     assert main([*args, "--reuse", str(tmp_path)]) == 2
     assert "--reuse needs --results" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, model_here, scored",
+    [
+        ([], False, False),  # keeps every pair, reference committed without its model: unscored
+        ([], True, True),  # its model is in the run folder: scored, nothing retrained
+        (["synthesis.filter.keep_top=0.5"], False, True),  # ranks: the reference is retrained
+    ],
+)
+def test_a_filter_that_only_scores_does_not_retrain_a_committed_reference(
+    tmp_path, monkeypatch, overrides, model_here, scored
+):
+    # `--reuse` into a new --out once retrained the reference cell (~12 min) only to score
+    # pairs that were all kept whatever their score
+    import nudiff.experiment.training_data as td
+
+    plan = _plan("demo.yaml", overrides)
+    ref = Cell(0.1, "real", 0)
+    results, out = tmp_path / "results", tmp_path / "run"
+    write_json(
+        results / "cells" / f"{ref.name}.json",
+        {"cell": ref.name, **stamp(plan, ref), "mean": {"aji": 0.5}, "per_image": {}},
+    )
+    ctx = _context(plan, out)
+    if model_here:
+        (ctx.run.cell(ref) / "model").mkdir(parents=True)
+    trained, made = [], []
+    monkeypatch.setattr(loop, "synthetic_done", lambda *a: False)
+    monkeypatch.setattr(loop, "run_cell", lambda ctx, cell, need_model=False: trained.append(cell))
+    monkeypatch.setattr(loop, "_commit", lambda *a: None)
+    monkeypatch.setattr(loop, "make_pairs", lambda *a: made.append(a[-1]))
+    loop._pairs_for(ctx, 0.1, results, {})
+    assert (made[0] is not None) == scored
+    assert trained == ([ref] if scored else [])
+    if not scored:  # and the pairs' maker refuses to rank without the reference's model
+        ranking = _plan("demo.yaml", ["synthesis.filter.keep_top=0.5"])
+        with pytest.raises(NudiffError, match="ranks by a segmenter"):
+            td.make_pairs(ranking, ctx.run, out / "data", 0.1, ctx.timed, None)

@@ -208,7 +208,10 @@ def _refuse_without_models(plan: Plan, run: RunLayout, cells: list[Cell]) -> Non
 def _pairs_for(ctx: RunContext, fraction: float, results_dir: Path | None, timings: dict) -> None:
     """The fraction's synthetic pairs, unless they are all there (made elsewhere too: a GPU).
     With ``synthesis.filter.segmenter: real``, the filter's reference cell is trained first;
-    its committed metrics, if any, stay its numbers (a retraining scores apart)."""
+    its committed metrics, if any, stay its numbers (a retraining scores apart). A filter that
+    only scores (no ``keep_top``, ``min_fidelity`` or ``max_unlabeled_rate``) does not retrain a
+    committed reference cell whose model is not in the run folder (``--reuse``, a new --out):
+    the pairs are made unscored, which changes no pair."""
     plan, run = ctx.plan, ctx.run
     with run.lock(f"{fraction_tag(fraction)}_pairs"):
         if synthetic_done(plan, run, fraction):
@@ -216,9 +219,22 @@ def _pairs_for(ctx: RunContext, fraction: float, results_dir: Path | None, timin
         segmenter = None
         if plan.synthesis.filter.segmenter == REAL_CELL:
             ref = reference_cell(plan.experiment, fraction)
-            log(f"the pair filter scores label fidelity with {ref.name}'s segmenter")
-            if results_dir is not None and is_committed(results_dir, plan, ref):
+            committed = results_dir is not None and is_committed(results_dir, plan, ref)
+            if committed:
                 import_committed(results_dir, ref, run)  # its numbers stay the committed ones
+            if (
+                committed
+                and not plan.synthesis.filter.selects_by_segmenter
+                and not (run.cell(ref) / "model").is_dir()
+            ):
+                log(
+                    f"the pairs are not scored: the filter keeps every pair, and {ref.name} is "
+                    f"committed without its model here (copy its cells/{ref.name}/ into "
+                    f"{run.root} to score them)"
+                )
+                make_pairs(plan, run, ctx.data_dir, fraction, ctx.timed, None)
+                return
+            log(f"the pair filter scores label fidelity with {ref.name}'s segmenter")
             run_cell(ctx, ref, need_model=True)
             _commit(ctx, ref, results_dir, timings)
             segmenter = run.cell(ref)

@@ -25,11 +25,11 @@ from nudiff.data.prepare import load_subset
 from nudiff.diffusion.train import train as train_diffusion
 from nudiff.experiment.grid import Cell, Plan
 from nudiff.experiment.store import missing_models, synthetic_done
-from nudiff.layout import RunLayout, fraction_tag, log
+from nudiff.layout import REAL_CELL, RunLayout, fraction_tag, log
 from nudiff.models import MODELS_DIR, find_shipped
 from nudiff.pictures import mosaic, overlay
 from nudiff.synthesis import synthesize
-from nudiff.utils import DataError, atomic_folder, read_json, write_json
+from nudiff.utils import DataError, NudiffError, atomic_folder, read_json, write_json
 
 Timed = Callable[[str, Callable[[], object]], None]
 
@@ -120,11 +120,15 @@ def make_pairs(
 ) -> Path:
     """The fraction's synthetic pairs (made unless they are there): its diffusion models
     trained if need be, then ``n_synthetic`` pairs synthesized, filtered by ``segmenter``
-    when the config says ``real``."""
+    when the config says ``real`` (``None`` there: the pairs are not scored, which only a
+    filter that drops no pair by its scores allows)."""
     syn = run.synthetic(fraction)
     syn_cfg = replace(plan.synthesis, n=plan.experiment.n_synthetic)
-    if segmenter is not None:  # "real" -> this run's folder (the fingerprint keeps "real")
-        syn_cfg = replace(syn_cfg, filter=replace(syn_cfg.filter, segmenter=str(segmenter)))
+    if syn_cfg.filter.segmenter == REAL_CELL:  # this run's cell (the fingerprint keeps "real")
+        if segmenter is None and syn_cfg.filter.selects_by_segmenter:
+            raise NudiffError("the pair filter ranks by a segmenter: give the reference cell's")
+        path = None if segmenter is None else str(segmenter)
+        syn_cfg = replace(syn_cfg, filter=replace(syn_cfg.filter, segmenter=path))
     if synthetic_done(plan, run, fraction):
         return syn
     samples = train_models(plan, run, data_dir, fraction, timed)

@@ -80,6 +80,14 @@ class FilterConfig:
         """Whether any pair-level check (or scoring) is on."""
         return bool(self.segmenter) or self.real_percentiles is not None
 
+    @property
+    def selects_by_segmenter(self) -> bool:
+        """Whether the segmenter's scores drop pairs (else it only scores them, for the
+        manifest and the mosaic's outlines of unlabeled nuclei)."""
+        return any(
+            v is not None for v in (self.keep_top, self.min_fidelity, self.max_unlabeled_rate)
+        )
+
 
 def real_bounds(
     real_samples,
