@@ -29,6 +29,9 @@ fingerprint):
   ``configs/verdict-kumar-s1.yaml``;
 - ``copypaste``: real nuclei pasted into real subset patches, exact labels, nothing painted
   (the bar diffusion pairs must clear); ``configs/verdict-kumar.yaml``'s ``real+copypaste``;
+- ``method-random-stain``: the unranked pairs, each image Reinhard-normalised to one subset
+  patch's Lab mean and sd (``--set synthesis.stain=reinhard-each``,
+  ``benchmarks/results/verdict-kumar-random-stain/``): is the painting's colour what is left?
 - ``copypaste-half``: the same copy-paste patches taken to scale 0.5 and back
   (``--set experiment.copypaste.resample=0.5``,
   ``benchmarks/results/verdict-kumar-copypaste-half/``): real pixels with only a
@@ -103,6 +106,11 @@ RECIPES: dict[str, Recipe] = {
     "copypaste": Recipe(
         "real nuclei pasted into real patches (nothing painted)", "verdict-kumar", "real+copypaste"
     ),
+    "method-random-stain": Recipe(
+        "NuDiff's pairs, no ranking, each image stain-normalised to one subset patch",
+        "verdict-kumar-random-stain",
+        "real+syn",
+    ),
     "copypaste-half": Recipe(
         "copy-paste patches taken to scale 0.5 and back (real pixels, half the detail)",
         "verdict-kumar-copypaste-half",
@@ -130,6 +138,8 @@ CONTRASTS = (
     ("real-label-random", "real-label"),
     ("method-random", "real-label-random"),
     ("real-label-full", "real-label"),
+    ("method-random-stain", "method-random"),
+    ("method-random-stain", "copypaste"),
     ("copypaste-half", "copypaste"),
     ("method-random", "copypaste-half"),
     ("real-label", "copypaste-half"),
