@@ -180,7 +180,7 @@ def test_half_resolution_set_is_compared_with_real_at_its_scale(quality_data, tm
     from quality.quality_fixtures import write_folder
 
     from nudiff.data.dataset import load_folder
-    from nudiff.quality.assess import at_scale
+    from nudiff.data.resize import at_scale
 
     syn = load_folder(quality_data["synthetic"], progress=False)
     blurred = write_folder(

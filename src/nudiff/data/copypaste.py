@@ -197,11 +197,10 @@ def copy_paste_set(samples: list, n: int, cfg: CopyPasteConfig) -> tuple[list, l
 
 def resample_image(image: np.ndarray, scale: float) -> np.ndarray:
     """uint8 (H, W, 3) taken to ``scale`` (area averaging) and back to (H, W) (bilinear)."""
-    from nudiff.data.resize import resize_images  # torch: kept out of the CLI's import time
+    from nudiff.data.resize import at_scale  # torch: kept out of the CLI's import time
 
-    small = resize_images(image[None], scale)
+    back = at_scale(image[None], scale)
     h, w = image.shape[:2]
-    back = resize_images(small, h / small.shape[1])
     if back.shape[1:3] != (h, w):
         raise ValueError(f"resample {scale}: {h}x{w} px do not go to that scale and back exactly")
     return back[0]

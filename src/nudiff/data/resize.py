@@ -25,6 +25,15 @@ def resize_images(images: np.ndarray, scale: float) -> np.ndarray:
     return np.concatenate(out)
 
 
+def at_scale(images: np.ndarray, scale: float) -> np.ndarray:
+    """Square uint8 windows (N, S, S, 3) as a model working at ``scale`` sees them: taken down
+    by area averaging and back up bilinearly to S (what synthesis does to its own images)."""
+    if scale >= 1:
+        return images
+    small = resize_images(images, scale)
+    return resize_images(small, images.shape[1] / small.shape[1])
+
+
 def resize_instance_maps(instance_maps: np.ndarray, scale: float) -> np.ndarray:
     """int (N, H, W) -> int32 (N, round(H s), round(W s)), nearest (pixel-centre aligned)."""
     inst = np.asarray(instance_maps, np.int32)

@@ -257,17 +257,6 @@ def synthesis_scale(syn_dir: str | os.PathLike) -> float:
     return float(scale)
 
 
-def at_scale(images: np.ndarray, scale: float) -> np.ndarray:
-    """Square uint8 windows (N, S, S, 3) as a model working at ``scale`` sees them: taken down
-    by area averaging and back up bilinearly to S (what synthesis does to its own images)."""
-    from nudiff.data.resize import resize_images
-
-    if scale >= 1:
-        return images
-    small = resize_images(images, scale)
-    return resize_images(small, images.shape[1] / small.shape[1])
-
-
 def resolution_ceiling(
     w: dict[str, Windows], metrics: dict, scale: float, seed: int, epochs: int
 ) -> None:
@@ -277,6 +266,7 @@ def resolution_ceiling(
     (``c2st_accuracy_at_scale``; ``c2st_accuracy_resampling``: real vs its own resampled
     windows, what resolution alone gives away). Runs after :func:`structure_and_colour`, whose
     ``laplacian_variance_real`` is the reference."""
+    from nudiff.data.resize import at_scale
     from nudiff.quality.c2st import c2st
 
     metrics["synthesis_scale"] = scale
