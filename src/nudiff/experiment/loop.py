@@ -232,12 +232,11 @@ def _pairs_for(ctx: RunContext, fraction: float, results_dir: Path | None, timin
                     f"committed without its model here (copy its cells/{ref.name}/ into "
                     f"{run.root} to score them)"
                 )
-                make_pairs(plan, run, ctx.data_dir, fraction, ctx.timed, None)
-                return
-            log(f"the pair filter scores label fidelity with {ref.name}'s segmenter")
-            run_cell(ctx, ref, need_model=True)
-            _commit(ctx, ref, results_dir, timings)
-            segmenter = run.cell(ref)
+            else:
+                log(f"the pair filter scores label fidelity with {ref.name}'s segmenter")
+                run_cell(ctx, ref, need_model=True)
+                _commit(ctx, ref, results_dir, timings)
+                segmenter = run.cell(ref)
         make_pairs(plan, run, ctx.data_dir, fraction, ctx.timed, segmenter)
 
 
