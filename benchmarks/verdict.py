@@ -116,6 +116,21 @@ RECIPES: dict[str, Recipe] = {
         "verdict-kumar-copypaste-half",
         "real+copypaste",
     ),
+    "method-random-g1.5": Recipe(
+        "NuDiff's pairs, no ranking, painted at guidance s = 1.5 (fainter nuclei, nearer colour)",
+        "verdict-kumar-random-g1.5",
+        "real+syn",
+    ),
+    "method-random-g3": Recipe(
+        "NuDiff's pairs, no ranking, painted at guidance s = 3 (nuclei as visible as real)",
+        "verdict-kumar-random-g3",
+        "real+syn",
+    ),
+    "method-random-512": Recipe(
+        "NuDiff's pairs, no ranking, 512 sampled (4x the pairs, same share of each batch)",
+        "verdict-kumar-random-512",
+        "real+syn",
+    ),
 }
 # head to head (a − b): each diffusion recipe against copy-paste (the bar), and the painted
 # recipes against each other (do sampled layouts, or full resolution, change what pairs teach?)
@@ -143,6 +158,12 @@ CONTRASTS = (
     ("copypaste-half", "copypaste"),
     ("method-random", "copypaste-half"),
     ("real-label", "copypaste-half"),
+    ("method-random-g1.5", "method-random"),
+    ("method-random-g3", "method-random"),
+    ("method-random-g1.5", "copypaste"),
+    ("method-random-g3", "copypaste"),
+    ("method-random-512", "method-random"),
+    ("method-random-512", "copypaste"),
 )
 
 
