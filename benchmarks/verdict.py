@@ -225,6 +225,7 @@ def head_to_head(results: Path) -> list[dict]:
     return [h for h in heads if h is not None]
 
 
+FLOOR = "real vs real"  # the pair-quality table's last row: two halves of the real windows
 # (quality.json key, column) of the pair-quality table: images, then labels
 QUALITY = (
     ("colour_w1_mean", "colour W1"),
@@ -248,7 +249,15 @@ def pair_quality(folders: dict[str, Path]) -> dict[str, dict]:
         q = read_json(folder / "quality.json")
         out[name] = {k: q.get(k) for k, _ in QUALITY}
         floor = {k: q.get(f"{k}_floor", q.get(f"{k}_real")) for k, _ in QUALITY}
-    return out | ({"real vs real": floor} if floor else {})
+    return out | ({FLOOR: floor} if floor else {})
+
+
+def merged_quality(kept: dict[str, dict], given: dict[str, dict]) -> dict[str, dict]:
+    """The rows measured before (``verdict.json``) with the ones given now added or replaced, the floor measured first kept
+    (their `nudiff quality` folders live in runs/, gone on a fresh machine), the floor last."""
+    rows = {k: v for k, v in (kept | given).items() if k != FLOOR}
+    floor = kept.get(FLOOR) or given.get(FLOOR)
+    return rows | ({FLOOR: floor} if floor else {})
 
 
 def quality_markdown(quality: dict[str, dict]) -> str:
@@ -327,9 +336,10 @@ def main() -> None:
     args = ap.parse_args()
     rows, heads = summarise(args.results), head_to_head(args.results)
     out = args.results / "verdict-kumar"
-    quality = pair_quality({k: Path(v) for k, v in (q.split("=", 1) for q in args.quality)})
-    if not quality and (out / "verdict.json").exists():  # keep the table measured before
-        quality = read_json(out / "verdict.json").get("pair_quality", {})
+    given = pair_quality({k: Path(v) for k, v in (q.split("=", 1) for q in args.quality)})
+    before = out / "verdict.json"
+    kept = read_json(before).get("pair_quality", {}) if before.exists() else {}
+    quality = merged_quality(kept, given)
     md = markdown(rows, heads) + (quality_markdown(quality) if quality else "")
     write_json(
         out / "verdict.json", {"recipes": rows, "head_to_head": heads, "pair_quality": quality}
