@@ -253,8 +253,9 @@ def pair_quality(folders: dict[str, Path]) -> dict[str, dict]:
 
 
 def merged_quality(kept: dict[str, dict], given: dict[str, dict]) -> dict[str, dict]:
-    """The rows measured before (``verdict.json``) with the ones given now added or replaced, the floor measured first kept
-    (their `nudiff quality` folders live in runs/, gone on a fresh machine), the floor last."""
+    """The rows measured before (``verdict.json``; their `nudiff quality` folders live in runs/,
+    gone on a fresh machine) with the ones given now added or replaced; the floor measured
+    first is kept (a floor drifts a little between runs) and comes last."""
     rows = {k: v for k, v in (kept | given).items() if k != FLOOR}
     floor = kept.get(FLOOR) or given.get(FLOOR)
     return rows | ({FLOOR: floor} if floor else {})
