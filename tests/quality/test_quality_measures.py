@@ -72,6 +72,17 @@ def test_visible_nuclei_and_threshold():
     assert stats.visible_nuclei(image, np.roll(inst, 20, axis=1), thr)[0] < total
 
 
+def test_matched_threshold_carries_across_a_stain_shift():
+    image, inst = he_pair(3)
+    thr = stats.h_threshold(image[None], inst[None])
+    total = inst.max()
+    pale = np.round(255 * (image / 255) ** 0.5).astype(np.uint8)  # optical density halved
+    assert stats.visible_nuclei(pale, inst, thr)[0] < total  # the real threshold hides them
+    matched = stats.matched_threshold(image[None], thr, pale[None])
+    assert matched < thr and stats.visible_nuclei(pale, inst, matched)[0] == total
+    assert stats.matched_threshold(image[None], thr, image[None]) == pytest.approx(thr, rel=0.05)
+
+
 def test_haematoxylin_blobs_without_a_label_are_counted():
     image, inst = he_pair(3)
     thr = stats.h_threshold(image[None], inst[None])

@@ -150,14 +150,18 @@ def structure_and_colour(
     metrics["laplacian_variance"] = float(lap["synthetic"].mean())
     metrics["laplacian_variance_real"] = ref
     thr = stats.h_threshold(a.images, a.labels)
-    metrics["h_threshold"] = thr
-    visible = [stats.visible_nuclei(i, m, thr) for i, m in zip(s.images, s.labels)]
-    metrics["visible_fraction"] = stats.agreement(s.images, s.labels, thr)["visible_fraction"]
-    metrics["visible_fraction_floor"] = stats.agreement(b.images, b.labels, thr)[
+    # the synthetic windows' own threshold: the same share of their pixels above it (their
+    # stain is not the real one's; the real threshold would hide their nuclei)
+    thr_s = stats.matched_threshold(a.images, thr, s.images)
+    metrics["h_threshold"], metrics["h_threshold_synthetic"] = thr, thr_s
+    visible = [stats.visible_nuclei(i, m, thr_s) for i, m in zip(s.images, s.labels)]
+    metrics["visible_fraction"] = stats.agreement(s.images, s.labels, thr_s)["visible_fraction"]
+    thr_b = stats.matched_threshold(a.images, thr, b.images)  # the same rule for the floor
+    metrics["visible_fraction_floor"] = stats.agreement(b.images, b.labels, thr_b)[
         "visible_fraction"
     ]
-    h_blobs = [stats.h_unlabeled(i, m, thr) for i, m in zip(s.images, s.labels)]
-    floor_blobs = [stats.h_unlabeled(i, m, thr) for i, m in zip(b.images, b.labels)]
+    h_blobs = [stats.h_unlabeled(i, m, thr_s) for i, m in zip(s.images, s.labels)]
+    floor_blobs = [stats.h_unlabeled(i, m, thr_b) for i, m in zip(b.images, b.labels)]
     metrics["h_unlabeled_rate"] = _pooled_rate(h_blobs)
     metrics["h_unlabeled_rate_floor"] = _pooled_rate(floor_blobs)
     sd = {k: max(float(np.std(col["real_a"][k])), 1e-12) for k in stats.COLOUR_STATS}
