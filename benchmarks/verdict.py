@@ -122,7 +122,7 @@ RECIPES: dict[str, Recipe] = {
         "real+syn",
     ),
     "method-random-g3": Recipe(
-        "NuDiff's pairs, no ranking, painted at guidance s = 3 (nuclei as visible as real)",
+        "NuDiff's pairs, no ranking, painted at guidance s = 3 (sharper, darker nuclei, colour further off)",
         "verdict-kumar-random-g3",
         "real+syn",
     ),
