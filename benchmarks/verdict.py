@@ -117,12 +117,12 @@ RECIPES: dict[str, Recipe] = {
         "real+copypaste",
     ),
     "method-random-g1.5": Recipe(
-        "NuDiff's pairs, no ranking, painted at guidance s = 1.5 (fainter nuclei, nearer colour)",
+        "NuDiff's pairs, no ranking, painted at guidance s = 1.5 (softer nuclei, nearer colour)",
         "verdict-kumar-random-g1.5",
         "real+syn",
     ),
     "method-random-g3": Recipe(
-        "NuDiff's pairs, no ranking, painted at guidance s = 3 (sharper, darker nuclei, colour further off)",
+        "NuDiff's pairs, no ranking, painted at guidance s = 3 (sharper, darker nuclei)",
         "verdict-kumar-random-g3",
         "real+syn",
     ),
