@@ -29,9 +29,10 @@ def columns(folders: dict[str, Path], n: int) -> np.ndarray:
     first_name, first = next(iter(folders.items()))
     tiles = []
     for pair in pair_names(first, formats[first_name])[:n]:
-        images, label = [], read_pair(first, pair, formats[first_name])[1]
+        images, label = [], None
         for name, folder in folders.items():
             image, inst, _ = read_pair(folder, pair, formats[name])
+            label = inst if label is None else label  # the first folder's
             if not np.array_equal(inst, label):
                 raise DataError(
                     folder,

@@ -78,9 +78,10 @@ def test_matched_threshold_carries_across_a_stain_shift():
     total = inst.max()
     pale = np.round(255 * (image / 255) ** 0.5).astype(np.uint8)  # optical density halved
     assert stats.visible_nuclei(pale, inst, thr)[0] < total  # the real threshold hides them
-    matched = stats.matched_threshold(image[None], thr, pale[None])
+    share = stats.share_below(image[None], thr)
+    matched = stats.matched_threshold(pale[None], share)
     assert matched < thr and stats.visible_nuclei(pale, inst, matched)[0] == total
-    assert stats.matched_threshold(image[None], thr, image[None]) == pytest.approx(thr, rel=0.05)
+    assert stats.matched_threshold(image[None], share) == pytest.approx(thr, rel=0.05)
 
 
 def test_haematoxylin_blobs_without_a_label_are_counted():

@@ -152,11 +152,12 @@ def structure_and_colour(
     thr = stats.h_threshold(a.images, a.labels)
     # the synthetic windows' own threshold: the same share of their pixels above it (their
     # stain is not the real one's; the real threshold would hide their nuclei)
-    thr_s = stats.matched_threshold(a.images, thr, s.images)
+    share = stats.share_below(a.images, thr)
+    thr_s = stats.matched_threshold(s.images, share)
     metrics["h_threshold"], metrics["h_threshold_synthetic"] = thr, thr_s
     visible = [stats.visible_nuclei(i, m, thr_s) for i, m in zip(s.images, s.labels)]
     metrics["visible_fraction"] = stats.agreement(s.images, s.labels, thr_s)["visible_fraction"]
-    thr_b = stats.matched_threshold(a.images, thr, b.images)  # the same rule for the floor
+    thr_b = stats.matched_threshold(b.images, share)  # the same rule for the floor
     metrics["visible_fraction_floor"] = stats.agreement(b.images, b.labels, thr_b)[
         "visible_fraction"
     ]

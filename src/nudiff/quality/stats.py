@@ -185,10 +185,15 @@ def laplacian_variance(grey_image: np.ndarray) -> float:
     return float(ndi.laplace(np.asarray(grey_image, np.float32)).var())
 
 
+def haematoxylin(images: np.ndarray) -> np.ndarray:
+    """The haematoxylin optical density (``rgb2hed``'s H) of uint8 RGB images, (N, H, W)."""
+    return np.stack([rgb2hed(i)[..., 0] for i in images])
+
+
 def h_threshold(images: np.ndarray, instance_maps: np.ndarray) -> float:
     """Haematoxylin optical density threshold that best matches real labels (max pixel Dice
     of ``H > t`` against the foreground, over quantiles 0.30..0.95 of H)."""
-    h = np.stack([rgb2hed(i)[..., 0] for i in images])
+    h = haematoxylin(images)
     fg = np.asarray(instance_maps) > 0
     best = max(
         np.quantile(h, np.linspace(0.3, 0.95, 27)),
@@ -197,15 +202,18 @@ def h_threshold(images: np.ndarray, instance_maps: np.ndarray) -> float:
     return float(best)
 
 
-def matched_threshold(real_images: np.ndarray, threshold: float, images: np.ndarray) -> float:
-    """The haematoxylin threshold for ``images`` that leaves the same share of their pixels
-    above it as ``threshold`` leaves of ``real_images``' (quantile matching). A threshold in
-    optical density does not carry across a stain shift: painted images a little paler than
-    the real ones would show no nucleus above the real threshold, however plain their nuclei
-    are; their own quantile does."""
-    h_real = np.concatenate([rgb2hed(i)[..., 0].ravel() for i in real_images])
-    h = np.concatenate([rgb2hed(i)[..., 0].ravel() for i in images])
-    return float(np.quantile(h, float((h_real <= threshold).mean())))
+def share_below(images: np.ndarray, threshold: float) -> float:
+    """The share of the images' pixels whose haematoxylin is at most ``threshold``."""
+    return float((haematoxylin(images) <= threshold).mean())
+
+
+def matched_threshold(images: np.ndarray, share: float) -> float:
+    """The haematoxylin threshold for ``images`` that leaves ``share`` of their pixels at or
+    below it: pass :func:`share_below` of the real images at their threshold (quantile
+    matching). A threshold in optical density does not carry across a stain shift: painted
+    images a little paler than the real ones would show no nucleus above the real threshold,
+    however plain their nuclei are; their own quantile does."""
+    return float(np.quantile(haematoxylin(images), share))
 
 
 def visible_nuclei(
